@@ -1,0 +1,380 @@
+//! Events on the wire: Avro binary in the Confluent framing (magic byte 0, 4-byte big-endian
+//! schema id, datum). Writers register their schema under TopicRecordNameStrategy; readers
+//! fetch the writer's schema by id and resolve it against their own (Avro schema resolution),
+//! so producers and consumers built on different schema versions interoperate.
+
+use std::time::Duration;
+
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+
+use crate::{Event, EventKind, Topics};
+
+/// Why an event could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The registry could not be reached or answered with a server error: try again later.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    /// The bytes do not start with the Confluent magic byte and a schema id.
+    #[error("not Confluent-framed Avro: {0}")]
+    NotFramed(String),
+    /// The registry does not know the schema id in the message.
+    #[error("unknown schema id {id}: {message}")]
+    UnknownSchema { id: u32, message: String },
+    /// The writer's record is not one this service reads.
+    #[error("unexpected record {0}")]
+    UnexpectedRecord(String),
+    /// The datum does not decode with the writer's schema, or does not resolve to ours.
+    #[error("undecodable {record}: {message}")]
+    Undecodable { record: String, message: String },
+    /// The registry refused the schema (e.g. incompatible with the subject's history).
+    #[error("schema rejected by the registry: {0}")]
+    Rejected(String),
+    /// Our own value does not fit our own schema: a bug.
+    #[error("cannot encode {record}: {message}")]
+    Encode { record: &'static str, message: String },
+}
+
+impl CodecError {
+    /// True when retrying the same message later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CodecError::RegistryUnavailable(_))
+    }
+
+    /// A short, stable name for metrics and dead-letter headers.
+    pub fn class(&self) -> &'static str {
+        match self {
+            CodecError::RegistryUnavailable(_) => "registry_unavailable",
+            CodecError::NotFramed(_) => "not_framed",
+            CodecError::UnknownSchema { .. } => "unknown_schema",
+            CodecError::UnexpectedRecord(_) => "unexpected_record",
+            CodecError::Undecodable { .. } => "undecodable",
+            CodecError::Rejected(_) => "schema_rejected",
+            CodecError::Encode { .. } => "encode",
+        }
+    }
+}
+
+fn describe(e: &SRCError) -> String {
+    match &e.cause {
+        Some(cause) => format!("{}: {cause}", e.error),
+        None => e.error.clone(),
+    }
+}
+
+/// Encodes and decodes events through a Confluent-compatible schema registry. Schemas and ids
+/// are cached after first use, so the registry is on the path only once per schema.
+pub struct EventCodec {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+}
+
+impl EventCodec {
+    pub fn new(registry_url: &str) -> Result<Self, CodecError> {
+        let settings = || {
+            SrSettings::new_builder(registry_url.to_owned())
+                .set_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| CodecError::RegistryUnavailable(describe(&e)))
+        };
+        Ok(EventCodec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?) })
+    }
+
+    /// Registers (once) the event's schema under its subject and returns the framed bytes.
+    pub async fn encode(&self, topics: &Topics, event: &Event) -> Result<Vec<u8>, CodecError> {
+        let kind = event.kind();
+        let topic = topics.for_kind(kind).to_owned();
+        let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
+            topic,
+            SuppliedSchema::new(Some(kind.full_name().to_owned()), SchemaType::Avro, kind.schema_text().to_owned()),
+        );
+        let subject = kind.subject(topics);
+        let registered = self.encoder.get_schema_and_id(&subject, strategy).await.map_err(|e| {
+            if e.retriable {
+                CodecError::RegistryUnavailable(describe(&e))
+            } else {
+                CodecError::Rejected(describe(&e))
+            }
+        })?;
+        encode_plain(registered.id, event)
+    }
+
+    /// Decodes framed bytes into the event they carry, resolving the writer's schema against
+    /// this build's schema for the record.
+    pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Event, CodecError> {
+        let bytes = bytes.ok_or_else(|| CodecError::NotFramed("empty payload (tombstone)".into()))?;
+        let (id, datum) = split_frame(bytes)?;
+        let writer = self.decoder.get_schema(id).await.map_err(|e| {
+            if e.retriable {
+                CodecError::RegistryUnavailable(describe(&e))
+            } else {
+                CodecError::UnknownSchema { id, message: describe(&e) }
+            }
+        })?;
+        decode_with_writer(&writer.parsed, datum)
+    }
+
+    /// Forgets cached lookup failures (e.g. a schema id that has since been registered).
+    pub fn forget_failures(&self) {
+        self.decoder.remove_errors_from_cache();
+        self.encoder.remove_errors_from_cache();
+    }
+}
+
+fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
+    match bytes {
+        [0, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        [] => Err(CodecError::NotFramed("empty payload".into())),
+        [magic, ..] if *magic != 0 => Err(CodecError::NotFramed(format!(
+            "first byte is {magic:#04x}, expected the magic byte 0x00 ({} bytes)",
+            bytes.len()
+        ))),
+        _ => Err(CodecError::NotFramed(format!("{} bytes, shorter than the 5-byte header", bytes.len()))),
+    }
+}
+
+/// Frames `event` with schema id `id`, encoding it with this build's schema.
+pub fn encode_plain(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
+    let kind = event.kind();
+    let record = kind.full_name();
+    let err = |e: apache_avro::Error| CodecError::Encode { record, message: e.to_string() };
+    let value = match event {
+        Event::OrderCreated(e) => apache_avro::to_value(e),
+        Event::OrderStatusChanged(e) => apache_avro::to_value(e),
+        Event::PaymentProcessed(e) => apache_avro::to_value(e),
+        Event::PaymentRefunded(e) => apache_avro::to_value(e),
+        Event::InventoryUpdated(e) => apache_avro::to_value(e),
+    }
+    .map_err(err)?;
+    let schema = kind.schema();
+    let value = value.resolve(schema).map_err(err)?;
+    let datum = apache_avro::to_avro_datum(schema, value).map_err(err)?;
+    let mut framed = Vec::with_capacity(5 + datum.len());
+    framed.push(0);
+    framed.extend_from_slice(&id.to_be_bytes());
+    framed.extend_from_slice(&datum);
+    Ok(framed)
+}
+
+/// Decodes an unframed datum written with `writer`, into this build's type for that record.
+pub fn decode_with_writer(writer: &Schema, mut datum: &[u8]) -> Result<Event, CodecError> {
+    let name = match writer {
+        Schema::Record(record) => record.name.fullname(None),
+        other => return Err(CodecError::UnexpectedRecord(format!("{other:?}"))),
+    };
+    let kind = EventKind::from_full_name(&name).ok_or_else(|| CodecError::UnexpectedRecord(name.clone()))?;
+    let undecodable = |message: String| CodecError::Undecodable { record: name.clone(), message };
+    let value = apache_avro::from_avro_datum(writer, &mut datum, Some(kind.schema())).map_err(|e| undecodable(e.to_string()))?;
+    let event = match kind {
+        EventKind::OrderCreated => apache_avro::from_value(&value).map(Event::OrderCreated),
+        EventKind::OrderStatusChanged => apache_avro::from_value(&value).map(Event::OrderStatusChanged),
+        EventKind::PaymentProcessed => apache_avro::from_value(&value).map(Event::PaymentProcessed),
+        EventKind::PaymentRefunded => apache_avro::from_value(&value).map(Event::PaymentRefunded),
+        EventKind::InventoryUpdated => apache_avro::from_value(&value).map(Event::InventoryUpdated),
+    }
+    .map_err(|e| undecodable(e.to_string()))?;
+    if !datum.is_empty() {
+        return Err(undecodable(format!("{} trailing bytes after the datum", datum.len())));
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+    use apache_avro::types::Value;
+
+    fn money(amount: i64) -> Money {
+        Money { amount_minor: amount, currency: "EUR".into() }
+    }
+
+    fn line(sku: &str, quantity: i32) -> OrderLine {
+        OrderLine { sku: sku.into(), quantity, unit_price: money(250) }
+    }
+
+    fn id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// One sample of every record, with every optional field set.
+    fn samples() -> Vec<Event> {
+        vec![
+            Event::OrderCreated(OrderCreated {
+                event_id: id(),
+                order_id: id(),
+                occurred_at: 1_700_000_000_123,
+                customer_id: "alice".into(),
+                items: vec![line("sku-1", 3), line("sku-2", 1)],
+                total: money(1000),
+                payment_method: "pm_card_visa".into(),
+            }),
+            Event::OrderStatusChanged(OrderStatusChanged {
+                event_id: id(),
+                order_id: id(),
+                occurred_at: 1,
+                customer_id: "alice".into(),
+                version: 3,
+                status: OrderStatus::OutOfStock,
+                reason: Some("sku-1: requested 8, available 7".into()),
+            }),
+            Event::PaymentProcessed(PaymentProcessed {
+                event_id: id(),
+                order_id: id(),
+                occurred_at: 2,
+                payment_id: id(),
+                status: PaymentStatus::Failed,
+                amount: money(750),
+                items: vec![line("sku-1", 3)],
+                failure_reason: Some("card declined".into()),
+                provider_reference: Some("ch_123".into()),
+            }),
+            Event::PaymentRefunded(PaymentRefunded {
+                event_id: id(),
+                order_id: id(),
+                occurred_at: 3,
+                payment_id: id(),
+                refund_id: id(),
+                amount: money(750),
+                reason: "out of stock".into(),
+            }),
+            Event::InventoryUpdated(InventoryUpdated {
+                event_id: id(),
+                order_id: id(),
+                occurred_at: 4,
+                status: InventoryStatus::OutOfStock,
+                items: vec![StockLine { sku: "sku-1".into(), quantity: 8 }],
+                missing: vec![MissingItem { sku: "sku-1".into(), requested: 8, available: 7 }],
+            }),
+        ]
+    }
+
+    /// The names of a record value's fields, recursively, as `a.b[].c` paths.
+    fn value_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Record(fields) => {
+                for (name, v) in fields {
+                    let path = format!("{prefix}{name}");
+                    out.push(path.clone());
+                    value_paths(v, &format!("{path}."), out);
+                }
+            }
+            Value::Array(items) => {
+                if let Some(first) = items.first() {
+                    value_paths(first, &format!("{}[].", prefix.trim_end_matches('.')), out);
+                }
+            }
+            Value::Union(_, inner) => value_paths(inner, prefix, out),
+            _ => {}
+        }
+    }
+
+    fn schema_paths(schema: &Schema, names: &apache_avro::schema::NamesRef, prefix: &str, out: &mut Vec<String>) {
+        match schema {
+            Schema::Record(record) => {
+                for field in &record.fields {
+                    let path = format!("{prefix}{}", field.name);
+                    out.push(path.clone());
+                    schema_paths(&field.schema, names, &format!("{path}."), out);
+                }
+            }
+            Schema::Array(array) => schema_paths(&array.items, names, &format!("{}[].", prefix.trim_end_matches('.')), out),
+            Schema::Union(union) => {
+                for variant in union.variants() {
+                    schema_paths(variant, names, prefix, out);
+                }
+            }
+            Schema::Ref { name } => {
+                let target = names.get(name).expect("named type defined");
+                schema_paths(target, names, prefix, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// The Rust types follow the schema files: the same fields, in the same order, at every
+    /// depth, and values that resolve against the file's schema.
+    #[test]
+    fn rust_types_follow_the_schema_files() {
+        for event in samples() {
+            let kind = event.kind();
+            let schema = kind.schema();
+            let value = match &event {
+                Event::OrderCreated(e) => apache_avro::to_value(e),
+                Event::OrderStatusChanged(e) => apache_avro::to_value(e),
+                Event::PaymentProcessed(e) => apache_avro::to_value(e),
+                Event::PaymentRefunded(e) => apache_avro::to_value(e),
+                Event::InventoryUpdated(e) => apache_avro::to_value(e),
+            }
+            .unwrap();
+            let mut from_type = Vec::new();
+            value_paths(&value, "", &mut from_type);
+            let resolved = apache_avro::schema::ResolvedSchema::try_from(schema).unwrap();
+            let mut from_file = Vec::new();
+            schema_paths(schema, resolved.get_names(), "", &mut from_file);
+            assert_eq!(from_type, from_file, "{} does not follow schemas/{}", kind.full_name(), kind.schema_path());
+            value.resolve(schema).unwrap_or_else(|e| panic!("{} does not fit its schema: {e}", kind.full_name()));
+        }
+    }
+
+    #[test]
+    fn every_record_round_trips() {
+        for event in samples() {
+            let bytes = encode_plain(42, &event).unwrap();
+            assert_eq!(&bytes[..5], &[0, 0, 0, 0, 42]);
+            let decoded = decode_with_writer(event.kind().schema(), &bytes[5..]).unwrap();
+            assert_eq!(decoded, event);
+        }
+    }
+
+    #[test]
+    fn the_newest_schema_file_of_each_record_is_used() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+        for kind in EventKind::ALL {
+            let used = root.join(kind.schema_path());
+            let dir = used.parent().unwrap();
+            let newest = std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| n.strip_prefix('v')?.strip_suffix(".avsc")?.parse::<u32>().ok())
+                .max()
+                .unwrap();
+            assert_eq!(
+                used.file_name().unwrap().to_str().unwrap(),
+                format!("v{newest}.avsc"),
+                "{} should follow its newest schema version",
+                kind.full_name()
+            );
+        }
+    }
+
+    #[test]
+    fn v1_payment_events_decode_with_the_v2_reader() {
+        let v1_text = include_str!("../../../schemas/payments/PaymentProcessed/v1.avsc");
+        let v1 = Schema::parse_str(v1_text).unwrap();
+        let Event::PaymentProcessed(mut event) = samples().remove(2) else { unreachable!() };
+        event.provider_reference = None;
+        let mut value = apache_avro::to_value(&event).unwrap();
+        if let Value::Record(fields) = &mut value {
+            fields.retain(|(name, _)| name != "provider_reference");
+        }
+        let datum = apache_avro::to_avro_datum(&v1, value.resolve(&v1).unwrap()).unwrap();
+        let decoded = decode_with_writer(&v1, &datum).unwrap();
+        assert_eq!(decoded, Event::PaymentProcessed(event));
+    }
+
+    #[test]
+    fn framing_errors_say_what_is_wrong() {
+        assert!(matches!(split_frame(b""), Err(CodecError::NotFramed(m)) if m.contains("empty")));
+        assert!(matches!(split_frame(b"{\"json\":1}"), Err(CodecError::NotFramed(m)) if m.contains("0x7b")));
+        assert!(matches!(split_frame(&[0, 0, 1]), Err(CodecError::NotFramed(m)) if m.contains("shorter")));
+        let garbage = [0u8, 0, 0, 0, 7, 0xff, 0xff, 0xff];
+        let (id, datum) = split_frame(&garbage).unwrap();
+        assert_eq!(id, 7);
+        assert!(decode_with_writer(EventKind::OrderCreated.schema(), datum).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The events services exchange over Kafka. The Rust types follow the Avro schema files under
+//! `schemas/` (the latest version of each record); a test checks every type against its file,
+//! so a schema change that the code does not follow fails the build's tests.
+
+mod codec;
+mod types;
+
+pub use codec::{CodecError, EventCodec, decode_with_writer, encode_plain};
+pub use types::*;
+
+use apache_avro::Schema;
+use std::sync::LazyLock;
+
+/// The topics events travel on. Names are configurable so tests can use random ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub orders: String,
+    pub order_status: String,
+    pub payments: String,
+    pub inventory: String,
+}
+
+impl Topics {
+    /// The production names, optionally prefixed (`<prefix>orders`, ...).
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topics {
+            orders: format!("{prefix}orders"),
+            order_status: format!("{prefix}order-status"),
+            payments: format!("{prefix}payments"),
+            inventory: format!("{prefix}inventory"),
+        }
+    }
+
+    /// The topic that carries events of `kind`.
+    pub fn for_kind(&self, kind: EventKind) -> &str {
+        match kind {
+            EventKind::OrderCreated => &self.orders,
+            EventKind::OrderStatusChanged => &self.order_status,
+            EventKind::PaymentProcessed | EventKind::PaymentRefunded => &self.payments,
+            EventKind::InventoryUpdated => &self.inventory,
+        }
+    }
+
+    pub fn all(&self) -> [&str; 4] {
+        [&self.orders, &self.order_status, &self.payments, &self.inventory]
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics::with_prefix("")
+    }
+}
+
+/// Which record an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    OrderCreated,
+    OrderStatusChanged,
+    PaymentProcessed,
+    PaymentRefunded,
+    InventoryUpdated,
+}
+
+/// The schema file each Rust type follows: the newest version of each record.
+const SCHEMA_FILES: [(EventKind, &str, &str); 5] = [
+    (EventKind::OrderCreated, "orders/OrderCreated/v1.avsc", include_str!("../../../schemas/orders/OrderCreated/v1.avsc")),
+    (
+        EventKind::OrderStatusChanged,
+        "order-status/OrderStatusChanged/v1.avsc",
+        include_str!("../../../schemas/order-status/OrderStatusChanged/v1.avsc"),
+    ),
+    (
+        EventKind::PaymentProcessed,
+        "payments/PaymentProcessed/v2.avsc",
+        include_str!("../../../schemas/payments/PaymentProcessed/v2.avsc"),
+    ),
+    (
+        EventKind::PaymentRefunded,
+        "payments/PaymentRefunded/v1.avsc",
+        include_str!("../../../schemas/payments/PaymentRefunded/v1.avsc"),
+    ),
+    (
+        EventKind::InventoryUpdated,
+        "inventory/InventoryUpdated/v1.avsc",
+        include_str!("../../../schemas/inventory/InventoryUpdated/v1.avsc"),
+    ),
+];
+
+static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {
+    SCHEMA_FILES
+        .iter()
+        .map(|(_, path, text)| Schema::parse_str(text).unwrap_or_else(|e| panic!("schemas/{path} is invalid: {e}")))
+        .collect()
+});
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::OrderCreated,
+        EventKind::OrderStatusChanged,
+        EventKind::PaymentProcessed,
+        EventKind::PaymentRefunded,
+        EventKind::InventoryUpdated,
+    ];
+
+    fn index(self) -> usize {
+        EventKind::ALL.iter().position(|k| *k == self).expect("listed")
+    }
+
+    /// Full Avro name, e.g. `orderflow.events.OrderCreated`.
+    pub fn full_name(self) -> &'static str {
+        match self {
+            EventKind::OrderCreated => "orderflow.events.OrderCreated",
+            EventKind::OrderStatusChanged => "orderflow.events.OrderStatusChanged",
+            EventKind::PaymentProcessed => "orderflow.events.PaymentProcessed",
+            EventKind::PaymentRefunded => "orderflow.events.PaymentRefunded",
+            EventKind::InventoryUpdated => "orderflow.events.InventoryUpdated",
+        }
+    }
+
+    pub fn from_full_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.full_name() == name)
+    }
+
+    /// The reader (and writer) schema this build uses for the record.
+    pub fn schema(self) -> &'static Schema {
+        &PARSED[self.index()]
+    }
+
+    /// The schema text as in the file, registered with the registry on first use.
+    pub fn schema_text(self) -> &'static str {
+        SCHEMA_FILES[self.index()].2
+    }
+
+    /// Path of the schema file under `schemas/`.
+    pub fn schema_path(self) -> &'static str {
+        SCHEMA_FILES[self.index()].1
+    }
+
+    /// The registry subject under TopicRecordNameStrategy: `<topic>-<record full name>`.
+    pub fn subject(self, topics: &Topics) -> String {
+        format!("{}-{}", topics.for_kind(self), self.full_name())
+    }
+}

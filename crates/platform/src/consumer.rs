@@ -1,0 +1,277 @@
+//! The consumer loop every service runs: decode, apply exactly once, store the offset.
+//!
+//! For each message, in partition order:
+//! 1. decode it (Confluent-framed Avro, writer schema from the registry);
+//! 2. in one PostgreSQL transaction, record `(consumer, event_id)` in `processed_events`
+//!    (a repeat is skipped), apply the handler's effect and add the events it causes to the
+//!    outbox;
+//! 3. only after that commit, store the message's offset for the background commit.
+//!
+//! Delivery is at-least-once; the effect is exactly-once. A transient failure (database,
+//! registry, provider down) retries the same message with backoff, never skipping it; a
+//! permanent one (garbage bytes, unknown schema, invalid content) sends the message to the
+//! consumer's dead-letter topic for that origin topic, and the partition moves on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orderflow_events::{CodecError, Event, EventCodec, Topics};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::outbox::Outbox;
+use crate::trace::TraceParent;
+
+/// Why a message could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Retry later: a dependency is unavailable.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Never going to work: dead-letter the message. `class` is a short stable name.
+    #[error("{class}: {message}")]
+    Permanent { class: &'static str, message: String },
+}
+
+impl HandleError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        HandleError::Permanent { class: "invalid_content", message: message.into() }
+    }
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(e: sqlx::Error) -> Self {
+        if orderflow_db::is_transient(&e) {
+            HandleError::Transient(format!("database: {e}"))
+        } else {
+            HandleError::Permanent { class: "database_rejected", message: e.to_string() }
+        }
+    }
+}
+
+impl From<CodecError> for HandleError {
+    fn from(e: CodecError) -> Self {
+        if e.is_transient() {
+            HandleError::Transient(e.to_string())
+        } else {
+            HandleError::Permanent { class: e.class(), message: e.to_string() }
+        }
+    }
+}
+
+/// Where a message came from, for handlers and logs.
+#[derive(Debug, Clone)]
+pub struct MessageContext {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// How many times this message has been tried, starting at 1.
+    pub attempt: u32,
+    pub trace: TraceParent,
+}
+
+/// A service's reaction to the events it consumes.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `event` inside `tx` and returns the events it causes (written to the outbox in
+    /// the same transaction). Events the service does not care about return an empty list.
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        ctx: &MessageContext,
+    ) -> Result<Vec<Event>, HandleError>;
+}
+
+/// Runs one consumer group over some topics until shutdown.
+pub struct ConsumerLoop<H> {
+    /// Name of the consumer (e.g. `payment`): the dedup scope and part of dead-letter names.
+    pub name: String,
+    pub group: String,
+    pub consumer: StreamConsumer,
+    pub producer: FutureProducer,
+    pub codec: Arc<EventCodec>,
+    pub pool: PgPool,
+    pub topics: Topics,
+    pub handler: H,
+    pub health: Health,
+}
+
+/// The dead-letter topic of `consumer` for messages from `origin`.
+pub fn dead_letter_topic(origin: &str, consumer: &str) -> String {
+    format!("{origin}.{consumer}.dlq")
+}
+
+impl<H: Handler> ConsumerLoop<H> {
+    /// Consumes until `shutdown`: the message in flight is finished (or, if it is stuck
+    /// retrying, abandoned uncommitted), then stored offsets are committed.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = self.consumer.recv() => m,
+            };
+            match message {
+                Ok(message) => {
+                    if self.process(&message, &shutdown).await {
+                        if let Err(e) = self.consumer.store_offset_from_message(&message) {
+                            tracing::warn!(error = %e, "cannot store offset");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = %self.name, error = %e, "consume error");
+                    self.health.degraded(&self.component(), format!("broker: {e}"));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit is the common case; other errors are logged.
+            tracing::debug!(consumer = %self.name, error = %e, "final commit");
+        }
+        tracing::info!(consumer = %self.name, "consumer stopped");
+    }
+
+    fn component(&self) -> String {
+        format!("consumer-{}", self.name)
+    }
+
+    /// Applies one message until it is done (true) or shutdown interrupts its retries (false).
+    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+        let first_failure = Utc::now();
+        let trace = header(message, "traceparent").and_then(|h| TraceParent::parse(&h)).unwrap_or_else(TraceParent::new_root);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let ctx = MessageContext {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                attempt,
+                trace: trace.child(),
+            };
+            match self.apply(message, &ctx).await {
+                Ok(()) => {
+                    if attempt > 1 {
+                        self.health.recovered(&self.component());
+                        tracing::info!(consumer = %self.name, attempt, "recovered");
+                    }
+                    return true;
+                }
+                Err(HandleError::Transient(reason)) => {
+                    let delay = orderflow_db::backoff(attempt, Duration::from_millis(100), Duration::from_secs(10));
+                    tracing::warn!(consumer = %self.name, topic = %ctx.topic, offset = ctx.offset, attempt, ?delay, %reason, "transient failure, retrying");
+                    self.health.degraded(&self.component(), reason);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return false,
+                    }
+                }
+                Err(HandleError::Permanent { class, message: reason }) => {
+                    tracing::error!(consumer = %self.name, topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset, class, %reason, "dead-lettering message");
+                    return self.dead_letter(message, class, &reason, first_failure, attempt, shutdown).await;
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, message: &BorrowedMessage<'_>, ctx: &MessageContext) -> Result<(), HandleError> {
+        let event = self.codec.decode(message.payload()).await?;
+        let _span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id()).entered();
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&self.name)
+            .bind(event.event_id())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !fresh {
+            tracing::debug!(event_id = %event.event_id(), "duplicate event skipped");
+            tx.commit().await?;
+            return Ok(());
+        }
+        let caused = self.handler.handle(&mut tx, &event, ctx).await?;
+        Outbox::insert(&mut tx, &self.topics, &caused, &ctx.trace).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Publishes the message, untouched, to the dead-letter topic with headers that say where
+    /// it came from and why it failed. Retries until the broker acknowledges (or shutdown).
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        class: &str,
+        reason: &str,
+        first_failure: DateTime<Utc>,
+        attempts: u32,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let topic = dead_letter_topic(message.topic(), &self.name);
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let first = first_failure.to_rfc3339();
+        let attempts = attempts.to_string();
+        let mut retry = 0u32;
+        loop {
+            let mut headers = OwnedHeaders::new();
+            if let Some(original) = message.headers() {
+                for h in original.iter() {
+                    headers = headers.insert(Header { key: h.key, value: h.value });
+                }
+            }
+            for (k, v) in [
+                ("dlq.origin.topic", message.topic()),
+                ("dlq.origin.partition", partition.as_str()),
+                ("dlq.origin.offset", offset.as_str()),
+                ("dlq.origin.key", key.as_str()),
+                ("dlq.consumer.group", self.group.as_str()),
+                ("dlq.error.class", class),
+                ("dlq.error.message", reason),
+                ("dlq.first.failure", first.as_str()),
+                ("dlq.attempts", attempts.as_str()),
+            ] {
+                headers = headers.insert(Header { key: k, value: Some(v) });
+            }
+            let mut record = FutureRecord::to(&topic).headers(headers);
+            if let Some(k) = message.key() {
+                record = record.key(k);
+            }
+            if let Some(p) = message.payload() {
+                record = record.payload(p);
+            }
+            match self.producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => return true,
+                Err((e, _)) => {
+                    retry += 1;
+                    let delay = orderflow_db::backoff(retry, Duration::from_millis(100), Duration::from_secs(10));
+                    tracing::warn!(%topic, error = %e, ?delay, "cannot publish dead letter, retrying");
+                    self.health.degraded(&self.component(), format!("dead-letter topic {topic}: {e}"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

@@ -1,0 +1,70 @@
+//! Kafka clients configured the way every service needs them: an idempotent producer with
+//! acks=all, and consumers that store offsets only after the work they cover is committed.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaArgs;
+
+/// An idempotent producer (acks=all, retries preserve per-partition order).
+pub fn producer(kafka: &KafkaArgs) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", kafka.linger_ms.to_string())
+        .set("message.timeout.ms", "30000")
+        .create()
+}
+
+/// A consumer in group `group` that never stores an offset by itself: the consumer loop
+/// stores each offset after the message's database transaction has committed, and the
+/// stored offsets are committed in the background.
+pub fn consumer(kafka: &KafkaArgs, group: &str) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", group)
+        .set("group.instance.id", format!("{group}-{}", kafka.instance_id))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "500")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
+        .set("fetch.error.backoff.ms", "100")
+        .create()
+}
+
+/// A consumer without a group, for readers that assign partitions themselves.
+pub fn plain_consumer(kafka: &KafkaArgs, client_id: &str) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", client_id)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
+        .create()
+}
+
+/// Creates the topics that do not exist yet. Some brokers do not auto-create topics.
+pub async fn ensure_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create()?;
+    let topics: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(topics.iter(), &options).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Plumbing every orderflow service shares, so each service is only its domain logic:
+//! Kafka clients, the transactional outbox and its relay, the idempotent consumer loop with
+//! retries and dead letters, health, telemetry and graceful shutdown.
+
+pub mod config;
+pub mod consumer;
+pub mod health;
+pub mod kafka;
+pub mod outbox;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace;
+
+pub use config::{CommonArgs, KafkaArgs};
+pub use consumer::{ConsumerLoop, HandleError, Handler, MessageContext};
+pub use health::Health;
+pub use outbox::{Outbox, Relay};
+pub use service::ServiceKit;

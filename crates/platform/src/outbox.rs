@@ -1,0 +1,199 @@
+//! The transactional outbox. A service writes its state change and the events it causes in
+//! one PostgreSQL transaction ([`Outbox::insert`]); the [`Relay`] publishes the rows in id
+//! order with an idempotent producer and marks them published only once the broker has
+//! acknowledged them. A crash between the two publishes a row again, never loses it;
+//! consumers deduplicate on the event id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use orderflow_events::{Event, EventCodec, Topics};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::trace::TraceParent;
+
+/// The NOTIFY channel that wakes the relay when rows are added.
+const CHANNEL: &str = "orderflow_outbox";
+
+/// Writes events into the outbox inside the caller's transaction.
+pub struct Outbox;
+
+impl Outbox {
+    /// Adds `events` to the outbox in `tx`; they are published after `tx` commits.
+    pub async fn insert(
+        tx: &mut Transaction<'_, Postgres>,
+        topics: &Topics,
+        events: &[Event],
+        trace: &TraceParent,
+    ) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut topic_names = Vec::with_capacity(events.len());
+        let mut keys = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut traces = Vec::with_capacity(events.len());
+        for event in events {
+            topic_names.push(topics.for_kind(event.kind()).to_owned());
+            keys.push(event.order_id().to_owned());
+            payloads.push(serde_json::to_value(event).expect("events serialize to JSON"));
+            traces.push(trace.child().header());
+        }
+        sqlx::query(
+            "INSERT INTO outbox (topic, event_key, payload, traceparent)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[])",
+        )
+        .bind(&topic_names)
+        .bind(&keys)
+        .bind(&payloads)
+        .bind(&traces)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+        Ok(())
+    }
+}
+
+/// Publishes outbox rows to Kafka, in order, until shutdown; then publishes what is left.
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    codec: Arc<EventCodec>,
+    topics: Topics,
+    health: Health,
+    batch_size: i64,
+}
+
+struct Row_ {
+    id: i64,
+    topic: String,
+    key: String,
+    payload: serde_json::Value,
+    traceparent: Option<String>,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, producer: FutureProducer, codec: Arc<EventCodec>, topics: Topics, health: Health) -> Self {
+        Relay { pool, producer, codec, topics, health, batch_size: 500 }
+    }
+
+    /// Runs until `shutdown`, then drains the outbox (bounded by the caller's grace period).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = None;
+        let mut failures = 0u32;
+        loop {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            match self.publish_batch().await {
+                Ok(n) => {
+                    if failures > 0 {
+                        self.health.recovered("outbox-relay");
+                        tracing::info!("outbox relay recovered");
+                    }
+                    failures = 0;
+                    if n as i64 == self.batch_size {
+                        continue;
+                    }
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    // Sleep until a commit notifies us, with a poll as a safety net for a
+                    // lost notification or a dropped listener connection.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        woke = async {
+                            match listener.as_mut() {
+                                Some(l) => l.recv().await.map(|_| ()),
+                                None => std::future::pending().await,
+                            }
+                        } => if woke.is_err() { listener = None; },
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = orderflow_db::backoff(failures, Duration::from_millis(100), Duration::from_secs(5));
+                    tracing::warn!(error = %e, attempt = failures, ?delay, "outbox relay cannot publish, retrying");
+                    self.health.degraded("outbox-relay", e.to_string());
+                    if shutdown.is_cancelled() && failures > 3 {
+                        tracing::error!("giving up on the outbox at shutdown; rows stay and publish on next start");
+                        break;
+                    }
+                    listener = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// Publishes up to one batch; returns how many rows were published.
+    async fn publish_batch(&self) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: a second relay (another instance) waits instead of reordering events.
+        let rows: Vec<Row_> = sqlx::query(
+            "SELECT id, topic, event_key, payload, traceparent FROM outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| Row_ {
+            id: r.get("id"),
+            topic: r.get("topic"),
+            key: r.get("event_key"),
+            payload: r.get("payload"),
+            traceparent: r.get("traceparent"),
+        })
+        .collect();
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut encoded = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event: Event = serde_json::from_value(row.payload.clone())
+                .map_err(|e| anyhow::anyhow!("outbox row {} is not an event: {e}", row.id))?;
+            encoded.push(self.codec.encode(&self.topics, &event).await?);
+        }
+        let deliveries = rows.iter().zip(&encoded).map(|(row, payload)| {
+            let mut headers = OwnedHeaders::new();
+            if let Some(tp) = &row.traceparent {
+                headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_str()) });
+            }
+            let record = FutureRecord::to(&row.topic).key(&row.key).payload(payload).headers(headers);
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        let results = join_all(deliveries).await;
+        // Mark only the acknowledged prefix: anything after a failure is sent again, after
+        // the rows before it, so per-order order holds (duplicates are deduplicated).
+        let acknowledged: Vec<i64> = rows.iter().zip(&results).take_while(|(_, r)| r.is_ok()).map(|(row, _)| row.id).collect();
+        if !acknowledged.is_empty() {
+            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&acknowledged)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some((row, Err((e, _)))) = rows.iter().zip(results).find(|(_, r)| r.is_err()) {
+            anyhow::bail!("broker did not acknowledge outbox row {}: {e}", row.id);
+        }
+        Ok(acknowledged.len())
+    }
+}

@@ -1,0 +1,19 @@
+//! Types and gRPC stubs generated from `proto/`. The public API is `orderflow.v1`; the
+//! order service's own API, used only by the gateway, is `internal::v1`.
+
+#![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+/// The public API: `orderflow.v1`.
+pub mod v1 {
+    tonic::include_proto!("orderflow.v1");
+}
+
+/// The order service's API for the gateway: `orderflow.internal.v1`.
+pub mod internal {
+    pub mod v1 {
+        tonic::include_proto!("orderflow.internal.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every proto file, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orderflow_descriptor");
