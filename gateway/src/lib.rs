@@ -1,1 +1,131 @@
-//! The public gRPC gateway.
+//! The public gRPC gateway: the only door clients use. It validates requests, forwards them
+//! to the owning service (orders to the order service, stock to the inventory service), and
+//! serves WatchOrder streams from the `order-status` topic through an in-memory fan-out.
+
+mod api;
+mod error;
+mod feed;
+mod hub;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use orderflow_events::EventCodec;
+use orderflow_platform::{Health, KafkaArgs};
+use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
+use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
+use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
+use orderflow_proto::v1::order_service_server::OrderServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceBuilder;
+
+pub use error::GatewayError;
+
+/// Settings of the gateway.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Schema registry URL (to decode the order-status feed).
+    #[arg(long = "registry-url", env = "ORDERFLOW_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    pub registry_url: String,
+    /// Address clients connect to.
+    #[arg(long = "listen", env = "ORDERFLOW_GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Address of the HTTP health endpoint.
+    #[arg(long = "admin-listen", env = "ORDERFLOW_GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: SocketAddr,
+    /// The order service's gRPC URL.
+    #[arg(long = "order-url", env = "ORDERFLOW_ORDER_URL", default_value = "http://127.0.0.1:50052")]
+    pub order_url: String,
+    /// The inventory service's gRPC URL.
+    #[arg(long = "inventory-url", env = "ORDERFLOW_INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
+    pub inventory_url: String,
+    /// Longest a unary call may take, in milliseconds.
+    #[arg(long = "request-timeout-ms", env = "ORDERFLOW_GATEWAY_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Calls in progress at once across all connections; beyond it calls are shed.
+    #[arg(long = "max-concurrent-requests", env = "ORDERFLOW_GATEWAY_MAX_CONCURRENT", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+}
+
+fn channel(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
+    // Lazy: the gateway starts (and reports itself) even while an owner is still starting.
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+pub async fn serve(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen).await?;
+    let admin = TcpListener::bind(args.admin_listen).await?;
+    run(args, listener, admin, shutdown).await
+}
+
+/// Runs the gateway on the given listeners until `shutdown`; open WatchOrder streams end
+/// with UNAVAILABLE and the version to resume from.
+pub async fn run(args: GatewayArgs, listener: TcpListener, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(args.request_timeout_ms);
+    let health = Health::new();
+    let hub = hub::Hub::new();
+    let codec = Arc::new(EventCodec::new(&args.registry_url)?);
+    orderflow_platform::kafka::ensure_topics(&args.kafka, &[args.kafka.topics().order_status]).await?;
+    let feed = tokio::spawn(feed::run(args.kafka.clone(), codec, hub.clone(), health.clone(), shutdown.clone()));
+
+    let orders = api::OrderApi {
+        orders: OrderStoreClient::new(channel(&args.order_url, timeout)?),
+        hub: hub.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let inventory = api::InventoryApi { inventory: InventoryServiceClient::new(channel(&args.inventory_url, timeout)?) };
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(orderflow_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(orderflow_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<OrderServiceServer<api::OrderApi>>().await;
+    health_reporter.set_serving::<InventoryServiceServer<api::InventoryApi>>().await;
+
+    let layers = ServiceBuilder::new()
+        // One span per call, with method and status in the logs.
+        .layer(tower_http::trace::TraceLayer::new_for_grpc())
+        // Refuse at once (RESOURCE_EXHAUSTED) rather than queue when at the limit below.
+        .load_shed()
+        // At most this many calls in progress across all connections.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(args.max_concurrent_requests))
+        .into_inner();
+
+    let admin_health = health.clone();
+    let admin_server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { admin_health.serve(admin, Default::default(), shutdown).await }
+    });
+    tracing::info!(addr = %listener.local_addr()?, "gateway ready");
+    let result = tonic::transport::Server::builder()
+        // Bounds each call until its response starts; WatchOrder streams outlive it.
+        .timeout(timeout)
+        .layer(layers)
+        .add_service(OrderServiceServer::new(orders))
+        .add_service(InventoryServiceServer::new(inventory))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        })
+        .await;
+    let _ = feed.await;
+    let _ = admin_server.await;
+    Ok(result?)
+}

@@ -152,7 +152,7 @@ pub fn encode_plain(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
     .map_err(err)?;
     let schema = kind.schema();
     let value = value.resolve(schema).map_err(err)?;
-    let datum = apache_avro::to_avro_datum(schema, value).map_err(err)?;
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build().and_then(|w| w.write_value_to_vec(value)).map_err(err)?;
     let mut framed = Vec::with_capacity(5 + datum.len());
     framed.push(0);
     framed.extend_from_slice(&id.to_be_bytes());
@@ -168,7 +168,11 @@ pub fn decode_with_writer(writer: &Schema, mut datum: &[u8]) -> Result<Event, Co
     };
     let kind = EventKind::from_full_name(&name).ok_or_else(|| CodecError::UnexpectedRecord(name.clone()))?;
     let undecodable = |message: String| CodecError::Undecodable { record: name.clone(), message };
-    let value = apache_avro::from_avro_datum(writer, &mut datum, Some(kind.schema())).map_err(|e| undecodable(e.to_string()))?;
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+        .reader_schema(kind.schema())
+        .build()
+        .and_then(|r| r.read_value(&mut datum))
+        .map_err(|e| undecodable(e.to_string()))?;
     let event = match kind {
         EventKind::OrderCreated => apache_avro::from_value(&value).map(Event::OrderCreated),
         EventKind::OrderStatusChanged => apache_avro::from_value(&value).map(Event::OrderStatusChanged),
@@ -362,7 +366,7 @@ mod tests {
         if let Value::Record(fields) = &mut value {
             fields.retain(|(name, _)| name != "provider_reference");
         }
-        let datum = apache_avro::to_avro_datum(&v1, value.resolve(&v1).unwrap()).unwrap();
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v1).build().unwrap().write_value_to_vec(value.resolve(&v1).unwrap()).unwrap();
         let decoded = decode_with_writer(&v1, &datum).unwrap();
         assert_eq!(decoded, Event::PaymentProcessed(event));
     }

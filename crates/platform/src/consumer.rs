@@ -24,6 +24,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::health::Health;
 use crate::outbox::Outbox;
@@ -185,24 +186,28 @@ impl<H: Handler> ConsumerLoop<H> {
 
     async fn apply(&self, message: &BorrowedMessage<'_>, ctx: &MessageContext) -> Result<(), HandleError> {
         let event = self.codec.decode(message.payload()).await?;
-        let _span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id()).entered();
-        let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&self.name)
-            .bind(event.event_id())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if !fresh {
-            tracing::debug!(event_id = %event.event_id(), "duplicate event skipped");
+        let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
+        async {
+            let mut tx = self.pool.begin().await?;
+            let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&self.name)
+                .bind(event.event_id())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !fresh {
+                tracing::debug!(event_id = %event.event_id(), "duplicate event skipped");
+                tx.commit().await?;
+                return Ok(());
+            }
+            let caused = self.handler.handle(&mut tx, &event, ctx).await?;
+            Outbox::insert(&mut tx, &self.topics, &caused, &ctx.trace).await?;
             tx.commit().await?;
-            return Ok(());
+            Ok(())
         }
-        let caused = self.handler.handle(&mut tx, &event, ctx).await?;
-        Outbox::insert(&mut tx, &self.topics, &caused, &ctx.trace).await?;
-        tx.commit().await?;
-        Ok(())
+        .instrument(span)
+        .await
     }
 
     /// Publishes the message, untouched, to the dead-letter topic with headers that say where

@@ -1,0 +1,185 @@
+//! The public gRPC services. Handlers validate into domain types (so a bad request is
+//! refused before anything is stored), forward to the owning service, and convert back.
+
+use std::sync::Arc;
+
+use orderflow_domain::{NewOrder, OrderId, Sku, ValidationError};
+use orderflow_proto::internal::v1::GetOrderHistoryRequest;
+use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
+use orderflow_proto::v1 as pb;
+use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
+use orderflow_proto::v1::inventory_service_server::InventoryService;
+use orderflow_proto::v1::order_service_server::OrderService;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::error::GatewayError;
+use crate::hub::Hub;
+
+fn is_terminal(status: i32) -> bool {
+    matches!(
+        pb::OrderStatus::try_from(status),
+        Ok(pb::OrderStatus::Completed | pb::OrderStatus::Failed | pb::OrderStatus::Refunded)
+    )
+}
+
+#[derive(Clone)]
+pub struct OrderApi {
+    pub orders: OrderStoreClient<Channel>,
+    pub hub: Arc<Hub>,
+    pub shutdown: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+        NewOrder::try_from(request.get_ref()).map_err(GatewayError::from)?;
+        let response = self.orders.clone().place_order(request.into_inner()).await.map_err(GatewayError::from)?;
+        Ok(Response::new(response.into_inner()))
+    }
+
+    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        OrderId::parse("order_id", &request.get_ref().order_id).map_err(GatewayError::from)?;
+        let response = self.orders.clone().get_order(request.into_inner()).await.map_err(GatewayError::from)?;
+        Ok(Response::new(response.into_inner()))
+    }
+
+    async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        orderflow_domain::CustomerId::parse("customer_id", &request.get_ref().customer_id).map_err(GatewayError::from)?;
+        let response = self.orders.clone().list_orders(request.into_inner()).await.map_err(GatewayError::from)?;
+        Ok(Response::new(response.into_inner()))
+    }
+
+    type WatchOrderStream = ReceiverStream<Result<pb::OrderUpdate, Status>>;
+
+    async fn watch_order(&self, request: Request<pb::WatchOrderRequest>) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let req = request.into_inner();
+        let order_id = OrderId::parse("order_id", &req.order_id).map_err(GatewayError::from)?.to_string();
+        if req.after_version < 0 {
+            return Err(GatewayError::from(ValidationError::new("after_version", "must not be negative")).into());
+        }
+        // Subscribe before reading the history, so no change falls between the two.
+        let mut subscription = self.hub.subscribe(&order_id);
+        let mut orders = self.orders.clone();
+        let history = orders
+            .get_order_history(GetOrderHistoryRequest { order_id: order_id.clone(), after_version: req.after_version })
+            .await
+            .map_err(GatewayError::from)?
+            .into_inner();
+        let order = history.order.ok_or_else(|| Status::internal("order service returned no order"))?;
+        let (tx, rx) = mpsc::channel(16);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut watcher = Watcher { tx, last_version: req.after_version, status: order.status, order_id, orders };
+            if req.after_version == 0 {
+                let snapshot = pb::OrderUpdate {
+                    order_id: order.order_id.clone(),
+                    version: order.version,
+                    status: order.status,
+                    reason: order.status_reason.clone(),
+                    occurred_at: order.updated_at,
+                    order: Some(order),
+                };
+                if !watcher.send(snapshot).await {
+                    return;
+                }
+            } else {
+                for change in history.changes {
+                    if !watcher.send(change).await {
+                        return;
+                    }
+                }
+            }
+            while !is_terminal(watcher.status) {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = watcher.tx.send(Err(Status::unavailable(format!(
+                            "gateway shutting down; resume with after_version={}", watcher.last_version
+                        )))).await;
+                        return;
+                    }
+                    _ = watcher.tx.closed() => return,
+                    next = subscription.receiver.recv() => next,
+                };
+                let ok = match next {
+                    Ok(update) if update.version <= watcher.last_version => true,
+                    Ok(update) if update.version == watcher.last_version + 1 => watcher.send(update).await,
+                    // A gap (missed or reordered change) or a lagging receiver: read the
+                    // missing changes from the owner, in order.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => watcher.catch_up().await,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                };
+                if !ok {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One WatchOrder stream's position.
+struct Watcher {
+    tx: mpsc::Sender<Result<pb::OrderUpdate, Status>>,
+    last_version: i64,
+    status: i32,
+    order_id: String,
+    orders: OrderStoreClient<Channel>,
+}
+
+impl Watcher {
+    /// Sends one update; false when the client has gone.
+    async fn send(&mut self, update: pb::OrderUpdate) -> bool {
+        self.last_version = self.last_version.max(update.version);
+        self.status = update.status;
+        self.tx.send(Ok(update)).await.is_ok()
+    }
+
+    /// Sends every change after the last one sent, read from the order service.
+    async fn catch_up(&mut self) -> bool {
+        let request = GetOrderHistoryRequest { order_id: self.order_id.clone(), after_version: self.last_version };
+        match self.orders.get_order_history(request).await {
+            Ok(history) => {
+                for change in history.into_inner().changes {
+                    if !self.send(change).await {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(status) => {
+                let _ = self.tx.send(Err(Status::new(status.code(), status.message().to_owned()))).await;
+                false
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct InventoryApi {
+    pub inventory: InventoryServiceClient<Channel>,
+}
+
+#[tonic::async_trait]
+impl InventoryService for InventoryApi {
+    async fn get_stock(&self, request: Request<pb::GetStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+        Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
+        Ok(Response::new(self.inventory.clone().get_stock(request.into_inner()).await.map_err(GatewayError::from)?.into_inner()))
+    }
+
+    async fn set_stock(&self, request: Request<pb::SetStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+        Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
+        if request.get_ref().available < 0 {
+            return Err(GatewayError::from(ValidationError::new("available", "must not be negative")).into());
+        }
+        Ok(Response::new(self.inventory.clone().set_stock(request.into_inner()).await.map_err(GatewayError::from)?.into_inner()))
+    }
+
+    async fn adjust_stock(&self, request: Request<pb::AdjustStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+        Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
+        Ok(Response::new(self.inventory.clone().adjust_stock(request.into_inner()).await.map_err(GatewayError::from)?.into_inner()))
+    }
+}
