@@ -1,1 +1,85 @@
-fn main() {}
+//! `orderflow`: one binary for every part of the system. `serve <component>` runs one
+//! component (what a container or `up` starts); `up`/`down`/`status` run the whole system
+//! on this machine; `demo` walks the seed scenario; `schema` is the schema-evolution gate.
+
+mod demo;
+mod local;
+mod schema;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "orderflow", version, about = "Event-driven order processing over Kafka, Avro and PostgreSQL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one component in the foreground until SIGTERM/Ctrl-C.
+    #[command(subcommand)]
+    Serve(Serve),
+    /// Start the whole system locally: broker, registry (with the schemas), services, gateway.
+    Up(local::UpArgs),
+    /// Stop everything `up` started (gracefully, then forcibly after a grace period).
+    Down(local::HomeArgs),
+    /// Show what `up` started and whether it is healthy.
+    Status(local::HomeArgs),
+    /// Walk the seed scenario against a running gateway and print the streams.
+    Demo(demo::DemoArgs),
+    /// The schema-evolution gate.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+}
+
+#[derive(Subcommand)]
+enum Serve {
+    /// The Confluent-compatible schema registry.
+    Registry(orderflow_registry::RegistryArgs),
+    /// The order service.
+    Order(orderflow_order::OrderArgs),
+    /// The payment service.
+    Payment(orderflow_payment::PaymentArgs),
+    /// The inventory service.
+    Inventory(orderflow_inventory::InventoryArgs),
+    /// The public gRPC gateway.
+    Gateway(orderflow_gateway::GatewayArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(component) => {
+            let shutdown = orderflow_platform::shutdown::on_signal();
+            match component {
+                Serve::Registry(args) => {
+                    orderflow_platform::telemetry::init("registry");
+                    orderflow_registry::serve(args, async move { shutdown.cancelled().await }).await
+                }
+                Serve::Order(args) => {
+                    orderflow_platform::telemetry::init("order");
+                    orderflow_order::serve(args, shutdown).await
+                }
+                Serve::Payment(args) => {
+                    orderflow_platform::telemetry::init("payment");
+                    orderflow_payment::serve(args, shutdown).await
+                }
+                Serve::Inventory(args) => {
+                    orderflow_platform::telemetry::init("inventory");
+                    orderflow_inventory::serve(args, shutdown).await
+                }
+                Serve::Gateway(args) => {
+                    orderflow_platform::telemetry::init("gateway");
+                    orderflow_gateway::serve(args, shutdown).await
+                }
+            }
+        }
+        Command::Up(args) => local::up(args).await,
+        Command::Down(args) => local::down(args).await,
+        Command::Status(args) => local::status(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Schema(command) => schema::run(command).await,
+    }
+}

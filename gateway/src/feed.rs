@@ -39,14 +39,18 @@ pub fn to_update(e: &orderflow_events::OrderStatusChanged) -> pb::OrderUpdate {
     }
 }
 
-/// Assigns every partition of `topic` at its end.
+/// Assigns every partition of `topic` at its current end. The end offsets are read now (high
+/// watermarks) rather than resolved lazily at the first fetch, so every change produced after
+/// this returns reaches the hub: a watcher that subscribed and then read the history misses
+/// nothing.
 fn assign_from_end(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<usize> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
     anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
     let mut list = TopicPartitionList::new();
     for p in 0..partitions as i32 {
-        list.add_partition_offset(topic, p, Offset::End)?;
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        list.add_partition_offset(topic, p, Offset::Offset(high))?;
     }
     consumer.assign(&list)?;
     Ok(partitions)
@@ -56,6 +60,8 @@ fn assign_from_end(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<usi
 pub async fn run(kafka: KafkaArgs, codec: Arc<EventCodec>, hub: Arc<Hub>, health: Health, shutdown: CancellationToken) {
     let topic = kafka.topics().order_status;
     let client_id = format!("gateway-feed-{}", uuid::Uuid::new_v4().simple());
+    // Not ready until positioned: a watcher served before that could miss a change.
+    health.degraded("status-feed", "starting");
     let consumer = loop {
         let attempt = orderflow_platform::kafka::plain_consumer(&kafka, &client_id)
             .map_err(anyhow::Error::from)
@@ -88,7 +94,7 @@ pub async fn run(kafka: KafkaArgs, codec: Arc<EventCodec>, hub: Arc<Hub>, health
                 Err(e) => tracing::warn!(error = %e, offset = m.offset(), "undecodable status event skipped"),
             },
             Err(e) => {
-                health.degraded("status-feed", e.to_string());
+                // librdkafka reconnects by itself; the error is informational.
                 tracing::warn!(error = %e, "status feed error");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

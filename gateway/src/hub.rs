@@ -43,6 +43,7 @@ impl Hub {
     }
 
     /// Orders with at least one watcher.
+    #[cfg(test)]
     pub fn watched_orders(&self) -> usize {
         self.orders.lock().expect("hub lock").len()
     }

@@ -1,0 +1,304 @@
+//! Running the whole system on this machine: `up` starts what is not already running (the
+//! tansu broker with durable sqlite storage, the registry with every schema registered, the
+//! services and the gateway), `down` stops it, `status` shows it. State lives in
+//! `$ORDERFLOW_HOME` (default `.orderflow/`): pid files, logs and the broker's data.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser};
+use orderflow_platform::KafkaArgs;
+
+#[derive(Debug, Clone, Args)]
+pub struct HomeArgs {
+    /// Where pid files, logs and broker data live.
+    #[arg(long, env = "ORDERFLOW_HOME", default_value = ".orderflow")]
+    pub home: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// The tansu broker binary (scripts/bootstrap.sh builds and caches it).
+    #[arg(long, env = "ORDERFLOW_TANSU_BIN")]
+    pub tansu_bin: Option<PathBuf>,
+    /// Use a broker that is already running at the configured address instead of tansu.
+    #[arg(long)]
+    pub external_broker: bool,
+}
+
+/// One process `up` manages.
+struct Component {
+    name: &'static str,
+    /// Arguments after the orderflow binary (or the tansu binary for the broker).
+    args: Vec<String>,
+    /// How to tell that it is up.
+    probe: Probe,
+}
+
+enum Probe {
+    Http(String),
+    Tcp(String),
+}
+
+impl Probe {
+    async fn ok(&self) -> bool {
+        match self {
+            Probe::Http(url) => reqwest::Client::new()
+                .get(url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            Probe::Tcp(addr) => tokio::net::TcpStream::connect(addr).await.is_ok(),
+        }
+    }
+
+    fn describe(&self) -> &str {
+        match self {
+            Probe::Http(url) | Probe::Tcp(url) => url,
+        }
+    }
+}
+
+/// Each component's effective settings: its own flags' defaults plus the environment, the
+/// same parse the child process will do, so `up` probes exactly where the child listens.
+fn settings<T: Parser>(name: &str) -> anyhow::Result<T> {
+    Ok(T::try_parse_from([name])?)
+}
+
+#[derive(Parser)]
+struct KafkaOnly {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+#[derive(Parser)]
+struct RegistryOnly {
+    #[command(flatten)]
+    registry: orderflow_registry::RegistryArgs,
+}
+
+#[derive(Parser)]
+struct OrderOnly {
+    #[command(flatten)]
+    args: orderflow_order::OrderArgs,
+}
+
+#[derive(Parser)]
+struct PaymentOnly {
+    #[command(flatten)]
+    args: orderflow_payment::PaymentArgs,
+}
+
+#[derive(Parser)]
+struct InventoryOnly {
+    #[command(flatten)]
+    args: orderflow_inventory::InventoryArgs,
+}
+
+#[derive(Parser)]
+struct GatewayOnly {
+    #[command(flatten)]
+    args: orderflow_gateway::GatewayArgs,
+}
+
+fn serve(component: &str) -> Vec<String> {
+    vec!["serve".into(), component.into()]
+}
+
+fn components() -> anyhow::Result<Vec<Component>> {
+    let registry = settings::<RegistryOnly>("registry")?.registry;
+    let order = settings::<OrderOnly>("order")?.args;
+    let payment = settings::<PaymentOnly>("payment")?.args;
+    let inventory = settings::<InventoryOnly>("inventory")?.args;
+    let gateway = settings::<GatewayOnly>("gateway")?.args;
+    let health = |addr: std::net::SocketAddr| Probe::Http(format!("http://{addr}/health"));
+    Ok(vec![
+        Component { name: "registry", args: serve("registry"), probe: health(registry.listen) },
+        Component { name: "order", args: serve("order"), probe: health(order.admin_listen) },
+        Component { name: "payment", args: serve("payment"), probe: health(payment.admin_listen) },
+        Component { name: "inventory", args: serve("inventory"), probe: health(inventory.admin_listen) },
+        Component { name: "gateway", args: serve("gateway"), probe: health(gateway.admin_listen) },
+    ])
+}
+
+fn say(message: impl AsRef<str>) {
+    eprintln!("[orderflow] {}", message.as_ref());
+}
+
+fn pid_file(home: &Path, name: &str) -> PathBuf {
+    home.join("run").join(format!("{name}.pid"))
+}
+
+fn read_pid(home: &Path, name: &str) -> Option<u32> {
+    std::fs::read_to_string(pid_file(home, name)).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; its state letter is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Starts `program args` detached from this terminal, logging to `<home>/logs/<name>.log`.
+fn spawn(home: &Path, name: &str, program: &Path, args: &[String], cwd: Option<&Path>) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(home.join("logs"))?;
+    std::fs::create_dir_all(home.join("run"))?;
+    let log_path = home.join("logs").join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut command = std::process::Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let child = command.spawn().map_err(|e| anyhow::anyhow!("cannot start {name} ({}): {e}", program.display()))?;
+    std::fs::write(pid_file(home, name), child.id().to_string())?;
+    Ok(child.id())
+}
+
+async fn wait_until(what: &str, probe: &Probe, pid: Option<u32>, log: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last_note = Instant::now();
+    while started.elapsed() < timeout {
+        if probe.ok().await {
+            return Ok(());
+        }
+        if let Some(pid) = pid.filter(|p| !alive(*p)) {
+            anyhow::bail!("{what} (pid {pid}) exited during start-up; see {}", log.display());
+        }
+        if last_note.elapsed() > Duration::from_secs(5) {
+            say(format!("  still waiting for {what} at {} ({}s)", probe.describe(), started.elapsed().as_secs()));
+            last_note = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("{what} did not become healthy at {} within {timeout:?}; see {}", probe.describe(), log.display())
+}
+
+fn broker_address(kafka: &KafkaArgs) -> String {
+    kafka.brokers.split(',').next().unwrap_or("127.0.0.1:9092").trim().to_owned()
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let home = std::path::absolute(&args.home.home)?;
+    std::fs::create_dir_all(&home)?;
+    let kafka = settings::<KafkaOnly>("kafka")?.kafka;
+    let me = std::env::current_exe()?;
+
+    // 1. The broker.
+    let broker = broker_address(&kafka);
+    let broker_probe = Probe::Tcp(broker.clone());
+    if broker_probe.ok().await {
+        say(format!("broker already running at {broker}"));
+    } else if args.external_broker {
+        anyhow::bail!("no broker answers at {broker} (--external-broker was given)");
+    } else {
+        let tansu = args
+            .tansu_bin
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no broker at {broker} and no tansu binary: run ./orderflow up (it builds one) or set ORDERFLOW_TANSU_BIN"))?;
+        let data = home.join("broker");
+        std::fs::create_dir_all(&data)?;
+        // tansu mangles absolute sqlite paths: run it from its data folder with a relative one.
+        let listener = format!("tcp://{broker}");
+        let broker_args: Vec<String> = vec![
+            "broker".into(),
+            "--listener-url".into(),
+            listener.clone(),
+            "--advertised-listener-url".into(),
+            listener,
+            "--storage-engine".into(),
+            "sqlite://tansu.db".into(),
+        ];
+        let pid = spawn(&home, "broker", &tansu, &broker_args, Some(&data))?;
+        say(format!("starting broker (tansu, durable sqlite storage in {}) at {broker}", data.display()));
+        wait_until("broker", &broker_probe, Some(pid), &home.join("logs/broker.log"), Duration::from_secs(30)).await?;
+    }
+
+    // 2. Topics (the services also create what they need; doing it here shows it early).
+    let topics = kafka.topics();
+    let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
+    orderflow_platform::kafka::ensure_topics(&kafka, &names).await?;
+    say(format!("topics ready: {}", names.join(", ")));
+
+    // 3. The registry, then the schemas, then the services that need both.
+    let components = components()?;
+    for component in &components {
+        if component.probe.ok().await {
+            say(format!("{} already running", component.name));
+        } else {
+            let pid = spawn(&home, component.name, &me, &component.args, None)?;
+            say(format!("starting {} (pid {pid})", component.name));
+            let log = home.join("logs").join(format!("{}.log", component.name));
+            wait_until(component.name, &component.probe, Some(pid), &log, Duration::from_secs(90)).await?;
+        }
+        if component.name == "registry" {
+            let registry = settings::<RegistryOnly>("registry")?.registry;
+            let url = format!("http://{}", registry.listen);
+            let schemas = crate::schema::schemas_dir();
+            let report = orderflow_schema_gate::check_online(&schemas, &url).await?;
+            say(format!("schemas registered in {url}:\n{report}"));
+        }
+    }
+    let gateway = settings::<GatewayOnly>("gateway")?.args;
+    say("orderflow is up");
+    println!("gateway: {}", gateway.listen);
+    println!("try:     grpcurl -plaintext {} list", gateway.listen);
+    println!("         ./orderflow demo");
+    println!("logs:    {}", home.join("logs").display());
+    Ok(())
+}
+
+pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
+    let home = std::path::absolute(&args.home)?;
+    // Front to back: the gateway stops taking requests first, the broker goes last.
+    for name in ["gateway", "order", "payment", "inventory", "registry", "broker"] {
+        let Some(pid) = read_pid(&home, name) else { continue };
+        if !alive(pid) {
+            let _ = std::fs::remove_file(pid_file(&home, name));
+            continue;
+        }
+        say(format!("stopping {name} (pid {pid})"));
+        signal(pid, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if alive(pid) {
+            say(format!("{name} did not stop within 30s; killing it"));
+            signal(pid, "KILL");
+        }
+        let _ = std::fs::remove_file(pid_file(&home, name));
+    }
+    say("orderflow is down");
+    Ok(())
+}
+
+fn signal(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
+    let home = std::path::absolute(&args.home)?;
+    let kafka = settings::<KafkaOnly>("kafka")?.kafka;
+    let mut rows = vec![("broker", read_pid(&home, "broker"), Probe::Tcp(broker_address(&kafka)))];
+    for c in components()? {
+        rows.push((c.name, read_pid(&home, c.name), c.probe));
+    }
+    let mut healthy = true;
+    for (name, pid, probe) in rows {
+        let ok = probe.ok().await;
+        healthy &= ok;
+        let pid = pid.filter(|p| alive(*p)).map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        println!("{name:<10} pid {pid:<8} {:<9} {}", if ok { "healthy" } else { "DOWN" }, probe.describe());
+    }
+    if !healthy {
+        anyhow::bail!("some components are not healthy");
+    }
+    Ok(())
+}

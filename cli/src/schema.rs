@@ -1,0 +1,54 @@
+//! `orderflow schema`: the schema-evolution gate CI runs, and the lock of published versions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand)]
+pub enum SchemaCommand {
+    /// Check every subject's versions against each other at its compatibility level and
+    /// against published.lock; with --registry, also register them all into that registry.
+    Check(CheckArgs),
+    /// Record newly added versions in published.lock (never rewrites a recorded one).
+    Lock(DirArgs),
+}
+
+#[derive(Args)]
+pub struct DirArgs {
+    /// The schemas directory (with schemas.toml).
+    #[arg(long = "schemas-dir", env = "ORDERFLOW_SCHEMAS_DIR", default_value = "schemas")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// A Confluent-compatible registry to register every version into, in order.
+    #[arg(long)]
+    pub registry: Option<String>,
+}
+
+/// The schemas directory `up` registers: `ORDERFLOW_SCHEMAS_DIR` or `./schemas`.
+pub fn schemas_dir() -> PathBuf {
+    std::env::var_os("ORDERFLOW_SCHEMAS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("schemas"))
+}
+
+pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
+    match command {
+        SchemaCommand::Check(args) => {
+            let report = orderflow_schema_gate::check_offline(&args.dir.dir)?;
+            println!("{report}");
+            if let Some(url) = args.registry {
+                let report = orderflow_schema_gate::check_online(&args.dir.dir, &url).await?;
+                println!("{report}");
+            }
+            Ok(())
+        }
+        SchemaCommand::Lock(args) => {
+            let added = orderflow_schema_gate::update_lock(&args.dir)?;
+            println!("{added:?}");
+            Ok(())
+        }
+    }
+}

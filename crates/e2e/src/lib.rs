@@ -1,0 +1,274 @@
+//! The whole system in one test process, against the real broker, the real registry (over
+//! HTTP) and real PostgreSQL. Each [`System`] has its own databases, topic prefix and
+//! consumer groups, so tests run in parallel; components can be stopped and started again.
+//!
+//! The broker's address comes from `ORDERFLOW_TEST_BROKER` (the README's test command starts
+//! a tansu broker and sets it).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use orderflow_platform::{CommonArgs, KafkaArgs};
+use orderflow_proto::v1 as pb;
+use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
+use orderflow_proto::v1::order_service_client::OrderServiceClient;
+use orderflow_testkit::TestDatabase;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub use orderflow_testkit::wait_for;
+
+/// The components a [`System`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    Order,
+    Payment,
+    Inventory,
+    Gateway,
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    admin: SocketAddr,
+}
+
+/// A running orderflow.
+pub struct System {
+    pub kafka: KafkaArgs,
+    pub registry_url: String,
+    pub gateway_addr: SocketAddr,
+    pub order_db: TestDatabase,
+    pub payment_db: TestDatabase,
+    pub inventory_db: TestDatabase,
+    _registry_db: TestDatabase,
+    registry_stop: CancellationToken,
+    order_grpc: SocketAddr,
+    inventory_grpc: SocketAddr,
+    running: HashMap<Component, Running>,
+}
+
+/// The test broker's address.
+pub fn test_broker() -> String {
+    std::env::var("ORDERFLOW_TEST_BROKER").expect(
+        "ORDERFLOW_TEST_BROKER is not set: run the tests with ./orderflow test, which starts a broker, \
+         or point it at a Kafka-compatible broker",
+    )
+}
+
+async fn bind_any() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind a free port")
+}
+
+impl System {
+    /// Starts the registry, the three services and the gateway, and waits until all are healthy.
+    pub async fn start() -> System {
+        orderflow_platform::telemetry::init("e2e");
+        let prefix = format!("t{}-", orderflow_testkit::unique_suffix());
+        let kafka = KafkaArgs {
+            brokers: test_broker(),
+            topic_prefix: prefix,
+            partitions: 1,
+            fetch_wait_ms: 25,
+            linger_ms: 2,
+            group_suffix: String::new(),
+            instance_id: "0".into(),
+        };
+        let registry_db = TestDatabase::create("registry").await;
+        let pool = orderflow_db::connect_and_migrate(&orderflow_db::DbSettings::new(registry_db.url()), &orderflow_registry::MIGRATOR)
+            .await
+            .expect("registry database");
+        let registry_listener = bind_any().await;
+        let registry_url = format!("http://{}", registry_listener.local_addr().unwrap());
+        let registry_stop = CancellationToken::new();
+        tokio::spawn(orderflow_registry::run(registry_listener, pool, {
+            let stop = registry_stop.clone();
+            async move { stop.cancelled().await }
+        }));
+        let order_grpc = bind_any().await.local_addr().unwrap();
+        let inventory_grpc = bind_any().await.local_addr().unwrap();
+        let gateway_addr = bind_any().await.local_addr().unwrap();
+        let mut system = System {
+            kafka,
+            registry_url,
+            gateway_addr,
+            order_db: TestDatabase::create("order").await,
+            payment_db: TestDatabase::create("payment").await,
+            inventory_db: TestDatabase::create("inventory").await,
+            _registry_db: registry_db,
+            registry_stop,
+            order_grpc,
+            inventory_grpc,
+            running: HashMap::new(),
+        };
+        for component in [Component::Order, Component::Payment, Component::Inventory, Component::Gateway] {
+            system.start_component(component).await;
+        }
+        system
+    }
+
+    fn common(&self) -> CommonArgs {
+        CommonArgs { kafka: self.kafka.clone(), registry_url: self.registry_url.clone(), shutdown_grace_secs: 10 }
+    }
+
+    /// Starts one component (again) and waits until its health endpoint answers 200.
+    pub async fn start_component(&mut self, component: Component) {
+        assert!(!self.running.contains_key(&component), "{component:?} is already running");
+        let stop = CancellationToken::new();
+        let admin_listener = bind_any().await;
+        let admin = admin_listener.local_addr().unwrap();
+        // The gRPC ports stay the same across restarts, so the gateway's channels reconnect.
+        let rebind = |addr: SocketAddr| async move {
+            let mut tries = 0;
+            loop {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => return l,
+                    Err(e) if tries < 50 => {
+                        tries += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("cannot bind {addr} again: {e}"),
+                }
+            }
+        };
+        let task = match component {
+            Component::Order => {
+                let args = orderflow_order::OrderArgs {
+                    common: self.common(),
+                    database_url: self.order_db.url().to_owned(),
+                    grpc_listen: self.order_grpc,
+                    admin_listen: admin,
+                };
+                let grpc = rebind(self.order_grpc).await;
+                tokio::spawn(orderflow_order::run(args, grpc, admin_listener, stop.clone()))
+            }
+            Component::Payment => {
+                let args = orderflow_payment::PaymentArgs {
+                    common: self.common(),
+                    database_url: self.payment_db.url().to_owned(),
+                    admin_listen: admin,
+                    charge_attempts: 5,
+                    refund_attempts: 8,
+                };
+                let provider = std::sync::Arc::new(orderflow_payment::provider::SimulatedProvider::new());
+                tokio::spawn(orderflow_payment::run(args, provider, admin_listener, stop.clone()))
+            }
+            Component::Inventory => {
+                let args = orderflow_inventory::InventoryArgs {
+                    common: self.common(),
+                    database_url: self.inventory_db.url().to_owned(),
+                    grpc_listen: self.inventory_grpc,
+                    admin_listen: admin,
+                };
+                let grpc = rebind(self.inventory_grpc).await;
+                tokio::spawn(orderflow_inventory::run(args, grpc, admin_listener, stop.clone()))
+            }
+            Component::Gateway => {
+                let args = orderflow_gateway::GatewayArgs {
+                    kafka: self.kafka.clone(),
+                    registry_url: self.registry_url.clone(),
+                    listen: self.gateway_addr,
+                    admin_listen: admin,
+                    order_url: format!("http://{}", self.order_grpc),
+                    inventory_url: format!("http://{}", self.inventory_grpc),
+                    request_timeout_ms: 10_000,
+                    max_concurrent_requests: 1024,
+                };
+                let listener = rebind(self.gateway_addr).await;
+                tokio::spawn(orderflow_gateway::run(args, listener, admin_listener, stop.clone()))
+            }
+        };
+        self.running.insert(component, Running { stop, task, admin });
+        self.wait_healthy(component).await;
+    }
+
+    /// Waits until `component` reports itself healthy (and fails fast if it died).
+    pub async fn wait_healthy(&mut self, component: Component) {
+        let url = format!("http://{}/health", self.running[&component].admin);
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(&url).timeout(Duration::from_secs(2)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if self.running[&component].task.is_finished() {
+                let running = self.running.remove(&component).unwrap();
+                panic!("{component:?} exited during start-up: {:?}", running.task.await);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{component:?} not healthy within 60s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops `component` gracefully and waits until it has finished.
+    pub async fn stop_component(&mut self, component: Component) {
+        let running = self.running.remove(&component).expect("component is running");
+        running.stop.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(30), running.task).await;
+        match result {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("{component:?} did not stop cleanly: {other:?}"),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.gateway_addr)).unwrap().connect().await.expect("connect to the gateway")
+    }
+
+    pub async fn orders(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.channel().await)
+    }
+
+    pub async fn inventory(&self) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(self.channel().await)
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        for running in self.running.values() {
+            running.stop.cancel();
+        }
+        self.registry_stop.cancel();
+    }
+}
+
+/// A PlaceOrder request for one line of `quantity` units at 2.50 EUR.
+pub fn order_request(customer: &str, sku: &str, quantity: i32, payment_method: &str) -> pb::PlaceOrderRequest {
+    pb::PlaceOrderRequest {
+        customer_id: customer.into(),
+        items: vec![pb::OrderLine { sku: sku.into(), quantity, unit_price: Some(pb::Money { amount_minor: 250, currency: "EUR".into() }) }],
+        payment_method: payment_method.into(),
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+pub fn status_name(status: i32) -> &'static str {
+    pb::OrderStatus::try_from(status).map(|s| s.as_str_name()).unwrap_or("?").trim_start_matches("ORDER_STATUS_")
+}
+
+/// Watches an order from `after_version` until its stream ends; returns (version, status).
+pub async fn watch_to_end(orders: &mut OrderServiceClient<Channel>, order_id: &str, after_version: i64) -> Vec<(i64, &'static str)> {
+    let mut stream = orders
+        .watch_order(pb::WatchOrderRequest { order_id: order_id.into(), after_version })
+        .await
+        .expect("WatchOrder")
+        .into_inner();
+    let mut seen = Vec::new();
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(update) = stream.next().await {
+            let update = update.expect("stream item");
+            seen.push((update.version, status_name(update.status)));
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "order {order_id}: stream did not end within 60s; saw {seen:?}");
+    seen
+}
