@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting and lints, unit and integration tests
+# against a real tansu broker, the project's registry and PostgreSQL, the Python client,
+# and the schema-evolution gate (offline, then online against a freshly started registry).
+# Expects scripts/bootstrap.sh to have run (./orderflow test does that first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORDERFLOW_CACHE="${ORDERFLOW_CACHE:-$HOME/.cache/orderflow}"
+TANSU_BIN="${ORDERFLOW_TANSU_BIN:-$(scripts/bootstrap.sh)}"
+say() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
+
+# The Python client's virtualenv, rebuilt only when its requirements change.
+VENV="$ORDERFLOW_CACHE/pyvenv"
+REQ=tests/python/requirements.txt
+if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
+  say "setting up the Python client's virtualenv in $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+  cp "$REQ" "$VENV/requirements.txt"
+fi
+export ORDERFLOW_PYTHON="$VENV/bin/python"
+
+# --- a broker for the tests ----------------------------------------------------------------
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+CLEANUP=()
+cleanup() { for c in "${CLEANUP[@]}"; do eval "$c" || true; done; }
+trap cleanup EXIT
+
+if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
+  BROKER_DIR=$(mktemp -d)
+  PORT=$(free_port)
+  ( cd "$BROKER_DIR" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine sqlite://tansu.db \
+      >"$BROKER_DIR/broker.log" 2>&1 ) &
+  BROKER_PID=$!
+  CLEANUP+=("kill $BROKER_PID; wait $BROKER_PID 2>/dev/null; rm -rf $BROKER_DIR")
+  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  export ORDERFLOW_TEST_BROKER="127.0.0.1:$PORT"
+  say "test broker (tansu) at $ORDERFLOW_TEST_BROKER"
+fi
+
+# --- checks and tests ----------------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+say "tests"
+cargo nextest run --locked --workspace --no-fail-fast
+
+# --- the schema gate -----------------------------------------------------------------------
+cargo build --locked -p orderflow-cli
+ORDERFLOW=target/debug/orderflow
+say "schema gate (offline)"
+"$ORDERFLOW" schema check
+REG_PORT=$(free_port)
+REG_DB="orderflow_ci_registry_$$"
+PG="${ORDERFLOW_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+"$ORDERFLOW" serve registry --listen "127.0.0.1:$REG_PORT" --database-url "${PG%/*}/$REG_DB" >/tmp/orderflow-ci-registry.log 2>&1 &
+REG_PID=$!
+CLEANUP+=("kill $REG_PID; wait $REG_PID 2>/dev/null; psql -q '$PG' -c 'DROP DATABASE IF EXISTS $REG_DB WITH (FORCE)'")
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$REG_PORT/health" >/dev/null && break; sleep 0.2; done
+say "schema gate (online, against the project's registry at 127.0.0.1:$REG_PORT)"
+"$ORDERFLOW" schema check --registry "http://127.0.0.1:$REG_PORT"
+say "all checks passed"
