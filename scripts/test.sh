@@ -49,6 +49,11 @@ if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
 fi
 
 # --- checks and tests ----------------------------------------------------------------------
+say "compose file (validated offline; no Docker engine runs here)"
+if ! command -v docker-compose >/dev/null 2>&1; then
+  apt-get install -y -qq docker-compose >/dev/null 2>&1 || sudo apt-get install -y -qq docker-compose >/dev/null
+fi
+docker-compose -f compose/docker-compose.yml config -q
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
