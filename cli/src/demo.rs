@@ -15,7 +15,11 @@ use tonic::transport::Channel;
 #[derive(Args)]
 pub struct DemoArgs {
     /// The gateway's URL.
-    #[arg(long, env = "ORDERFLOW_GATEWAY_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "ORDERFLOW_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub gateway: String,
     /// How long to wait for each order to reach its end.
     #[arg(long, default_value_t = 60)]
@@ -23,7 +27,10 @@ pub struct DemoArgs {
 }
 
 fn status_name(status: i32) -> &'static str {
-    pb::OrderStatus::try_from(status).map(|s| s.as_str_name()).unwrap_or("?").trim_start_matches("ORDER_STATUS_")
+    pb::OrderStatus::try_from(status)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?")
+        .trim_start_matches("ORDER_STATUS_")
 }
 
 async fn place_and_watch(
@@ -37,60 +44,135 @@ async fn place_and_watch(
     let placed = orders
         .place_order(pb::PlaceOrderRequest {
             customer_id: "demo-customer".into(),
-            items: vec![pb::OrderLine { sku: sku.into(), quantity, unit_price: Some(pb::Money { amount_minor: 1999, currency: "EUR".into() }) }],
+            items: vec![pb::OrderLine {
+                sku: sku.into(),
+                quantity,
+                unit_price: Some(pb::Money {
+                    amount_minor: 1999,
+                    currency: "EUR".into(),
+                }),
+            }],
             payment_method: payment_method.into(),
             idempotency_key: uuid::Uuid::new_v4().to_string(),
         })
         .await?
         .into_inner();
-    let order = placed.order.ok_or_else(|| anyhow::anyhow!("no order in the response"))?;
+    let order = placed
+        .order
+        .ok_or_else(|| anyhow::anyhow!("no order in the response"))?;
     println!("\n{label}: {quantity} x {sku}, paying with {payment_method}");
-    println!("  placed order {} -> {}", order.order_id, status_name(order.status));
-    let mut stream = orders.watch_order(pb::WatchOrderRequest { order_id: order.order_id.clone(), after_version: 0 }).await?.into_inner();
+    println!(
+        "  placed order {} -> {}",
+        order.order_id,
+        status_name(order.status)
+    );
+    let mut stream = orders
+        .watch_order(pb::WatchOrderRequest {
+            order_id: order.order_id.clone(),
+            after_version: 0,
+        })
+        .await?
+        .into_inner();
     let mut seen = Vec::new();
     let watch = async {
         while let Some(update) = stream.next().await {
             let update = update?;
-            let reason = if update.reason.is_empty() { String::new() } else { format!("  ({})", update.reason) };
-            println!("  watch: v{} {}{reason}", update.version, status_name(update.status));
+            let reason = if update.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", update.reason)
+            };
+            println!(
+                "  watch: v{} {}{reason}",
+                update.version,
+                status_name(update.status)
+            );
             seen.push(status_name(update.status).to_owned());
         }
         anyhow::Ok(())
     };
-    tokio::time::timeout(timeout, watch).await.map_err(|_| anyhow::anyhow!("{label}: no terminal status within {timeout:?}"))??;
+    tokio::time::timeout(timeout, watch)
+        .await
+        .map_err(|_| anyhow::anyhow!("{label}: no terminal status within {timeout:?}"))??;
     Ok(seen)
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(args.gateway.clone())?.connect().await?;
+    let channel = Channel::from_shared(args.gateway.clone())?
+        .connect()
+        .await?;
     let mut orders = OrderServiceClient::new(channel.clone());
     let mut inventory = InventoryServiceClient::new(channel);
     let timeout = Duration::from_secs(args.timeout_secs);
-    let sku = format!("demo-widget-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let stock = inventory.set_stock(pb::SetStockRequest { sku: sku.clone(), available: 10 }).await?.into_inner();
+    let sku = format!(
+        "demo-widget-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let stock = inventory
+        .set_stock(pb::SetStockRequest {
+            sku: sku.clone(),
+            available: 10,
+        })
+        .await?
+        .into_inner();
     println!("stock of {sku} set to {}", stock.available);
 
     let mut failures = Vec::new();
-    let mut expect = |label: &str, seen: Vec<String>, want: &[&str], stock: i32, want_stock: i32| {
+    let mut expect = |label: &str,
+                      seen: Vec<String>,
+                      want: &[&str],
+                      stock: i32,
+                      want_stock: i32| {
         let last = seen.last().cloned().unwrap_or_default();
         println!("  -> ends {last}; stock of {sku} is now {stock}");
         if seen.last().map(String::as_str) != want.last().copied() || stock != want_stock {
-            failures.push(format!("{label}: expected {want:?} and stock {want_stock}, saw {seen:?} and stock {stock}"));
+            failures.push(format!(
+                "{label}: expected {want:?} and stock {want_stock}, saw {seen:?} and stock {stock}"
+            ));
         }
     };
-    let mut check_stock = async |inventory: &mut InventoryServiceClient<Channel>| -> anyhow::Result<i32> {
-        Ok(inventory.get_stock(pb::GetStockRequest { sku: sku.clone() }).await?.into_inner().available)
-    };
+    let check_stock =
+        async |inventory: &mut InventoryServiceClient<Channel>| -> anyhow::Result<i32> {
+            Ok(inventory
+                .get_stock(pb::GetStockRequest { sku: sku.clone() })
+                .await?
+                .into_inner()
+                .available)
+        };
 
-    let seen = place_and_watch(&mut orders, "1. an approved order", &sku, 3, "pm_card_visa", timeout).await?;
+    let seen = place_and_watch(
+        &mut orders,
+        "1. an approved order",
+        &sku,
+        3,
+        "pm_card_visa",
+        timeout,
+    )
+    .await?;
     let stock = check_stock(&mut inventory).await?;
     expect("approved order", seen, &["COMPLETED"], stock, 7);
 
-    let seen = place_and_watch(&mut orders, "2. a declined card", &sku, 2, "pm_card_chargeDeclined", timeout).await?;
+    let seen = place_and_watch(
+        &mut orders,
+        "2. a declined card",
+        &sku,
+        2,
+        "pm_card_chargeDeclined",
+        timeout,
+    )
+    .await?;
     let stock = check_stock(&mut inventory).await?;
     expect("declined order", seen, &["FAILED"], stock, 7);
 
-    let seen = place_and_watch(&mut orders, "3. more than is in stock", &sku, 8, "pm_card_visa", timeout).await?;
+    let seen = place_and_watch(
+        &mut orders,
+        "3. more than is in stock",
+        &sku,
+        8,
+        "pm_card_visa",
+        timeout,
+    )
+    .await?;
     let stock = check_stock(&mut inventory).await?;
     expect("out-of-stock order", seen, &["REFUNDED"], stock, 7);
 

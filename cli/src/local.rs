@@ -117,11 +117,31 @@ fn components() -> anyhow::Result<Vec<Component>> {
     let gateway = settings::<GatewayOnly>("gateway")?.args;
     let health = |addr: std::net::SocketAddr| Probe::Http(format!("http://{addr}/health"));
     Ok(vec![
-        Component { name: "registry", args: serve("registry"), probe: health(registry.listen) },
-        Component { name: "order", args: serve("order"), probe: health(order.admin_listen) },
-        Component { name: "payment", args: serve("payment"), probe: health(payment.admin_listen) },
-        Component { name: "inventory", args: serve("inventory"), probe: health(inventory.admin_listen) },
-        Component { name: "gateway", args: serve("gateway"), probe: health(gateway.admin_listen) },
+        Component {
+            name: "registry",
+            args: serve("registry"),
+            probe: health(registry.listen),
+        },
+        Component {
+            name: "order",
+            args: serve("order"),
+            probe: health(order.admin_listen),
+        },
+        Component {
+            name: "payment",
+            args: serve("payment"),
+            probe: health(payment.admin_listen),
+        },
+        Component {
+            name: "inventory",
+            args: serve("inventory"),
+            probe: health(inventory.admin_listen),
+        },
+        Component {
+            name: "gateway",
+            args: serve("gateway"),
+            probe: health(gateway.admin_listen),
+        },
     ])
 }
 
@@ -134,34 +154,64 @@ fn pid_file(home: &Path, name: &str) -> PathBuf {
 }
 
 fn read_pid(home: &Path, name: &str) -> Option<u32> {
-    std::fs::read_to_string(pid_file(home, name)).ok()?.trim().parse().ok()
+    std::fs::read_to_string(pid_file(home, name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; its state letter is Z.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
 /// Starts `program args` detached from this terminal, logging to `<home>/logs/<name>.log`.
-fn spawn(home: &Path, name: &str, program: &Path, args: &[String], cwd: Option<&Path>) -> anyhow::Result<u32> {
+fn spawn(
+    home: &Path,
+    name: &str,
+    program: &Path,
+    args: &[String],
+    cwd: Option<&Path>,
+) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     std::fs::create_dir_all(home.join("logs"))?;
     std::fs::create_dir_all(home.join("run"))?;
     let log_path = home.join("logs").join(format!("{name}.log"));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     let mut command = std::process::Command::new(program);
-    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
     if let Some(dir) = cwd {
         command.current_dir(dir);
     }
-    let child = command.spawn().map_err(|e| anyhow::anyhow!("cannot start {name} ({}): {e}", program.display()))?;
+    let child = command
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {name} ({}): {e}", program.display()))?;
     std::fs::write(pid_file(home, name), child.id().to_string())?;
     Ok(child.id())
 }
 
-async fn wait_until(what: &str, probe: &Probe, pid: Option<u32>, log: &Path, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_until(
+    what: &str,
+    probe: &Probe,
+    pid: Option<u32>,
+    log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_note = Instant::now();
     while started.elapsed() < timeout {
@@ -169,19 +219,36 @@ async fn wait_until(what: &str, probe: &Probe, pid: Option<u32>, log: &Path, tim
             return Ok(());
         }
         if let Some(pid) = pid.filter(|p| !alive(*p)) {
-            anyhow::bail!("{what} (pid {pid}) exited during start-up; see {}", log.display());
+            anyhow::bail!(
+                "{what} (pid {pid}) exited during start-up; see {}",
+                log.display()
+            );
         }
         if last_note.elapsed() > Duration::from_secs(5) {
-            say(format!("  still waiting for {what} at {} ({}s)", probe.describe(), started.elapsed().as_secs()));
+            say(format!(
+                "  still waiting for {what} at {} ({}s)",
+                probe.describe(),
+                started.elapsed().as_secs()
+            ));
             last_note = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    anyhow::bail!("{what} did not become healthy at {} within {timeout:?}; see {}", probe.describe(), log.display())
+    anyhow::bail!(
+        "{what} did not become healthy at {} within {timeout:?}; see {}",
+        probe.describe(),
+        log.display()
+    )
 }
 
 fn broker_address(kafka: &KafkaArgs) -> String {
-    kafka.brokers.split(',').next().unwrap_or("127.0.0.1:9092").trim().to_owned()
+    kafka
+        .brokers
+        .split(',')
+        .next()
+        .unwrap_or("127.0.0.1:9092")
+        .trim()
+        .to_owned()
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -216,8 +283,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             "sqlite://tansu.db".into(),
         ];
         let pid = spawn(&home, "broker", &tansu, &broker_args, Some(&data))?;
-        say(format!("starting broker (tansu, durable sqlite storage in {}) at {broker}", data.display()));
-        wait_until("broker", &broker_probe, Some(pid), &home.join("logs/broker.log"), Duration::from_secs(30)).await?;
+        say(format!(
+            "starting broker (tansu, durable sqlite storage in {}) at {broker}",
+            data.display()
+        ));
+        wait_until(
+            "broker",
+            &broker_probe,
+            Some(pid),
+            &home.join("logs/broker.log"),
+            Duration::from_secs(30),
+        )
+        .await?;
     }
 
     // 2. Topics (the services also create what they need; doing it here shows it early).
@@ -235,13 +312,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             let pid = spawn(&home, component.name, &me, &component.args, None)?;
             say(format!("starting {} (pid {pid})", component.name));
             let log = home.join("logs").join(format!("{}.log", component.name));
-            wait_until(component.name, &component.probe, Some(pid), &log, Duration::from_secs(90)).await?;
+            wait_until(
+                component.name,
+                &component.probe,
+                Some(pid),
+                &log,
+                Duration::from_secs(90),
+            )
+            .await?;
         }
         if component.name == "registry" {
             let registry = settings::<RegistryOnly>("registry")?.registry;
             let url = format!("http://{}", registry.listen);
             let schemas = crate::schema::schemas_dir();
             let report = orderflow_schema_gate::check_online(&schemas, &url).await?;
+            anyhow::ensure!(
+                report.is_ok(),
+                "registering the schemas in {url} failed:\n{report}"
+            );
             say(format!("schemas registered in {url}:\n{report}"));
         }
     }
@@ -257,8 +345,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
     // Front to back: the gateway stops taking requests first, the broker goes last.
-    for name in ["gateway", "order", "payment", "inventory", "registry", "broker"] {
-        let Some(pid) = read_pid(&home, name) else { continue };
+    for name in [
+        "gateway",
+        "order",
+        "payment",
+        "inventory",
+        "registry",
+        "broker",
+    ] {
+        let Some(pid) = read_pid(&home, name) else {
+            continue;
+        };
         if !alive(pid) {
             let _ = std::fs::remove_file(pid_file(&home, name));
             continue;
@@ -280,13 +377,20 @@ pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
 }
 
 fn signal(pid: u32, signal: &str) {
-    let _ = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
     let kafka = settings::<KafkaOnly>("kafka")?.kafka;
-    let mut rows = vec![("broker", read_pid(&home, "broker"), Probe::Tcp(broker_address(&kafka)))];
+    let mut rows = vec![(
+        "broker",
+        read_pid(&home, "broker"),
+        Probe::Tcp(broker_address(&kafka)),
+    )];
     for c in components()? {
         rows.push((c.name, read_pid(&home, c.name), c.probe));
     }
@@ -294,8 +398,15 @@ pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
     for (name, pid, probe) in rows {
         let ok = probe.ok().await;
         healthy &= ok;
-        let pid = pid.filter(|p| alive(*p)).map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        println!("{name:<10} pid {pid:<8} {:<9} {}", if ok { "healthy" } else { "DOWN" }, probe.describe());
+        let pid = pid
+            .filter(|p| alive(*p))
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{name:<10} pid {pid:<8} {:<9} {}",
+            if ok { "healthy" } else { "DOWN" },
+            probe.describe()
+        );
     }
     if !healthy {
         anyhow::bail!("some components are not healthy");

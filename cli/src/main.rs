@@ -9,7 +9,11 @@ mod schema;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "orderflow", version, about = "Event-driven order processing over Kafka, Avro and PostgreSQL")]
+#[command(
+    name = "orderflow",
+    version,
+    about = "Event-driven order processing over Kafka, Avro and PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -16,7 +16,11 @@ pub enum SchemaCommand {
 #[derive(Args)]
 pub struct DirArgs {
     /// The schemas directory (with schemas.toml).
-    #[arg(long = "schemas-dir", env = "ORDERFLOW_SCHEMAS_DIR", default_value = "schemas")]
+    #[arg(
+        long = "schemas-dir",
+        env = "ORDERFLOW_SCHEMAS_DIR",
+        default_value = "schemas"
+    )]
     pub dir: PathBuf,
 }
 
@@ -31,7 +35,9 @@ pub struct CheckArgs {
 
 /// The schemas directory `up` registers: `ORDERFLOW_SCHEMAS_DIR` or `./schemas`.
 pub fn schemas_dir() -> PathBuf {
-    std::env::var_os("ORDERFLOW_SCHEMAS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("schemas"))
+    std::env::var_os("ORDERFLOW_SCHEMAS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("schemas"))
 }
 
 pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
@@ -39,15 +45,22 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
         SchemaCommand::Check(args) => {
             let report = orderflow_schema_gate::check_offline(&args.dir.dir)?;
             println!("{report}");
+            anyhow::ensure!(report.is_ok(), "schema check failed");
             if let Some(url) = args.registry {
                 let report = orderflow_schema_gate::check_online(&args.dir.dir, &url).await?;
                 println!("{report}");
+                anyhow::ensure!(report.is_ok(), "registering the schemas in {url} failed");
             }
             Ok(())
         }
         SchemaCommand::Lock(args) => {
             let added = orderflow_schema_gate::update_lock(&args.dir)?;
-            println!("{added:?}");
+            if added.is_empty() {
+                println!("published.lock already records every version");
+            }
+            for file in added {
+                println!("recorded {file}");
+            }
             Ok(())
         }
     }

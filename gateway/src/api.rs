@@ -35,45 +35,90 @@ pub struct OrderApi {
 
 #[tonic::async_trait]
 impl OrderService for OrderApi {
-    async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         NewOrder::try_from(request.get_ref()).map_err(GatewayError::from)?;
-        let response = self.orders.clone().place_order(request.into_inner()).await.map_err(GatewayError::from)?;
+        let response = self
+            .orders
+            .clone()
+            .place_order(request.into_inner())
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(response.into_inner()))
     }
 
-    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
         OrderId::parse("order_id", &request.get_ref().order_id).map_err(GatewayError::from)?;
-        let response = self.orders.clone().get_order(request.into_inner()).await.map_err(GatewayError::from)?;
+        let response = self
+            .orders
+            .clone()
+            .get_order(request.into_inner())
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(response.into_inner()))
     }
 
-    async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        orderflow_domain::CustomerId::parse("customer_id", &request.get_ref().customer_id).map_err(GatewayError::from)?;
-        let response = self.orders.clone().list_orders(request.into_inner()).await.map_err(GatewayError::from)?;
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        orderflow_domain::CustomerId::parse("customer_id", &request.get_ref().customer_id)
+            .map_err(GatewayError::from)?;
+        let response = self
+            .orders
+            .clone()
+            .list_orders(request.into_inner())
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(response.into_inner()))
     }
 
     type WatchOrderStream = ReceiverStream<Result<pb::OrderUpdate, Status>>;
 
-    async fn watch_order(&self, request: Request<pb::WatchOrderRequest>) -> Result<Response<Self::WatchOrderStream>, Status> {
+    async fn watch_order(
+        &self,
+        request: Request<pb::WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let req = request.into_inner();
-        let order_id = OrderId::parse("order_id", &req.order_id).map_err(GatewayError::from)?.to_string();
+        let order_id = OrderId::parse("order_id", &req.order_id)
+            .map_err(GatewayError::from)?
+            .to_string();
         if req.after_version < 0 {
-            return Err(GatewayError::from(ValidationError::new("after_version", "must not be negative")).into());
+            return Err(GatewayError::from(ValidationError::new(
+                "after_version",
+                "must not be negative",
+            ))
+            .into());
         }
         // Subscribe before reading the history, so no change falls between the two.
         let mut subscription = self.hub.subscribe(&order_id);
         let mut orders = self.orders.clone();
         let history = orders
-            .get_order_history(GetOrderHistoryRequest { order_id: order_id.clone(), after_version: req.after_version })
+            .get_order_history(GetOrderHistoryRequest {
+                order_id: order_id.clone(),
+                after_version: req.after_version,
+            })
             .await
             .map_err(GatewayError::from)?
             .into_inner();
-        let order = history.order.ok_or_else(|| Status::internal("order service returned no order"))?;
+        let order = history
+            .order
+            .ok_or_else(|| Status::internal("order service returned no order"))?;
         let (tx, rx) = mpsc::channel(16);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let mut watcher = Watcher { tx, last_version: req.after_version, status: order.status, order_id, orders };
+            let mut watcher = Watcher {
+                tx,
+                last_version: req.after_version,
+                status: order.status,
+                order_id,
+                orders,
+            };
             if req.after_version == 0 {
                 let snapshot = pb::OrderUpdate {
                     order_id: order.order_id.clone(),
@@ -106,7 +151,9 @@ impl OrderService for OrderApi {
                 };
                 let ok = match next {
                     Ok(update) if update.version <= watcher.last_version => true,
-                    Ok(update) if update.version == watcher.last_version + 1 => watcher.send(update).await,
+                    Ok(update) if update.version == watcher.last_version + 1 => {
+                        watcher.send(update).await
+                    }
                     // A gap (missed or reordered change) or a lagging receiver: read the
                     // missing changes from the owner, in order.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => watcher.catch_up().await,
@@ -140,7 +187,10 @@ impl Watcher {
 
     /// Sends every change after the last one sent, read from the order service.
     async fn catch_up(&mut self) -> bool {
-        let request = GetOrderHistoryRequest { order_id: self.order_id.clone(), after_version: self.last_version };
+        let request = GetOrderHistoryRequest {
+            order_id: self.order_id.clone(),
+            after_version: self.last_version,
+        };
         match self.orders.get_order_history(request).await {
             Ok(history) => {
                 for change in history.into_inner().changes {
@@ -151,7 +201,10 @@ impl Watcher {
                 true
             }
             Err(status) => {
-                let _ = self.tx.send(Err(Status::new(status.code(), status.message().to_owned()))).await;
+                let _ = self
+                    .tx
+                    .send(Err(Status::new(status.code(), status.message().to_owned())))
+                    .await;
                 false
             }
         }
@@ -165,21 +218,55 @@ pub struct InventoryApi {
 
 #[tonic::async_trait]
 impl InventoryService for InventoryApi {
-    async fn get_stock(&self, request: Request<pb::GetStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+    async fn get_stock(
+        &self,
+        request: Request<pb::GetStockRequest>,
+    ) -> Result<Response<pb::StockLevel>, Status> {
         Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
-        Ok(Response::new(self.inventory.clone().get_stock(request.into_inner()).await.map_err(GatewayError::from)?.into_inner()))
+        Ok(Response::new(
+            self.inventory
+                .clone()
+                .get_stock(request.into_inner())
+                .await
+                .map_err(GatewayError::from)?
+                .into_inner(),
+        ))
     }
 
-    async fn set_stock(&self, request: Request<pb::SetStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+    async fn set_stock(
+        &self,
+        request: Request<pb::SetStockRequest>,
+    ) -> Result<Response<pb::StockLevel>, Status> {
         Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
         if request.get_ref().available < 0 {
-            return Err(GatewayError::from(ValidationError::new("available", "must not be negative")).into());
+            return Err(GatewayError::from(ValidationError::new(
+                "available",
+                "must not be negative",
+            ))
+            .into());
         }
-        Ok(Response::new(self.inventory.clone().set_stock(request.into_inner()).await.map_err(GatewayError::from)?.into_inner()))
+        Ok(Response::new(
+            self.inventory
+                .clone()
+                .set_stock(request.into_inner())
+                .await
+                .map_err(GatewayError::from)?
+                .into_inner(),
+        ))
     }
 
-    async fn adjust_stock(&self, request: Request<pb::AdjustStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+    async fn adjust_stock(
+        &self,
+        request: Request<pb::AdjustStockRequest>,
+    ) -> Result<Response<pb::StockLevel>, Status> {
         Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
-        Ok(Response::new(self.inventory.clone().adjust_stock(request.into_inner()).await.map_err(GatewayError::from)?.into_inner()))
+        Ok(Response::new(
+            self.inventory
+                .clone()
+                .adjust_stock(request.into_inner())
+                .await
+                .map_err(GatewayError::from)?
+                .into_inner(),
+        ))
     }
 }

@@ -17,7 +17,9 @@ impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Status {
         match e {
             GatewayError::Invalid(v) => Status::invalid_argument(v.to_string()),
-            GatewayError::Downstream(status) => Status::new(status.code(), status.message().to_owned()),
+            GatewayError::Downstream(status) => {
+                Status::new(status.code(), status.message().to_owned())
+            }
         }
     }
 }

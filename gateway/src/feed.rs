@@ -45,7 +45,11 @@ pub fn to_update(e: &orderflow_events::OrderStatusChanged) -> pb::OrderUpdate {
 /// nothing.
 fn assign_from_end(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<usize> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
     anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
     let mut list = TopicPartitionList::new();
     for p in 0..partitions as i32 {
@@ -57,7 +61,13 @@ fn assign_from_end(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<usi
 }
 
 /// Runs until `shutdown`, publishing each decoded status change to `hub`.
-pub async fn run(kafka: KafkaArgs, codec: Arc<EventCodec>, hub: Arc<Hub>, health: Health, shutdown: CancellationToken) {
+pub async fn run(
+    kafka: KafkaArgs,
+    codec: Arc<EventCodec>,
+    hub: Arc<Hub>,
+    health: Health,
+    shutdown: CancellationToken,
+) {
     let topic = kafka.topics().order_status;
     let client_id = format!("gateway-feed-{}", uuid::Uuid::new_v4().simple());
     // Not ready until positioned: a watcher served before that could miss a change.
@@ -90,8 +100,12 @@ pub async fn run(kafka: KafkaArgs, codec: Arc<EventCodec>, hub: Arc<Hub>, health
         match message {
             Ok(m) => match codec.decode(m.payload()).await {
                 Ok(Event::OrderStatusChanged(e)) => hub.publish(to_update(&e)),
-                Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected event on the status topic"),
-                Err(e) => tracing::warn!(error = %e, offset = m.offset(), "undecodable status event skipped"),
+                Ok(other) => {
+                    tracing::warn!(kind = ?other.kind(), "unexpected event on the status topic")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, offset = m.offset(), "undecodable status event skipped")
+                }
             },
             Err(e) => {
                 // librdkafka reconnects by itself; the error is informational.

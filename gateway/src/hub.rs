@@ -30,8 +30,14 @@ impl Hub {
 
     pub fn subscribe(self: &Arc<Self>, order_id: &str) -> Subscription {
         let mut orders = self.orders.lock().expect("hub lock");
-        let sender = orders.entry(order_id.to_owned()).or_insert_with(|| broadcast::channel(PER_ORDER_BUFFER).0);
-        Subscription { hub: self.clone(), order_id: order_id.to_owned(), receiver: sender.subscribe() }
+        let sender = orders
+            .entry(order_id.to_owned())
+            .or_insert_with(|| broadcast::channel(PER_ORDER_BUFFER).0);
+        Subscription {
+            hub: self.clone(),
+            order_id: order_id.to_owned(),
+            receiver: sender.subscribe(),
+        }
     }
 
     /// Delivers an update to the order's watchers, if it has any.
@@ -53,7 +59,10 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let mut orders = self.hub.orders.lock().expect("hub lock");
         // Our receiver is still alive here: a count of one means we are the last watcher.
-        if orders.get(&self.order_id).is_some_and(|s| s.receiver_count() <= 1) {
+        if orders
+            .get(&self.order_id)
+            .is_some_and(|s| s.receiver_count() <= 1)
+        {
             orders.remove(&self.order_id);
         }
     }
@@ -64,7 +73,11 @@ mod tests {
     use super::*;
 
     fn update(order_id: &str, version: i64) -> OrderUpdate {
-        OrderUpdate { order_id: order_id.into(), version, ..Default::default() }
+        OrderUpdate {
+            order_id: order_id.into(),
+            version,
+            ..Default::default()
+        }
     }
 
     #[tokio::test]

@@ -32,25 +32,53 @@ pub struct GatewayArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Schema registry URL (to decode the order-status feed).
-    #[arg(long = "registry-url", env = "ORDERFLOW_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long = "registry-url",
+        env = "ORDERFLOW_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub registry_url: String,
     /// Address clients connect to.
-    #[arg(long = "listen", env = "ORDERFLOW_GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long = "listen",
+        env = "ORDERFLOW_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: SocketAddr,
     /// Address of the HTTP health endpoint.
-    #[arg(long = "admin-listen", env = "ORDERFLOW_GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    #[arg(
+        long = "admin-listen",
+        env = "ORDERFLOW_GATEWAY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9100"
+    )]
     pub admin_listen: SocketAddr,
     /// The order service's gRPC URL.
-    #[arg(long = "order-url", env = "ORDERFLOW_ORDER_URL", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long = "order-url",
+        env = "ORDERFLOW_ORDER_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub order_url: String,
     /// The inventory service's gRPC URL.
-    #[arg(long = "inventory-url", env = "ORDERFLOW_INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
+    #[arg(
+        long = "inventory-url",
+        env = "ORDERFLOW_INVENTORY_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
     pub inventory_url: String,
     /// Longest a unary call may take, in milliseconds.
-    #[arg(long = "request-timeout-ms", env = "ORDERFLOW_GATEWAY_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "request-timeout-ms",
+        env = "ORDERFLOW_GATEWAY_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub request_timeout_ms: u64,
     /// Calls in progress at once across all connections; beyond it calls are shed.
-    #[arg(long = "max-concurrent-requests", env = "ORDERFLOW_GATEWAY_MAX_CONCURRENT", default_value_t = 1024)]
+    #[arg(
+        long = "max-concurrent-requests",
+        env = "ORDERFLOW_GATEWAY_MAX_CONCURRENT",
+        default_value_t = 1024
+    )]
     pub max_concurrent_requests: usize,
 }
 
@@ -71,30 +99,52 @@ pub async fn serve(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Re
 
 /// Runs the gateway on the given listeners until `shutdown`; open WatchOrder streams end
 /// with UNAVAILABLE and the version to resume from.
-pub async fn run(args: GatewayArgs, listener: TcpListener, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: GatewayArgs,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.request_timeout_ms);
     let health = Health::new();
     let hub = hub::Hub::new();
     let codec = Arc::new(EventCodec::new(&args.registry_url)?);
-    orderflow_platform::kafka::ensure_topics(&args.kafka, &[args.kafka.topics().order_status]).await?;
-    let feed = tokio::spawn(feed::run(args.kafka.clone(), codec, hub.clone(), health.clone(), shutdown.clone()));
+    orderflow_platform::kafka::ensure_topics(&args.kafka, &[args.kafka.topics().order_status])
+        .await?;
+    let feed = tokio::spawn(feed::run(
+        args.kafka.clone(),
+        codec,
+        hub.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
 
     let orders = api::OrderApi {
         orders: OrderStoreClient::new(channel(&args.order_url, timeout)?),
         hub: hub.clone(),
         shutdown: shutdown.clone(),
     };
-    let inventory = api::InventoryApi { inventory: InventoryServiceClient::new(channel(&args.inventory_url, timeout)?) };
+    let inventory = api::InventoryApi {
+        inventory: InventoryServiceClient::new(channel(&args.inventory_url, timeout)?),
+    };
 
+    // Reflection (v1 and v1alpha, so any grpcurl works) over the public API and health.
+    let public = orderflow_proto::public_descriptor_set();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(orderflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(&public)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(orderflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(&public)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<OrderServiceServer<api::OrderApi>>().await;
-    health_reporter.set_serving::<InventoryServiceServer<api::InventoryApi>>().await;
+    health_reporter
+        .set_serving::<OrderServiceServer<api::OrderApi>>()
+        .await;
+    health_reporter
+        .set_serving::<InventoryServiceServer<api::InventoryApi>>()
+        .await;
 
     let layers = ServiceBuilder::new()
         // One span per call, with method and status in the logs.
@@ -102,13 +152,19 @@ pub async fn run(args: GatewayArgs, listener: TcpListener, admin: TcpListener, s
         // Refuse at once (RESOURCE_EXHAUSTED) rather than queue when at the limit below.
         .load_shed()
         // At most this many calls in progress across all connections.
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(args.max_concurrent_requests))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            args.max_concurrent_requests,
+        ))
         .into_inner();
 
     let admin_health = health.clone();
     let admin_server = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { admin_health.serve(admin, Default::default(), shutdown).await }
+        async move {
+            admin_health
+                .serve(admin, Default::default(), shutdown)
+                .await
+        }
     });
     tracing::info!(addr = %listener.local_addr()?, "gateway ready");
     let result = tonic::transport::Server::builder()

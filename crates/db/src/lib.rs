@@ -46,7 +46,10 @@ impl DbSettings {
 }
 
 /// Creates the database if absent, connects a pool and applies `migrator`.
-pub async fn connect_and_migrate(settings: &DbSettings, migrator: &Migrator) -> Result<PgPool, DbError> {
+pub async fn connect_and_migrate(
+    settings: &DbSettings,
+    migrator: &Migrator,
+) -> Result<PgPool, DbError> {
     let options: PgConnectOptions = settings.url.parse().map_err(DbError::InvalidUrl)?;
     let deadline = tokio::time::Instant::now() + settings.connect_timeout;
     let mut attempt = 0u32;
@@ -68,7 +71,12 @@ pub async fn connect_and_migrate(settings: &DbSettings, migrator: &Migrator) -> 
                 tracing::warn!(attempt, error = %source, ?delay, "database not ready, retrying");
                 tokio::time::sleep(delay).await;
             }
-            Err(source) => return Err(DbError::Unreachable { attempts: attempt, source }),
+            Err(source) => {
+                return Err(DbError::Unreachable {
+                    attempts: attempt,
+                    source,
+                });
+            }
         }
     };
     migrator.run(&pool).await?;
@@ -82,16 +90,21 @@ async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> 
         return Ok(());
     };
     let mut admin = options.clone().database("postgres").connect().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let quoted = name.replace('"', "\"\"");
-        match sqlx::query(&format!("CREATE DATABASE \"{quoted}\"")).execute(&mut admin).await {
+        match sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))
+            .execute(&mut admin)
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // 42P04 duplicate_database, 23505 unique_violation: another process won the race.
-            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e),
         }
     }
@@ -109,12 +122,20 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
 /// conflicts), as opposed to errors in the statement or the data.
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(e) => {
             // Class 08 connection exception, 40 transaction rollback (serialization, deadlock),
             // 53 insufficient resources, 57 operator intervention (admin shutdown, cannot connect now).
-            e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("40") || c.starts_with("53") || c.starts_with("57"))
+            e.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("40")
+                    || c.starts_with("53")
+                    || c.starts_with("57")
+            })
         }
         _ => false,
     }

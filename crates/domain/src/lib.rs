@@ -6,6 +6,6 @@ pub mod values;
 
 pub use state::{OrderInput, OrderStatus, Transition, TransitionError, apply};
 pub use values::{
-    Currency, CustomerId, IdempotencyKey, Money, NewOrder, OrderId, OrderLine, PaymentMethod, Quantity, Sku, nest,
-    ValidationError,
+    Currency, CustomerId, IdempotencyKey, Money, NewOrder, OrderId, OrderLine, PaymentMethod,
+    Quantity, Sku, ValidationError, nest,
 };

@@ -39,7 +39,10 @@ impl OrderStatus {
 
     /// COMPLETED, FAILED and REFUNDED end an order's life.
     pub fn is_terminal(self) -> bool {
-        matches!(self, OrderStatus::Completed | OrderStatus::Failed | OrderStatus::Refunded)
+        matches!(
+            self,
+            OrderStatus::Completed | OrderStatus::Failed | OrderStatus::Refunded
+        )
     }
 
     /// The name used in the database, events and logs.
@@ -140,7 +143,9 @@ pub fn apply(from: OrderStatus, input: &OrderInput) -> Result<Vec<Transition>, T
                 to,
                 // Implied intermediate steps share the outcome's reason where they need one.
                 reason: match to {
-                    OrderStatus::Failed | OrderStatus::OutOfStock | OrderStatus::Refunded => reason.map(str::to_owned),
+                    OrderStatus::Failed | OrderStatus::OutOfStock | OrderStatus::Refunded => {
+                        reason.map(str::to_owned)
+                    }
                     _ => None,
                 },
             })
@@ -149,7 +154,10 @@ pub fn apply(from: OrderStatus, input: &OrderInput) -> Result<Vec<Transition>, T
     if target.reaches(from) {
         return Ok(Vec::new());
     }
-    Err(TransitionError { from, input: input.name() })
+    Err(TransitionError {
+        from,
+        input: input.name(),
+    })
 }
 
 /// The statuses after `from` on the way to `to` (excluding `from`); `to` is reachable.
@@ -157,7 +165,11 @@ fn path(from: OrderStatus, to: OrderStatus) -> Vec<OrderStatus> {
     if from == to {
         return Vec::new();
     }
-    let next = *from.edges().iter().find(|next| next.reaches(to)).expect("target is reachable");
+    let next = *from
+        .edges()
+        .iter()
+        .find(|next| next.reaches(to))
+        .expect("target is reachable");
     let mut rest = path(next, to);
     rest.insert(0, next);
     rest
@@ -171,14 +183,23 @@ mod tests {
     fn inputs() -> Vec<OrderInput> {
         vec![
             OrderInput::PaymentSucceeded,
-            OrderInput::PaymentFailed { reason: "card declined".into() },
+            OrderInput::PaymentFailed {
+                reason: "card declined".into(),
+            },
             OrderInput::StockConfirmed,
-            OrderInput::StockShort { reason: "sku-1: requested 8, available 7".into() },
-            OrderInput::Refunded { reason: "out of stock".into() },
+            OrderInput::StockShort {
+                reason: "sku-1: requested 8, available 7".into(),
+            },
+            OrderInput::Refunded {
+                reason: "out of stock".into(),
+            },
         ]
     }
 
-    fn statuses(from: OrderStatus, input: &OrderInput) -> Result<Vec<OrderStatus>, TransitionError> {
+    fn statuses(
+        from: OrderStatus,
+        input: &OrderInput,
+    ) -> Result<Vec<OrderStatus>, TransitionError> {
         apply(from, input).map(|ts| ts.into_iter().map(|t| t.to).collect())
     }
 
@@ -187,11 +208,32 @@ mod tests {
     fn exhaustive_table() {
         let expected: [(OrderStatus, [Option<&[OrderStatus]>; 5]); 6] = [
             // input order: paid, failed, stock ok, stock short, refunded
-            (Pending, [Some(&[Paid]), Some(&[Failed]), Some(&[Paid, Completed]), Some(&[Paid, OutOfStock]), Some(&[Paid, OutOfStock, Refunded])]),
-            (Paid, [Some(&[]), None, Some(&[Completed]), Some(&[OutOfStock]), Some(&[OutOfStock, Refunded])]),
+            (
+                Pending,
+                [
+                    Some(&[Paid]),
+                    Some(&[Failed]),
+                    Some(&[Paid, Completed]),
+                    Some(&[Paid, OutOfStock]),
+                    Some(&[Paid, OutOfStock, Refunded]),
+                ],
+            ),
+            (
+                Paid,
+                [
+                    Some(&[]),
+                    None,
+                    Some(&[Completed]),
+                    Some(&[OutOfStock]),
+                    Some(&[OutOfStock, Refunded]),
+                ],
+            ),
             (Failed, [None, Some(&[]), None, None, None]),
             (Completed, [Some(&[]), None, Some(&[]), None, None]),
-            (OutOfStock, [Some(&[]), None, None, Some(&[]), Some(&[Refunded])]),
+            (
+                OutOfStock,
+                [Some(&[]), None, None, Some(&[]), Some(&[Refunded])],
+            ),
             (Refunded, [Some(&[]), None, None, Some(&[]), Some(&[])]),
         ];
         for (from, row) in expected {
@@ -199,7 +241,10 @@ mod tests {
                 let got = statuses(from, input);
                 match want {
                     Some(want) => assert_eq!(got.as_deref(), Ok(want), "{from} + {input:?}"),
-                    None => assert!(got.is_err(), "{from} + {input:?} should be impossible, got {got:?}"),
+                    None => assert!(
+                        got.is_err(),
+                        "{from} + {input:?} should be impossible, got {got:?}"
+                    ),
                 }
             }
         }
@@ -209,7 +254,9 @@ mod tests {
     fn every_change_is_one_edge_and_terminal_states_stay() {
         for from in OrderStatus::ALL {
             for input in inputs() {
-                let Ok(changes) = statuses(from, &input) else { continue };
+                let Ok(changes) = statuses(from, &input) else {
+                    continue;
+                };
                 let mut at = from;
                 for to in changes {
                     assert!(at.edges().contains(&to), "{at} -> {to} is not an edge");
@@ -224,8 +271,20 @@ mod tests {
 
     #[test]
     fn reasons_travel_with_the_outcome() {
-        let changes = apply(Paid, &OrderInput::StockShort { reason: "sku-1 short".into() }).unwrap();
-        assert_eq!(changes, vec![Transition { to: OutOfStock, reason: Some("sku-1 short".into()) }]);
+        let changes = apply(
+            Paid,
+            &OrderInput::StockShort {
+                reason: "sku-1 short".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            changes,
+            vec![Transition {
+                to: OutOfStock,
+                reason: Some("sku-1 short".into())
+            }]
+        );
         let changes = apply(Pending, &OrderInput::StockConfirmed).unwrap();
         assert!(changes.iter().all(|t| t.reason.is_none()));
     }
@@ -233,7 +292,10 @@ mod tests {
     #[test]
     fn impossible_outcomes_name_both_sides() {
         let err = apply(Failed, &OrderInput::StockConfirmed).unwrap_err();
-        assert_eq!(err.to_string(), "impossible transition: order is FAILED, event says stock confirmed");
+        assert_eq!(
+            err.to_string(),
+            "impossible transition: order is FAILED, event says stock confirmed"
+        );
     }
 
     #[test]

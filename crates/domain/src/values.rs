@@ -17,12 +17,18 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidationError { field: field.into(), message: message.into() }
+        ValidationError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The same error, with its field path nested under `parent`.
     fn under(self, parent: &str) -> Self {
-        ValidationError { field: format!("{parent}.{}", self.field), message: self.message }
+        ValidationError {
+            field: format!("{parent}.{}", self.field),
+            message: self.message,
+        }
     }
 }
 
@@ -68,7 +74,10 @@ fn bounded_text(field: &str, raw: &str, max: usize) -> Result<String, Validation
         return Err(ValidationError::new(field, "is required"));
     }
     if trimmed.chars().count() > max {
-        return Err(ValidationError::new(field, format!("is longer than {max} characters")));
+        return Err(ValidationError::new(
+            field,
+            format!("is longer than {max} characters"),
+        ));
     }
     if trimmed.chars().any(char::is_control) {
         return Err(ValidationError::new(field, "contains control characters"));
@@ -130,9 +139,15 @@ impl Sku {
             return Err(ValidationError::new(field, "is required"));
         }
         if raw.len() > Self::MAX_LEN {
-            return Err(ValidationError::new(field, format!("is longer than {} characters", Self::MAX_LEN)));
+            return Err(ValidationError::new(
+                field,
+                format!("is longer than {} characters", Self::MAX_LEN),
+            ));
         }
-        if let Some(bad) = raw.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
             return Err(ValidationError::new(
                 field,
                 format!("contains {bad:?}; only letters, digits, '-', '_' and '.' are allowed"),
@@ -161,10 +176,16 @@ impl Quantity {
 
     pub fn parse(field: &str, raw: i64) -> Result<Self, ValidationError> {
         if raw <= 0 {
-            return Err(ValidationError::new(field, format!("must be at least 1, got {raw}")));
+            return Err(ValidationError::new(
+                field,
+                format!("must be at least 1, got {raw}"),
+            ));
         }
         if raw > i64::from(Self::MAX) {
-            return Err(ValidationError::new(field, format!("must be at most {}, got {raw}", Self::MAX)));
+            return Err(ValidationError::new(
+                field,
+                format!("must be at most {}, got {raw}", Self::MAX),
+            ));
         }
         Ok(Quantity(raw as u32))
     }
@@ -217,11 +238,17 @@ impl Money {
                 format!("must not be negative, got {amount_minor}"),
             ));
         }
-        Ok(Money { amount_minor, currency })
+        Ok(Money {
+            amount_minor,
+            currency,
+        })
     }
 
     pub fn zero(currency: Currency) -> Self {
-        Money { amount_minor: 0, currency }
+        Money {
+            amount_minor: 0,
+            currency,
+        }
     }
 
     pub fn amount_minor(&self) -> i64 {
@@ -236,7 +263,10 @@ impl Money {
     pub fn times(&self, quantity: Quantity) -> Option<Money> {
         self.amount_minor
             .checked_mul(i64::from(quantity.get()))
-            .map(|amount_minor| Money { amount_minor, currency: self.currency })
+            .map(|amount_minor| Money {
+                amount_minor,
+                currency: self.currency,
+            })
     }
 
     /// `self + other` in the same currency, or `None` on overflow or a currency mismatch.
@@ -246,13 +276,19 @@ impl Money {
         }
         self.amount_minor
             .checked_add(other.amount_minor)
-            .map(|amount_minor| Money { amount_minor, currency: self.currency })
+            .map(|amount_minor| Money {
+                amount_minor,
+                currency: self.currency,
+            })
     }
 }
 
 impl From<Money> for pb::Money {
     fn from(m: Money) -> Self {
-        pb::Money { amount_minor: m.amount_minor, currency: m.currency.to_string() }
+        pb::Money {
+            amount_minor: m.amount_minor,
+            currency: m.currency.to_string(),
+        }
     }
 }
 
@@ -266,13 +302,22 @@ pub struct OrderLine {
 
 impl OrderLine {
     /// Validates one line; `field` is its path, e.g. `items[0]`.
-    pub fn parse(field: &str, sku: &str, quantity: i64, unit_price: Option<(i64, &str)>) -> Result<Self, ValidationError> {
+    pub fn parse(
+        field: &str,
+        sku: &str,
+        quantity: i64,
+        unit_price: Option<(i64, &str)>,
+    ) -> Result<Self, ValidationError> {
         let sku = Sku::parse(&format!("{field}.sku"), sku)?;
         let quantity = Quantity::parse(&format!("{field}.quantity"), quantity)?;
-        let (amount, currency) =
-            unit_price.ok_or_else(|| ValidationError::new(format!("{field}.unit_price"), "is required"))?;
+        let (amount, currency) = unit_price
+            .ok_or_else(|| ValidationError::new(format!("{field}.unit_price"), "is required"))?;
         let unit_price = Money::new(&format!("{field}.unit_price"), amount, currency)?;
-        Ok(OrderLine { sku, quantity, unit_price })
+        Ok(OrderLine {
+            sku,
+            quantity,
+            unit_price,
+        })
     }
 }
 
@@ -306,10 +351,16 @@ impl TryFrom<&pb::PlaceOrderRequest> for NewOrder {
     fn try_from(req: &pb::PlaceOrderRequest) -> Result<Self, Self::Error> {
         let customer_id = CustomerId::parse("customer_id", &req.customer_id)?;
         if req.items.is_empty() {
-            return Err(ValidationError::new("items", "an order needs at least one line"));
+            return Err(ValidationError::new(
+                "items",
+                "an order needs at least one line",
+            ));
         }
         if req.items.len() > Self::MAX_LINES {
-            return Err(ValidationError::new("items", format!("at most {} lines, got {}", Self::MAX_LINES, req.items.len())));
+            return Err(ValidationError::new(
+                "items",
+                format!("at most {} lines, got {}", Self::MAX_LINES, req.items.len()),
+            ));
         }
         let items = req
             .items
@@ -320,7 +371,9 @@ impl TryFrom<&pb::PlaceOrderRequest> for NewOrder {
                     &format!("items[{i}]"),
                     &line.sku,
                     i64::from(line.quantity),
-                    line.unit_price.as_ref().map(|p| (p.amount_minor, p.currency.as_str())),
+                    line.unit_price
+                        .as_ref()
+                        .map(|p| (p.amount_minor, p.currency.as_str())),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -330,18 +383,29 @@ impl TryFrom<&pb::PlaceOrderRequest> for NewOrder {
             if line.unit_price.currency() != currency {
                 return Err(ValidationError::new(
                     format!("items[{i}].unit_price.currency"),
-                    format!("{} differs from the order's currency {currency}", line.unit_price.currency()),
+                    format!(
+                        "{} differs from the order's currency {currency}",
+                        line.unit_price.currency()
+                    ),
                 ));
             }
             total = line
                 .unit_price
                 .times(line.quantity)
                 .and_then(|subtotal| total.plus(subtotal))
-                .ok_or_else(|| ValidationError::new(format!("items[{i}]"), "the order total overflows"))?;
+                .ok_or_else(|| {
+                    ValidationError::new(format!("items[{i}]"), "the order total overflows")
+                })?;
         }
         let payment_method = PaymentMethod::parse("payment_method", &req.payment_method)?;
         let idempotency_key = IdempotencyKey::parse("idempotency_key", &req.idempotency_key)?;
-        Ok(NewOrder { customer_id, items, payment_method, idempotency_key, total })
+        Ok(NewOrder {
+            customer_id,
+            items,
+            payment_method,
+            idempotency_key,
+            total,
+        })
     }
 }
 
@@ -358,7 +422,10 @@ mod tests {
         pb::OrderLine {
             sku: sku.into(),
             quantity,
-            unit_price: Some(pb::Money { amount_minor: amount, currency: currency.into() }),
+            unit_price: Some(pb::Money {
+                amount_minor: amount,
+                currency: currency.into(),
+            }),
         }
     }
 
@@ -377,7 +444,11 @@ mod tests {
 
     #[test]
     fn a_valid_order_sums_its_lines() {
-        let order = NewOrder::try_from(&request(vec![line("sku-1", 3, 250, "EUR"), line("sku-2", 1, 100, "EUR")])).unwrap();
+        let order = NewOrder::try_from(&request(vec![
+            line("sku-1", 3, 250, "EUR"),
+            line("sku-2", 1, 100, "EUR"),
+        ]))
+        .unwrap();
         assert_eq!(order.total.amount_minor(), 850);
         assert_eq!(order.total.currency().as_str(), "EUR");
     }
@@ -385,15 +456,42 @@ mod tests {
     #[test]
     fn every_invalid_field_is_named() {
         assert_eq!(field_of(request(vec![])), "items");
-        assert_eq!(field_of(request(vec![line("sku-1", 0, 1, "EUR")])), "items[0].quantity");
-        assert_eq!(field_of(request(vec![line("sku-1", 1, 1, "EUR"), line("s", -2, 1, "EUR")])), "items[1].quantity");
-        assert_eq!(field_of(request(vec![line("", 1, 1, "EUR")])), "items[0].sku");
-        assert_eq!(field_of(request(vec![line(&"x".repeat(65), 1, 1, "EUR")])), "items[0].sku");
-        assert_eq!(field_of(request(vec![line("a b", 1, 1, "EUR")])), "items[0].sku");
-        assert_eq!(field_of(request(vec![line("sku-1", 1, 1, "eur")])), "items[0].unit_price.currency");
-        assert_eq!(field_of(request(vec![line("sku-1", 1, -5, "EUR")])), "items[0].unit_price.amount_minor");
         assert_eq!(
-            field_of(request(vec![line("a", 1, 1, "EUR"), line("b", 1, 1, "USD")])),
+            field_of(request(vec![line("sku-1", 0, 1, "EUR")])),
+            "items[0].quantity"
+        );
+        assert_eq!(
+            field_of(request(vec![
+                line("sku-1", 1, 1, "EUR"),
+                line("s", -2, 1, "EUR")
+            ])),
+            "items[1].quantity"
+        );
+        assert_eq!(
+            field_of(request(vec![line("", 1, 1, "EUR")])),
+            "items[0].sku"
+        );
+        assert_eq!(
+            field_of(request(vec![line(&"x".repeat(65), 1, 1, "EUR")])),
+            "items[0].sku"
+        );
+        assert_eq!(
+            field_of(request(vec![line("a b", 1, 1, "EUR")])),
+            "items[0].sku"
+        );
+        assert_eq!(
+            field_of(request(vec![line("sku-1", 1, 1, "eur")])),
+            "items[0].unit_price.currency"
+        );
+        assert_eq!(
+            field_of(request(vec![line("sku-1", 1, -5, "EUR")])),
+            "items[0].unit_price.amount_minor"
+        );
+        assert_eq!(
+            field_of(request(vec![
+                line("a", 1, 1, "EUR"),
+                line("b", 1, 1, "USD")
+            ])),
             "items[1].unit_price.currency"
         );
         let mut no_price = request(vec![line("sku-1", 1, 1, "EUR")]);
@@ -408,19 +506,31 @@ mod tests {
         let mut no_method = request(vec![line("sku-1", 1, 1, "EUR")]);
         no_method.payment_method.clear();
         assert_eq!(field_of(no_method), "payment_method");
-        assert_eq!(field_of(request(vec![line("sku-1", 1, 1, "EUR"); 101])), "items");
+        assert_eq!(
+            field_of(request(vec![line("sku-1", 1, 1, "EUR"); 101])),
+            "items"
+        );
     }
 
     #[test]
     fn overflowing_totals_are_rejected() {
-        let err = NewOrder::try_from(&request(vec![line("a", 1_000_000, i64::MAX / 2, "EUR")])).unwrap_err();
+        let err = NewOrder::try_from(&request(vec![line("a", 1_000_000, i64::MAX / 2, "EUR")]))
+            .unwrap_err();
         assert_eq!(err.field, "items[0]");
     }
 
     #[test]
     fn order_ids_must_be_uuids() {
-        assert_eq!(OrderId::parse("order_id", "").unwrap_err().message, "is required");
-        assert!(OrderId::parse("order_id", "nope").unwrap_err().message.contains("not a UUID"));
+        assert_eq!(
+            OrderId::parse("order_id", "").unwrap_err().message,
+            "is required"
+        );
+        assert!(
+            OrderId::parse("order_id", "nope")
+                .unwrap_err()
+                .message
+                .contains("not a UUID")
+        );
         let id = OrderId::generate();
         assert_eq!(OrderId::parse("order_id", &id.to_string()).unwrap(), id);
     }

@@ -61,7 +61,9 @@ pub fn test_broker() -> String {
 }
 
 async fn bind_any() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port")
 }
 
 impl System {
@@ -79,9 +81,12 @@ impl System {
             instance_id: "0".into(),
         };
         let registry_db = TestDatabase::create("registry").await;
-        let pool = orderflow_db::connect_and_migrate(&orderflow_db::DbSettings::new(registry_db.url()), &orderflow_registry::MIGRATOR)
-            .await
-            .expect("registry database");
+        let pool = orderflow_db::connect_and_migrate(
+            &orderflow_db::DbSettings::new(registry_db.url()),
+            &orderflow_registry::MIGRATOR,
+        )
+        .await
+        .expect("registry database");
         let registry_listener = bind_any().await;
         let registry_url = format!("http://{}", registry_listener.local_addr().unwrap());
         let registry_stop = CancellationToken::new();
@@ -105,19 +110,31 @@ impl System {
             inventory_grpc,
             running: HashMap::new(),
         };
-        for component in [Component::Order, Component::Payment, Component::Inventory, Component::Gateway] {
+        for component in [
+            Component::Order,
+            Component::Payment,
+            Component::Inventory,
+            Component::Gateway,
+        ] {
             system.start_component(component).await;
         }
         system
     }
 
     fn common(&self) -> CommonArgs {
-        CommonArgs { kafka: self.kafka.clone(), registry_url: self.registry_url.clone(), shutdown_grace_secs: 10 }
+        CommonArgs {
+            kafka: self.kafka.clone(),
+            registry_url: self.registry_url.clone(),
+            shutdown_grace_secs: 10,
+        }
     }
 
     /// Starts one component (again) and waits until its health endpoint answers 200.
     pub async fn start_component(&mut self, component: Component) {
-        assert!(!self.running.contains_key(&component), "{component:?} is already running");
+        assert!(
+            !self.running.contains_key(&component),
+            "{component:?} is already running"
+        );
         let stop = CancellationToken::new();
         let admin_listener = bind_any().await;
         let admin = admin_listener.local_addr().unwrap();
@@ -145,7 +162,12 @@ impl System {
                     admin_listen: admin,
                 };
                 let grpc = rebind(self.order_grpc).await;
-                tokio::spawn(orderflow_order::run(args, grpc, admin_listener, stop.clone()))
+                tokio::spawn(orderflow_order::run(
+                    args,
+                    grpc,
+                    admin_listener,
+                    stop.clone(),
+                ))
             }
             Component::Payment => {
                 let args = orderflow_payment::PaymentArgs {
@@ -155,8 +177,14 @@ impl System {
                     charge_attempts: 5,
                     refund_attempts: 8,
                 };
-                let provider = std::sync::Arc::new(orderflow_payment::provider::SimulatedProvider::new());
-                tokio::spawn(orderflow_payment::run(args, provider, admin_listener, stop.clone()))
+                let provider =
+                    std::sync::Arc::new(orderflow_payment::provider::SimulatedProvider::new());
+                tokio::spawn(orderflow_payment::run(
+                    args,
+                    provider,
+                    admin_listener,
+                    stop.clone(),
+                ))
             }
             Component::Inventory => {
                 let args = orderflow_inventory::InventoryArgs {
@@ -166,7 +194,12 @@ impl System {
                     admin_listen: admin,
                 };
                 let grpc = rebind(self.inventory_grpc).await;
-                tokio::spawn(orderflow_inventory::run(args, grpc, admin_listener, stop.clone()))
+                tokio::spawn(orderflow_inventory::run(
+                    args,
+                    grpc,
+                    admin_listener,
+                    stop.clone(),
+                ))
             }
             Component::Gateway => {
                 let args = orderflow_gateway::GatewayArgs {
@@ -180,10 +213,16 @@ impl System {
                     max_concurrent_requests: 1024,
                 };
                 let listener = rebind(self.gateway_addr).await;
-                tokio::spawn(orderflow_gateway::run(args, listener, admin_listener, stop.clone()))
+                tokio::spawn(orderflow_gateway::run(
+                    args,
+                    listener,
+                    admin_listener,
+                    stop.clone(),
+                ))
             }
         };
-        self.running.insert(component, Running { stop, task, admin });
+        self.running
+            .insert(component, Running { stop, task, admin });
         self.wait_healthy(component).await;
     }
 
@@ -193,23 +232,37 @@ impl System {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = client.get(&url).timeout(Duration::from_secs(2)).send().await {
+            if let Ok(r) = client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return;
                 }
             }
             if self.running[&component].task.is_finished() {
                 let running = self.running.remove(&component).unwrap();
-                panic!("{component:?} exited during start-up: {:?}", running.task.await);
+                panic!(
+                    "{component:?} exited during start-up: {:?}",
+                    running.task.await
+                );
             }
-            assert!(tokio::time::Instant::now() < deadline, "{component:?} not healthy within 60s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{component:?} not healthy within 60s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Stops `component` gracefully and waits until it has finished.
     pub async fn stop_component(&mut self, component: Component) {
-        let running = self.running.remove(&component).expect("component is running");
+        let running = self
+            .running
+            .remove(&component)
+            .expect("component is running");
         running.stop.cancel();
         let result = tokio::time::timeout(Duration::from_secs(30), running.task).await;
         match result {
@@ -219,7 +272,11 @@ impl System {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.gateway_addr)).unwrap().connect().await.expect("connect to the gateway")
+        Channel::from_shared(format!("http://{}", self.gateway_addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the gateway")
     }
 
     pub async fn orders(&self) -> OrderServiceClient<Channel> {
@@ -241,23 +298,45 @@ impl Drop for System {
 }
 
 /// A PlaceOrder request for one line of `quantity` units at 2.50 EUR.
-pub fn order_request(customer: &str, sku: &str, quantity: i32, payment_method: &str) -> pb::PlaceOrderRequest {
+pub fn order_request(
+    customer: &str,
+    sku: &str,
+    quantity: i32,
+    payment_method: &str,
+) -> pb::PlaceOrderRequest {
     pb::PlaceOrderRequest {
         customer_id: customer.into(),
-        items: vec![pb::OrderLine { sku: sku.into(), quantity, unit_price: Some(pb::Money { amount_minor: 250, currency: "EUR".into() }) }],
+        items: vec![pb::OrderLine {
+            sku: sku.into(),
+            quantity,
+            unit_price: Some(pb::Money {
+                amount_minor: 250,
+                currency: "EUR".into(),
+            }),
+        }],
         payment_method: payment_method.into(),
         idempotency_key: uuid::Uuid::new_v4().to_string(),
     }
 }
 
 pub fn status_name(status: i32) -> &'static str {
-    pb::OrderStatus::try_from(status).map(|s| s.as_str_name()).unwrap_or("?").trim_start_matches("ORDER_STATUS_")
+    pb::OrderStatus::try_from(status)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?")
+        .trim_start_matches("ORDER_STATUS_")
 }
 
 /// Watches an order from `after_version` until its stream ends; returns (version, status).
-pub async fn watch_to_end(orders: &mut OrderServiceClient<Channel>, order_id: &str, after_version: i64) -> Vec<(i64, &'static str)> {
+pub async fn watch_to_end(
+    orders: &mut OrderServiceClient<Channel>,
+    order_id: &str,
+    after_version: i64,
+) -> Vec<(i64, &'static str)> {
     let mut stream = orders
-        .watch_order(pb::WatchOrderRequest { order_id: order_id.into(), after_version })
+        .watch_order(pb::WatchOrderRequest {
+            order_id: order_id.into(),
+            after_version,
+        })
         .await
         .expect("WatchOrder")
         .into_inner();
@@ -269,6 +348,9 @@ pub async fn watch_to_end(orders: &mut OrderServiceClient<Channel>, order_id: &s
         }
     })
     .await;
-    assert!(result.is_ok(), "order {order_id}: stream did not end within 60s; saw {seen:?}");
+    assert!(
+        result.is_ok(),
+        "order {order_id}: stream did not end within 60s; saw {seen:?}"
+    );
     seen
 }

@@ -10,15 +10,36 @@ use sqlx::Row;
 use tonic::Code;
 
 async fn set_stock(system: &System, sku: &str, units: i32) {
-    system.inventory().await.set_stock(pb::SetStockRequest { sku: sku.into(), available: units }).await.expect("SetStock");
+    system
+        .inventory()
+        .await
+        .set_stock(pb::SetStockRequest {
+            sku: sku.into(),
+            available: units,
+        })
+        .await
+        .expect("SetStock");
 }
 
 async fn stock(system: &System, sku: &str) -> i32 {
-    system.inventory().await.get_stock(pb::GetStockRequest { sku: sku.into() }).await.expect("GetStock").into_inner().available
+    system
+        .inventory()
+        .await
+        .get_stock(pb::GetStockRequest { sku: sku.into() })
+        .await
+        .expect("GetStock")
+        .into_inner()
+        .available
 }
 
 async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
-    let response = system.orders().await.place_order(request).await.expect("PlaceOrder").into_inner();
+    let response = system
+        .orders()
+        .await
+        .place_order(request)
+        .await
+        .expect("PlaceOrder")
+        .into_inner();
     assert!(response.created);
     let order = response.order.expect("order");
     assert_eq!(status_name(order.status), "PENDING");
@@ -27,7 +48,11 @@ async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
-    sqlx::query(sql).fetch_one(pool).await.expect(sql).get::<i64, _>(0)
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await
+        .expect(sql)
+        .get::<i64, _>(0)
 }
 
 /// The seed scenario: 10 units; approved 3 → COMPLETED (7 left); declined → FAILED (still
@@ -39,28 +64,82 @@ async fn seed_scenario() {
     let mut orders = system.orders().await;
 
     let approved = place(&system, order_request("alice", "widget", 3, "pm_card_visa")).await;
-    assert_eq!(watch_to_end(&mut orders, &approved.order_id, 0).await, vec![(1, "PENDING"), (2, "PAID"), (3, "COMPLETED")]);
+    assert_eq!(
+        watch_to_end(&mut orders, &approved.order_id, 0).await,
+        vec![(1, "PENDING"), (2, "PAID"), (3, "COMPLETED")]
+    );
     assert_eq!(stock(&system, "widget").await, 7);
 
-    let declined = place(&system, order_request("alice", "widget", 2, "pm_card_chargeDeclined")).await;
-    assert_eq!(watch_to_end(&mut orders, &declined.order_id, 0).await, vec![(1, "PENDING"), (2, "FAILED")]);
-    let failed = orders.get_order(pb::GetOrderRequest { order_id: declined.order_id.clone() }).await.unwrap().into_inner();
+    let declined = place(
+        &system,
+        order_request("alice", "widget", 2, "pm_card_chargeDeclined"),
+    )
+    .await;
+    assert_eq!(
+        watch_to_end(&mut orders, &declined.order_id, 0).await,
+        vec![(1, "PENDING"), (2, "FAILED")]
+    );
+    let failed = orders
+        .get_order(pb::GetOrderRequest {
+            order_id: declined.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(failed.status_reason, "card declined");
     assert_eq!(stock(&system, "widget").await, 7);
 
     let too_many = place(&system, order_request("alice", "widget", 8, "pm_card_visa")).await;
     assert_eq!(
         watch_to_end(&mut orders, &too_many.order_id, 0).await,
-        vec![(1, "PENDING"), (2, "PAID"), (3, "OUT_OF_STOCK"), (4, "REFUNDED")]
+        vec![
+            (1, "PENDING"),
+            (2, "PAID"),
+            (3, "OUT_OF_STOCK"),
+            (4, "REFUNDED")
+        ]
     );
-    let refunded = orders.get_order(pb::GetOrderRequest { order_id: too_many.order_id.clone() }).await.unwrap().into_inner();
-    assert_eq!(refunded.missing_items, vec![pb::MissingItem { sku: "widget".into(), requested: 8, available: 7 }]);
-    assert!(refunded.status_reason.contains("widget: requested 8, available 7"), "{}", refunded.status_reason);
+    let refunded = orders
+        .get_order(pb::GetOrderRequest {
+            order_id: too_many.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        refunded.missing_items,
+        vec![pb::MissingItem {
+            sku: "widget".into(),
+            requested: 8,
+            available: 7
+        }]
+    );
+    assert!(
+        refunded
+            .status_reason
+            .contains("widget: requested 8, available 7"),
+        "{}",
+        refunded.status_reason
+    );
     assert_eq!(stock(&system, "widget").await, 7);
 
     let payments = system.payment_db.pool().await;
-    assert_eq!(count(&payments, "SELECT count(*) FROM charges WHERE status = 'PAID'").await, 2);
-    assert_eq!(count(&payments, "SELECT count(*) FROM charges WHERE status = 'FAILED'").await, 1);
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT count(*) FROM charges WHERE status = 'PAID'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT count(*) FROM charges WHERE status = 'FAILED'"
+        )
+        .await,
+        1
+    );
     assert_eq!(count(&payments, "SELECT count(*) FROM refunds").await, 1);
 }
 
@@ -72,7 +151,13 @@ async fn concurrent_orders_never_oversell() {
     set_stock(&system, "gadget", 10).await;
     let placed = join_all((0..30).map(|i| {
         let system = &system;
-        async move { place(system, order_request(&format!("c{i}"), "gadget", 1, "pm_card_visa")).await }
+        async move {
+            place(
+                system,
+                order_request(&format!("c{i}"), "gadget", 1, "pm_card_visa"),
+            )
+            .await
+        }
     }))
     .await;
     let ends = join_all(placed.iter().map(|order| {
@@ -82,20 +167,49 @@ async fn concurrent_orders_never_oversell() {
             let seen = watch_to_end(&mut orders, &order.order_id, 0).await;
             // Versions are gap-free and start at 1.
             let versions: Vec<i64> = seen.iter().map(|(v, _)| *v).collect();
-            assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>(), "{seen:?}");
+            assert_eq!(
+                versions,
+                (1..=versions.len() as i64).collect::<Vec<_>>(),
+                "{seen:?}"
+            );
             seen.last().unwrap().1
         }
     }))
     .await;
-    assert_eq!(ends.iter().filter(|s| **s == "COMPLETED").count(), 10, "{ends:?}");
-    assert_eq!(ends.iter().filter(|s| **s == "REFUNDED").count(), 20, "{ends:?}");
+    assert_eq!(
+        ends.iter().filter(|s| **s == "COMPLETED").count(),
+        10,
+        "{ends:?}"
+    );
+    assert_eq!(
+        ends.iter().filter(|s| **s == "REFUNDED").count(),
+        20,
+        "{ends:?}"
+    );
     assert_eq!(stock(&system, "gadget").await, 0);
     let payments = system.payment_db.pool().await;
-    assert_eq!(count(&payments, "SELECT count(*) FROM charges WHERE status = 'PAID'").await, 30);
-    assert_eq!(count(&payments, "SELECT count(DISTINCT order_id) FROM charges").await, 30);
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT count(*) FROM charges WHERE status = 'PAID'"
+        )
+        .await,
+        30
+    );
+    assert_eq!(
+        count(&payments, "SELECT count(DISTINCT order_id) FROM charges").await,
+        30
+    );
     assert_eq!(count(&payments, "SELECT count(*) FROM refunds").await, 20);
     let inventory = system.inventory_db.pool().await;
-    assert_eq!(count(&inventory, "SELECT count(*) FROM reservations WHERE status = 'CONFIRMED'").await, 10);
+    assert_eq!(
+        count(
+            &inventory,
+            "SELECT count(*) FROM reservations WHERE status = 'CONFIRMED'"
+        )
+        .await,
+        10
+    );
 }
 
 /// With the inventory service stopped, PlaceOrder still succeeds at once; orders wait as
@@ -110,19 +224,31 @@ async fn orders_placed_while_inventory_is_down_complete_when_it_returns() {
     for i in 0..20 {
         let started = std::time::Instant::now();
         placed.push(place(&system, order_request("bob", "gizmo", 2, "pm_card_visa")).await);
-        assert!(started.elapsed() < Duration::from_secs(2), "PlaceOrder {i} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "PlaceOrder {i} took {:?}",
+            started.elapsed()
+        );
     }
     let mut orders = system.orders().await;
     for order in &placed {
         let id = order.order_id.clone();
-        wait_for("orders to be paid while inventory is down", Duration::from_secs(60), || {
-            let mut orders = orders.clone();
-            let id = id.clone();
-            async move {
-                let o = orders.get_order(pb::GetOrderRequest { order_id: id }).await.ok()?.into_inner();
-                (status_name(o.status) == "PAID").then_some(())
-            }
-        })
+        wait_for(
+            "orders to be paid while inventory is down",
+            Duration::from_secs(60),
+            || {
+                let mut orders = orders.clone();
+                let id = id.clone();
+                async move {
+                    let o = orders
+                        .get_order(pb::GetOrderRequest { order_id: id })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    (status_name(o.status) == "PAID").then_some(())
+                }
+            },
+        )
         .await;
     }
 
@@ -141,21 +267,43 @@ async fn place_order_is_idempotent() {
     let system = System::start().await;
     let mut orders = system.orders().await;
     let request = order_request("carol", "thing", 1, "pm_card_visa");
-    let first = orders.place_order(request.clone()).await.unwrap().into_inner();
-    let second = orders.place_order(request.clone()).await.unwrap().into_inner();
+    let first = orders
+        .place_order(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = orders
+        .place_order(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(first.created);
     assert!(!second.created);
-    assert_eq!(first.order.unwrap().order_id, second.order.unwrap().order_id);
+    assert_eq!(
+        first.order.unwrap().order_id,
+        second.order.unwrap().order_id
+    );
 
     let mut different = request.clone();
     different.items[0].quantity = 5;
     let err = orders.place_order(different).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
-    assert!(err.message().contains("idempotency_key"), "{}", err.message());
+    assert!(
+        err.message().contains("idempotency_key"),
+        "{}",
+        err.message()
+    );
 
     let db = system.order_db.pool().await;
     assert_eq!(count(&db, "SELECT count(*) FROM orders").await, 1);
-    assert_eq!(count(&db, "SELECT count(*) FROM outbox WHERE payload->>'type' = 'OrderCreated'").await, 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE payload->>'type' = 'OrderCreated'"
+        )
+        .await,
+        1
+    );
 }
 
 /// A client that lost its stream resumes from the last version it saw and misses nothing;
@@ -167,14 +315,37 @@ async fn watch_order_resumes_from_a_version() {
     let mut orders = system.orders().await;
     let order = place(&system, order_request("dave", "bolt", 5, "pm_card_visa")).await;
     let full = watch_to_end(&mut orders, &order.order_id, 0).await;
-    assert_eq!(full, vec![(1, "PENDING"), (2, "PAID"), (3, "OUT_OF_STOCK"), (4, "REFUNDED")]);
+    assert_eq!(
+        full,
+        vec![
+            (1, "PENDING"),
+            (2, "PAID"),
+            (3, "OUT_OF_STOCK"),
+            (4, "REFUNDED")
+        ]
+    );
 
-    assert_eq!(watch_to_end(&mut orders, &order.order_id, 1).await, full[1..].to_vec());
-    assert_eq!(watch_to_end(&mut orders, &order.order_id, 3).await, vec![(4, "REFUNDED")]);
+    assert_eq!(
+        watch_to_end(&mut orders, &order.order_id, 1).await,
+        full[1..].to_vec()
+    );
+    assert_eq!(
+        watch_to_end(&mut orders, &order.order_id, 3).await,
+        vec![(4, "REFUNDED")]
+    );
     // Already terminal: the order as it is, then the stream ends.
-    assert_eq!(watch_to_end(&mut orders, &order.order_id, 0).await, vec![(4, "REFUNDED")]);
+    assert_eq!(
+        watch_to_end(&mut orders, &order.order_id, 0).await,
+        vec![(4, "REFUNDED")]
+    );
 
-    let missing = orders.watch_order(pb::WatchOrderRequest { order_id: uuid::Uuid::new_v4().to_string(), after_version: 0 }).await.unwrap_err();
+    let missing = orders
+        .watch_order(pb::WatchOrderRequest {
+            order_id: uuid::Uuid::new_v4().to_string(),
+            after_version: 0,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 }
 
@@ -184,16 +355,31 @@ async fn list_orders_pages_newest_first() {
     let system = System::start().await;
     let mut placed = Vec::new();
     for _ in 0..5 {
-        placed.push(place(&system, order_request("erin", "nut", 1, "pm_card_chargeDeclined")).await.order_id);
+        placed.push(
+            place(
+                &system,
+                order_request("erin", "nut", 1, "pm_card_chargeDeclined"),
+            )
+            .await
+            .order_id,
+        );
     }
-    place(&system, order_request("someone-else", "nut", 1, "pm_card_chargeDeclined")).await;
+    place(
+        &system,
+        order_request("someone-else", "nut", 1, "pm_card_chargeDeclined"),
+    )
+    .await;
     let mut orders = system.orders().await;
     let mut listed = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
     loop {
         let page = orders
-            .list_orders(pb::ListOrdersRequest { customer_id: "erin".into(), page_size: 2, page_token: token.clone() })
+            .list_orders(pb::ListOrdersRequest {
+                customer_id: "erin".into(),
+                page_size: 2,
+                page_token: token.clone(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -209,10 +395,24 @@ async fn list_orders_pages_newest_first() {
     placed.reverse();
     assert_eq!(listed, placed, "newest first, each once");
 
-    let err = orders.list_orders(pb::ListOrdersRequest { customer_id: "erin".into(), page_size: 2, page_token: "garbage!".into() }).await.unwrap_err();
+    let err = orders
+        .list_orders(pb::ListOrdersRequest {
+            customer_id: "erin".into(),
+            page_size: 2,
+            page_token: "garbage!".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("page_token"));
-    let err = orders.list_orders(pb::ListOrdersRequest { customer_id: "erin".into(), page_size: 101, page_token: String::new() }).await.unwrap_err();
+    let err = orders
+        .list_orders(pb::ListOrdersRequest {
+            customer_id: "erin".into(),
+            page_size: 101,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert!(err.message().contains("page_size"));
 }
 
@@ -227,10 +427,22 @@ async fn invalid_requests_name_the_field_and_store_nothing() {
         ("items[0].quantity", Box::new(|r| r.items[0].quantity = 0)),
         ("items[0].quantity", Box::new(|r| r.items[0].quantity = -3)),
         ("items[0].sku", Box::new(|r| r.items[0].sku.clear())),
-        ("items[0].sku", Box::new(|r| r.items[0].sku = "x".repeat(65))),
-        ("items[0].unit_price.currency", Box::new(|r| r.items[0].unit_price.as_mut().unwrap().currency = "euro".into())),
-        ("items[0].unit_price.amount_minor", Box::new(|r| r.items[0].unit_price.as_mut().unwrap().amount_minor = -1)),
-        ("items[0].unit_price", Box::new(|r| r.items[0].unit_price = None)),
+        (
+            "items[0].sku",
+            Box::new(|r| r.items[0].sku = "x".repeat(65)),
+        ),
+        (
+            "items[0].unit_price.currency",
+            Box::new(|r| r.items[0].unit_price.as_mut().unwrap().currency = "euro".into()),
+        ),
+        (
+            "items[0].unit_price.amount_minor",
+            Box::new(|r| r.items[0].unit_price.as_mut().unwrap().amount_minor = -1),
+        ),
+        (
+            "items[0].unit_price",
+            Box::new(|r| r.items[0].unit_price = None),
+        ),
         ("customer_id", Box::new(|r| r.customer_id.clear())),
         ("payment_method", Box::new(|r| r.payment_method.clear())),
         ("idempotency_key", Box::new(|r| r.idempotency_key.clear())),
@@ -240,18 +452,43 @@ async fn invalid_requests_name_the_field_and_store_nothing() {
         break_it(&mut request);
         let err = orders.place_order(request).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
-        assert!(err.message().starts_with(&format!("{field}:")), "{field}: {}", err.message());
+        assert!(
+            err.message().starts_with(&format!("{field}:")),
+            "{field}: {}",
+            err.message()
+        );
     }
-    let err = orders.get_order(pb::GetOrderRequest { order_id: "not-a-uuid".into() }).await.unwrap_err();
+    let err = orders
+        .get_order(pb::GetOrderRequest {
+            order_id: "not-a-uuid".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("order_id"));
-    let err = orders.get_order(pb::GetOrderRequest { order_id: uuid::Uuid::new_v4().to_string() }).await.unwrap_err();
+    let err = orders
+        .get_order(pb::GetOrderRequest {
+            order_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let mut inventory = system.inventory().await;
-    let err = inventory.set_stock(pb::SetStockRequest { sku: "ok".into(), available: -1 }).await.unwrap_err();
+    let err = inventory
+        .set_stock(pb::SetStockRequest {
+            sku: "ok".into(),
+            available: -1,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("available"));
-    let err = inventory.get_stock(pb::GetStockRequest { sku: "bad sku".into() }).await.unwrap_err();
+    let err = inventory
+        .get_stock(pb::GetStockRequest {
+            sku: "bad sku".into(),
+        })
+        .await
+        .unwrap_err();
     assert!(err.message().starts_with("sku:"));
 
     let db = system.order_db.pool().await;
@@ -262,10 +499,14 @@ async fn invalid_requests_name_the_field_and_store_nothing() {
 /// A client generated from proto/ in Python (grpcio-tools) places and watches an order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_places_and_watches_an_order() {
-    let python = std::env::var("ORDERFLOW_PYTHON").expect("ORDERFLOW_PYTHON is not set: ./orderflow test sets up the Python client's venv");
+    let python = std::env::var("ORDERFLOW_PYTHON")
+        .expect("ORDERFLOW_PYTHON is not set: ./orderflow test sets up the Python client's venv");
     let system = System::start().await;
     set_stock(&system, "py-widget", 10).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/client_test.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/python/client_test.py"
+    );
     let output = tokio::process::Command::new(python)
         .arg(script)
         .arg("--gateway")
@@ -276,7 +517,125 @@ async fn python_client_places_and_watches_an_order() {
         .await
         .expect("run the Python client");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("COMPLETED"), "{stdout}");
     assert_eq!(stock(&system, "py-widget").await, 8);
+}
+
+/// What grpcurl needs with no proto files: server reflection, v1 and v1alpha, listing the
+/// services and serving every file they need (including google/protobuf/timestamp.proto);
+/// and the standard health service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_and_health_serve_grpcurl() {
+    use prost::Message;
+    use tonic_reflection::pb::{v1, v1alpha};
+
+    let system = System::start().await;
+    let channel = system.channel().await;
+
+    let mut v1_client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let ask = |request| v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let requests = vec![
+        ask(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+        ask(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "orderflow.v1.OrderService".into(),
+            ),
+        ),
+        ask(
+            v1::server_reflection_request::MessageRequest::FileByFilename(
+                "google/protobuf/timestamp.proto".into(),
+            ),
+        ),
+    ];
+    let mut responses = v1_client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut services = Vec::new();
+    let mut files = Vec::new();
+    while let Some(response) = tokio_stream::StreamExt::next(&mut responses).await {
+        match response.unwrap().message_response.unwrap() {
+            v1::server_reflection_response::MessageResponse::ListServicesResponse(list) => {
+                services.extend(list.service.into_iter().map(|s| s.name));
+            }
+            v1::server_reflection_response::MessageResponse::FileDescriptorResponse(fds) => {
+                for bytes in fds.file_descriptor_proto {
+                    files.push(
+                        prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                            .unwrap()
+                            .name()
+                            .to_owned(),
+                    );
+                }
+            }
+            other => panic!("unexpected reflection response {other:?}"),
+        }
+    }
+    for wanted in [
+        "orderflow.v1.OrderService",
+        "orderflow.v1.InventoryService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.iter().any(|s| s == wanted),
+            "{wanted} not listed: {services:?}"
+        );
+    }
+    assert!(
+        !services.iter().any(|s| s.contains("internal")),
+        "internal API exposed: {services:?}"
+    );
+    assert!(
+        files.iter().any(|f| f == "orderflow/v1/orderflow.proto"),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f == "google/protobuf/timestamp.proto"),
+        "{files:?}"
+    );
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio_stream::StreamExt::next(&mut responses)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        first.message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(_))
+    ));
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "orderflow.v1.OrderService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }

@@ -9,7 +9,9 @@ use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 
 use crate::{Event, EventKind, Topics};
 
@@ -36,7 +38,10 @@ pub enum CodecError {
     Rejected(String),
     /// Our own value does not fit our own schema: a bug.
     #[error("cannot encode {record}: {message}")]
-    Encode { record: &'static str, message: String },
+    Encode {
+        record: &'static str,
+        message: String,
+    },
 }
 
 impl CodecError {
@@ -81,7 +86,10 @@ impl EventCodec {
                 .build()
                 .map_err(|e| CodecError::RegistryUnavailable(describe(&e)))
         };
-        Ok(EventCodec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?) })
+        Ok(EventCodec {
+            encoder: AvroEncoder::new(settings()?),
+            decoder: AvroDecoder::new(settings()?),
+        })
     }
 
     /// Registers (once) the event's schema under its subject and returns the framed bytes.
@@ -90,29 +98,41 @@ impl EventCodec {
         let topic = topics.for_kind(kind).to_owned();
         let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
             topic,
-            SuppliedSchema::new(Some(kind.full_name().to_owned()), SchemaType::Avro, kind.schema_text().to_owned()),
+            SuppliedSchema::new(
+                Some(kind.full_name().to_owned()),
+                SchemaType::Avro,
+                kind.schema_text().to_owned(),
+            ),
         );
         let subject = kind.subject(topics);
-        let registered = self.encoder.get_schema_and_id(&subject, strategy).await.map_err(|e| {
-            if e.retriable {
-                CodecError::RegistryUnavailable(describe(&e))
-            } else {
-                CodecError::Rejected(describe(&e))
-            }
-        })?;
+        let registered = self
+            .encoder
+            .get_schema_and_id(&subject, strategy)
+            .await
+            .map_err(|e| {
+                if e.retriable {
+                    CodecError::RegistryUnavailable(describe(&e))
+                } else {
+                    CodecError::Rejected(describe(&e))
+                }
+            })?;
         encode_plain(registered.id, event)
     }
 
     /// Decodes framed bytes into the event they carry, resolving the writer's schema against
     /// this build's schema for the record.
     pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Event, CodecError> {
-        let bytes = bytes.ok_or_else(|| CodecError::NotFramed("empty payload (tombstone)".into()))?;
+        let bytes =
+            bytes.ok_or_else(|| CodecError::NotFramed("empty payload (tombstone)".into()))?;
         let (id, datum) = split_frame(bytes)?;
         let writer = self.decoder.get_schema(id).await.map_err(|e| {
             if e.retriable {
                 CodecError::RegistryUnavailable(describe(&e))
             } else {
-                CodecError::UnknownSchema { id, message: describe(&e) }
+                CodecError::UnknownSchema {
+                    id,
+                    message: describe(&e),
+                }
             }
         })?;
         decode_with_writer(&writer.parsed, datum)
@@ -133,7 +153,10 @@ fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
             "first byte is {magic:#04x}, expected the magic byte 0x00 ({} bytes)",
             bytes.len()
         ))),
-        _ => Err(CodecError::NotFramed(format!("{} bytes, shorter than the 5-byte header", bytes.len()))),
+        _ => Err(CodecError::NotFramed(format!(
+            "{} bytes, shorter than the 5-byte header",
+            bytes.len()
+        ))),
     }
 }
 
@@ -141,7 +164,10 @@ fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
 pub fn encode_plain(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
     let kind = event.kind();
     let record = kind.full_name();
-    let err = |e: apache_avro::Error| CodecError::Encode { record, message: e.to_string() };
+    let err = |e: apache_avro::Error| CodecError::Encode {
+        record,
+        message: e.to_string(),
+    };
     let value = match event {
         Event::OrderCreated(e) => apache_avro::to_value(e),
         Event::OrderStatusChanged(e) => apache_avro::to_value(e),
@@ -152,7 +178,10 @@ pub fn encode_plain(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
     .map_err(err)?;
     let schema = kind.schema();
     let value = value.resolve(schema).map_err(err)?;
-    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build().and_then(|w| w.write_value_to_vec(value)).map_err(err)?;
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(value))
+        .map_err(err)?;
     let mut framed = Vec::with_capacity(5 + datum.len());
     framed.push(0);
     framed.extend_from_slice(&id.to_be_bytes());
@@ -166,8 +195,12 @@ pub fn decode_with_writer(writer: &Schema, mut datum: &[u8]) -> Result<Event, Co
         Schema::Record(record) => record.name.fullname(None),
         other => return Err(CodecError::UnexpectedRecord(format!("{other:?}"))),
     };
-    let kind = EventKind::from_full_name(&name).ok_or_else(|| CodecError::UnexpectedRecord(name.clone()))?;
-    let undecodable = |message: String| CodecError::Undecodable { record: name.clone(), message };
+    let kind = EventKind::from_full_name(&name)
+        .ok_or_else(|| CodecError::UnexpectedRecord(name.clone()))?;
+    let undecodable = |message: String| CodecError::Undecodable {
+        record: name.clone(),
+        message,
+    };
     let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
         .reader_schema(kind.schema())
         .build()
@@ -175,14 +208,19 @@ pub fn decode_with_writer(writer: &Schema, mut datum: &[u8]) -> Result<Event, Co
         .map_err(|e| undecodable(e.to_string()))?;
     let event = match kind {
         EventKind::OrderCreated => apache_avro::from_value(&value).map(Event::OrderCreated),
-        EventKind::OrderStatusChanged => apache_avro::from_value(&value).map(Event::OrderStatusChanged),
+        EventKind::OrderStatusChanged => {
+            apache_avro::from_value(&value).map(Event::OrderStatusChanged)
+        }
         EventKind::PaymentProcessed => apache_avro::from_value(&value).map(Event::PaymentProcessed),
         EventKind::PaymentRefunded => apache_avro::from_value(&value).map(Event::PaymentRefunded),
         EventKind::InventoryUpdated => apache_avro::from_value(&value).map(Event::InventoryUpdated),
     }
     .map_err(|e| undecodable(e.to_string()))?;
     if !datum.is_empty() {
-        return Err(undecodable(format!("{} trailing bytes after the datum", datum.len())));
+        return Err(undecodable(format!(
+            "{} trailing bytes after the datum",
+            datum.len()
+        )));
     }
     Ok(event)
 }
@@ -194,11 +232,18 @@ mod tests {
     use apache_avro::types::Value;
 
     fn money(amount: i64) -> Money {
-        Money { amount_minor: amount, currency: "EUR".into() }
+        Money {
+            amount_minor: amount,
+            currency: "EUR".into(),
+        }
     }
 
     fn line(sku: &str, quantity: i32) -> OrderLine {
-        OrderLine { sku: sku.into(), quantity, unit_price: money(250) }
+        OrderLine {
+            sku: sku.into(),
+            quantity,
+            unit_price: money(250),
+        }
     }
 
     fn id() -> String {
@@ -251,8 +296,15 @@ mod tests {
                 order_id: id(),
                 occurred_at: 4,
                 status: InventoryStatus::OutOfStock,
-                items: vec![StockLine { sku: "sku-1".into(), quantity: 8 }],
-                missing: vec![MissingItem { sku: "sku-1".into(), requested: 8, available: 7 }],
+                items: vec![StockLine {
+                    sku: "sku-1".into(),
+                    quantity: 8,
+                }],
+                missing: vec![MissingItem {
+                    sku: "sku-1".into(),
+                    requested: 8,
+                    available: 7,
+                }],
             }),
         ]
     }
@@ -277,7 +329,12 @@ mod tests {
         }
     }
 
-    fn schema_paths(schema: &Schema, names: &apache_avro::schema::NamesRef, prefix: &str, out: &mut Vec<String>) {
+    fn schema_paths(
+        schema: &Schema,
+        names: &apache_avro::schema::NamesRef,
+        prefix: &str,
+        out: &mut Vec<String>,
+    ) {
         match schema {
             Schema::Record(record) => {
                 for field in &record.fields {
@@ -286,7 +343,12 @@ mod tests {
                     schema_paths(&field.schema, names, &format!("{path}."), out);
                 }
             }
-            Schema::Array(array) => schema_paths(&array.items, names, &format!("{}[].", prefix.trim_end_matches('.')), out),
+            Schema::Array(array) => schema_paths(
+                &array.items,
+                names,
+                &format!("{}[].", prefix.trim_end_matches('.')),
+                out,
+            ),
             Schema::Union(union) => {
                 for variant in union.variants() {
                     schema_paths(variant, names, prefix, out);
@@ -320,8 +382,16 @@ mod tests {
             let resolved = apache_avro::schema::ResolvedSchema::try_from(schema).unwrap();
             let mut from_file = Vec::new();
             schema_paths(schema, resolved.get_names(), "", &mut from_file);
-            assert_eq!(from_type, from_file, "{} does not follow schemas/{}", kind.full_name(), kind.schema_path());
-            value.resolve(schema).unwrap_or_else(|e| panic!("{} does not fit its schema: {e}", kind.full_name()));
+            assert_eq!(
+                from_type,
+                from_file,
+                "{} does not follow schemas/{}",
+                kind.full_name(),
+                kind.schema_path()
+            );
+            value
+                .resolve(schema)
+                .unwrap_or_else(|e| panic!("{} does not fit its schema: {e}", kind.full_name()));
         }
     }
 
@@ -344,7 +414,12 @@ mod tests {
             let newest = std::fs::read_dir(dir)
                 .unwrap()
                 .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|n| n.strip_prefix('v')?.strip_suffix(".avsc")?.parse::<u32>().ok())
+                .filter_map(|n| {
+                    n.strip_prefix('v')?
+                        .strip_suffix(".avsc")?
+                        .parse::<u32>()
+                        .ok()
+                })
                 .max()
                 .unwrap();
             assert_eq!(
@@ -360,13 +435,19 @@ mod tests {
     fn v1_payment_events_decode_with_the_v2_reader() {
         let v1_text = include_str!("../../../schemas/payments/PaymentProcessed/v1.avsc");
         let v1 = Schema::parse_str(v1_text).unwrap();
-        let Event::PaymentProcessed(mut event) = samples().remove(2) else { unreachable!() };
+        let Event::PaymentProcessed(mut event) = samples().remove(2) else {
+            unreachable!()
+        };
         event.provider_reference = None;
         let mut value = apache_avro::to_value(&event).unwrap();
         if let Value::Record(fields) = &mut value {
             fields.retain(|(name, _)| name != "provider_reference");
         }
-        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v1).build().unwrap().write_value_to_vec(value.resolve(&v1).unwrap()).unwrap();
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v1)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value.resolve(&v1).unwrap())
+            .unwrap();
         let decoded = decode_with_writer(&v1, &datum).unwrap();
         assert_eq!(decoded, Event::PaymentProcessed(event));
     }
@@ -374,8 +455,12 @@ mod tests {
     #[test]
     fn framing_errors_say_what_is_wrong() {
         assert!(matches!(split_frame(b""), Err(CodecError::NotFramed(m)) if m.contains("empty")));
-        assert!(matches!(split_frame(b"{\"json\":1}"), Err(CodecError::NotFramed(m)) if m.contains("0x7b")));
-        assert!(matches!(split_frame(&[0, 0, 1]), Err(CodecError::NotFramed(m)) if m.contains("shorter")));
+        assert!(
+            matches!(split_frame(b"{\"json\":1}"), Err(CodecError::NotFramed(m)) if m.contains("0x7b"))
+        );
+        assert!(
+            matches!(split_frame(&[0, 0, 1]), Err(CodecError::NotFramed(m)) if m.contains("shorter"))
+        );
         let garbage = [0u8, 0, 0, 0, 7, 0xff, 0xff, 0xff];
         let (id, datum) = split_frame(&garbage).unwrap();
         assert_eq!(id, 7);

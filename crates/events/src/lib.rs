@@ -42,7 +42,12 @@ impl Topics {
     }
 
     pub fn all(&self) -> [&str; 4] {
-        [&self.orders, &self.order_status, &self.payments, &self.inventory]
+        [
+            &self.orders,
+            &self.order_status,
+            &self.payments,
+            &self.inventory,
+        ]
     }
 }
 
@@ -64,7 +69,11 @@ pub enum EventKind {
 
 /// The schema file each Rust type follows: the newest version of each record.
 const SCHEMA_FILES: [(EventKind, &str, &str); 5] = [
-    (EventKind::OrderCreated, "orders/OrderCreated/v1.avsc", include_str!("../../../schemas/orders/OrderCreated/v1.avsc")),
+    (
+        EventKind::OrderCreated,
+        "orders/OrderCreated/v1.avsc",
+        include_str!("../../../schemas/orders/OrderCreated/v1.avsc"),
+    ),
     (
         EventKind::OrderStatusChanged,
         "order-status/OrderStatusChanged/v1.avsc",
@@ -90,7 +99,9 @@ const SCHEMA_FILES: [(EventKind, &str, &str); 5] = [
 static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {
     SCHEMA_FILES
         .iter()
-        .map(|(_, path, text)| Schema::parse_str(text).unwrap_or_else(|e| panic!("schemas/{path} is invalid: {e}")))
+        .map(|(_, path, text)| {
+            Schema::parse_str(text).unwrap_or_else(|e| panic!("schemas/{path} is invalid: {e}"))
+        })
         .collect()
 });
 
@@ -104,7 +115,10 @@ impl EventKind {
     ];
 
     fn index(self) -> usize {
-        EventKind::ALL.iter().position(|k| *k == self).expect("listed")
+        EventKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .expect("listed")
     }
 
     /// Full Avro name, e.g. `orderflow.events.OrderCreated`.

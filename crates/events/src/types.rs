@@ -192,4 +192,10 @@ macro_rules! into_event {
         }
     )*};
 }
-into_event!(OrderCreated, OrderStatusChanged, PaymentProcessed, PaymentRefunded, InventoryUpdated);
+into_event!(
+    OrderCreated,
+    OrderStatusChanged,
+    PaymentProcessed,
+    PaymentRefunded,
+    InventoryUpdated
+);

@@ -38,12 +38,18 @@ pub enum HandleError {
     Transient(String),
     /// Never going to work: dead-letter the message. `class` is a short stable name.
     #[error("{class}: {message}")]
-    Permanent { class: &'static str, message: String },
+    Permanent {
+        class: &'static str,
+        message: String,
+    },
 }
 
 impl HandleError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        HandleError::Permanent { class: "invalid_content", message: message.into() }
+        HandleError::Permanent {
+            class: "invalid_content",
+            message: message.into(),
+        }
     }
 }
 
@@ -52,7 +58,10 @@ impl From<sqlx::Error> for HandleError {
         if orderflow_db::is_transient(&e) {
             HandleError::Transient(format!("database: {e}"))
         } else {
-            HandleError::Permanent { class: "database_rejected", message: e.to_string() }
+            HandleError::Permanent {
+                class: "database_rejected",
+                message: e.to_string(),
+            }
         }
     }
 }
@@ -62,7 +71,10 @@ impl From<CodecError> for HandleError {
         if e.is_transient() {
             HandleError::Transient(e.to_string())
         } else {
-            HandleError::Permanent { class: e.class(), message: e.to_string() }
+            HandleError::Permanent {
+                class: e.class(),
+                message: e.to_string(),
+            }
         }
     }
 }
@@ -129,7 +141,8 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
                 Err(e) => {
                     tracing::warn!(consumer = %self.name, error = %e, "consume error");
-                    self.health.degraded(&self.component(), format!("broker: {e}"));
+                    self.health
+                        .degraded(&self.component(), format!("broker: {e}"));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -148,7 +161,9 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Applies one message until it is done (true) or shutdown interrupts its retries (false).
     async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
         let first_failure = Utc::now();
-        let trace = header(message, "traceparent").and_then(|h| TraceParent::parse(&h)).unwrap_or_else(TraceParent::new_root);
+        let trace = header(message, "traceparent")
+            .and_then(|h| TraceParent::parse(&h))
+            .unwrap_or_else(TraceParent::new_root);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -168,7 +183,11 @@ impl<H: Handler> ConsumerLoop<H> {
                     return true;
                 }
                 Err(HandleError::Transient(reason)) => {
-                    let delay = orderflow_db::backoff(attempt, Duration::from_millis(100), Duration::from_secs(10));
+                    let delay = orderflow_db::backoff(
+                        attempt,
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                    );
                     tracing::warn!(consumer = %self.name, topic = %ctx.topic, offset = ctx.offset, attempt, ?delay, %reason, "transient failure, retrying");
                     self.health.degraded(&self.component(), reason);
                     tokio::select! {
@@ -176,15 +195,24 @@ impl<H: Handler> ConsumerLoop<H> {
                         _ = shutdown.cancelled() => return false,
                     }
                 }
-                Err(HandleError::Permanent { class, message: reason }) => {
+                Err(HandleError::Permanent {
+                    class,
+                    message: reason,
+                }) => {
                     tracing::error!(consumer = %self.name, topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset, class, %reason, "dead-lettering message");
-                    return self.dead_letter(message, class, &reason, first_failure, attempt, shutdown).await;
+                    return self
+                        .dead_letter(message, class, &reason, first_failure, attempt, shutdown)
+                        .await;
                 }
             }
         }
     }
 
-    async fn apply(&self, message: &BorrowedMessage<'_>, ctx: &MessageContext) -> Result<(), HandleError> {
+    async fn apply(
+        &self,
+        message: &BorrowedMessage<'_>,
+        ctx: &MessageContext,
+    ) -> Result<(), HandleError> {
         let event = self.codec.decode(message.payload()).await?;
         let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
         async {
@@ -224,7 +252,10 @@ impl<H: Handler> ConsumerLoop<H> {
         let topic = dead_letter_topic(message.topic(), &self.name);
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let key = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
         let first = first_failure.to_rfc3339();
         let attempts = attempts.to_string();
         let mut retry = 0u32;
@@ -232,7 +263,10 @@ impl<H: Handler> ConsumerLoop<H> {
             let mut headers = OwnedHeaders::new();
             if let Some(original) = message.headers() {
                 for h in original.iter() {
-                    headers = headers.insert(Header { key: h.key, value: h.value });
+                    headers = headers.insert(Header {
+                        key: h.key,
+                        value: h.value,
+                    });
                 }
             }
             for (k, v) in [
@@ -246,7 +280,10 @@ impl<H: Handler> ConsumerLoop<H> {
                 ("dlq.first.failure", first.as_str()),
                 ("dlq.attempts", attempts.as_str()),
             ] {
-                headers = headers.insert(Header { key: k, value: Some(v) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
             }
             let mut record = FutureRecord::to(&topic).headers(headers);
             if let Some(k) = message.key() {
@@ -259,9 +296,14 @@ impl<H: Handler> ConsumerLoop<H> {
                 Ok(_) => return true,
                 Err((e, _)) => {
                     retry += 1;
-                    let delay = orderflow_db::backoff(retry, Duration::from_millis(100), Duration::from_secs(10));
+                    let delay = orderflow_db::backoff(
+                        retry,
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                    );
                     tracing::warn!(%topic, error = %e, ?delay, "cannot publish dead letter, retrying");
-                    self.health.degraded(&self.component(), format!("dead-letter topic {topic}: {e}"));
+                    self.health
+                        .degraded(&self.component(), format!("dead-letter topic {topic}: {e}"));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled() => return false,

@@ -22,7 +22,10 @@ impl Health {
 
     /// `component` cannot make progress because of `reason`.
     pub fn degraded(&self, component: &str, reason: impl Into<String>) {
-        self.problems.lock().expect("health lock").insert(component.to_owned(), reason.into());
+        self.problems
+            .lock()
+            .expect("health lock")
+            .insert(component.to_owned(), reason.into());
     }
 
     /// `component` works again.
@@ -35,7 +38,12 @@ impl Health {
     }
 
     pub fn problems(&self) -> Vec<(String, String)> {
-        self.problems.lock().expect("health lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.problems
+            .lock()
+            .expect("health lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The `/health` route, to merge into a service's HTTP router.
@@ -59,7 +67,12 @@ impl Health {
     }
 
     /// Serves `/health` (plus `extra` routes) on `listener` until `shutdown`.
-    pub async fn serve(&self, listener: TcpListener, extra: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        extra: Router,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "admin endpoint listening");
         axum::serve(listener, self.router().merge(extra))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

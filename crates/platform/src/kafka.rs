@@ -26,11 +26,17 @@ pub fn producer(kafka: &KafkaArgs) -> Result<FutureProducer, rdkafka::error::Kaf
 /// A consumer in group `group` that never stores an offset by itself: the consumer loop
 /// stores each offset after the message's database transaction has committed, and the
 /// stored offsets are committed in the background.
-pub fn consumer(kafka: &KafkaArgs, group: &str) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+pub fn consumer(
+    kafka: &KafkaArgs,
+    group: &str,
+) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", group)
-        .set("group.instance.id", format!("{group}-{}", kafka.instance_id))
+        .set(
+            "group.instance.id",
+            format!("{group}-{}", kafka.instance_id),
+        )
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "500")
         .set("enable.auto.offset.store", "false")
@@ -42,7 +48,10 @@ pub fn consumer(kafka: &KafkaArgs, group: &str) -> Result<StreamConsumer, rdkafk
 }
 
 /// A consumer without a group, for readers that assign partitions themselves.
-pub fn plain_consumer(kafka: &KafkaArgs, client_id: &str) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+pub fn plain_consumer(
+    kafka: &KafkaArgs,
+    client_id: &str,
+) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", client_id)
@@ -54,10 +63,13 @@ pub fn plain_consumer(kafka: &KafkaArgs, client_id: &str) -> Result<StreamConsum
 
 /// Creates the topics that do not exist yet. Some brokers do not auto-create topics.
 pub async fn ensure_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create()?;
-    let topics: Vec<NewTopic<'_>> =
-        names.iter().map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1))).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1)))
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(topics.iter(), &options).await? {
         match result {

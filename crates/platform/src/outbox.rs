@@ -55,7 +55,10 @@ impl Outbox {
         .bind(&traces)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -79,8 +82,21 @@ struct Row_ {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, producer: FutureProducer, codec: Arc<EventCodec>, topics: Topics, health: Health) -> Self {
-        Relay { pool, producer, codec, topics, health, batch_size: 500 }
+    pub fn new(
+        pool: PgPool,
+        producer: FutureProducer,
+        codec: Arc<EventCodec>,
+        topics: Topics,
+        health: Health,
+    ) -> Self {
+        Relay {
+            pool,
+            producer,
+            codec,
+            topics,
+            health,
+            batch_size: 500,
+        }
     }
 
     /// Runs until `shutdown`, then drains the outbox (bounded by the caller's grace period).
@@ -119,11 +135,17 @@ impl Relay {
                 }
                 Err(e) => {
                     failures += 1;
-                    let delay = orderflow_db::backoff(failures, Duration::from_millis(100), Duration::from_secs(5));
+                    let delay = orderflow_db::backoff(
+                        failures,
+                        Duration::from_millis(100),
+                        Duration::from_secs(5),
+                    );
                     tracing::warn!(error = %e, attempt = failures, ?delay, "outbox relay cannot publish, retrying");
                     self.health.degraded("outbox-relay", e.to_string());
                     if shutdown.is_cancelled() && failures > 3 {
-                        tracing::error!("giving up on the outbox at shutdown; rows stay and publish on next start");
+                        tracing::error!(
+                            "giving up on the outbox at shutdown; rows stay and publish on next start"
+                        );
                         break;
                     }
                     listener = None;
@@ -175,15 +197,26 @@ impl Relay {
         let deliveries = rows.iter().zip(&encoded).map(|(row, payload)| {
             let mut headers = OwnedHeaders::new();
             if let Some(tp) = &row.traceparent {
-                headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_str()) });
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(tp.as_str()),
+                });
             }
-            let record = FutureRecord::to(&row.topic).key(&row.key).payload(payload).headers(headers);
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.key)
+                .payload(payload)
+                .headers(headers);
             self.producer.send(record, Duration::from_secs(30))
         });
         let results = join_all(deliveries).await;
         // Mark only the acknowledged prefix: anything after a failure is sent again, after
         // the rows before it, so per-order order holds (duplicates are deduplicated).
-        let acknowledged: Vec<i64> = rows.iter().zip(&results).take_while(|(_, r)| r.is_ok()).map(|(row, _)| row.id).collect();
+        let acknowledged: Vec<i64> = rows
+            .iter()
+            .zip(&results)
+            .take_while(|(_, r)| r.is_ok())
+            .map(|(row, _)| row.id)
+            .collect();
         if !acknowledged.is_empty() {
             sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
                 .bind(&acknowledged)

@@ -11,21 +11,32 @@ pub struct TraceParent {
 impl TraceParent {
     /// A new trace (at the edge: an order placed).
     pub fn new_root() -> Self {
-        TraceParent { trace_id: hex::encode(rand::random::<[u8; 16]>()), span_id: new_span_id() }
+        TraceParent {
+            trace_id: hex::encode(rand::random::<[u8; 16]>()),
+            span_id: new_span_id(),
+        }
     }
 
     /// A child span in the same trace (a service handling a message of this trace).
     pub fn child(&self) -> Self {
-        TraceParent { trace_id: self.trace_id.clone(), span_id: new_span_id() }
+        TraceParent {
+            trace_id: self.trace_id.clone(),
+            span_id: new_span_id(),
+        }
     }
 
     /// Parses a header value, or `None` when it is not a valid version-00 traceparent.
     pub fn parse(raw: &str) -> Option<Self> {
         let mut parts = raw.split('-');
-        let (version, trace_id, span_id, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (version, trace_id, span_id, _flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-        (version == "00" && hex(trace_id, 32) && hex(span_id, 16) && parts.next().is_none())
-            .then(|| TraceParent { trace_id: trace_id.to_owned(), span_id: span_id.to_owned() })
+        (version == "00" && hex(trace_id, 32) && hex(span_id, 16) && parts.next().is_none()).then(
+            || TraceParent {
+                trace_id: trace_id.to_owned(),
+                span_id: span_id.to_owned(),
+            },
+        )
     }
 
     pub fn header(&self) -> String {

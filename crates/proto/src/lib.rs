@@ -15,5 +15,16 @@ pub mod internal {
     }
 }
 
-/// Encoded `FileDescriptorSet` of every proto file, for server reflection.
+/// Encoded `FileDescriptorSet` of every proto file, the internal API included.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orderflow_descriptor");
+
+/// The descriptor set the gateway reflects: everything but the internal API, which the
+/// gateway does not serve (listing it would send grpcurl users to calls that fail).
+pub fn public_descriptor_set() -> Vec<u8> {
+    use prost::Message;
+    let mut set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+        .expect("generated descriptor set decodes");
+    set.file
+        .retain(|f| !f.package().starts_with("orderflow.internal"));
+    set.encode_to_vec()
+}

@@ -77,9 +77,10 @@ impl Drop for TestDatabase {
                 .expect("runtime for dropping a test database");
             rt.block_on(async move {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_database_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
                 }
             });
         });

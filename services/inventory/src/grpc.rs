@@ -29,21 +29,34 @@ const MAX_STOCK: i64 = 1_000_000_000;
 
 #[tonic::async_trait]
 impl InventoryService for InventoryApi {
-    async fn get_stock(&self, request: Request<pb::GetStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+    async fn get_stock(
+        &self,
+        request: Request<pb::GetStockRequest>,
+    ) -> Result<Response<pb::StockLevel>, Status> {
         let sku = Sku::parse("sku", &request.get_ref().sku).map_err(invalid)?;
-        let available: Option<i32> = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
-            .bind(sku.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(storage)?;
-        Ok(Response::new(pb::StockLevel { sku: sku.to_string(), available: available.unwrap_or(0) }))
+        let available: Option<i32> =
+            sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+                .bind(sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(storage)?;
+        Ok(Response::new(pb::StockLevel {
+            sku: sku.to_string(),
+            available: available.unwrap_or(0),
+        }))
     }
 
-    async fn set_stock(&self, request: Request<pb::SetStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+    async fn set_stock(
+        &self,
+        request: Request<pb::SetStockRequest>,
+    ) -> Result<Response<pb::StockLevel>, Status> {
         let req = request.get_ref();
         let sku = Sku::parse("sku", &req.sku).map_err(invalid)?;
         if req.available < 0 || i64::from(req.available) > MAX_STOCK {
-            return Err(invalid(ValidationError::new("available", format!("must be between 0 and {MAX_STOCK}, got {}", req.available))));
+            return Err(invalid(ValidationError::new(
+                "available",
+                format!("must be between 0 and {MAX_STOCK}, got {}", req.available),
+            )));
         }
         let available: i32 = sqlx::query_scalar(
             "INSERT INTO stock (sku, available) VALUES ($1, $2)
@@ -55,14 +68,26 @@ impl InventoryService for InventoryApi {
         .await
         .map_err(storage)?;
         tracing::info!(%sku, available, "stock set");
-        Ok(Response::new(pb::StockLevel { sku: sku.to_string(), available }))
+        Ok(Response::new(pb::StockLevel {
+            sku: sku.to_string(),
+            available,
+        }))
     }
 
-    async fn adjust_stock(&self, request: Request<pb::AdjustStockRequest>) -> Result<Response<pb::StockLevel>, Status> {
+    async fn adjust_stock(
+        &self,
+        request: Request<pb::AdjustStockRequest>,
+    ) -> Result<Response<pb::StockLevel>, Status> {
         let req = request.get_ref();
         let sku = Sku::parse("sku", &req.sku).map_err(invalid)?;
         if req.delta == 0 || i64::from(req.delta).abs() > MAX_STOCK {
-            return Err(invalid(ValidationError::new("delta", format!("must be non-zero and at most {MAX_STOCK} in size, got {}", req.delta))));
+            return Err(invalid(ValidationError::new(
+                "delta",
+                format!(
+                    "must be non-zero and at most {MAX_STOCK} in size, got {}",
+                    req.delta
+                ),
+            )));
         }
         let available: Option<i32> = sqlx::query_scalar(
             "INSERT INTO stock (sku, available) VALUES ($1, $2)
@@ -77,13 +102,21 @@ impl InventoryService for InventoryApi {
         .await
         .map_err(|e| match &e {
             // A negative delta on a SKU never stocked violates available >= 0.
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("23514") => {
-                invalid(ValidationError::new("delta", format!("would take {sku} below zero")))
-            }
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("23514") => invalid(
+                ValidationError::new("delta", format!("would take {sku} below zero")),
+            ),
             _ => storage(e),
         })?;
-        let available = available.ok_or_else(|| invalid(ValidationError::new("delta", format!("would take {sku} below zero or above {MAX_STOCK}"))))?;
+        let available = available.ok_or_else(|| {
+            invalid(ValidationError::new(
+                "delta",
+                format!("would take {sku} below zero or above {MAX_STOCK}"),
+            ))
+        })?;
         tracing::info!(%sku, delta = req.delta, available, "stock adjusted");
-        Ok(Response::new(pb::StockLevel { sku: sku.to_string(), available }))
+        Ok(Response::new(pb::StockLevel {
+            sku: sku.to_string(),
+            available,
+        }))
     }
 }

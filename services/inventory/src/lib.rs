@@ -22,13 +22,25 @@ pub struct InventoryArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// PostgreSQL URL of the inventory service's own database (created if absent).
-    #[arg(long = "database-url", env = "ORDERFLOW_INVENTORY_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/orderflow_inventory")]
+    #[arg(
+        long = "database-url",
+        env = "ORDERFLOW_INVENTORY_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_inventory"
+    )]
     pub database_url: String,
     /// Address of the stock-administration gRPC API the gateway calls.
-    #[arg(long = "grpc-listen", env = "ORDERFLOW_INVENTORY_GRPC_LISTEN", default_value = "127.0.0.1:50053")]
+    #[arg(
+        long = "grpc-listen",
+        env = "ORDERFLOW_INVENTORY_GRPC_LISTEN",
+        default_value = "127.0.0.1:50053"
+    )]
     pub grpc_listen: SocketAddr,
     /// Address of the HTTP health endpoint.
-    #[arg(long = "admin-listen", env = "ORDERFLOW_INVENTORY_ADMIN_LISTEN", default_value = "127.0.0.1:9103")]
+    #[arg(
+        long = "admin-listen",
+        env = "ORDERFLOW_INVENTORY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9103"
+    )]
     pub admin_listen: SocketAddr,
 }
 
@@ -39,11 +51,22 @@ pub async fn serve(args: InventoryArgs, shutdown: CancellationToken) -> anyhow::
 }
 
 /// Runs the service on the given listeners until `shutdown`.
-pub async fn run(args: InventoryArgs, grpc: TcpListener, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = orderflow_db::connect_and_migrate(&orderflow_db::DbSettings::new(&args.database_url), &MIGRATOR).await?;
+pub async fn run(
+    args: InventoryArgs,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = orderflow_db::connect_and_migrate(
+        &orderflow_db::DbSettings::new(&args.database_url),
+        &MIGRATOR,
+    )
+    .await?;
     let kit = ServiceKit::start("inventory", &args.common, pool.clone()).await?;
     let topics = kit.topics.clone();
-    let consumer = kit.consumer(&[&topics.payments], handler::InventoryHandler).await?;
+    let consumer = kit
+        .consumer(&[&topics.payments], handler::InventoryHandler)
+        .await?;
     let stop_relay = CancellationToken::new();
     let relay = tokio::spawn(kit.relay().run(stop_relay.clone()));
     let consuming = tokio::spawn(consumer.run(shutdown.clone()));
@@ -54,7 +77,9 @@ pub async fn run(args: InventoryArgs, grpc: TcpListener, admin: TcpListener, shu
     });
     tracing::info!(grpc = %grpc.local_addr()?, "inventory service ready");
     let grpc_result = tonic::transport::Server::builder()
-        .add_service(InventoryServiceServer::new(grpc::InventoryApi { pool: pool.clone() }))
+        .add_service(InventoryServiceServer::new(grpc::InventoryApi {
+            pool: pool.clone(),
+        }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), {
             let shutdown = shutdown.clone();
             async move { shutdown.cancelled().await }

@@ -19,7 +19,11 @@ pub enum OrderError {
 
 impl From<sqlx::Error> for OrderError {
     fn from(e: sqlx::Error) -> Self {
-        if orderflow_db::is_transient(&e) { OrderError::Unavailable(e) } else { OrderError::Internal(e.into()) }
+        if orderflow_db::is_transient(&e) {
+            OrderError::Unavailable(e)
+        } else {
+            OrderError::Internal(e.into())
+        }
     }
 }
 

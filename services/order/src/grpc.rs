@@ -28,10 +28,16 @@ impl OrderApi {
     }
 }
 
-pub async fn serve(api: OrderApi, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    api: OrderApi,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(OrderStoreServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { shutdown.cancelled().await })
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.cancelled().await
+        })
         .await?;
     Ok(())
 }
@@ -55,28 +61,55 @@ fn decode_cursor(token: &str) -> Result<(DateTime<Utc>, uuid::Uuid), ValidationE
 
 #[tonic::async_trait]
 impl OrderStore for OrderApi {
-    async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let order = NewOrder::try_from(request.get_ref()).map_err(OrderError::from)?;
         let (record, created) = self.store.place(&order, &self.topics).await?;
-        Ok(Response::new(pb::PlaceOrderResponse { order: Some((&record).into()), created }))
+        Ok(Response::new(pb::PlaceOrderResponse {
+            order: Some((&record).into()),
+            created,
+        }))
     }
 
-    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let order_id = OrderId::parse("order_id", &request.get_ref().order_id).map_err(OrderError::from)?;
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let order_id =
+            OrderId::parse("order_id", &request.get_ref().order_id).map_err(OrderError::from)?;
         let record = self.store.get(order_id).await?;
         Ok(Response::new((&record).into()))
     }
 
-    async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let req = request.get_ref();
-        let customer_id = orderflow_domain::CustomerId::parse("customer_id", &req.customer_id).map_err(OrderError::from)?;
+        let customer_id = orderflow_domain::CustomerId::parse("customer_id", &req.customer_id)
+            .map_err(OrderError::from)?;
         let page_size = match req.page_size {
             0 => DEFAULT_PAGE,
             n if (1..=MAX_PAGE).contains(&n) => n,
-            n => return Err(OrderError::from(ValidationError::new("page_size", format!("must be between 1 and {MAX_PAGE}, got {n}"))).into()),
+            n => {
+                return Err(OrderError::from(ValidationError::new(
+                    "page_size",
+                    format!("must be between 1 and {MAX_PAGE}, got {n}"),
+                ))
+                .into());
+            }
         };
-        let cursor = if req.page_token.is_empty() { None } else { Some(decode_cursor(&req.page_token).map_err(OrderError::from)?) };
-        let mut records = self.store.list(customer_id.as_str(), cursor, i64::from(page_size) + 1).await?;
+        let cursor = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(decode_cursor(&req.page_token).map_err(OrderError::from)?)
+        };
+        let mut records = self
+            .store
+            .list(customer_id.as_str(), cursor, i64::from(page_size) + 1)
+            .await?;
         let next_page_token = if records.len() > page_size as usize {
             records.truncate(page_size as usize);
             let last = records.last().expect("non-empty page");
@@ -84,14 +117,24 @@ impl OrderStore for OrderApi {
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListOrdersResponse { orders: records.iter().map(Into::into).collect(), next_page_token }))
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: records.iter().map(Into::into).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn get_order_history(&self, request: Request<GetOrderHistoryRequest>) -> Result<Response<OrderHistory>, Status> {
+    async fn get_order_history(
+        &self,
+        request: Request<GetOrderHistoryRequest>,
+    ) -> Result<Response<OrderHistory>, Status> {
         let req = request.get_ref();
         let order_id = OrderId::parse("order_id", &req.order_id).map_err(OrderError::from)?;
         if req.after_version < 0 {
-            return Err(OrderError::from(ValidationError::new("after_version", "must not be negative")).into());
+            return Err(OrderError::from(ValidationError::new(
+                "after_version",
+                "must not be negative",
+            ))
+            .into());
         }
         // Read the changes first: the order row is then at least as new as the last change.
         let changes = self.store.history(order_id, req.after_version).await?;
@@ -113,6 +156,11 @@ mod tests {
         let id = uuid::Uuid::now_v7();
         assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
         assert_eq!(decode_cursor("!!").unwrap_err().field, "page_token");
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("12|nope")).unwrap_err().field, "page_token");
+        assert_eq!(
+            decode_cursor(&URL_SAFE_NO_PAD.encode("12|nope"))
+                .unwrap_err()
+                .field,
+            "page_token"
+        );
     }
 }

@@ -13,7 +13,15 @@ pub struct OrderHandler;
 
 /// "sku-1: requested 8, available 7; sku-2: ..."
 pub fn describe_missing(missing: &[ev::MissingItem]) -> String {
-    let lines: Vec<String> = missing.iter().map(|m| format!("{}: requested {}, available {}", m.sku, m.requested, m.available)).collect();
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: requested {}, available {}",
+                m.sku, m.requested, m.available
+            )
+        })
+        .collect();
     format!("out of stock: {}", lines.join("; "))
 }
 
@@ -23,10 +31,19 @@ fn input_of(event: &Event) -> Result<Option<(OrderInput, &[ev::MissingItem])>, H
         Event::PaymentProcessed(p) => match p.status {
             ev::PaymentStatus::Paid => (OrderInput::PaymentSucceeded, &[][..]),
             ev::PaymentStatus::Failed => (
-                OrderInput::PaymentFailed { reason: p.failure_reason.clone().unwrap_or_else(|| "payment failed".into()) },
+                OrderInput::PaymentFailed {
+                    reason: p
+                        .failure_reason
+                        .clone()
+                        .unwrap_or_else(|| "payment failed".into()),
+                },
                 &[][..],
             ),
-            ev::PaymentStatus::Unknown => return Err(HandleError::invalid("payment status UNKNOWN (written by a newer schema?)")),
+            ev::PaymentStatus::Unknown => {
+                return Err(HandleError::invalid(
+                    "payment status UNKNOWN (written by a newer schema?)",
+                ));
+            }
         },
         Event::InventoryUpdated(i) => match i.status {
             ev::InventoryStatus::Confirmed => (OrderInput::StockConfirmed, &[][..]),
@@ -34,22 +51,44 @@ fn input_of(event: &Event) -> Result<Option<(OrderInput, &[ev::MissingItem])>, H
                 if i.missing.is_empty() {
                     return Err(HandleError::invalid("OUT_OF_STOCK without missing items"));
                 }
-                (OrderInput::StockShort { reason: describe_missing(&i.missing) }, &i.missing[..])
+                (
+                    OrderInput::StockShort {
+                        reason: describe_missing(&i.missing),
+                    },
+                    &i.missing[..],
+                )
             }
-            ev::InventoryStatus::Unknown => return Err(HandleError::invalid("inventory status UNKNOWN (written by a newer schema?)")),
+            ev::InventoryStatus::Unknown => {
+                return Err(HandleError::invalid(
+                    "inventory status UNKNOWN (written by a newer schema?)",
+                ));
+            }
         },
-        Event::PaymentRefunded(r) => (OrderInput::Refunded { reason: r.reason.clone() }, &[][..]),
+        Event::PaymentRefunded(r) => (
+            OrderInput::Refunded {
+                reason: r.reason.clone(),
+            },
+            &[][..],
+        ),
         Event::OrderCreated(_) | Event::OrderStatusChanged(_) => return Ok(None),
     }))
 }
 
 #[async_trait]
 impl Handler for OrderHandler {
-    async fn handle(&self, tx: &mut Transaction<'_, Postgres>, event: &Event, _ctx: &MessageContext) -> Result<Vec<Event>, HandleError> {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        _ctx: &MessageContext,
+    ) -> Result<Vec<Event>, HandleError> {
         let Some((input, missing)) = input_of(event)? else {
             return Ok(Vec::new());
         };
-        let order_id = OrderId::parse("order_id", event.order_id()).map_err(|e| HandleError::invalid(e.to_string()))?;
-        Store::apply(tx, order_id, &input, missing).await?.map_err(HandleError::invalid)
+        let order_id = OrderId::parse("order_id", event.order_id())
+            .map_err(|e| HandleError::invalid(e.to_string()))?;
+        Store::apply(tx, order_id, &input, missing)
+            .await?
+            .map_err(HandleError::invalid)
     }
 }

@@ -25,13 +25,25 @@ pub struct OrderArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// PostgreSQL URL of the order service's own database (created if absent).
-    #[arg(long = "database-url", env = "ORDERFLOW_ORDER_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/orderflow_order")]
+    #[arg(
+        long = "database-url",
+        env = "ORDERFLOW_ORDER_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_order"
+    )]
     pub database_url: String,
     /// Address of the gRPC API the gateway calls.
-    #[arg(long = "grpc-listen", env = "ORDERFLOW_ORDER_GRPC_LISTEN", default_value = "127.0.0.1:50052")]
+    #[arg(
+        long = "grpc-listen",
+        env = "ORDERFLOW_ORDER_GRPC_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
     pub grpc_listen: SocketAddr,
     /// Address of the HTTP health endpoint.
-    #[arg(long = "admin-listen", env = "ORDERFLOW_ORDER_ADMIN_LISTEN", default_value = "127.0.0.1:9101")]
+    #[arg(
+        long = "admin-listen",
+        env = "ORDERFLOW_ORDER_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9101"
+    )]
     pub admin_listen: SocketAddr,
 }
 
@@ -44,12 +56,24 @@ pub async fn serve(args: OrderArgs, shutdown: CancellationToken) -> anyhow::Resu
 
 /// Runs the service on the given listeners until `shutdown`: gRPC API, consumer of
 /// `payments` and `inventory`, outbox relay, health.
-pub async fn run(args: OrderArgs, grpc: TcpListener, admin: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = orderflow_db::connect_and_migrate(&orderflow_db::DbSettings::new(&args.database_url), &MIGRATOR).await?;
+pub async fn run(
+    args: OrderArgs,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = orderflow_db::connect_and_migrate(
+        &orderflow_db::DbSettings::new(&args.database_url),
+        &MIGRATOR,
+    )
+    .await?;
     let kit = ServiceKit::start("order", &args.common, pool.clone()).await?;
     let topics = kit.topics.clone();
     let consumer = kit
-        .consumer(&[&topics.payments, &topics.inventory], handler::OrderHandler)
+        .consumer(
+            &[&topics.payments, &topics.inventory],
+            handler::OrderHandler,
+        )
         .await?;
 
     // Work stops in order: no new requests, then consumers finish their message, then the

@@ -49,13 +49,16 @@ fn record_from_row(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, OrderErro
     Ok(OrderRecord {
         order_id: OrderId::from(row.try_get::<uuid::Uuid, _>("order_id")?),
         customer_id: row.try_get("customer_id")?,
-        items: serde_json::from_value(row.try_get("items")?).map_err(|e| OrderError::Internal(e.into()))?,
+        items: serde_json::from_value(row.try_get("items")?)
+            .map_err(|e| OrderError::Internal(e.into()))?,
         total_minor: row.try_get("total_minor")?,
         currency: row.try_get("currency")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| OrderError::Internal(anyhow::anyhow!("stored status {status:?}")))?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| OrderError::Internal(anyhow::anyhow!("stored status {status:?}")))?,
         version: row.try_get("version")?,
         status_reason: row.try_get("status_reason")?,
-        missing_items: serde_json::from_value(row.try_get("missing_items")?).map_err(|e| OrderError::Internal(e.into()))?,
+        missing_items: serde_json::from_value(row.try_get("missing_items")?)
+            .map_err(|e| OrderError::Internal(e.into()))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -67,7 +70,13 @@ fn request_hash(order: &NewOrder) -> String {
     let mut hasher = Sha256::new();
     hasher.update(order.payment_method.as_str());
     for line in &order.items {
-        hasher.update(format!("\n{}|{}|{}|{}", line.sku, line.quantity.get(), line.unit_price.amount_minor(), line.unit_price.currency()));
+        hasher.update(format!(
+            "\n{}|{}|{}|{}",
+            line.sku,
+            line.quantity.get(),
+            line.unit_price.amount_minor(),
+            line.unit_price.currency()
+        ));
     }
     hex::encode(hasher.finalize())
 }
@@ -79,12 +88,22 @@ fn event_lines(order: &NewOrder) -> Vec<ev::OrderLine> {
         .map(|l| ev::OrderLine {
             sku: l.sku.to_string(),
             quantity: l.quantity.get() as i32,
-            unit_price: ev::Money { amount_minor: l.unit_price.amount_minor(), currency: l.unit_price.currency().to_string() },
+            unit_price: ev::Money {
+                amount_minor: l.unit_price.amount_minor(),
+                currency: l.unit_price.currency().to_string(),
+            },
         })
         .collect()
 }
 
-fn status_event(order_id: OrderId, customer_id: &str, version: i64, status: OrderStatus, reason: Option<String>, at: DateTime<Utc>) -> Event {
+fn status_event(
+    order_id: OrderId,
+    customer_id: &str,
+    version: i64,
+    status: OrderStatus,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+) -> Event {
     let status = match status {
         OrderStatus::Pending => ev::OrderStatus::Pending,
         OrderStatus::Paid => ev::OrderStatus::Paid,
@@ -111,7 +130,11 @@ impl Store {
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
     /// or returns the order an earlier request with the same idempotency key placed.
-    pub async fn place(&self, order: &NewOrder, topics: &Topics) -> Result<(OrderRecord, bool), OrderError> {
+    pub async fn place(
+        &self,
+        order: &NewOrder,
+        topics: &Topics,
+    ) -> Result<(OrderRecord, bool), OrderError> {
         let hash = request_hash(order);
         let mut tx = self.pool.begin().await?;
         let order_id = OrderId::generate();
@@ -144,7 +167,9 @@ impl Store {
                 .await?;
             let stored_hash: String = row.try_get("request_hash")?;
             if stored_hash != hash {
-                return Err(OrderError::IdempotencyConflict(order.idempotency_key.to_string()));
+                return Err(OrderError::IdempotencyConflict(
+                    order.idempotency_key.to_string(),
+                ));
             }
             return Ok((record_from_row(&row)?, false));
         }
@@ -159,11 +184,27 @@ impl Store {
             occurred_at: now.timestamp_millis(),
             customer_id: order.customer_id.to_string(),
             items: items.clone(),
-            total: ev::Money { amount_minor: order.total.amount_minor(), currency: order.total.currency().to_string() },
+            total: ev::Money {
+                amount_minor: order.total.amount_minor(),
+                currency: order.total.currency().to_string(),
+            },
             payment_method: order.payment_method.to_string(),
         });
-        let pending = status_event(order_id, order.customer_id.as_str(), 1, OrderStatus::Pending, None, now);
-        Outbox::insert(&mut tx, topics, &[created, pending], &TraceParent::new_root()).await?;
+        let pending = status_event(
+            order_id,
+            order.customer_id.as_str(),
+            1,
+            OrderStatus::Pending,
+            None,
+            now,
+        );
+        Outbox::insert(
+            &mut tx,
+            topics,
+            &[created, pending],
+            &TraceParent::new_root(),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(%order_id, customer_id = %order.customer_id, "order placed");
         Ok((
@@ -185,16 +226,22 @@ impl Store {
     }
 
     pub async fn get(&self, order_id: OrderId) -> Result<OrderRecord, OrderError> {
-        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"))
-            .bind(order_id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(OrderError::NotFound(order_id))?;
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+        ))
+        .bind(order_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(OrderError::NotFound(order_id))?;
         record_from_row(&row)
     }
 
     /// Status changes of an order with a version above `after`, in version order.
-    pub async fn history(&self, order_id: OrderId, after: i64) -> Result<Vec<StatusChange>, OrderError> {
+    pub async fn history(
+        &self,
+        order_id: OrderId,
+        after: i64,
+    ) -> Result<Vec<StatusChange>, OrderError> {
         let rows = sqlx::query("SELECT version, status, reason, occurred_at FROM order_status_history WHERE order_id = $1 AND version > $2 ORDER BY version")
             .bind(order_id.as_uuid())
             .bind(after)
@@ -205,7 +252,9 @@ impl Store {
                 let status: String = r.try_get("status")?;
                 Ok(StatusChange {
                     version: r.try_get("version")?,
-                    status: OrderStatus::parse(&status).ok_or_else(|| OrderError::Internal(anyhow::anyhow!("stored status {status:?}")))?,
+                    status: OrderStatus::parse(&status).ok_or_else(|| {
+                        OrderError::Internal(anyhow::anyhow!("stored status {status:?}"))
+                    })?,
                     reason: r.try_get("reason")?,
                     occurred_at: r.try_get("occurred_at")?,
                 })
@@ -215,7 +264,12 @@ impl Store {
 
     /// A customer's orders, newest first, starting after `cursor`; one extra row tells
     /// whether another page follows.
-    pub async fn list(&self, customer_id: &str, cursor: Option<(DateTime<Utc>, uuid::Uuid)>, limit: i64) -> Result<Vec<OrderRecord>, OrderError> {
+    pub async fn list(
+        &self,
+        customer_id: &str,
+        cursor: Option<(DateTime<Utc>, uuid::Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<OrderRecord>, OrderError> {
         let rows = match cursor {
             None => sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE customer_id = $1 ORDER BY created_at DESC, order_id DESC LIMIT $2"))
                 .bind(customer_id)
@@ -244,10 +298,12 @@ impl Store {
         input: &OrderInput,
         missing: &[ev::MissingItem],
     ) -> Result<Result<Vec<Event>, String>, sqlx::Error> {
-        let Some(row) = sqlx::query("SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id.as_uuid())
-            .fetch_optional(&mut **tx)
-            .await?
+        let Some(row) = sqlx::query(
+            "SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE",
+        )
+        .bind(order_id.as_uuid())
+        .fetch_optional(&mut **tx)
+        .await?
         else {
             return Ok(Err(format!("unknown order {order_id}")));
         };
@@ -255,7 +311,9 @@ impl Store {
         let status: String = row.get("status");
         let mut version: i64 = row.get("version");
         let Some(current) = OrderStatus::parse(&status) else {
-            return Ok(Err(format!("order {order_id} has unknown stored status {status:?}")));
+            return Ok(Err(format!(
+                "order {order_id} has unknown stored status {status:?}"
+            )));
         };
         let transitions: Vec<Transition> = match orderflow_domain::apply(current, input) {
             Ok(t) => t,
@@ -280,7 +338,14 @@ impl Store {
                 .bind(now)
                 .execute(&mut **tx)
                 .await?;
-            events.push(status_event(order_id, &customer_id, version, t.to, t.reason.clone(), now));
+            events.push(status_event(
+                order_id,
+                &customer_id,
+                version,
+                t.to,
+                t.reason.clone(),
+                now,
+            ));
             tracing::info!(%order_id, from = %current, to = %t.to, version, "order status changed");
         }
         if let Some(last) = transitions.last() {
@@ -298,7 +363,10 @@ impl Store {
 }
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub fn pb_status(status: OrderStatus) -> pb::OrderStatus {
@@ -314,7 +382,12 @@ pub fn pb_status(status: OrderStatus) -> pb::OrderStatus {
 
 impl From<&OrderRecord> for pb::Order {
     fn from(o: &OrderRecord) -> pb::Order {
-        let money = |amount_minor| Some(pb::Money { amount_minor, currency: o.currency.clone() });
+        let money = |amount_minor| {
+            Some(pb::Money {
+                amount_minor,
+                currency: o.currency.clone(),
+            })
+        };
         pb::Order {
             order_id: o.order_id.to_string(),
             customer_id: o.customer_id.clone(),
@@ -324,7 +397,10 @@ impl From<&OrderRecord> for pb::Order {
                 .map(|l| pb::OrderLine {
                     sku: l.sku.clone(),
                     quantity: l.quantity,
-                    unit_price: Some(pb::Money { amount_minor: l.unit_price.amount_minor, currency: l.unit_price.currency.clone() }),
+                    unit_price: Some(pb::Money {
+                        amount_minor: l.unit_price.amount_minor,
+                        currency: l.unit_price.currency.clone(),
+                    }),
                 })
                 .collect(),
             total: money(o.total_minor),
@@ -334,7 +410,11 @@ impl From<&OrderRecord> for pb::Order {
             missing_items: o
                 .missing_items
                 .iter()
-                .map(|m| pb::MissingItem { sku: m.sku.clone(), requested: m.requested, available: m.available })
+                .map(|m| pb::MissingItem {
+                    sku: m.sku.clone(),
+                    requested: m.requested,
+                    available: m.available,
+                })
                 .collect(),
             created_at: Some(timestamp(o.created_at)),
             updated_at: Some(timestamp(o.updated_at)),

@@ -26,19 +26,32 @@ fn invalid(e: impl std::fmt::Display) -> HandleError {
 
 #[async_trait]
 impl Handler for PaymentHandler {
-    async fn handle(&self, tx: &mut Transaction<'_, Postgres>, event: &Event, ctx: &MessageContext) -> Result<Vec<Event>, HandleError> {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        ctx: &MessageContext,
+    ) -> Result<Vec<Event>, HandleError> {
         match event {
             Event::OrderCreated(order) => self.charge(tx, order, ctx).await,
-            Event::InventoryUpdated(update) if update.status == ev::InventoryStatus::OutOfStock => self.refund(tx, update, ctx).await,
+            Event::InventoryUpdated(update) if update.status == ev::InventoryStatus::OutOfStock => {
+                self.refund(tx, update, ctx).await
+            }
             _ => Ok(Vec::new()),
         }
     }
 }
 
 impl PaymentHandler {
-    async fn charge(&self, tx: &mut Transaction<'_, Postgres>, order: &ev::OrderCreated, ctx: &MessageContext) -> Result<Vec<Event>, HandleError> {
+    async fn charge(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        order: &ev::OrderCreated,
+        ctx: &MessageContext,
+    ) -> Result<Vec<Event>, HandleError> {
         let order_id = OrderId::parse("order_id", &order.order_id).map_err(invalid)?;
-        let total = Money::new("total", order.total.amount_minor, &order.total.currency).map_err(invalid)?;
+        let total = Money::new("total", order.total.amount_minor, &order.total.currency)
+            .map_err(invalid)?;
         if order.items.is_empty() {
             return Err(HandleError::invalid("order has no items"));
         }
@@ -51,10 +64,11 @@ impl PaymentHandler {
             )
             .map_err(invalid)?;
         }
-        let already: Option<String> = sqlx::query_scalar("SELECT status FROM charges WHERE order_id = $1")
-            .bind(order_id.as_uuid())
-            .fetch_optional(&mut **tx)
-            .await?;
+        let already: Option<String> =
+            sqlx::query_scalar("SELECT status FROM charges WHERE order_id = $1")
+                .bind(order_id.as_uuid())
+                .fetch_optional(&mut **tx)
+                .await?;
         if let Some(status) = already {
             tracing::info!(%order_id, %status, "order already charged, not charging again");
             return Ok(Vec::new());
@@ -67,13 +81,24 @@ impl PaymentHandler {
         };
         let outcome = match self.provider.charge(&request).await {
             Ok(outcome) => outcome,
-            Err(e) if ctx.attempt < self.charge_attempts => return Err(HandleError::Transient(e.to_string())),
-            Err(e) => ChargeOutcome::Declined { reason: format!("payment provider unavailable after {} attempts ({e})", ctx.attempt) },
+            Err(e) if ctx.attempt < self.charge_attempts => {
+                return Err(HandleError::Transient(e.to_string()));
+            }
+            Err(e) => ChargeOutcome::Declined {
+                reason: format!(
+                    "payment provider unavailable after {} attempts ({e})",
+                    ctx.attempt
+                ),
+            },
         };
         let payment_id = uuid::Uuid::now_v7();
         let (status, failure_reason, reference) = match &outcome {
-            ChargeOutcome::Approved { reference } => (ev::PaymentStatus::Paid, None, Some(reference.clone())),
-            ChargeOutcome::Declined { reason } => (ev::PaymentStatus::Failed, Some(reason.clone()), None),
+            ChargeOutcome::Approved { reference } => {
+                (ev::PaymentStatus::Paid, None, Some(reference.clone()))
+            }
+            ChargeOutcome::Declined { reason } => {
+                (ev::PaymentStatus::Failed, Some(reason.clone()), None)
+            }
         };
         sqlx::query(
             "INSERT INTO charges (order_id, payment_id, amount_minor, currency, status, failure_reason, provider_reference, attempts)
@@ -103,7 +128,12 @@ impl PaymentHandler {
         })])
     }
 
-    async fn refund(&self, tx: &mut Transaction<'_, Postgres>, update: &ev::InventoryUpdated, ctx: &MessageContext) -> Result<Vec<Event>, HandleError> {
+    async fn refund(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        update: &ev::InventoryUpdated,
+        ctx: &MessageContext,
+    ) -> Result<Vec<Event>, HandleError> {
         let order_id = OrderId::parse("order_id", &update.order_id).map_err(invalid)?;
         let Some(charge) = sqlx::query("SELECT payment_id, amount_minor, currency, status FROM charges WHERE order_id = $1 FOR UPDATE")
             .bind(order_id.as_uuid())
@@ -114,12 +144,15 @@ impl PaymentHandler {
         };
         let status: String = charge.get("status");
         if status != "PAID" {
-            return Err(HandleError::invalid(format!("order {order_id} is out of stock but its payment is {status}")));
+            return Err(HandleError::invalid(format!(
+                "order {order_id} is out of stock but its payment is {status}"
+            )));
         }
-        let refunded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM refunds WHERE order_id = $1)")
-            .bind(order_id.as_uuid())
-            .fetch_one(&mut **tx)
-            .await?;
+        let refunded: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM refunds WHERE order_id = $1)")
+                .bind(order_id.as_uuid())
+                .fetch_one(&mut **tx)
+                .await?;
         if refunded {
             tracing::info!(%order_id, "already refunded");
             return Ok(Vec::new());
@@ -127,18 +160,36 @@ impl PaymentHandler {
         let amount_minor: i64 = charge.get("amount_minor");
         let currency: String = charge.get("currency");
         let payment_id: uuid::Uuid = charge.get("payment_id");
-        match self.provider.refund(&order_id.to_string(), amount_minor).await {
+        match self
+            .provider
+            .refund(&order_id.to_string(), amount_minor)
+            .await
+        {
             Ok(_) => {}
-            Err(e) if ctx.attempt < self.refund_attempts => return Err(HandleError::Transient(e.to_string())),
+            Err(e) if ctx.attempt < self.refund_attempts => {
+                return Err(HandleError::Transient(e.to_string()));
+            }
             Err(e) => {
-                return Err(HandleError::Permanent { class: "refund_failed", message: format!("refund failed after {} attempts: {e}", ctx.attempt) });
+                return Err(HandleError::Permanent {
+                    class: "refund_failed",
+                    message: format!("refund failed after {} attempts: {e}", ctx.attempt),
+                });
             }
         }
         let refund_id = uuid::Uuid::now_v7();
         let reason = if update.missing.is_empty() {
             "out of stock".to_owned()
         } else {
-            let lines: Vec<String> = update.missing.iter().map(|m| format!("{}: requested {}, available {}", m.sku, m.requested, m.available)).collect();
+            let lines: Vec<String> = update
+                .missing
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}: requested {}, available {}",
+                        m.sku, m.requested, m.available
+                    )
+                })
+                .collect();
             format!("out of stock: {}", lines.join("; "))
         };
         sqlx::query("INSERT INTO refunds (order_id, refund_id, amount_minor, currency, reason) VALUES ($1, $2, $3, $4, $5)")
@@ -156,7 +207,10 @@ impl PaymentHandler {
             occurred_at: ev::now_millis(),
             payment_id: payment_id.to_string(),
             refund_id: refund_id.to_string(),
-            amount: ev::Money { amount_minor, currency },
+            amount: ev::Money {
+                amount_minor,
+                currency,
+            },
             reason,
         })])
     }

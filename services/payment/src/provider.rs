@@ -31,7 +31,11 @@ pub struct ProviderUnavailable(pub String);
 pub trait PaymentProvider: Send + Sync + 'static {
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProviderUnavailable>;
     /// Refunds the charge made under `idempotency_key` in full; returns the refund reference.
-    async fn refund(&self, idempotency_key: &str, amount_minor: i64) -> Result<String, ProviderUnavailable>;
+    async fn refund(
+        &self,
+        idempotency_key: &str,
+        amount_minor: i64,
+    ) -> Result<String, ProviderUnavailable>;
 }
 
 /// Test tokens understood by [`SimulatedProvider`].
@@ -72,11 +76,17 @@ impl SimulatedProvider {
 #[async_trait]
 impl PaymentProvider for SimulatedProvider {
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProviderUnavailable> {
-        let approved = || ChargeOutcome::Approved { reference: format!("sim_ch_{}", request.idempotency_key) };
+        let approved = || ChargeOutcome::Approved {
+            reference: format!("sim_ch_{}", request.idempotency_key),
+        };
         match request.payment_method.as_str() {
             tokens::VISA | tokens::MASTERCARD => Ok(approved()),
-            tokens::DECLINED => Ok(ChargeOutcome::Declined { reason: "card declined".into() }),
-            tokens::INSUFFICIENT_FUNDS => Ok(ChargeOutcome::Declined { reason: "insufficient funds".into() }),
+            tokens::DECLINED => Ok(ChargeOutcome::Declined {
+                reason: "card declined".into(),
+            }),
+            tokens::INSUFFICIENT_FUNDS => Ok(ChargeOutcome::Declined {
+                reason: "insufficient funds".into(),
+            }),
             tokens::FLAKY => {
                 if self.attempt(&request.idempotency_key) <= 2 {
                     Err(ProviderUnavailable("simulated timeout".into()))
@@ -85,11 +95,17 @@ impl PaymentProvider for SimulatedProvider {
                 }
             }
             tokens::UNAVAILABLE => Err(ProviderUnavailable("simulated outage".into())),
-            other => Ok(ChargeOutcome::Declined { reason: format!("unknown payment method {other:?}") }),
+            other => Ok(ChargeOutcome::Declined {
+                reason: format!("unknown payment method {other:?}"),
+            }),
         }
     }
 
-    async fn refund(&self, idempotency_key: &str, _amount_minor: i64) -> Result<String, ProviderUnavailable> {
+    async fn refund(
+        &self,
+        idempotency_key: &str,
+        _amount_minor: i64,
+    ) -> Result<String, ProviderUnavailable> {
         Ok(format!("sim_re_{idempotency_key}"))
     }
 }
@@ -99,20 +115,40 @@ mod tests {
     use super::*;
 
     fn request(token: &str) -> ChargeRequest {
-        ChargeRequest { idempotency_key: "o1".into(), amount_minor: 100, currency: "EUR".into(), payment_method: token.into() }
+        ChargeRequest {
+            idempotency_key: "o1".into(),
+            amount_minor: 100,
+            currency: "EUR".into(),
+            payment_method: token.into(),
+        }
     }
 
     #[tokio::test]
     async fn tokens_drive_every_outcome() {
         let p = SimulatedProvider::new();
-        assert!(matches!(p.charge(&request(tokens::VISA)).await, Ok(ChargeOutcome::Approved { .. })));
-        assert_eq!(p.charge(&request(tokens::DECLINED)).await.unwrap(), ChargeOutcome::Declined { reason: "card declined".into() });
+        assert!(matches!(
+            p.charge(&request(tokens::VISA)).await,
+            Ok(ChargeOutcome::Approved { .. })
+        ));
         assert_eq!(
-            p.charge(&request(tokens::INSUFFICIENT_FUNDS)).await.unwrap(),
-            ChargeOutcome::Declined { reason: "insufficient funds".into() }
+            p.charge(&request(tokens::DECLINED)).await.unwrap(),
+            ChargeOutcome::Declined {
+                reason: "card declined".into()
+            }
+        );
+        assert_eq!(
+            p.charge(&request(tokens::INSUFFICIENT_FUNDS))
+                .await
+                .unwrap(),
+            ChargeOutcome::Declined {
+                reason: "insufficient funds".into()
+            }
         );
         assert!(p.charge(&request(tokens::UNAVAILABLE)).await.is_err());
-        assert!(matches!(p.charge(&request("pm_bogus")).await, Ok(ChargeOutcome::Declined { .. })));
+        assert!(matches!(
+            p.charge(&request("pm_bogus")).await,
+            Ok(ChargeOutcome::Declined { .. })
+        ));
     }
 
     #[tokio::test]
@@ -120,6 +156,9 @@ mod tests {
         let p = SimulatedProvider::new();
         assert!(p.charge(&request(tokens::FLAKY)).await.is_err());
         assert!(p.charge(&request(tokens::FLAKY)).await.is_err());
-        assert!(matches!(p.charge(&request(tokens::FLAKY)).await, Ok(ChargeOutcome::Approved { .. })));
+        assert!(matches!(
+            p.charge(&request(tokens::FLAKY)).await,
+            Ok(ChargeOutcome::Approved { .. })
+        ));
     }
 }

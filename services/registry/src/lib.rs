@@ -1,0 +1,74 @@
+//! A Confluent-compatible Avro schema registry backed by PostgreSQL: the library behind
+//! `orderflow serve registry`, and what the integration tests start in-process.
+
+mod api;
+mod error;
+mod registry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+
+pub use api::router;
+pub use error::RegistryError;
+pub use registry::{
+    DEFAULT_LEVEL, Registry, SchemaReference, SchemaRequest, SubjectVersion, VersionSelector,
+};
+
+/// The registry's database migrations (`migrations/registry/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/registry");
+
+/// How to run the registry; every flag can also come from the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Address the HTTP API listens on.
+    #[arg(
+        long = "listen",
+        env = "ORDERFLOW_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL of the registry's own database (created and migrated on start).
+    #[arg(
+        long = "database-url",
+        env = "ORDERFLOW_REGISTRY_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_registry"
+    )]
+    pub database_url: String,
+}
+
+/// Binds, connects to and migrates the database, and serves until `shutdown` completes.
+pub async fn serve(
+    args: RegistryArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = orderflow_db::DbSettings::new(args.database_url.clone());
+    let pool = orderflow_db::connect_and_migrate(&settings, &MIGRATOR)
+        .await
+        .context("registry database")?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    run(listener, pool, shutdown).await
+}
+
+/// Serves the API on `listener` with a migrated `pool` until `shutdown` completes, then lets
+/// requests in flight finish.
+pub async fn run(
+    listener: TcpListener,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "schema registry listening");
+    axum::serve(listener, router(Registry::new(pool)))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the registry")?;
+    tracing::info!("schema registry stopped");
+    Ok(())
+}
