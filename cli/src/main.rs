@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run one component in the foreground until SIGTERM/Ctrl-C.
     #[command(subcommand)]
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Start the whole system locally: broker, registry (with the schemas), services, gateway.
     Up(local::UpArgs),
     /// Stop everything `up` started (gracefully, then forcibly after a grace period).
@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(component) => {
             let shutdown = orderflow_platform::shutdown::on_signal();
-            match component {
+            match *component {
                 Serve::Registry(args) => {
                     orderflow_platform::telemetry::init("registry");
                     orderflow_registry::serve(args, async move { shutdown.cancelled().await }).await

@@ -144,9 +144,9 @@ impl System {
             loop {
                 match TcpListener::bind(addr).await {
                     Ok(l) => return l,
-                    Err(e) if tries < 50 => {
+                    // The previous instance's socket may take a moment to close.
+                    Err(_) if tries < 50 => {
                         tries += 1;
-                        let _ = e;
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Err(e) => panic!("cannot bind {addr} again: {e}"),
@@ -232,15 +232,13 @@ impl System {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = client
+            let response = client
                 .get(&url)
                 .timeout(Duration::from_secs(2))
                 .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return;
-                }
+                .await;
+            if response.is_ok_and(|r| r.status().is_success()) {
+                return;
             }
             if self.running[&component].task.is_finished() {
                 let running = self.running.remove(&component).unwrap();

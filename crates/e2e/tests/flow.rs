@@ -422,7 +422,8 @@ async fn invalid_requests_name_the_field_and_store_nothing() {
     let system = System::start().await;
     let mut orders = system.orders().await;
     let valid = order_request("frank", "sku-1", 1, "pm_card_visa");
-    let cases: Vec<(&str, Box<dyn Fn(&mut pb::PlaceOrderRequest)>)> = vec![
+    type Breaker = Box<dyn Fn(&mut pb::PlaceOrderRequest)>;
+    let cases: Vec<(&str, Breaker)> = vec![
         ("items", Box::new(|r| r.items.clear())),
         ("items[0].quantity", Box::new(|r| r.items[0].quantity = 0)),
         ("items[0].quantity", Box::new(|r| r.items[0].quantity = -3)),

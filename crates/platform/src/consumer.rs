@@ -133,10 +133,11 @@ impl<H: Handler> ConsumerLoop<H> {
             };
             match message {
                 Ok(message) => {
-                    if self.process(&message, &shutdown).await {
-                        if let Err(e) = self.consumer.store_offset_from_message(&message) {
-                            tracing::warn!(error = %e, "cannot store offset");
-                        }
+                    // Stored only once the message's effect is committed (or dead-lettered).
+                    if self.process(&message, &shutdown).await
+                        && let Err(e) = self.consumer.store_offset_from_message(&message)
+                    {
+                        tracing::warn!(error = %e, "cannot store offset");
                     }
                 }
                 Err(e) => {
