@@ -6,8 +6,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use orderflow_e2e::{Component, System, order_request, status_name, wait_for, watch_to_end};
 use orderflow_proto::v1 as pb;
+use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use sqlx::Row;
 use tonic::Code;
+use tonic::transport::Channel;
 
 async fn set_stock(system: &System, sku: &str, units: i32) {
     system
@@ -47,6 +49,17 @@ async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
     order
 }
 
+/// Every transition of a just-placed order: PENDING (v1) from PlaceOrder, then a stream that
+/// resumes after v1, the way a client that must not miss a change watches.
+async fn transitions(
+    orders: &mut OrderServiceClient<Channel>,
+    placed: &pb::Order,
+) -> Vec<(i64, &'static str)> {
+    let mut seen = vec![(placed.version, status_name(placed.status))];
+    seen.extend(watch_to_end(orders, &placed.order_id, placed.version).await);
+    seen
+}
+
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query(sql)
         .fetch_one(pool)
@@ -65,7 +78,7 @@ async fn seed_scenario() {
 
     let approved = place(&system, order_request("alice", "widget", 3, "pm_card_visa")).await;
     assert_eq!(
-        watch_to_end(&mut orders, &approved.order_id, 0).await,
+        transitions(&mut orders, &approved).await,
         vec![(1, "PENDING"), (2, "PAID"), (3, "COMPLETED")]
     );
     assert_eq!(stock(&system, "widget").await, 7);
@@ -76,7 +89,7 @@ async fn seed_scenario() {
     )
     .await;
     assert_eq!(
-        watch_to_end(&mut orders, &declined.order_id, 0).await,
+        transitions(&mut orders, &declined).await,
         vec![(1, "PENDING"), (2, "FAILED")]
     );
     let failed = orders
@@ -91,7 +104,7 @@ async fn seed_scenario() {
 
     let too_many = place(&system, order_request("alice", "widget", 8, "pm_card_visa")).await;
     assert_eq!(
-        watch_to_end(&mut orders, &too_many.order_id, 0).await,
+        transitions(&mut orders, &too_many).await,
         vec![
             (1, "PENDING"),
             (2, "PAID"),
@@ -164,7 +177,7 @@ async fn concurrent_orders_never_oversell() {
         let system = &system;
         async move {
             let mut orders = system.orders().await;
-            let seen = watch_to_end(&mut orders, &order.order_id, 0).await;
+            let seen = transitions(&mut orders, order).await;
             // Versions are gap-free and start at 1.
             let versions: Vec<i64> = seen.iter().map(|(v, _)| *v).collect();
             assert_eq!(
@@ -314,7 +327,7 @@ async fn watch_order_resumes_from_a_version() {
     set_stock(&system, "bolt", 1).await;
     let mut orders = system.orders().await;
     let order = place(&system, order_request("dave", "bolt", 5, "pm_card_visa")).await;
-    let full = watch_to_end(&mut orders, &order.order_id, 0).await;
+    let full = transitions(&mut orders, &order).await;
     assert_eq!(
         full,
         vec![
