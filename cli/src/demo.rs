@@ -69,7 +69,8 @@ async fn place_and_watch(
     let mut stream = orders
         .watch_order(pb::WatchOrderRequest {
             order_id: order.order_id.clone(),
-            after_version: 0,
+            // Resume after the version PlaceOrder returned: every later change, none missed.
+            after_version: order.version,
         })
         .await?
         .into_inner();
