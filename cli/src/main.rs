@@ -22,8 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one component in the foreground until SIGTERM/Ctrl-C.
-    #[command(subcommand)]
-    Serve(Box<Serve>),
+    Serve(ServeArgs),
     /// Start the whole system locally: broker, registry (with the schemas), services, gateway.
     Up(local::UpArgs),
     /// Stop everything `up` started (gracefully, then forcibly after a grace period).
@@ -35,6 +34,16 @@ enum Command {
     /// The schema-evolution gate.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// After SIGTERM, how long the component may take to finish in-flight work before the
+    /// process gives up and exits non-zero.
+    #[arg(long, env = "ORDERFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    shutdown_grace_secs: u64,
+    #[command(subcommand)]
+    component: Box<Serve>,
 }
 
 #[derive(Subcommand)]
@@ -65,29 +74,19 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(component) => {
+        Command::Serve(args) => {
             let shutdown = orderflow_platform::shutdown::on_signal();
-            match *component {
-                Serve::Registry(args) => {
-                    orderflow_platform::telemetry::init("registry");
-                    orderflow_registry::serve(args, async move { shutdown.cancelled().await }).await
+            let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+            let overdue = {
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(grace).await;
                 }
-                Serve::Order(args) => {
-                    orderflow_platform::telemetry::init("order");
-                    orderflow_order::serve(args, shutdown).await
-                }
-                Serve::Payment(args) => {
-                    orderflow_platform::telemetry::init("payment");
-                    orderflow_payment::serve(args, shutdown).await
-                }
-                Serve::Inventory(args) => {
-                    orderflow_platform::telemetry::init("inventory");
-                    orderflow_inventory::serve(args, shutdown).await
-                }
-                Serve::Gateway(args) => {
-                    orderflow_platform::telemetry::init("gateway");
-                    orderflow_gateway::serve(args, shutdown).await
-                }
+            };
+            tokio::select! {
+                result = serve(*args.component, shutdown) => result,
+                _ = overdue => anyhow::bail!("in-flight work did not finish within {grace:?} of the shutdown request"),
             }
         }
         Command::Up(args) => local::up(args).await,
@@ -95,5 +94,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => local::status(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Schema(command) => schema::run(command).await,
+    }
+}
+
+/// Runs one component until `shutdown`.
+async fn serve(
+    component: Serve,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    match component {
+        Serve::Registry(args) => {
+            orderflow_platform::telemetry::init("registry");
+            orderflow_registry::serve(args, async move { shutdown.cancelled().await }).await
+        }
+        Serve::Order(args) => {
+            orderflow_platform::telemetry::init("order");
+            orderflow_order::serve(args, shutdown).await
+        }
+        Serve::Payment(args) => {
+            orderflow_platform::telemetry::init("payment");
+            orderflow_payment::serve(args, shutdown).await
+        }
+        Serve::Inventory(args) => {
+            orderflow_platform::telemetry::init("inventory");
+            orderflow_inventory::serve(args, shutdown).await
+        }
+        Serve::Gateway(args) => {
+            orderflow_platform::telemetry::init("gateway");
+            orderflow_gateway::serve(args, shutdown).await
+        }
     }
 }

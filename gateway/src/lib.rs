@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 use orderflow_events::EventCodec;
-use orderflow_platform::{Health, KafkaArgs};
+use orderflow_platform::{CommonArgs, Health};
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
@@ -30,14 +30,7 @@ pub use error::GatewayError;
 #[derive(Debug, Clone, Args)]
 pub struct GatewayArgs {
     #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Schema registry URL (to decode the order-status feed).
-    #[arg(
-        long = "registry-url",
-        env = "ORDERFLOW_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub registry_url: String,
+    pub common: CommonArgs,
     /// Address clients connect to.
     #[arg(
         long = "listen",
@@ -108,11 +101,14 @@ pub async fn run(
     let timeout = Duration::from_millis(args.request_timeout_ms);
     let health = Health::new();
     let hub = hub::Hub::new();
-    let codec = Arc::new(EventCodec::new(&args.registry_url)?);
-    orderflow_platform::kafka::ensure_topics(&args.kafka, &[args.kafka.topics().order_status])
-        .await?;
+    let codec = Arc::new(EventCodec::new(&args.common.registry_url)?);
+    orderflow_platform::kafka::ensure_topics(
+        &args.common.kafka,
+        &[args.common.kafka.topics().order_status],
+    )
+    .await?;
     let feed = tokio::spawn(feed::run(
-        args.kafka.clone(),
+        args.common.kafka.clone(),
         codec,
         hub.clone(),
         health.clone(),

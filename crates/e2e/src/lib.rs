@@ -125,7 +125,6 @@ impl System {
         CommonArgs {
             kafka: self.kafka.clone(),
             registry_url: self.registry_url.clone(),
-            shutdown_grace_secs: 10,
         }
     }
 
@@ -203,8 +202,7 @@ impl System {
             }
             Component::Gateway => {
                 let args = orderflow_gateway::GatewayArgs {
-                    kafka: self.kafka.clone(),
-                    registry_url: self.registry_url.clone(),
+                    common: self.common(),
                     listen: self.gateway_addr,
                     admin_listen: admin,
                     order_url: format!("http://{}", self.order_grpc),

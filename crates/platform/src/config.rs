@@ -83,11 +83,4 @@ pub struct CommonArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     pub registry_url: String,
-    /// Seconds a graceful shutdown may take before the process gives up on in-flight work.
-    #[arg(
-        long = "shutdown-grace-secs",
-        env = "ORDERFLOW_SHUTDOWN_GRACE_SECS",
-        default_value_t = 20
-    )]
-    pub shutdown_grace_secs: u64,
 }

@@ -1,12 +1,15 @@
 //! What every event-driven service starts with: a registry codec, a producer, its topics
 //! created, health, an outbox relay and consumer loops, all stopped by one shutdown token.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use orderflow_events::{EventCodec, Topics};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonArgs;
 use crate::consumer::{ConsumerLoop, Handler, dead_letter_topic};
@@ -86,5 +89,42 @@ impl ServiceKit {
             handler,
             health: self.health.clone(),
         })
+    }
+
+    /// Runs the service until `shutdown`: its consumer loop, its outbox relay, its admin
+    /// endpoint and, when it has one, its API server (`api`, which must stop on `shutdown`).
+    /// Work stops in order: no new requests or messages, then the message in flight is
+    /// finished and its offset committed, then the relay publishes what was written, then
+    /// the pool closes.
+    pub async fn run<H: Handler>(
+        self,
+        consumer: ConsumerLoop<H>,
+        admin: TcpListener,
+        api: Option<std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let stop_relay = CancellationToken::new();
+        let relay = tokio::spawn(self.relay().run(stop_relay.clone()));
+        let consuming = tokio::spawn(consumer.run(shutdown.clone()));
+        let health = self.health.clone();
+        let admin_server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { health.serve(admin, Default::default(), shutdown).await }
+        });
+        tracing::info!(service = self.name, "ready");
+        let api_result = match api {
+            Some(api) => api.await,
+            None => {
+                shutdown.cancelled().await;
+                Ok(())
+            }
+        };
+        let _ = consuming.await;
+        stop_relay.cancel();
+        let _ = relay.await;
+        let _ = admin_server.await;
+        self.pool.close().await;
+        tracing::info!(service = self.name, "stopped");
+        api_result
     }
 }

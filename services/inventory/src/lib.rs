@@ -67,28 +67,13 @@ pub async fn run(
     let consumer = kit
         .consumer(&[&topics.payments], handler::InventoryHandler)
         .await?;
-    let stop_relay = CancellationToken::new();
-    let relay = tokio::spawn(kit.relay().run(stop_relay.clone()));
-    let consuming = tokio::spawn(consumer.run(shutdown.clone()));
-    let health = kit.health.clone();
-    let admin_server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { health.serve(admin, Default::default(), shutdown).await }
-    });
-    tracing::info!(grpc = %grpc.local_addr()?, "inventory service ready");
-    let grpc_result = tonic::transport::Server::builder()
-        .add_service(InventoryServiceServer::new(grpc::InventoryApi {
-            pool: pool.clone(),
-        }))
+    let server = tonic::transport::Server::builder()
+        .add_service(InventoryServiceServer::new(grpc::InventoryApi { pool }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), {
             let shutdown = shutdown.clone();
             async move { shutdown.cancelled().await }
-        })
-        .await;
-    let _ = consuming.await;
-    stop_relay.cancel();
-    let _ = relay.await;
-    let _ = admin_server.await;
-    pool.close().await;
-    Ok(grpc_result?)
+        });
+    let server = async move { Ok(server.await?) };
+    kit.run(consumer, admin, Some(Box::pin(server)), shutdown)
+        .await
 }

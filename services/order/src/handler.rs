@@ -11,20 +11,6 @@ use crate::store::Store;
 /// Applies payment and inventory outcomes through the state machine.
 pub struct OrderHandler;
 
-/// "sku-1: requested 8, available 7; sku-2: ..."
-pub fn describe_missing(missing: &[ev::MissingItem]) -> String {
-    let lines: Vec<String> = missing
-        .iter()
-        .map(|m| {
-            format!(
-                "{}: requested {}, available {}",
-                m.sku, m.requested, m.available
-            )
-        })
-        .collect();
-    format!("out of stock: {}", lines.join("; "))
-}
-
 /// What an event means for its order, or `None` for events this service does not act on.
 fn input_of(event: &Event) -> Result<Option<(OrderInput, &[ev::MissingItem])>, HandleError> {
     Ok(Some(match event {
@@ -53,7 +39,7 @@ fn input_of(event: &Event) -> Result<Option<(OrderInput, &[ev::MissingItem])>, H
                 }
                 (
                     OrderInput::StockShort {
-                        reason: describe_missing(&i.missing),
+                        reason: ev::describe_missing(&i.missing),
                     },
                     &i.missing[..],
                 )

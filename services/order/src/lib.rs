@@ -76,24 +76,8 @@ pub async fn run(
         )
         .await?;
 
-    // Work stops in order: no new requests, then consumers finish their message, then the
-    // relay publishes what they wrote.
-    let stop_intake = shutdown.clone();
-    let stop_relay = CancellationToken::new();
-    let relay = tokio::spawn(kit.relay().run(stop_relay.clone()));
-    let consuming = tokio::spawn(consumer.run(stop_intake.clone()));
-    let health = kit.health.clone();
-    let admin_server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { health.serve(admin, Default::default(), shutdown).await }
-    });
-    tracing::info!(grpc = %grpc.local_addr()?, "order service ready");
-    let api = grpc::OrderApi::new(store::Store::new(pool.clone()), kit.topics.clone());
-    let grpc_result = grpc::serve(api, grpc, stop_intake.clone()).await;
-    let _ = consuming.await;
-    stop_relay.cancel();
-    let _ = relay.await;
-    let _ = admin_server.await;
-    pool.close().await;
-    grpc_result
+    let api = grpc::OrderApi::new(store::Store::new(pool), kit.topics.clone());
+    let server = grpc::serve(api, grpc, shutdown.clone());
+    kit.run(consumer, admin, Some(Box::pin(server)), shutdown)
+        .await
 }

@@ -180,17 +180,7 @@ impl PaymentHandler {
         let reason = if update.missing.is_empty() {
             "out of stock".to_owned()
         } else {
-            let lines: Vec<String> = update
-                .missing
-                .iter()
-                .map(|m| {
-                    format!(
-                        "{}: requested {}, available {}",
-                        m.sku, m.requested, m.available
-                    )
-                })
-                .collect();
-            format!("out of stock: {}", lines.join("; "))
+            ev::describe_missing(&update.missing)
         };
         sqlx::query("INSERT INTO refunds (order_id, refund_id, amount_minor, currency, reason) VALUES ($1, $2, $3, $4, $5)")
             .bind(order_id.as_uuid())

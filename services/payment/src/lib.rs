@@ -84,18 +84,5 @@ pub async fn run(
     let consumer = kit
         .consumer(&[&topics.orders, &topics.inventory], handler)
         .await?;
-    let stop_relay = CancellationToken::new();
-    let relay = tokio::spawn(kit.relay().run(stop_relay.clone()));
-    let health = kit.health.clone();
-    let admin_server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { health.serve(admin, Default::default(), shutdown).await }
-    });
-    tracing::info!("payment service ready");
-    consumer.run(shutdown).await;
-    stop_relay.cancel();
-    let _ = relay.await;
-    let _ = admin_server.await;
-    pool.close().await;
-    Ok(())
+    kit.run(consumer, admin, None, shutdown).await
 }
