@@ -653,3 +653,85 @@ async fn reflection_and_health_serve_grpcurl() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 }
+
+/// Hundreds of concurrent watchers: 300 streams over 10 orders, all waiting while the
+/// inventory service is down, all receive the completion through the in-memory fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_watchers_all_see_every_change() {
+    let mut system = System::start().await;
+    set_stock(&system, "crate", 100).await;
+    system.stop_component(Component::Inventory).await;
+    let mut placed = Vec::new();
+    for i in 0..10 {
+        placed.push(
+            place(
+                &system,
+                order_request(&format!("w{i}"), "crate", 1, "pm_card_visa"),
+            )
+            .await,
+        );
+    }
+    let mut orders = system.orders().await;
+    for order in &placed {
+        // Paid, waiting for stock: the watchers below start from version 2.
+        assert_eq!(
+            wait_until_paid(&mut orders, &order.order_id).await,
+            (2, "PAID")
+        );
+    }
+    // Several connections, as many clients would have (one HTTP/2 connection carries a
+    // bounded number of concurrent streams).
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(system.orders().await);
+    }
+    let mut streams = Vec::new();
+    for n in 0..300 {
+        let order = &placed[n % placed.len()];
+        let mut client = clients[n % clients.len()].clone();
+        let stream = client
+            .watch_order(pb::WatchOrderRequest {
+                order_id: order.order_id.clone(),
+                after_version: 1,
+            })
+            .await
+            .expect("WatchOrder")
+            .into_inner();
+        streams.push(stream);
+    }
+    system.start_component(Component::Inventory).await;
+    let seen = join_all(streams.into_iter().map(|mut stream| async move {
+        let mut seen = Vec::new();
+        while let Some(update) = tokio_stream::StreamExt::next(&mut stream).await {
+            let update = update.expect("stream item");
+            seen.push((update.version, status_name(update.status)));
+        }
+        seen
+    }));
+    let seen = tokio::time::timeout(Duration::from_secs(90), seen)
+        .await
+        .expect("every watcher finished");
+    for (n, s) in seen.iter().enumerate() {
+        assert_eq!(s, &vec![(2, "PAID"), (3, "COMPLETED")], "watcher {n}");
+    }
+}
+
+/// Waits (reading GetOrder) until the order is PAID at version 2.
+async fn wait_until_paid(
+    orders: &mut OrderServiceClient<Channel>,
+    order_id: &str,
+) -> (i64, &'static str) {
+    wait_for("the order to be paid", Duration::from_secs(60), || {
+        let mut orders = orders.clone();
+        let order_id = order_id.to_owned();
+        async move {
+            let o = orders
+                .get_order(pb::GetOrderRequest { order_id })
+                .await
+                .ok()?
+                .into_inner();
+            (o.version == 2).then_some((o.version, status_name(o.status)))
+        }
+    })
+    .await
+}
