@@ -3,6 +3,7 @@
 //! on this machine; `demo` walks the seed scenario; `schema` is the schema-evolution gate.
 
 mod demo;
+mod dlq;
 mod local;
 mod schema;
 
@@ -34,6 +35,9 @@ enum Command {
     /// The schema-evolution gate.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Dead letters: list the topics, show their messages, redrive them once fixed.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 #[derive(clap::Args)]
@@ -94,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => local::status(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Schema(command) => schema::run(command).await,
+        Command::Dlq(command) => dlq::run(command).await,
     }
 }
 

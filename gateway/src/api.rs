@@ -10,6 +10,7 @@ use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryService;
 use orderflow_proto::v1::order_service_server::OrderService;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ pub struct OrderApi {
     pub orders: OrderStoreClient<Channel>,
     pub hub: Arc<Hub>,
     pub shutdown: CancellationToken,
+    /// WatchOrder streams opened (the hub gauges those still open).
+    pub streams_opened: Counter,
 }
 
 #[tonic::async_trait]
@@ -164,6 +167,7 @@ impl OrderService for OrderApi {
                 }
             }
         });
+        self.streams_opened.inc();
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use orderflow_proto::v1::OrderUpdate;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::broadcast;
 
 /// Updates buffered per order before a slow watcher lags (it then resynchronises).
 const PER_ORDER_BUFFER: usize = 32;
 
-#[derive(Default)]
 pub struct Hub {
     orders: Mutex<HashMap<String, broadcast::Sender<OrderUpdate>>>,
+    /// Live subscriptions: one per open WatchOrder stream.
+    watchers: Gauge,
 }
 
 /// A watcher's subscription to one order; unsubscribes when dropped.
@@ -24,8 +26,12 @@ pub struct Subscription {
 }
 
 impl Hub {
-    pub fn new() -> Arc<Hub> {
-        Arc::new(Hub::default())
+    /// A hub that keeps `watchers` at the number of live subscriptions.
+    pub fn new(watchers: Gauge) -> Arc<Hub> {
+        Arc::new(Hub {
+            orders: Mutex::default(),
+            watchers,
+        })
     }
 
     pub fn subscribe(self: &Arc<Self>, order_id: &str) -> Subscription {
@@ -33,6 +39,7 @@ impl Hub {
         let sender = orders
             .entry(order_id.to_owned())
             .or_insert_with(|| broadcast::channel(PER_ORDER_BUFFER).0);
+        self.watchers.inc();
         Subscription {
             hub: self.clone(),
             order_id: order_id.to_owned(),
@@ -57,6 +64,7 @@ impl Hub {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.hub.watchers.dec();
         let mut orders = self.hub.orders.lock().expect("hub lock");
         // Our receiver is still alive here: a count of one means we are the last watcher.
         if orders
@@ -82,7 +90,7 @@ mod tests {
 
     #[tokio::test]
     async fn updates_reach_every_watcher_of_that_order_only() {
-        let hub = Hub::new();
+        let hub = Hub::new(Gauge::default());
         let mut a1 = hub.subscribe("a");
         let mut a2 = hub.subscribe("a");
         let mut b = hub.subscribe("b");
@@ -94,7 +102,7 @@ mod tests {
 
     #[test]
     fn the_last_watcher_removes_the_channel() {
-        let hub = Hub::new();
+        let hub = Hub::new(Gauge::default());
         let first = hub.subscribe("a");
         let second = hub.subscribe("a");
         drop(first);
@@ -102,5 +110,20 @@ mod tests {
         drop(second);
         assert_eq!(hub.watched_orders(), 0);
         hub.publish(update("a", 1));
+    }
+
+    #[test]
+    fn the_watchers_gauge_counts_live_subscriptions() {
+        let watchers = Gauge::default();
+        let hub = Hub::new(watchers.clone());
+        let a1 = hub.subscribe("a");
+        let a2 = hub.subscribe("a");
+        let b = hub.subscribe("b");
+        assert_eq!(watchers.get(), 3);
+        drop(a1);
+        assert_eq!(watchers.get(), 2);
+        drop(b);
+        drop(a2);
+        assert_eq!(watchers.get(), 0);
     }
 }

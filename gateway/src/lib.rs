@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use clap::Args;
 use orderflow_events::EventCodec;
-use orderflow_platform::{CommonArgs, Health};
+use orderflow_platform::{CommonArgs, Health, Metrics};
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
 use orderflow_proto::v1::order_service_server::OrderServiceServer;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +40,7 @@ pub struct GatewayArgs {
         default_value = "127.0.0.1:50051"
     )]
     pub listen: SocketAddr,
-    /// Address of the HTTP health endpoint.
+    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
     #[arg(
         long = "admin-listen",
         env = "ORDERFLOW_GATEWAY_ADMIN_LISTEN",
@@ -100,7 +102,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.request_timeout_ms);
     let health = Health::new();
-    let hub = hub::Hub::new();
+    let metrics = Metrics::new();
+    let watchers = Gauge::default();
+    metrics.register(
+        "gateway_watchers",
+        "WatchOrder streams open now",
+        watchers.clone(),
+    );
+    let streams_opened = Counter::default();
+    metrics.register(
+        "gateway_watch_streams_opened",
+        "WatchOrder streams opened",
+        streams_opened.clone(),
+    );
+    let hub = hub::Hub::new(watchers);
     let codec = Arc::new(EventCodec::new(&args.common.registry_url)?);
     orderflow_platform::kafka::ensure_topics(
         &args.common.kafka,
@@ -119,6 +134,7 @@ pub async fn run(
         orders: OrderStoreClient::new(channel(&args.order_url, timeout)?),
         hub: hub.clone(),
         shutdown: shutdown.clone(),
+        streams_opened,
     };
     let inventory = api::InventoryApi {
         inventory: InventoryServiceClient::new(channel(&args.inventory_url, timeout)?),
@@ -156,11 +172,7 @@ pub async fn run(
     let admin_health = health.clone();
     let admin_server = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move {
-            admin_health
-                .serve(admin, Default::default(), shutdown)
-                .await
-        }
+        async move { admin_health.serve(admin, metrics.router(), shutdown).await }
     });
     tracing::info!(addr = %listener.local_addr()?, "gateway ready");
     let result = tonic::transport::Server::builder()

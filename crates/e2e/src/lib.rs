@@ -5,6 +5,9 @@
 //! The broker's address comes from `ORDERFLOW_TEST_BROKER` (the README's test command starts
 //! a tansu broker and sets it).
 
+pub mod load;
+pub mod process;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -125,7 +128,13 @@ impl System {
         CommonArgs {
             kafka: self.kafka.clone(),
             registry_url: self.registry_url.clone(),
+            retention: Default::default(),
         }
+    }
+
+    /// The base URL of `component`'s admin endpoint (`/health`, `/metrics`).
+    pub fn admin_url(&self, component: Component) -> String {
+        format!("http://{}", self.running[&component].admin)
     }
 
     /// Starts one component (again) and waits until its health endpoint answers 200.

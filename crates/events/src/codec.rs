@@ -129,6 +129,9 @@ impl EventCodec {
             if e.retriable {
                 CodecError::RegistryUnavailable(describe(&e))
             } else {
+                // The decoder caches this failure; forget it, so that once the schema is
+                // registered a re-driven message decodes without restarting the service.
+                self.decoder.remove_errors_from_cache();
                 CodecError::UnknownSchema {
                     id,
                     message: describe(&e),

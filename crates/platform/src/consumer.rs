@@ -13,20 +13,21 @@
 //! consumer's dead-letter topic for that origin topic, and the partition moves on.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_events::{CodecError, Event, EventCodec, Topics};
-use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::health::Health;
+use crate::metrics::{ConsumerMetrics, Outcome};
 use crate::outbox::Outbox;
 use crate::trace::TraceParent;
 
@@ -108,14 +109,21 @@ pub struct ConsumerLoop<H> {
     /// Name of the consumer (e.g. `payment`): the dedup scope and part of dead-letter names.
     pub name: String,
     pub group: String,
-    pub consumer: StreamConsumer,
+    /// Shared with the task that measures consumer lag while a message is in flight.
+    pub consumer: Arc<StreamConsumer>,
     pub producer: FutureProducer,
     pub codec: Arc<EventCodec>,
     pub pool: PgPool,
     pub topics: Topics,
     pub handler: H,
     pub health: Health,
+    pub metrics: ConsumerMetrics,
 }
+
+/// How often consumer lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one lag measurement may wait for the broker.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The dead-letter topic of `consumer` for messages from `origin`.
 pub fn dead_letter_topic(origin: &str, consumer: &str) -> String {
@@ -126,6 +134,12 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Consumes until `shutdown`: the message in flight is finished (or, if it is stuck
     /// retrying, abandoned uncommitted), then stored offsets are committed.
     pub async fn run(self, shutdown: CancellationToken) {
+        let stop_lag = CancellationToken::new();
+        let lag = tokio::spawn(measure_lag(
+            self.consumer.clone(),
+            self.metrics.clone(),
+            stop_lag.clone(),
+        ));
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -148,6 +162,8 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
             }
         }
+        stop_lag.cancel();
+        let _ = lag.await;
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is the common case; other errors are logged.
             tracing::debug!(consumer = %self.name, error = %e, "final commit");
@@ -175,8 +191,11 @@ impl<H: Handler> ConsumerLoop<H> {
                 attempt,
                 trace: trace.child(),
             };
+            let started = Instant::now();
             match self.apply(message, &ctx).await {
-                Ok(()) => {
+                Ok(outcome) => {
+                    self.metrics.processed_in(started.elapsed());
+                    self.metrics.consumed(&ctx.topic, outcome);
                     if attempt > 1 {
                         self.health.recovered(&self.component());
                         tracing::info!(consumer = %self.name, attempt, "recovered");
@@ -191,6 +210,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     );
                     tracing::warn!(consumer = %self.name, topic = %ctx.topic, offset = ctx.offset, attempt, ?delay, %reason, "transient failure, retrying");
                     self.health.degraded(&self.component(), reason);
+                    self.metrics.retry();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled() => return false,
@@ -201,19 +221,25 @@ impl<H: Handler> ConsumerLoop<H> {
                     message: reason,
                 }) => {
                     tracing::error!(consumer = %self.name, topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset, class, %reason, "dead-lettering message");
-                    return self
+                    let published = self
                         .dead_letter(message, class, &reason, first_failure, attempt, shutdown)
                         .await;
+                    if published {
+                        self.metrics.dead_lettered(&ctx.topic, class);
+                    }
+                    return published;
                 }
             }
         }
     }
 
+    /// Decodes and applies one message: [`Outcome::Processed`] once its effect is committed,
+    /// [`Outcome::Duplicate`] when its event was already applied.
     async fn apply(
         &self,
         message: &BorrowedMessage<'_>,
         ctx: &MessageContext,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Outcome, HandleError> {
         let event = self.codec.decode(message.payload()).await?;
         let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
         async {
@@ -228,12 +254,12 @@ impl<H: Handler> ConsumerLoop<H> {
             if !fresh {
                 tracing::debug!(event_id = %event.event_id(), "duplicate event skipped");
                 tx.commit().await?;
-                return Ok(());
+                return Ok(Outcome::Duplicate);
             }
             let caused = self.handler.handle(&mut tx, &event, ctx).await?;
             Outbox::insert(&mut tx, &self.topics, &caused, &ctx.trace).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(Outcome::Processed)
         }
         .instrument(span)
         .await
@@ -313,6 +339,79 @@ impl<H: Handler> ConsumerLoop<H> {
             }
         }
     }
+}
+
+/// Measures the lag of every assigned partition every [`LAG_INTERVAL`] until `stop`. It runs
+/// beside the loop, so the lag keeps growing while a message is stuck retrying.
+async fn measure_lag(
+    consumer: Arc<StreamConsumer>,
+    metrics: ConsumerMetrics,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(LAG_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut assigned = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        // Watermarks are a broker round trip in a blocking call.
+        let consumer = consumer.clone();
+        let stop_measuring = stop.clone();
+        match tokio::task::spawn_blocking(move || partition_lags(&consumer, &stop_measuring)).await
+        {
+            // Stopped midway: the list may be partial, and nobody reads it any more.
+            _ if stop.is_cancelled() => return,
+            Ok(Ok(lags)) => metrics.set_lag(&lags, &mut assigned),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot measure consumer lag"),
+            Err(e) => tracing::warn!(error = %e, "consumer lag task failed"),
+        }
+    }
+}
+
+/// `(topic, partition, high watermark − position)` of each assigned partition. A partition
+/// that has not handed out a message since it was assigned has no position yet: its
+/// committed offset stands in, or its low watermark when nothing was ever committed
+/// (`auto.offset.reset=earliest`).
+fn partition_lags(
+    consumer: &StreamConsumer,
+    stop: &CancellationToken,
+) -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
+    let positions = consumer.position()?;
+    let committed = if positions
+        .elements()
+        .iter()
+        .any(|p| !matches!(p.offset(), Offset::Offset(_)))
+    {
+        Some(consumer.committed(LAG_TIMEOUT)?)
+    } else {
+        None
+    };
+    let mut lags = Vec::with_capacity(positions.count());
+    for p in positions.elements() {
+        if stop.is_cancelled() {
+            break;
+        }
+        let (low, high) = consumer.fetch_watermarks(p.topic(), p.partition(), LAG_TIMEOUT)?;
+        let position = match p.offset() {
+            Offset::Offset(position) => position,
+            _ => match committed
+                .as_ref()
+                .and_then(|c| c.find_partition(p.topic(), p.partition()))
+                .map(|c| c.offset())
+            {
+                Some(Offset::Offset(position)) => position,
+                _ => low,
+            },
+        };
+        lags.push((
+            p.topic().to_owned(),
+            p.partition(),
+            (high - position).max(0),
+        ));
+    }
+    Ok(lags)
 }
 
 fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {

@@ -1,19 +1,24 @@
 //! Plumbing every orderflow service shares, so each service is only its domain logic:
 //! Kafka clients, the transactional outbox and its relay, the idempotent consumer loop with
-//! retries and dead letters, health, telemetry and graceful shutdown.
+//! retries and dead letters, health, metrics, retention purge, telemetry and graceful
+//! shutdown.
 
 pub mod config;
 pub mod consumer;
+pub mod dlq;
 pub mod health;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
+pub mod purge;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
 
-pub use config::{CommonArgs, KafkaArgs};
+pub use config::{CommonArgs, KafkaArgs, RetentionArgs};
 pub use consumer::{ConsumerLoop, HandleError, Handler, MessageContext};
 pub use health::Health;
+pub use metrics::Metrics;
 pub use outbox::{Outbox, Relay};
 pub use service::ServiceKit;

@@ -16,6 +16,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
+use crate::metrics::RelayMetrics;
 use crate::trace::TraceParent;
 
 /// The NOTIFY channel that wakes the relay when rows are added.
@@ -70,6 +71,7 @@ pub struct Relay {
     codec: Arc<EventCodec>,
     topics: Topics,
     health: Health,
+    metrics: RelayMetrics,
     batch_size: i64,
 }
 
@@ -88,6 +90,7 @@ impl Relay {
         codec: Arc<EventCodec>,
         topics: Topics,
         health: Health,
+        metrics: RelayMetrics,
     ) -> Self {
         Relay {
             pool,
@@ -95,6 +98,7 @@ impl Relay {
             codec,
             topics,
             health,
+            metrics,
             batch_size: 500,
         }
     }
@@ -115,8 +119,12 @@ impl Relay {
                     }
                     failures = 0;
                     if n as i64 == self.batch_size {
+                        self.refresh_backlog().await;
                         continue;
                     }
+                    // A short batch was everything unpublished when it was read, and all of
+                    // it was acknowledged: the backlog is empty without counting it.
+                    self.metrics.set_backlog(0);
                     if shutdown.is_cancelled() {
                         break;
                     }
@@ -142,6 +150,7 @@ impl Relay {
                     );
                     tracing::warn!(error = %e, attempt = failures, ?delay, "outbox relay cannot publish, retrying");
                     self.health.degraded("outbox-relay", e.to_string());
+                    self.refresh_backlog().await;
                     if shutdown.is_cancelled() && failures > 3 {
                         tracing::error!(
                             "giving up on the outbox at shutdown; rows stay and publish on next start"
@@ -157,6 +166,19 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay stopped");
+    }
+
+    /// Counts the unpublished rows (the partial index `outbox_unpublished` keeps it cheap).
+    /// Called only while rows are piling up: a full batch, or a failure.
+    async fn refresh_backlog(&self) {
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(rows) => self.metrics.set_backlog(rows),
+            // The database is probably what failed; the last value stands until it is back.
+            Err(e) => tracing::debug!(error = %e, "cannot count the outbox backlog"),
+        }
     }
 
     async fn listen(&self) -> Option<PgListener> {
@@ -224,6 +246,9 @@ impl Relay {
                 .await?;
         }
         tx.commit().await?;
+        for row in &rows[..acknowledged.len()] {
+            self.metrics.produced(&row.topic);
+        }
         if let Some((row, Err((e, _)))) = rows.iter().zip(results).find(|(_, r)| r.is_err()) {
             anyhow::bail!("broker did not acknowledge outbox row {}: {e}", row.id);
         }

@@ -1,5 +1,6 @@
 //! What every event-driven service starts with: a registry codec, a producer, its topics
-//! created, health, an outbox relay and consumer loops, all stopped by one shutdown token.
+//! created, health, metrics, an outbox relay, consumer loops and the retention purge, all
+//! stopped by one shutdown token.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +16,9 @@ use crate::config::CommonArgs;
 use crate::consumer::{ConsumerLoop, Handler, dead_letter_topic};
 use crate::health::Health;
 use crate::kafka;
+use crate::metrics::{Metrics, PipelineMetrics};
 use crate::outbox::Relay;
+use crate::purge;
 
 /// The shared machinery of one service instance.
 #[derive(Clone)]
@@ -26,21 +29,28 @@ pub struct ServiceKit {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub health: Health,
+    /// This process's registry, served at `/metrics`; a service adds its own metrics to it.
+    pub metrics: Metrics,
+    pub pipeline: PipelineMetrics,
     pub common: CommonArgs,
 }
 
 impl ServiceKit {
-    /// Connects to the registry and broker and makes sure the event topics exist.
+    /// Checks the settings, connects to the registry and broker and makes sure the event
+    /// topics exist.
     pub async fn start(
         name: &'static str,
         common: &CommonArgs,
         pool: PgPool,
     ) -> anyhow::Result<Self> {
+        common.retention.validate()?;
         let topics = common.kafka.topics();
         let codec = Arc::new(EventCodec::new(&common.registry_url)?);
         let producer = kafka::producer(&common.kafka)?;
         let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
         kafka::ensure_topics(&common.kafka, &names).await?;
+        let metrics = Metrics::new();
+        let pipeline = PipelineMetrics::register(&metrics);
         Ok(ServiceKit {
             name,
             pool,
@@ -48,6 +58,8 @@ impl ServiceKit {
             producer,
             topics,
             health: Health::new(),
+            metrics,
+            pipeline,
             common: common.clone(),
         })
     }
@@ -60,6 +72,7 @@ impl ServiceKit {
             self.codec.clone(),
             self.topics.clone(),
             self.health.clone(),
+            self.pipeline.relay(&self.topics.all()),
         )
     }
 
@@ -81,18 +94,20 @@ impl ServiceKit {
         Ok(ConsumerLoop {
             name: self.name.to_owned(),
             group,
-            consumer,
+            consumer: Arc::new(consumer),
             producer: self.producer.clone(),
             codec: self.codec.clone(),
             pool: self.pool.clone(),
             topics: self.topics.clone(),
             handler,
             health: self.health.clone(),
+            metrics: self.pipeline.consumer(self.name, topics),
         })
     }
 
-    /// Runs the service until `shutdown`: its consumer loop, its outbox relay, its admin
-    /// endpoint and, when it has one, its API server (`api`, which must stop on `shutdown`).
+    /// Runs the service until `shutdown`: its consumer loop, its outbox relay, the retention
+    /// purge, its admin endpoint (`/health`, `/metrics`) and, when it has one, its API server
+    /// (`api`, which must stop on `shutdown`).
     /// Work stops in order: no new requests or messages, then the message in flight is
     /// finished and its offset committed, then the relay publishes what was written, then
     /// the pool closes.
@@ -106,10 +121,17 @@ impl ServiceKit {
         let stop_relay = CancellationToken::new();
         let relay = tokio::spawn(self.relay().run(stop_relay.clone()));
         let consuming = tokio::spawn(consumer.run(shutdown.clone()));
+        let purging = tokio::spawn(purge::run(
+            self.pool.clone(),
+            self.common.retention.clone(),
+            self.pipeline.purge(),
+            shutdown.clone(),
+        ));
         let health = self.health.clone();
+        let metrics = self.metrics.router();
         let admin_server = tokio::spawn({
             let shutdown = shutdown.clone();
-            async move { health.serve(admin, Default::default(), shutdown).await }
+            async move { health.serve(admin, metrics, shutdown).await }
         });
         tracing::info!(service = self.name, "ready");
         let api_result = match api {
@@ -120,6 +142,7 @@ impl ServiceKit {
             }
         };
         let _ = consuming.await;
+        let _ = purging.await;
         stop_relay.cancel();
         let _ = relay.await;
         let _ = admin_server.await;

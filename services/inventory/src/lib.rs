@@ -35,7 +35,7 @@ pub struct InventoryArgs {
         default_value = "127.0.0.1:50053"
     )]
     pub grpc_listen: SocketAddr,
-    /// Address of the HTTP health endpoint.
+    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
     #[arg(
         long = "admin-listen",
         env = "ORDERFLOW_INVENTORY_ADMIN_LISTEN",

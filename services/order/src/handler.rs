@@ -6,10 +6,13 @@ use orderflow_events::{self as ev, Event};
 use orderflow_platform::{HandleError, Handler, MessageContext};
 use sqlx::{Postgres, Transaction};
 
+use crate::metrics::TransitionMetrics;
 use crate::store::Store;
 
 /// Applies payment and inventory outcomes through the state machine.
-pub struct OrderHandler;
+pub struct OrderHandler {
+    pub transitions: TransitionMetrics,
+}
 
 /// What an event means for its order, or `None` for events this service does not act on.
 fn input_of(event: &Event) -> Result<Option<(OrderInput, &[ev::MissingItem])>, HandleError> {
@@ -73,7 +76,7 @@ impl Handler for OrderHandler {
         };
         let order_id = OrderId::parse("order_id", event.order_id())
             .map_err(|e| HandleError::invalid(e.to_string()))?;
-        Store::apply(tx, order_id, &input, missing)
+        Store::apply(tx, order_id, &input, missing, &self.transitions)
             .await?
             .map_err(HandleError::invalid)
     }

@@ -5,6 +5,7 @@
 mod error;
 mod grpc;
 mod handler;
+mod metrics;
 mod store;
 
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ pub struct OrderArgs {
         default_value = "127.0.0.1:50052"
     )]
     pub grpc_listen: SocketAddr,
-    /// Address of the HTTP health endpoint.
+    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
     #[arg(
         long = "admin-listen",
         env = "ORDERFLOW_ORDER_ADMIN_LISTEN",
@@ -69,11 +70,11 @@ pub async fn run(
     .await?;
     let kit = ServiceKit::start("order", &args.common, pool.clone()).await?;
     let topics = kit.topics.clone();
+    let handler = handler::OrderHandler {
+        transitions: metrics::TransitionMetrics::register(&kit.metrics),
+    };
     let consumer = kit
-        .consumer(
-            &[&topics.payments, &topics.inventory],
-            handler::OrderHandler,
-        )
+        .consumer(&[&topics.payments, &topics.inventory], handler)
         .await?;
 
     let api = grpc::OrderApi::new(store::Store::new(pool), kit.topics.clone());

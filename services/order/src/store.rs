@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::error::OrderError;
+use crate::metrics::TransitionMetrics;
 
 /// An order as stored.
 #[derive(Debug, Clone)]
@@ -291,12 +292,14 @@ impl Store {
     }
 
     /// Applies an outcome to an order inside the consumer's transaction. Returns the
-    /// OrderStatusChanged events to publish; `missing` is recorded for OUT_OF_STOCK.
+    /// OrderStatusChanged events to publish; `missing` is recorded for OUT_OF_STOCK. Each
+    /// change is counted in `counted`.
     pub async fn apply(
         tx: &mut Transaction<'_, Postgres>,
         order_id: OrderId,
         input: &OrderInput,
         missing: &[ev::MissingItem],
+        counted: &TransitionMetrics,
     ) -> Result<Result<Vec<Event>, String>, sqlx::Error> {
         let Some(row) = sqlx::query(
             "SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE",
@@ -328,6 +331,7 @@ impl Store {
         }
         let now = Utc::now();
         let mut events = Vec::with_capacity(transitions.len());
+        let mut from = current;
         for t in &transitions {
             version += 1;
             sqlx::query("INSERT INTO order_status_history (order_id, version, status, reason, occurred_at) VALUES ($1, $2, $3, $4, $5)")
@@ -347,6 +351,8 @@ impl Store {
                 now,
             ));
             tracing::info!(%order_id, from = %current, to = %t.to, version, "order status changed");
+            counted.record(from, t.to);
+            from = t.to;
         }
         if let Some(last) = transitions.last() {
             sqlx::query("UPDATE orders SET status = $2, version = $3, status_reason = COALESCE($4, status_reason), updated_at = $5 WHERE order_id = $1")

@@ -28,7 +28,7 @@ pub struct PaymentArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/orderflow_payment"
     )]
     pub database_url: String,
-    /// Address of the HTTP health endpoint.
+    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
     #[arg(
         long = "admin-listen",
         env = "ORDERFLOW_PAYMENT_ADMIN_LISTEN",

@@ -1,0 +1,615 @@
+//! The whole system as real processes, for fault injection: the `orderflow` binary runs each
+//! component, a private tansu broker (durable sqlite storage) serves Kafka, and PostgreSQL is
+//! either the shared server (a fresh database per service) or a private cluster that a test
+//! may restart. Components can be killed with SIGKILL, stopped with SIGTERM and started again
+//! on the same addresses.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use orderflow_testkit::TestDatabase;
+use tokio::process::{Child, Command};
+
+/// A component the harness runs as a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proc {
+    Registry,
+    Order,
+    Payment,
+    Inventory,
+    Gateway,
+}
+
+impl Proc {
+    pub const ALL: [Proc; 5] = [
+        Proc::Registry,
+        Proc::Order,
+        Proc::Payment,
+        Proc::Inventory,
+        Proc::Gateway,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Proc::Registry => "registry",
+            Proc::Order => "order",
+            Proc::Payment => "payment",
+            Proc::Inventory => "inventory",
+            Proc::Gateway => "gateway",
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `orderflow` binary under test: `ORDERFLOW_BIN`, or the workspace's debug build.
+pub fn orderflow_bin() -> PathBuf {
+    let path = std::env::var_os("ORDERFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/orderflow"));
+    assert!(
+        path.exists(),
+        "{} does not exist: build it with `cargo build -p orderflow-cli` (./orderflow test does)",
+        path.display()
+    );
+    path
+}
+
+/// The tansu binary: `ORDERFLOW_TANSU_BIN`, or where scripts/bootstrap.sh caches it.
+pub fn tansu_bin() -> PathBuf {
+    let path = std::env::var_os("ORDERFLOW_TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/orderflow/tansu-0.6.0/bin/tansu")
+        });
+    assert!(
+        path.exists(),
+        "no tansu binary at {}: run scripts/bootstrap.sh",
+        path.display()
+    );
+    path
+}
+
+/// Sends `signal` (e.g. "TERM", "KILL") to `pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(status.is_ok(), "kill -{signal} {pid}");
+}
+
+/// Waits for `child` to exit, at most `timeout`; returns its exit code if it did.
+async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<Option<i32>> {
+    tokio::time::timeout(timeout, child.wait())
+        .await
+        .ok()
+        .map(|s| s.expect("wait").code())
+}
+
+/// A private tansu broker with durable sqlite storage, restartable on the same port.
+pub struct Broker {
+    dir: tempdir::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+mod tempdir {
+    //! A directory removed on drop.
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(prefix: &str) -> TempDir {
+            let path = std::env::temp_dir()
+                .join(format!("{prefix}-{}", orderflow_testkit::unique_suffix()));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            TempDir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        /// Keeps the directory (e.g. logs of a failed test) and returns its path.
+        pub fn keep(self) -> PathBuf {
+            let path = self.0.clone();
+            std::mem::forget(self);
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Broker {
+    pub async fn start() -> Broker {
+        let mut broker = Broker {
+            dir: tempdir::TempDir::new("orderflow-broker"),
+            port: free_port(),
+            child: None,
+        };
+        broker.spawn().await;
+        broker
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .unwrap();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        // tansu mangles absolute sqlite paths: run it from its folder with a relative one.
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let address = self.address();
+        crate::wait_for("the broker to listen", Duration::from_secs(30), || {
+            let address = address.clone();
+            async move {
+                tokio::net::TcpStream::connect(address)
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// Stops the broker (SIGTERM, or SIGKILL when `kill`) and waits for it to exit.
+    pub async fn stop(&mut self, kill: bool) {
+        let mut child = self.child.take().expect("broker running");
+        send_signal(child.id().expect("pid"), if kill { "KILL" } else { "TERM" });
+        if wait_exit(&mut child, Duration::from_secs(20))
+            .await
+            .is_none()
+        {
+            child.kill().await.expect("kill broker");
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.spawn().await;
+    }
+}
+
+/// A private PostgreSQL cluster on its own port, which a test may restart.
+pub struct PgCluster {
+    dir: tempdir::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+impl PgCluster {
+    /// Creates and starts a cluster with trust authentication (as the `postgres` user when
+    /// running as root, since PostgreSQL refuses to run as root).
+    pub async fn start() -> PgCluster {
+        let cluster = PgCluster {
+            dir: tempdir::TempDir::new("orderflow-pg"),
+            port: free_port(),
+            bin: pg_bin_dir(),
+        };
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(cluster.dir.path())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "chown the cluster dir to postgres"
+            );
+        }
+        let data = cluster.data_dir();
+        cluster
+            .pg(&[
+                "initdb",
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ])
+            .await;
+        cluster.ctl("start").await;
+        cluster
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    async fn pg(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let output = command
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run a PostgreSQL tool");
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    async fn ctl(&self, action: &str) {
+        let data = self.data_dir();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.pg(&[
+            "pg_ctl", "-D", &data, "-o", &options, "-l", &log, "-w", "-m", "fast", action,
+        ])
+        .await;
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server (fast shutdown: open connections are dropped) and starts it again.
+    pub async fn stop(&self) {
+        let data = self.data_dir();
+        self.pg(&["pg_ctl", "-D", &data, "-w", "-m", "fast", "stop"])
+            .await;
+    }
+
+    pub async fn start_again(&self) {
+        self.ctl("start").await;
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let program = self.bin.join("pg_ctl");
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Where the services keep their state.
+pub enum Databases {
+    /// Fresh databases on the shared server, dropped at the end.
+    Shared(HashMap<Proc, TestDatabase>),
+    /// Databases on a private cluster the test can restart.
+    Private(PgCluster),
+}
+
+impl Databases {
+    pub async fn shared() -> Databases {
+        let mut dbs = HashMap::new();
+        for p in [Proc::Registry, Proc::Order, Proc::Payment, Proc::Inventory] {
+            dbs.insert(p, TestDatabase::create(p.name()).await);
+        }
+        Databases::Shared(dbs)
+    }
+
+    pub async fn private() -> Databases {
+        Databases::Private(PgCluster::start().await)
+    }
+
+    pub fn url(&self, p: Proc) -> String {
+        match self {
+            Databases::Shared(dbs) => dbs[&p].url().to_owned(),
+            Databases::Private(cluster) => cluster.url(&format!("orderflow_{}", p.name())),
+        }
+    }
+
+    pub fn cluster(&self) -> &PgCluster {
+        match self {
+            Databases::Private(cluster) => cluster,
+            Databases::Shared(_) => panic!("this system uses the shared PostgreSQL server"),
+        }
+    }
+}
+
+struct Addresses {
+    registry: SocketAddr,
+    gateway: SocketAddr,
+    order_grpc: SocketAddr,
+    inventory_grpc: SocketAddr,
+    admin: HashMap<Proc, SocketAddr>,
+}
+
+/// The system as processes.
+pub struct ProcessSystem {
+    pub broker: Broker,
+    pub databases: Databases,
+    pub topic_prefix: String,
+    addresses: Addresses,
+    children: HashMap<Proc, Child>,
+    logs: Option<tempdir::TempDir>,
+}
+
+impl Drop for ProcessSystem {
+    fn drop(&mut self) {
+        // A failed test keeps the components' logs for the reader of the failure.
+        if std::thread::panicking()
+            && let Some(logs) = self.logs.take()
+        {
+            eprintln!("component logs kept in {}", logs.keep().display());
+        }
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl ProcessSystem {
+    /// Starts a broker and every component, and waits until all are healthy.
+    pub async fn start(databases: Databases) -> ProcessSystem {
+        let broker = Broker::start().await;
+        let addresses = Addresses {
+            registry: local(free_port()),
+            gateway: local(free_port()),
+            order_grpc: local(free_port()),
+            inventory_grpc: local(free_port()),
+            admin: Proc::ALL.iter().map(|p| (*p, local(free_port()))).collect(),
+        };
+        let mut system = ProcessSystem {
+            broker,
+            databases,
+            topic_prefix: format!("t{}-", orderflow_testkit::unique_suffix()),
+            addresses,
+            children: HashMap::new(),
+            logs: Some(tempdir::TempDir::new("orderflow-logs")),
+        };
+        for p in Proc::ALL {
+            system.start_proc(p).await;
+        }
+        system
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.addresses.gateway)
+    }
+
+    pub fn registry_url(&self) -> String {
+        format!("http://{}", self.addresses.registry)
+    }
+
+    pub fn database_url(&self, p: Proc) -> String {
+        self.databases.url(p)
+    }
+
+    fn env(&self, p: Proc) -> Vec<(String, String)> {
+        let a = &self.addresses;
+        let admin = a.admin[&p].to_string();
+        let mut env: Vec<(&str, String)> = vec![
+            ("ORDERFLOW_KAFKA_BROKERS", self.broker.address()),
+            ("ORDERFLOW_TOPIC_PREFIX", self.topic_prefix.clone()),
+            ("ORDERFLOW_REGISTRY_URL", self.registry_url()),
+            ("ORDERFLOW_FETCH_WAIT_MS", "25".into()),
+            ("ORDERFLOW_INSTANCE_ID", "0".into()),
+            ("ORDERFLOW_SHUTDOWN_GRACE_SECS", "20".into()),
+            ("RUST_LOG", "info".into()),
+        ];
+        match p {
+            Proc::Registry => {
+                env.push(("ORDERFLOW_REGISTRY_LISTEN", a.registry.to_string()));
+                env.push(("ORDERFLOW_REGISTRY_DATABASE_URL", self.database_url(p)));
+            }
+            Proc::Order => {
+                env.push(("ORDERFLOW_ORDER_DATABASE_URL", self.database_url(p)));
+                env.push(("ORDERFLOW_ORDER_GRPC_LISTEN", a.order_grpc.to_string()));
+                env.push(("ORDERFLOW_ORDER_ADMIN_LISTEN", admin));
+            }
+            Proc::Payment => {
+                env.push(("ORDERFLOW_PAYMENT_DATABASE_URL", self.database_url(p)));
+                env.push(("ORDERFLOW_PAYMENT_ADMIN_LISTEN", admin));
+            }
+            Proc::Inventory => {
+                env.push(("ORDERFLOW_INVENTORY_DATABASE_URL", self.database_url(p)));
+                env.push((
+                    "ORDERFLOW_INVENTORY_GRPC_LISTEN",
+                    a.inventory_grpc.to_string(),
+                ));
+                env.push(("ORDERFLOW_INVENTORY_ADMIN_LISTEN", admin));
+            }
+            Proc::Gateway => {
+                env.push(("ORDERFLOW_GATEWAY_LISTEN", a.gateway.to_string()));
+                env.push(("ORDERFLOW_GATEWAY_ADMIN_LISTEN", admin));
+                env.push(("ORDERFLOW_ORDER_URL", format!("http://{}", a.order_grpc)));
+                env.push((
+                    "ORDERFLOW_INVENTORY_URL",
+                    format!("http://{}", a.inventory_grpc),
+                ));
+            }
+        }
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// The base URL of `p`'s admin endpoint (`/health`, `/metrics`).
+    pub fn admin_url(&self, p: Proc) -> String {
+        match p {
+            Proc::Registry => format!("http://{}", self.addresses.registry),
+            _ => format!("http://{}", self.addresses.admin[&p]),
+        }
+    }
+
+    fn health_url(&self, p: Proc) -> String {
+        match p {
+            Proc::Registry => format!("http://{}/health", self.addresses.registry),
+            _ => format!("http://{}/health", self.addresses.admin[&p]),
+        }
+    }
+
+    /// The log file of `p` (every run appends to it).
+    pub fn log_path(&self, p: Proc) -> PathBuf {
+        self.logs
+            .as_ref()
+            .expect("logs")
+            .path()
+            .join(format!("{}.log", p.name()))
+    }
+
+    /// Starts `p` and waits until it reports itself healthy.
+    pub async fn start_proc(&mut self, p: Proc) {
+        assert!(!self.children.contains_key(&p), "{p:?} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(p))
+            .unwrap();
+        let mut command = Command::new(orderflow_bin());
+        command
+            .args(["serve", p.name()])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .envs(self.env(p))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command.spawn().expect("start a component");
+        self.children.insert(p, child);
+        self.wait_healthy(p).await;
+    }
+
+    /// Waits until `p` answers 200 on `/health` (failing fast if it exited).
+    pub async fn wait_healthy(&mut self, p: Proc) {
+        let url = self.health_url(p);
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let response = client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if response.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if let Some(status) = self
+                .children
+                .get_mut(&p)
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{p:?} exited ({status}) during start-up; log:\n{}",
+                    self.log_tail(p)
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{p:?} not healthy within 90s; log:\n{}",
+                self.log_tail(p)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines of `p`'s log, for failure messages.
+    pub fn log_tail(&self, p: Proc) -> String {
+        let text = std::fs::read_to_string(self.log_path(p)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Kills `p` with SIGKILL: no graceful shutdown, whatever was in flight is cut off.
+    pub async fn kill(&mut self, p: Proc) {
+        let mut child = self.children.remove(&p).expect("running");
+        send_signal(child.id().expect("pid"), "KILL");
+        let _ = wait_exit(&mut child, Duration::from_secs(10)).await;
+    }
+
+    /// Stops `p` with SIGTERM and returns its exit code (None if it had to be killed).
+    pub async fn terminate(&mut self, p: Proc) -> Option<i32> {
+        let mut child = self.children.remove(&p).expect("running");
+        send_signal(child.id().expect("pid"), "TERM");
+        match wait_exit(&mut child, Duration::from_secs(30)).await {
+            Some(code) => code,
+            None => {
+                child.kill().await.expect("kill");
+                None
+            }
+        }
+    }
+}
