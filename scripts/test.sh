@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 ORDERFLOW_CACHE="${ORDERFLOW_CACHE:-$HOME/.cache/orderflow}"
 TANSU_BIN="${ORDERFLOW_TANSU_BIN:-$(scripts/bootstrap.sh)}"
+export ORDERFLOW_TANSU_BIN="$TANSU_BIN"
 say() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
 
 # --- tools -------------------------------------------------------------------------------
@@ -58,11 +59,13 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The fault-injection tests run the real binary as processes.
+cargo build --locked -p orderflow-cli
+export ORDERFLOW_BIN="$PWD/target/debug/orderflow"
 say "tests"
 cargo nextest run --locked --workspace --no-fail-fast
 
 # --- the schema gate -----------------------------------------------------------------------
-cargo build --locked -p orderflow-cli
 ORDERFLOW=target/debug/orderflow
 say "schema gate (offline)"
 "$ORDERFLOW" schema check

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orderflow_e2e::{Component, System, order_request, status_name, wait_for, watch_to_end};
+use orderflow_e2e::{System, order_request, status_name, wait_for, watch_to_end};
 use orderflow_events::{self as ev, Event, EventCodec, EventKind, Topics};
 use orderflow_platform::dlq::{self, MessageRef, Selection, StoredMessage};
 use orderflow_proto::v1 as pb;
@@ -683,7 +683,7 @@ async fn duplicate_delivery_has_no_second_effect() {
 /// second redrive is a duplicate). The dead-letter topic keeps the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
-    let mut system = System::start().await;
+    let system = System::start().await;
     let injector = Injector::new(&system);
     let topics = injector.topics.clone();
     set_stock(&system, "redrive-sku", 5).await;
@@ -799,13 +799,10 @@ async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
     // The fix: the schema is registered (again, under the same id).
     assert_eq!(register().await, id);
     assert!(known(id).await);
-    // The payment service's registry client caches the failed lookup of this id
-    // (schema_registry_converter keeps non-retriable errors) and nothing clears it yet
-    // (`EventCodec::forget_failures`), so the fix reaches the service only after a restart.
-    system.stop_component(Component::Payment).await;
-    system.start_component(Component::Payment).await;
-    // Restarting alone does not process the message: an order placed after it is charged
-    // and completes while the dead-lettered order stays uncharged.
+    // The running service picks the fix up without a restart (the codec forgets a cached
+    // unknown-schema failure), but nothing happens to the dead letter until it is redriven:
+    // an order placed now is charged and completes while the dead-lettered order stays
+    // uncharged.
     let before = place(&system, "before-redrive", "redrive-sku", 1, "pm_card_visa").await;
     assert_eq!(
         statuses(&system, &before).await,

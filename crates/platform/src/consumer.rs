@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use orderflow_events::{CodecError, Event, EventCodec, Topics};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,7 @@ pub struct ConsumerLoop<H> {
     pub group: String,
     /// Shared with the task that measures consumer lag while a message is in flight.
     pub consumer: Arc<StreamConsumer>,
-    pub producer: FutureProducer,
+    pub producer: crate::kafka::Producer,
     pub codec: Arc<EventCodec>,
     pub pool: PgPool,
     pub topics: Topics,
@@ -319,10 +319,16 @@ impl<H: Handler> ConsumerLoop<H> {
             if let Some(p) = message.payload() {
                 record = record.payload(p);
             }
-            match self.producer.send(record, Duration::from_secs(10)).await {
+            match self
+                .producer
+                .get()
+                .send(record, Duration::from_secs(10))
+                .await
+            {
                 Ok(_) => return true,
                 Err((e, _)) => {
                     retry += 1;
+                    self.producer.renew();
                     let delay = orderflow_db::backoff(
                         retry,
                         Duration::from_millis(100),

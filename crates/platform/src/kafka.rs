@@ -23,6 +23,49 @@ pub fn producer(kafka: &KafkaArgs) -> Result<FutureProducer, rdkafka::error::Kaf
         .create()
 }
 
+/// The idempotent producer a service publishes with, replaced by a fresh one after a failed
+/// delivery. Some broker errors leave librdkafka's idempotent producer unable to send again
+/// (seen with tansu: one "Unknown broker error" while it shut down, then every later send
+/// failed, even after the broker was back). A new producer starts a new producer id and
+/// sequence; the relay re-sends from the first unacknowledged outbox row, so order holds.
+#[derive(Clone)]
+pub struct Producer {
+    kafka: KafkaArgs,
+    current: std::sync::Arc<std::sync::Mutex<FutureProducer>>,
+}
+
+impl Producer {
+    pub fn new(kafka: &KafkaArgs) -> Result<Producer, rdkafka::error::KafkaError> {
+        Ok(Producer {
+            kafka: kafka.clone(),
+            current: std::sync::Arc::new(std::sync::Mutex::new(producer(kafka)?)),
+        })
+    }
+
+    /// The producer to send with now (a cheap handle).
+    pub fn get(&self) -> FutureProducer {
+        self.current.lock().expect("producer lock").clone()
+    }
+
+    /// Replaces the producer after a failed delivery.
+    pub fn renew(&self) {
+        use rdkafka::producer::Producer as _;
+        let mut current = self.current.lock().expect("producer lock");
+        if let Some((code, reason)) = current.client().fatal_error() {
+            tracing::warn!(?code, %reason, "producer hit a fatal error");
+        }
+        match producer(&self.kafka) {
+            Ok(fresh) => {
+                *current = fresh;
+                tracing::info!("producer renewed after a failed delivery");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a new producer; keeping the old one")
+            }
+        }
+    }
+}
+
 /// A consumer in group `group` that never stores an offset by itself: the consumer loop
 /// stores each offset after the message's database transaction has committed, and the
 /// stored offsets are committed in the background.

@@ -10,12 +10,13 @@ use std::time::Duration;
 use futures::future::join_all;
 use orderflow_events::{Event, EventCodec, Topics};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
+use crate::kafka::Producer;
 use crate::metrics::RelayMetrics;
 use crate::trace::TraceParent;
 
@@ -67,7 +68,7 @@ impl Outbox {
 /// Publishes outbox rows to Kafka, in order, until shutdown; then publishes what is left.
 pub struct Relay {
     pool: PgPool,
-    producer: FutureProducer,
+    producer: Producer,
     codec: Arc<EventCodec>,
     topics: Topics,
     health: Health,
@@ -86,7 +87,7 @@ struct Row_ {
 impl Relay {
     pub fn new(
         pool: PgPool,
-        producer: FutureProducer,
+        producer: Producer,
         codec: Arc<EventCodec>,
         topics: Topics,
         health: Health,
@@ -216,6 +217,7 @@ impl Relay {
                 .map_err(|e| anyhow::anyhow!("outbox row {} is not an event: {e}", row.id))?;
             encoded.push(self.codec.encode(&self.topics, &event).await?);
         }
+        let producer = self.producer.get();
         let deliveries = rows.iter().zip(&encoded).map(|(row, payload)| {
             let mut headers = OwnedHeaders::new();
             if let Some(tp) = &row.traceparent {
@@ -228,7 +230,7 @@ impl Relay {
                 .key(&row.key)
                 .payload(payload)
                 .headers(headers);
-            self.producer.send(record, Duration::from_secs(30))
+            producer.send(record, Duration::from_secs(30))
         });
         let results = join_all(deliveries).await;
         // Mark only the acknowledged prefix: anything after a failure is sent again, after
@@ -250,6 +252,7 @@ impl Relay {
             self.metrics.produced(&row.topic);
         }
         if let Some((row, Err((e, _)))) = rows.iter().zip(results).find(|(_, r)| r.is_err()) {
+            self.producer.renew();
             anyhow::bail!("broker did not acknowledge outbox row {}: {e}", row.id);
         }
         Ok(acknowledged.len())

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use orderflow_events::{EventCodec, Topics};
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ pub struct ServiceKit {
     pub name: &'static str,
     pub pool: PgPool,
     pub codec: Arc<EventCodec>,
-    pub producer: FutureProducer,
+    pub producer: kafka::Producer,
     pub topics: Topics,
     pub health: Health,
     /// This process's registry, served at `/metrics`; a service adds its own metrics to it.
@@ -46,7 +45,7 @@ impl ServiceKit {
         common.retention.validate()?;
         let topics = common.kafka.topics();
         let codec = Arc::new(EventCodec::new(&common.registry_url)?);
-        let producer = kafka::producer(&common.kafka)?;
+        let producer = kafka::Producer::new(&common.kafka)?;
         let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
         kafka::ensure_topics(&common.kafka, &names).await?;
         let metrics = Metrics::new();
