@@ -394,3 +394,20 @@ async fn read_status_topic(
     }
     seen
 }
+
+/// The value of an unlabelled gauge or counter on a `/metrics` page, if present.
+pub async fn metric(admin_url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

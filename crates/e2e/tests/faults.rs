@@ -102,10 +102,28 @@ async fn broker_restarted_mid_load() {
         down_at + 10 <= LONG_LOAD,
         "the load ended before the broker was down ({down_at} placed)"
     );
-    // Orders are still accepted with the broker down.
+    // Orders are still accepted with the broker down; their events wait in the outbox, and
+    // the order service's metrics show the backlog.
     load::wait_progress(&progress, down_at + 10).await;
+    let order_admin = system.admin_url(Proc::Order);
+    wait_for(
+        "the outbox backlog to show on /metrics",
+        Duration::from_secs(60),
+        || async {
+            (load::metric(&order_admin, "orderflow_outbox_backlog").await? > 0.0).then_some(())
+        },
+    )
+    .await;
     system.broker.restart().await;
     finish(&system, running).await;
+    wait_for(
+        "the outbox backlog to drain to 0",
+        Duration::from_secs(60),
+        || async {
+            (load::metric(&order_admin, "orderflow_outbox_backlog").await? == 0.0).then_some(())
+        },
+    )
+    .await;
 }
 
 /// PostgreSQL restarted mid-load (a private cluster, so no other test is disturbed): the

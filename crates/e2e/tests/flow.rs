@@ -735,3 +735,66 @@ async fn wait_until_paid(
     })
     .await
 }
+
+/// A payment provider that stays unavailable: the charge is retried with backoff up to the
+/// budget (5 attempts), then the order ends FAILED with the reason, never in silence; a
+/// provider that recovers within the budget charges once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_provider_outages_end_in_a_charge_or_a_failed_order() {
+    let system = System::start().await;
+    set_stock(&system, "flaky-sku", 10).await;
+    let mut orders = system.orders().await;
+
+    let unavailable = place(
+        &system,
+        order_request("gina", "flaky-sku", 1, "pm_card_providerUnavailable"),
+    )
+    .await;
+    assert_eq!(
+        transitions(&mut orders, &unavailable).await,
+        vec![(1, "PENDING"), (2, "FAILED")]
+    );
+    let failed = orders
+        .get_order(pb::GetOrderRequest {
+            order_id: unavailable.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        failed
+            .status_reason
+            .contains("payment provider unavailable after 5 attempts"),
+        "{}",
+        failed.status_reason
+    );
+
+    let flaky = place(
+        &system,
+        order_request("gina", "flaky-sku", 2, "pm_card_flaky"),
+    )
+    .await;
+    assert_eq!(
+        transitions(&mut orders, &flaky).await,
+        vec![(1, "PENDING"), (2, "PAID"), (3, "COMPLETED")]
+    );
+    assert_eq!(stock(&system, "flaky-sku").await, 8);
+
+    let payments = system.payment_db.pool().await;
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT count(*) FROM charges WHERE status = 'FAILED' AND attempts = 5"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT count(*) FROM charges WHERE status = 'PAID' AND attempts = 3"
+        )
+        .await,
+        1
+    );
+}
