@@ -401,6 +401,8 @@ pub struct ProcessSystem {
     pub broker: Broker,
     pub databases: Databases,
     pub topic_prefix: String,
+    /// How a test reaches this system's broker, topics and consumer groups.
+    pub kafka: orderflow_platform::KafkaArgs,
     addresses: Addresses,
     children: HashMap<Proc, Child>,
     logs: Option<tempdir::TempDir>,
@@ -432,10 +434,21 @@ impl ProcessSystem {
             inventory_grpc: local(free_port()),
             admin: Proc::ALL.iter().map(|p| (*p, local(free_port()))).collect(),
         };
+        let topic_prefix = format!("t{}-", orderflow_testkit::unique_suffix());
+        let kafka = orderflow_platform::KafkaArgs {
+            brokers: broker.address(),
+            topic_prefix: topic_prefix.clone(),
+            partitions: 1,
+            fetch_wait_ms: 25,
+            linger_ms: 2,
+            group_suffix: String::new(),
+            instance_id: "0".into(),
+        };
         let mut system = ProcessSystem {
             broker,
             databases,
-            topic_prefix: format!("t{}-", orderflow_testkit::unique_suffix()),
+            topic_prefix,
+            kafka,
             addresses,
             children: HashMap::new(),
             logs: Some(tempdir::TempDir::new("orderflow-logs")),
@@ -456,6 +469,36 @@ impl ProcessSystem {
 
     pub fn database_url(&self, p: Proc) -> String {
         self.databases.url(p)
+    }
+
+    /// A small pool on `p`'s database, for the test's own assertions.
+    pub async fn pool(&self, p: Proc) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.database_url(p))
+            .await
+            .expect("connect to a service database")
+    }
+
+    fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.gateway_url())
+            .expect("gateway url")
+            .connect_lazy()
+    }
+
+    pub async fn orders(
+        &self,
+    ) -> orderflow_proto::v1::order_service_client::OrderServiceClient<tonic::transport::Channel>
+    {
+        orderflow_proto::v1::order_service_client::OrderServiceClient::new(self.channel())
+    }
+
+    pub async fn inventory(
+        &self,
+    ) -> orderflow_proto::v1::inventory_service_client::InventoryServiceClient<
+        tonic::transport::Channel,
+    > {
+        orderflow_proto::v1::inventory_service_client::InventoryServiceClient::new(self.channel())
     }
 
     fn env(&self, p: Proc) -> Vec<(String, String)> {

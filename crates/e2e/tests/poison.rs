@@ -1,4 +1,5 @@
-//! Messages that must not break the flow, against the real broker, registry and PostgreSQL:
+//! Messages that must not break the flow, with the services running as processes against the
+//! real broker, registry and PostgreSQL:
 //! poison in every consumed topic lands in its dead-letter topic with the headers that say
 //! where it came from and why, re-published events have no second effect, and a dead letter
 //! redriven once its cause is fixed is processed exactly once.
@@ -7,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orderflow_e2e::{System, order_request, status_name, wait_for, watch_to_end};
+use orderflow_e2e::process::{Databases, Proc, ProcessSystem};
+use orderflow_e2e::{order_request, status_name, wait_for, watch_to_end};
 use orderflow_events::{self as ev, Event, EventCodec, EventKind, Topics};
 use orderflow_platform::dlq::{self, MessageRef, Selection, StoredMessage};
 use orderflow_proto::v1 as pb;
@@ -26,10 +28,10 @@ struct Injector {
 }
 
 impl Injector {
-    fn new(system: &System) -> Injector {
+    fn new(system: &ProcessSystem) -> Injector {
         Injector {
             producer: orderflow_platform::kafka::producer(&system.kafka).expect("producer"),
-            codec: EventCodec::new(&system.registry_url).expect("codec"),
+            codec: EventCodec::new(&system.registry_url()).expect("codec"),
             topics: system.kafka.topics(),
         }
     }
@@ -79,7 +81,7 @@ impl Injector {
     }
 }
 
-async fn set_stock(system: &System, sku: &str, units: i32) {
+async fn set_stock(system: &ProcessSystem, sku: &str, units: i32) {
     system
         .inventory()
         .await
@@ -91,7 +93,7 @@ async fn set_stock(system: &System, sku: &str, units: i32) {
         .expect("SetStock");
 }
 
-async fn stock(system: &System, sku: &str) -> i32 {
+async fn stock(system: &ProcessSystem, sku: &str) -> i32 {
     system
         .inventory()
         .await
@@ -103,7 +105,7 @@ async fn stock(system: &System, sku: &str) -> i32 {
 }
 
 async fn place(
-    system: &System,
+    system: &ProcessSystem,
     customer: &str,
     sku: &str,
     quantity: i32,
@@ -123,7 +125,7 @@ async fn place(
 }
 
 /// Every status of a placed order until its stream ends, versions checked gap-free.
-async fn statuses(system: &System, placed: &pb::Order) -> Vec<&'static str> {
+async fn statuses(system: &ProcessSystem, placed: &pb::Order) -> Vec<&'static str> {
     let mut seen = vec![(placed.version, status_name(placed.status))];
     let mut orders = system.orders().await;
     seen.extend(watch_to_end(&mut orders, &placed.order_id, placed.version).await);
@@ -170,7 +172,7 @@ async fn rows(pool: &PgPool, sql: &str) -> Vec<Vec<Option<String>>> {
 }
 
 /// Waits until dead-letter topic `topic` holds `count` messages and returns them.
-async fn dead_letters(system: &System, topic: &str, count: usize) -> Vec<StoredMessage> {
+async fn dead_letters(system: &ProcessSystem, topic: &str, count: usize) -> Vec<StoredMessage> {
     wait_for(
         &format!("{count} message(s) in {topic}"),
         WAIT,
@@ -339,7 +341,7 @@ async fn invalid_content(injector: &Injector, topic: &str, order_id: &str) -> (V
 
 /// Checks one dead letter against the poison it must be, written by `consumer`.
 fn check_dead_letter(
-    system: &System,
+    system: &ProcessSystem,
     message: &StoredMessage,
     poison: &Poison,
     consumer: &str,
@@ -399,7 +401,7 @@ fn check_dead_letter(
 /// right state with exact stock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_in_every_topic_is_dead_lettered_and_good_orders_complete() {
-    let system = System::start().await;
+    let system = ProcessSystem::start(Databases::shared().await).await;
     let since = Utc::now();
     let injector = Injector::new(&system);
     set_stock(&system, "poison-sku", 10).await;
@@ -453,7 +455,7 @@ async fn poison_in_every_topic_is_dead_lettered_and_good_orders_complete() {
 
     // Effects only for the good orders: one charge each, one refund, stock settled 4 times.
     let good_ids: BTreeSet<String> = good.iter().map(|(o, _)| o.order_id.clone()).collect();
-    let payments = system.payment_db.pool().await;
+    let payments = system.pool(Proc::Payment).await;
     let charged: Vec<Vec<Option<String>>> = rows(
         &payments,
         "SELECT order_id::text, status FROM charges ORDER BY order_id",
@@ -474,14 +476,14 @@ async fn poison_in_every_topic_is_dead_lettered_and_good_orders_complete() {
             .len(),
         1
     );
-    let inventory = system.inventory_db.pool().await;
+    let inventory = system.pool(Proc::Inventory).await;
     assert_eq!(
         rows(&inventory, "SELECT order_id::text FROM reservations")
             .await
             .len(),
         4
     );
-    let order_db = system.order_db.pool().await;
+    let order_db = system.pool(Proc::Order).await;
     let stored = histories(&order_db).await;
     assert_eq!(stored.keys().cloned().collect::<BTreeSet<_>>(), good_ids);
 
@@ -546,7 +548,7 @@ async fn poison_in_every_topic_is_dead_lettered_and_good_orders_complete() {
 /// refund or stock deduction, no new status version, nothing dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_delivery_has_no_second_effect() {
-    let system = System::start().await;
+    let system = ProcessSystem::start(Databases::shared().await).await;
     let injector = Injector::new(&system);
     set_stock(&system, "dup-sku", 5).await;
     let first = [
@@ -566,9 +568,9 @@ async fn duplicate_delivery_has_no_second_effect() {
     for (order, versions) in &first {
         assert_eq!(statuses(&system, order).await.len(), *versions);
     }
-    let order_db = system.order_db.pool().await;
-    let payment_db = system.payment_db.pool().await;
-    let inventory_db = system.inventory_db.pool().await;
+    let order_db = system.pool(Proc::Order).await;
+    let payment_db = system.pool(Proc::Payment).await;
+    let inventory_db = system.pool(Proc::Inventory).await;
     let orders_sql = "SELECT order_id::text, status, version::text FROM orders ORDER BY order_id";
     let charges_sql =
         "SELECT order_id::text, payment_id::text, status FROM charges ORDER BY order_id";
@@ -651,7 +653,7 @@ async fn duplicate_delivery_has_no_second_effect() {
     assert_eq!(stock(&system, "dup-sku").await, 5 - 2 - 1);
 
     // No status change event beyond each order's versions reached order-status.
-    let codec = EventCodec::new(&system.registry_url).unwrap();
+    let codec = EventCodec::new(&system.registry_url()).unwrap();
     let mut changes: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for m in dlq::read_messages(&system.kafka, &topics.order_status, 0, 1000)
         .await
@@ -683,12 +685,12 @@ async fn duplicate_delivery_has_no_second_effect() {
 /// second redrive is a duplicate). The dead-letter topic keeps the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
-    let system = System::start().await;
+    let system = ProcessSystem::start(Databases::shared().await).await;
     let injector = Injector::new(&system);
     let topics = injector.topics.clone();
     set_stock(&system, "redrive-sku", 5).await;
     let http = reqwest::Client::new();
-    let registry = system.registry_url.clone();
+    let registry = system.registry_url();
 
     // A writer schema the registry does not know: OrderCreated under an alias only this test
     // uses (aliases count in the registry's fingerprint, not in the binary encoding). It is
@@ -766,7 +768,7 @@ async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
         letter.header("dlq.origin.partition"),
         Some(partition.to_string())
     );
-    let payment_db = system.payment_db.pool().await;
+    let payment_db = system.pool(Proc::Payment).await;
     let charges = |pool: PgPool, order_id: String| async move {
         sqlx::query_scalar::<_, String>("SELECT status FROM charges WHERE order_id = $1::uuid")
             .bind(order_id)
