@@ -236,30 +236,20 @@ impl System {
     /// Waits until `component` reports itself healthy (and fails fast if it died).
     pub async fn wait_healthy(&mut self, component: Component) {
         let url = format!("http://{}/health", self.running[&component].admin);
-        let client = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let response = client
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if response.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            if self.running[&component].task.is_finished() {
-                let running = self.running.remove(&component).unwrap();
-                panic!(
-                    "{component:?} exited during start-up: {:?}",
-                    running.task.await
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{component:?} not healthy within 60s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let running = &self.running;
+        let died = || {
+            running[&component]
+                .task
+                .is_finished()
+                .then(|| format!("{component:?} exited during start-up"))
+        };
+        wait_healthy_at(
+            &format!("{component:?}"),
+            &url,
+            Duration::from_secs(60),
+            died,
+        )
+        .await;
     }
 
     /// Stops `component` gracefully and waits until it has finished.
@@ -300,6 +290,53 @@ impl Drop for System {
         }
         self.registry_stop.cancel();
     }
+}
+
+/// Polls `url` until it answers 2xx. `died` is asked between polls and fails the wait at
+/// once with its message when the component is gone.
+pub async fn wait_healthy_at(
+    what: &str,
+    url: &str,
+    timeout: Duration,
+    mut died: impl FnMut() -> Option<String>,
+) {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let response = client.get(url).timeout(Duration::from_secs(2)).send().await;
+        if response.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        if let Some(reason) = died() {
+            panic!("{reason}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} not healthy at {url} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sets a SKU's stock through the gateway.
+pub async fn set_stock(mut inventory: InventoryServiceClient<Channel>, sku: &str, units: i32) {
+    inventory
+        .set_stock(pb::SetStockRequest {
+            sku: sku.into(),
+            available: units,
+        })
+        .await
+        .expect("SetStock");
+}
+
+/// A SKU's stock, read through the gateway.
+pub async fn stock(mut inventory: InventoryServiceClient<Channel>, sku: &str) -> i32 {
+    inventory
+        .get_stock(pb::GetStockRequest { sku: sku.into() })
+        .await
+        .expect("GetStock")
+        .into_inner()
+        .available
 }
 
 /// A PlaceOrder request for one line of `quantity` units at 2.50 EUR.

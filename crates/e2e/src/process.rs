@@ -596,44 +596,20 @@ impl ProcessSystem {
         self.wait_healthy(p).await;
     }
 
-    /// Waits until `p` answers 200 on `/health` (failing fast if it exited).
+    /// Waits until `p` answers 200 on `/health` (failing fast, with its log, if it exited).
     pub async fn wait_healthy(&mut self, p: Proc) {
         let url = self.health_url(p);
-        let client = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let response = client
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if response.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            if let Some(status) = self
-                .children
-                .get_mut(&p)
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "{p:?} exited ({status}) during start-up; log:\n{}",
-                    self.log_tail(p)
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{p:?} not healthy within 90s; log:\n{}",
-                self.log_tail(p)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The last lines of `p`'s log, for failure messages.
-    pub fn log_tail(&self, p: Proc) -> String {
-        let text = std::fs::read_to_string(self.log_path(p)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let log = self.log_path(p);
+        let children = &mut self.children;
+        let died = || {
+            let status = children.get_mut(&p)?.try_wait().ok().flatten()?;
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Some(format!(
+                "{p:?} exited ({status}) during start-up; log:\n{}",
+                tail(&text)
+            ))
+        };
+        crate::wait_healthy_at(&format!("{p:?}"), &url, Duration::from_secs(90), died).await;
     }
 
     /// Kills `p` with SIGKILL: no graceful shutdown, whatever was in flight is cut off.
@@ -655,4 +631,10 @@ impl ProcessSystem {
             }
         }
     }
+}
+
+/// The last 40 lines of a log.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }

@@ -12,26 +12,11 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 async fn set_stock(system: &System, sku: &str, units: i32) {
-    system
-        .inventory()
-        .await
-        .set_stock(pb::SetStockRequest {
-            sku: sku.into(),
-            available: units,
-        })
-        .await
-        .expect("SetStock");
+    orderflow_e2e::set_stock(system.inventory().await, sku, units).await
 }
 
 async fn stock(system: &System, sku: &str) -> i32 {
-    system
-        .inventory()
-        .await
-        .get_stock(pb::GetStockRequest { sku: sku.into() })
-        .await
-        .expect("GetStock")
-        .into_inner()
-        .available
+    orderflow_e2e::stock(system.inventory().await, sku).await
 }
 
 async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
