@@ -2,6 +2,7 @@
 //! component (what a container or `up` starts); `up`/`down`/`status` run the whole system
 //! on this machine; `demo` walks the seed scenario; `schema` is the schema-evolution gate.
 
+mod bench;
 mod demo;
 mod dlq;
 mod local;
@@ -32,6 +33,8 @@ enum Command {
     Status(local::HomeArgs),
     /// Walk the seed scenario against a running gateway and print the streams.
     Demo(demo::DemoArgs),
+    /// Benchmark: orders/s and time to COMPLETED under load, beside this machine's limits.
+    Bench(Box<bench::BenchArgs>),
     /// The schema-evolution gate.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -97,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down(args) => local::down(args).await,
         Command::Status(args) => local::status(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(*args).await,
         Command::Schema(command) => schema::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
     }

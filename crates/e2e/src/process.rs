@@ -443,6 +443,7 @@ impl ProcessSystem {
             linger_ms: 2,
             group_suffix: String::new(),
             instance_id: "0".into(),
+            consumer_batch: 1,
         };
         let mut system = ProcessSystem {
             broker,

@@ -55,6 +55,16 @@ pub struct KafkaArgs {
         default_value = "0"
     )]
     pub instance_id: String,
+    /// Most messages a consumer applies in one database transaction (one commit for many).
+    /// 1, the default, applies each message in its own transaction: batching is measured by
+    /// the benchmark but not yet proven under the broker-restart fault test (see
+    /// docs/performance.md).
+    #[arg(
+        long = "consumer-batch",
+        env = "ORDERFLOW_CONSUMER_BATCH",
+        default_value_t = 1
+    )]
+    pub consumer_batch: usize,
 }
 
 impl KafkaArgs {

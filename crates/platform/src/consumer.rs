@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use orderflow_events::{CodecError, Event, EventCodec, Topics};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -118,6 +119,10 @@ pub struct ConsumerLoop<H> {
     pub handler: H,
     pub health: Health,
     pub metrics: ConsumerMetrics,
+    /// Most messages applied in one transaction (at least 1).
+    pub max_batch: usize,
+    /// The subscribed topics, to subscribe again when left out of the group.
+    pub subscribed: Vec<String>,
 }
 
 /// How often consumer lag is measured.
@@ -140,18 +145,37 @@ impl<H: Handler> ConsumerLoop<H> {
             self.metrics.clone(),
             stop_lag.clone(),
         ));
+        let membership = tokio::spawn(rejoin_when_left_out(
+            self.consumer.clone(),
+            self.subscribed.clone(),
+            self.name.clone(),
+            stop_lag.clone(),
+        ));
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 m = self.consumer.recv() => m,
             };
             match message {
-                Ok(message) => {
-                    // Stored only once the message's effect is committed (or dead-lettered).
-                    if self.process(&message, &shutdown).await
-                        && let Err(e) = self.consumer.store_offset_from_message(&message)
-                    {
-                        tracing::warn!(error = %e, "cannot store offset");
+                Ok(first) => {
+                    // Take what the client already holds, without waiting, up to a batch.
+                    let mut batch = vec![first];
+                    while batch.len() < self.max_batch {
+                        match self.consumer.recv().now_or_never() {
+                            Some(Ok(next)) => batch.push(next),
+                            Some(Err(e)) => {
+                                tracing::warn!(consumer = %self.name, error = %e, "consume error");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let done = self.process_batch(&batch, &shutdown).await;
+                    // Stored only once the messages' effects are committed (or dead-lettered).
+                    for message in &batch[..done] {
+                        if let Err(e) = self.consumer.store_offset_from_message(message) {
+                            tracing::warn!(error = %e, "cannot store offset");
+                        }
                     }
                 }
                 Err(e) => {
@@ -164,6 +188,7 @@ impl<H: Handler> ConsumerLoop<H> {
         }
         stop_lag.cancel();
         let _ = lag.await;
+        let _ = membership.await;
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is the common case; other errors are logged.
             tracing::debug!(consumer = %self.name, error = %e, "final commit");
@@ -175,13 +200,96 @@ impl<H: Handler> ConsumerLoop<H> {
         format!("consumer-{}", self.name)
     }
 
+    /// Applies a batch in partition order and returns how many of its messages are done (all,
+    /// unless shutdown interrupted a retry). The fast path applies the whole batch in one
+    /// transaction, one commit for many messages; on any error it is rolled back and each
+    /// message goes through [`Self::process`] alone, which owns retries and dead letters.
+    async fn process_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &CancellationToken,
+    ) -> usize {
+        // Which message made the batch fail, and whether that counts as a first attempt
+        // (a transient handler failure, e.g. the payment provider, uses up an attempt).
+        let failed = if batch.len() > 1 {
+            match self.apply_batch(batch).await {
+                Ok(()) => return batch.len(),
+                Err(failure) => Some(failure),
+            }
+        } else {
+            None
+        };
+        for (done, message) in batch.iter().enumerate() {
+            let prior_attempts = match failed {
+                Some((at, true)) if at == done => 1,
+                _ => 0,
+            };
+            if !self.process(message, shutdown, prior_attempts).await {
+                return done;
+            }
+        }
+        batch.len()
+    }
+
+    /// Decodes every message and applies them all in one transaction. On failure nothing is
+    /// applied, and the error says which message failed and whether its handler failed
+    /// transiently.
+    async fn apply_batch(&self, batch: &[BorrowedMessage<'_>]) -> Result<(), (usize, bool)> {
+        let started = Instant::now();
+        let mut events = Vec::with_capacity(batch.len());
+        for (i, message) in batch.iter().enumerate() {
+            match self.codec.decode(message.payload()).await {
+                Ok(event) => events.push(event),
+                Err(_) => return Err((i, false)),
+            }
+        }
+        let mut at = 0;
+        let applied: Result<Vec<Outcome>, HandleError> = async {
+            let mut tx = self.pool.begin().await?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
+                at = i;
+                let ctx = MessageContext {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    attempt: 1,
+                    trace: trace_of(message).child(),
+                };
+                outcomes.push(self.apply_in(&mut tx, event, &ctx).await?);
+            }
+            at = batch.len();
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        .await;
+        match applied {
+            Ok(outcomes) => {
+                let elapsed = started.elapsed();
+                for (message, outcome) in batch.iter().zip(outcomes) {
+                    self.metrics.processed_in(elapsed);
+                    self.metrics.consumed(message.topic(), outcome);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(consumer = %self.name, size = batch.len(), error = %e, "batch failed, applying its messages one by one");
+                let handler_transient = at < batch.len() && matches!(e, HandleError::Transient(_));
+                Err((at, handler_transient))
+            }
+        }
+    }
+
     /// Applies one message until it is done (true) or shutdown interrupts its retries (false).
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+    async fn process(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shutdown: &CancellationToken,
+        prior_attempts: u32,
+    ) -> bool {
         let first_failure = Utc::now();
-        let trace = header(message, "traceparent")
-            .and_then(|h| TraceParent::parse(&h))
-            .unwrap_or_else(TraceParent::new_root);
-        let mut attempt = 0u32;
+        let trace = trace_of(message);
+        let mut attempt = prior_attempts;
         loop {
             attempt += 1;
             let ctx = MessageContext {
@@ -241,24 +349,35 @@ impl<H: Handler> ConsumerLoop<H> {
         ctx: &MessageContext,
     ) -> Result<Outcome, HandleError> {
         let event = self.codec.decode(message.payload()).await?;
+        let mut tx = self.pool.begin().await?;
+        let outcome = self.apply_in(&mut tx, &event, ctx).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Applies one event inside `tx`: records `(consumer, event_id)`, and unless it was
+    /// already there, runs the handler and adds the events it caused to the outbox.
+    async fn apply_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        ctx: &MessageContext,
+    ) -> Result<Outcome, HandleError> {
         let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
         async {
-            let mut tx = self.pool.begin().await?;
             let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(&self.name)
                 .bind(event.event_id())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected()
                 == 1;
             if !fresh {
                 tracing::debug!(event_id = %event.event_id(), "duplicate event skipped");
-                tx.commit().await?;
                 return Ok(Outcome::Duplicate);
             }
-            let caused = self.handler.handle(&mut tx, &event, ctx).await?;
-            Outbox::insert(&mut tx, &self.topics, &caused, &ctx.trace).await?;
-            tx.commit().await?;
+            let caused = self.handler.handle(tx, event, ctx).await?;
+            Outbox::insert(tx, &self.topics, &caused, &ctx.trace).await?;
             Ok(Outcome::Processed)
         }
         .instrument(span)
@@ -349,6 +468,86 @@ impl<H: Handler> ConsumerLoop<H> {
 
 /// Measures the lag of every assigned partition every [`LAG_INTERVAL`] until `stop`. It runs
 /// beside the loop, so the lag keeps growing while a message is stuck retrying.
+/// How long a consumer may hold no partition while its input waits before it joins its
+/// group again.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
+
+/// Joins the group again when this consumer is left out of it. A broker restart that
+/// interrupts a consumer's first join can leave it with no partition for as long as the
+/// broker keeps the group "rebalancing" (seen with tansu: minutes, while the service's input
+/// waited). When this consumer has held no partition for [`STUCK_AFTER`] and its topics have
+/// data beyond the group's committed offsets (or the group does not answer), it unsubscribes
+/// and subscribes again, which starts a fresh join. A consumer that holds any partition, or
+/// whose group keeps up, is left alone.
+async fn rejoin_when_left_out(
+    consumer: Arc<StreamConsumer>,
+    topics: Vec<String>,
+    name: String,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(LAG_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut left_out_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let (probe, names) = (consumer.clone(), topics.clone());
+        let left_out = tokio::task::spawn_blocking(move || left_out_with_work(&probe, &names))
+            .await
+            .unwrap_or(false);
+        if !left_out {
+            left_out_since = None;
+            continue;
+        }
+        let since = *left_out_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= STUCK_AFTER {
+            tracing::warn!(consumer = %name, waited = ?since.elapsed(), "no partition assigned while input waits: joining the group again");
+            consumer.unsubscribe();
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(e) = consumer.subscribe(&names) {
+                tracing::warn!(consumer = %name, error = %e, "cannot subscribe again");
+            }
+            left_out_since = None;
+        }
+    }
+}
+
+/// True when this consumer holds no partition and some partition of `topics` has data beyond
+/// the group's committed offset (or the group's offsets cannot be read).
+fn left_out_with_work(consumer: &StreamConsumer, topics: &[String]) -> bool {
+    if !consumer.assignment().is_ok_and(|a| a.count() == 0) {
+        return false;
+    }
+    let mut all = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), LAG_TIMEOUT) else {
+            return false;
+        };
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                all.add_partition(t.name(), p.id());
+            }
+        }
+    }
+    let Ok(committed) = consumer.committed_offsets(all, LAG_TIMEOUT) else {
+        // A group stuck mid-rebalance does not answer offset requests.
+        return true;
+    };
+    committed.elements().iter().any(|e| {
+        consumer
+            .fetch_watermarks(e.topic(), e.partition(), LAG_TIMEOUT)
+            .is_ok_and(|(low, high)| {
+                let at = match e.offset() {
+                    Offset::Offset(n) => n,
+                    _ => low,
+                };
+                at < high
+            })
+    })
+}
+
 async fn measure_lag(
     consumer: Arc<StreamConsumer>,
     metrics: ConsumerMetrics,
@@ -418,6 +617,13 @@ fn partition_lags(
         ));
     }
     Ok(lags)
+}
+
+/// The message's trace context, or a new trace when it carries none.
+fn trace_of(message: &BorrowedMessage<'_>) -> TraceParent {
+    header(message, "traceparent")
+        .and_then(|h| TraceParent::parse(&h))
+        .unwrap_or_else(TraceParent::new_root)
 }
 
 fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {

@@ -101,6 +101,8 @@ impl ServiceKit {
             handler,
             health: self.health.clone(),
             metrics: self.pipeline.consumer(self.name, topics),
+            max_batch: self.common.kafka.consumer_batch.max(1),
+            subscribed: topics.iter().map(|t| t.to_string()).collect(),
         })
     }
 

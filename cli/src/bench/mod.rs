@@ -1,0 +1,301 @@
+//! `orderflow bench`: how many orders per second the system sustains and how long a customer
+//! waits for COMPLETED, beside the limits of this machine measured in the same run (the
+//! broker's raw produce→consume rate and PostgreSQL's rate for the per-order write pattern).
+//! Prints a table and writes the same figures as JSON.
+
+pub mod limits;
+mod load;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use orderflow_platform::KafkaArgs;
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The gateway's URL.
+    #[arg(
+        long,
+        env = "ORDERFLOW_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub gateway: String,
+    /// The offered rate of the fixed-rate run, in orders per second.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Seconds each run offers load.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Rates tried by the find-the-maximum search, in order; it stops at the first rate the
+    /// system does not sustain.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "200,400,600,800,1000,1200"
+    )]
+    pub max_rates: Vec<f64>,
+    /// Seconds of each find-the-maximum step.
+    #[arg(long, default_value_t = 10)]
+    pub step_seconds: u64,
+    /// Skip the find-the-maximum search.
+    #[arg(long)]
+    pub no_max: bool,
+    /// Skip measuring the broker's and PostgreSQL's limits.
+    #[arg(long)]
+    pub no_limits: bool,
+    /// Gateway connections the load is spread over.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// SKUs the orders are spread over (round-robin).
+    #[arg(long, default_value_t = 50)]
+    pub skus: usize,
+    /// PostgreSQL server for the write-pattern limit (a scratch database is created and dropped).
+    #[arg(
+        long,
+        env = "ORDERFLOW_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres: String,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-results/latest.json")]
+    pub out: PathBuf,
+    /// Use the system as it is: do not run `up` first.
+    #[arg(long)]
+    pub no_up: bool,
+    #[command(flatten)]
+    pub up: crate::local::UpArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cores: usize,
+    memory_gib: f64,
+    cpu: String,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        memory_gib: kib / 1024.0 / 1024.0,
+        cpu,
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: Machine,
+    configuration: Vec<(String, String)>,
+    limits: Vec<limits::Limit>,
+    runs: Vec<load::RunResult>,
+    /// The highest offered rate the system sustained (achieved ≥ 95 % of offered, no errors,
+    /// every order correct).
+    max_sustained_per_sec: Option<f64>,
+    /// orderflow's best achieved rate as a fraction of the tighter limit.
+    fraction_of_limit: Option<f64>,
+}
+
+fn sustained(run: &load::RunResult) -> bool {
+    run.errors == 0 && run.correct && run.achieved_per_sec >= 0.95 * run.offered_per_sec
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.no_up {
+        crate::local::up(args.up.clone()).await?;
+    }
+    let machine = machine();
+    let configuration = vec![
+        (
+            "topic partitions".to_owned(),
+            args.kafka.partitions.to_string(),
+        ),
+        (
+            "consumer fetch.wait.max.ms".to_owned(),
+            args.kafka.fetch_wait_ms.to_string(),
+        ),
+        (
+            "producer linger.ms".to_owned(),
+            args.kafka.linger_ms.to_string(),
+        ),
+        ("producer".to_owned(), "idempotent, acks=all".to_owned()),
+        (
+            "gateway connections".to_owned(),
+            args.connections.to_string(),
+        ),
+        ("SKUs".to_owned(), args.skus.to_string()),
+        (
+            "payment method".to_owned(),
+            "pm_card_visa (every order should COMPLETE)".to_owned(),
+        ),
+    ];
+    eprintln!(
+        "machine: {} cores, {:.1} GiB, {}",
+        machine.cores, machine.memory_gib, machine.cpu
+    );
+
+    let mut limits = Vec::new();
+    if !args.no_limits {
+        eprintln!("measuring the broker's produce→consume limit ...");
+        limits.push(limits::broker_limit(&args.kafka, 250, 20_000).await?);
+        eprintln!("measuring PostgreSQL's limit for the per-order write pattern ...");
+        limits.push(limits::postgres_limit(&args.postgres, 8, Duration::from_secs(10)).await?);
+    }
+
+    let clients = load::Clients::connect(&args.gateway, args.connections).await?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let skus = load::skus(&run_id, args.skus);
+    load::stock_up(&clients, &skus).await?;
+
+    let mut runs = Vec::new();
+    // A short warm-up, not reported: connections, schema ids and consumer groups settle.
+    load::run("warm-up", &clients, &skus, 50.0, Duration::from_secs(2)).await?;
+    eprintln!(
+        "fixed rate: {} orders/s for {}s ...",
+        args.rate, args.seconds
+    );
+    runs.push(
+        load::run(
+            &format!("fixed {}/s", args.rate),
+            &clients,
+            &skus,
+            args.rate,
+            Duration::from_secs(args.seconds),
+        )
+        .await?,
+    );
+    let mut max_sustained = None;
+    if !args.no_max {
+        for &rate in &args.max_rates {
+            eprintln!(
+                "find-the-maximum: {rate} orders/s for {}s ...",
+                args.step_seconds
+            );
+            let result = load::run(
+                &format!("max step {rate}/s"),
+                &clients,
+                &skus,
+                rate,
+                Duration::from_secs(args.step_seconds),
+            )
+            .await?;
+            let ok = sustained(&result);
+            runs.push(result);
+            if !ok {
+                break;
+            }
+            max_sustained = Some(rate);
+        }
+    }
+
+    let best = runs
+        .iter()
+        .filter(|r| r.correct)
+        .map(|r| r.achieved_per_sec)
+        .fold(0.0, f64::max);
+    let tightest = limits
+        .iter()
+        .map(|l| l.orders_per_sec)
+        .fold(f64::INFINITY, f64::min);
+    let fraction = (tightest.is_finite() && tightest > 0.0).then(|| best / tightest);
+    let report = Report {
+        machine,
+        configuration,
+        limits,
+        runs,
+        max_sustained_per_sec: max_sustained,
+        fraction_of_limit: fraction,
+    };
+    print_table(&report);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nJSON report: {}", args.out.display());
+    anyhow::ensure!(
+        report.runs.iter().all(|r| r.correct || !sustained(r)),
+        "an order ended wrong or stock is not exact"
+    );
+    Ok(())
+}
+
+fn print_table(report: &Report) {
+    let m = &report.machine;
+    println!(
+        "\nmachine: {} cores, {:.1} GiB RAM, {}",
+        m.cores, m.memory_gib, m.cpu
+    );
+    for (k, v) in &report.configuration {
+        println!("  {k}: {v}");
+    }
+    if !report.limits.is_empty() {
+        println!("\nlimits of this machine (same run):");
+        for l in &report.limits {
+            println!(
+                "  {:<9} {:>9.0} ops/s ÷ {:.1} per order = {:>7.0} orders/s   ({})",
+                l.name, l.ops_per_sec, l.per_order, l.orders_per_sec, l.what
+            );
+        }
+    }
+    println!(
+        "\n{:<18} {:>8} {:>9} {:>6}  {:>27}  {:>27}  correct",
+        "run",
+        "offered",
+        "achieved",
+        "errors",
+        "PlaceOrder ms p50/p90/p99/max",
+        "to COMPLETED ms p50/p90/p99/max"
+    );
+    for r in &report.runs {
+        let p = |x: &load::Percentiles| {
+            format!(
+                "{:.0}/{:.0}/{:.0}/{:.0}",
+                x.p50_ms, x.p90_ms, x.p99_ms, x.max_ms
+            )
+        };
+        println!(
+            "{:<18} {:>8.0} {:>9.1} {:>6}  {:>27}  {:>27}  {}",
+            r.label,
+            r.offered_per_sec,
+            r.achieved_per_sec,
+            r.errors,
+            p(&r.place_order),
+            p(&r.time_to_terminal),
+            r.correctness
+        );
+        for e in &r.first_errors {
+            println!("    error: {e}");
+        }
+    }
+    if let Some(max) = report.max_sustained_per_sec {
+        println!("\nhighest sustained rate: {max} orders/s");
+    }
+    if let Some(f) = report.fraction_of_limit {
+        println!(
+            "best achieved rate = {:.0} % of the tighter machine limit",
+            f * 100.0
+        );
+    }
+}
