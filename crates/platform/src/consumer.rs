@@ -158,6 +158,8 @@ impl<H: Handler> ConsumerLoop<H> {
             };
             match message {
                 Ok(first) => {
+                    // Receiving works again after a consume error reported as degraded.
+                    self.health.recovered(&self.component());
                     // Take what the client already holds, without waiting, up to a batch.
                     let mut batch = vec![first];
                     while batch.len() < self.max_batch {
