@@ -65,44 +65,15 @@ impl Probe {
 
 /// Each component's effective settings: its own flags' defaults plus the environment, the
 /// same parse the child process will do, so `up` probes exactly where the child listens.
-fn settings<T: Parser>(name: &str) -> anyhow::Result<T> {
-    Ok(T::try_parse_from([name])?)
+fn settings<T: Args>(name: &str) -> anyhow::Result<T> {
+    Ok(Only::<T>::try_parse_from([name])?.args)
 }
 
+/// One component's settings parsed on their own (clap needs a `Parser` at the top).
 #[derive(Parser)]
-struct KafkaOnly {
+struct Only<T: Args> {
     #[command(flatten)]
-    kafka: KafkaArgs,
-}
-
-#[derive(Parser)]
-struct RegistryOnly {
-    #[command(flatten)]
-    registry: orderflow_registry::RegistryArgs,
-}
-
-#[derive(Parser)]
-struct OrderOnly {
-    #[command(flatten)]
-    args: orderflow_order::OrderArgs,
-}
-
-#[derive(Parser)]
-struct PaymentOnly {
-    #[command(flatten)]
-    args: orderflow_payment::PaymentArgs,
-}
-
-#[derive(Parser)]
-struct InventoryOnly {
-    #[command(flatten)]
-    args: orderflow_inventory::InventoryArgs,
-}
-
-#[derive(Parser)]
-struct GatewayOnly {
-    #[command(flatten)]
-    args: orderflow_gateway::GatewayArgs,
+    args: T,
 }
 
 fn serve(component: &str) -> Vec<String> {
@@ -110,11 +81,11 @@ fn serve(component: &str) -> Vec<String> {
 }
 
 fn components() -> anyhow::Result<Vec<Component>> {
-    let registry = settings::<RegistryOnly>("registry")?.registry;
-    let order = settings::<OrderOnly>("order")?.args;
-    let payment = settings::<PaymentOnly>("payment")?.args;
-    let inventory = settings::<InventoryOnly>("inventory")?.args;
-    let gateway = settings::<GatewayOnly>("gateway")?.args;
+    let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
+    let order = settings::<orderflow_order::OrderArgs>("order")?;
+    let payment = settings::<orderflow_payment::PaymentArgs>("payment")?;
+    let inventory = settings::<orderflow_inventory::InventoryArgs>("inventory")?;
+    let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     let health = |addr: std::net::SocketAddr| Probe::Http(format!("http://{addr}/health"));
     Ok(vec![
         Component {
@@ -254,7 +225,7 @@ fn broker_address(kafka: &KafkaArgs) -> String {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home.home)?;
     std::fs::create_dir_all(&home)?;
-    let kafka = settings::<KafkaOnly>("kafka")?.kafka;
+    let kafka = settings::<KafkaArgs>("kafka")?;
     let me = std::env::current_exe()?;
 
     // 1. The broker.
@@ -322,7 +293,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await?;
         }
         if component.name == "registry" {
-            let registry = settings::<RegistryOnly>("registry")?.registry;
+            let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
             let url = format!("http://{}", registry.listen);
             let schemas = crate::schema::schemas_dir();
             let report = orderflow_schema_gate::check_online(&schemas, &url).await?;
@@ -333,7 +304,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             say(format!("schemas registered in {url}:\n{report}"));
         }
     }
-    let gateway = settings::<GatewayOnly>("gateway")?.args;
+    let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     say("orderflow is up");
     println!("gateway: {}", gateway.listen);
     println!("try:     grpcurl -plaintext {} list", gateway.listen);
@@ -385,7 +356,7 @@ fn signal(pid: u32, signal: &str) {
 
 pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
-    let kafka = settings::<KafkaOnly>("kafka")?.kafka;
+    let kafka = settings::<KafkaArgs>("kafka")?;
     let mut rows = vec![(
         "broker",
         read_pid(&home, "broker"),

@@ -234,9 +234,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nJSON report: {}", args.out.display());
+    // The fixed-rate run is the one a user runs the system at: every order must end
+    // COMPLETED and stock must be exact. Find-the-maximum steps past the limit may leave
+    // orders unfinished when the step ends; they are reported, not failed.
+    let fixed = &report.runs[0];
     anyhow::ensure!(
-        report.runs.iter().all(|r| r.correct || !sustained(r)),
-        "an order ended wrong or stock is not exact"
+        fixed.correct,
+        "the fixed-rate run was not correct: {}",
+        fixed.correctness
     );
     Ok(())
 }

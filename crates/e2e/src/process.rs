@@ -274,15 +274,20 @@ impl PgCluster {
         self.dir.path().join("data").display().to_string()
     }
 
-    async fn pg(&self, args: &[&str]) {
-        let program = self.bin.join(args[0]);
-        let mut command = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
+    /// A tool from the cluster's bin directory, run as the `postgres` user when we are root.
+    fn tool(&self, tool: &str) -> std::process::Command {
+        let program = self.bin.join(tool);
+        if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
-            Command::new(&program)
-        };
+            std::process::Command::new(program)
+        }
+    }
+
+    async fn pg(&self, args: &[&str]) {
+        let mut command = Command::from(self.tool(args[0]));
         let output = command
             .args(&args[1..])
             .stdin(Stdio::null())
@@ -331,15 +336,8 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.data_dir();
-        let program = self.bin.join("pg_ctl");
-        let mut command = if is_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            std::process::Command::new(&program)
-        };
-        let _ = command
+        let _ = self
+            .tool("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "stop"])
             .output();
     }
