@@ -12,9 +12,10 @@ say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Build dependencies of librdkafka (bundled, built with cmake) and of the proto compiler.
+# Build dependencies of librdkafka (bundled, built with cmake) and of the proto compiler;
+# sqlite3 adds an index the local tansu broker lacks (crates/platform/src/tansu.rs).
 APT_PACKAGES=(cmake build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev
-  libsasl2-dev libzstd-dev protobuf-compiler python3-venv curl)
+  libsasl2-dev libzstd-dev protobuf-compiler python3-venv curl sqlite3)
 
 install_apt_packages() {
   local missing=()

@@ -45,6 +45,10 @@ if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
   BROKER_PID=$!
   CLEANUP+=("kill $BROKER_PID; wait $BROKER_PID 2>/dev/null; rm -rf $BROKER_DIR")
   for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  # tansu 0.6.0 lacks this index; without it fetches slow down as the broker fills
+  # (crates/platform/src/tansu.rs).
+  sqlite3 -cmd ".timeout 10000" "$BROKER_DIR/tansu.db" \
+    "CREATE INDEX IF NOT EXISTS orderflow_header_record ON header (topition, offset_id)"
   export ORDERFLOW_TEST_BROKER="127.0.0.1:$PORT"
   say "test broker (tansu) at $ORDERFLOW_TEST_BROKER"
 fi

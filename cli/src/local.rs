@@ -266,6 +266,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             Duration::from_secs(30),
         )
         .await?;
+        orderflow_platform::tansu::index_headers(&data.join("tansu.db"))?;
     }
 
     // 2. Topics (the services also create what they need; doing it here shows it early).

@@ -14,16 +14,15 @@ use anyhow::Context as _;
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{KafkaArgs, Outbox, kafka};
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::chrono::Utc;
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Row as _, Transaction};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -41,17 +40,27 @@ pub struct Limit {
     pub per_order: f64,
     /// `ops_per_sec / per_order`.
     pub orders_per_sec: f64,
+    /// Whether it bounds the system as configured (false for a comparison, such as PostgreSQL
+    /// without the consumers' batching).
+    pub bounds_the_system: bool,
 }
 
 impl Limit {
-    fn new(name: &str, what: String, ops_per_sec: f64, per_order: f64) -> Limit {
+    fn new(name: impl Into<String>, what: String, ops_per_sec: f64, per_order: f64) -> Limit {
         Limit {
-            name: name.to_owned(),
+            name: name.into(),
             what,
             ops_per_sec,
             per_order,
             orders_per_sec: ops_per_sec / per_order,
+            bounds_the_system: true,
         }
+    }
+
+    /// Marks the limit as a comparison that does not bound the configured system.
+    pub fn for_comparison(mut self) -> Limit {
+        self.bounds_the_system = false;
+        self
     }
 }
 
@@ -128,8 +137,9 @@ fn describe_order_messages() -> String {
         .join(", ")
 }
 
-/// The database transactions one COMPLETED order causes, in the order [`complete_order`]
-/// replays them. The outbox relay's transactions are not per order (it batches) and run
+/// The database transactions one COMPLETED order causes without batching, in the order
+/// [`complete_orders`] replays them; the first is one per order, the consumers' five are
+/// shared by a batch. The outbox relay's transactions are not per order (it batches) and run
 /// beside the replay instead.
 const ORDER_TRANSACTIONS: [&str; 6] = [
     "order place",
@@ -145,32 +155,30 @@ const PRODUCE_WINDOW: usize = 10_000;
 /// How long the reader waits for the next message before giving up.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The broker's end-to-end rate: `messages` of `message_bytes` produced to a fresh topic
-/// with the services' producer, and read back with the services' consumer settings, from the
-/// first produce to the last message read. The topic is deleted afterwards where the broker
-/// allows it.
+/// The broker's end-to-end rate: `messages` of `message_bytes` produced to the benchmark
+/// topic with the services' producer, and read back with the services' consumer settings,
+/// from the first produce to the last message read.
 pub async fn broker_limit(
     kafka: &KafkaArgs,
     message_bytes: usize,
     messages: usize,
 ) -> anyhow::Result<Limit> {
     anyhow::ensure!(messages > 0, "the broker limit needs at least one message");
-    let topic = format!(
-        "{}bench-limit-{}",
-        kafka.topic_prefix,
-        Uuid::new_v4().simple()
-    );
+    // One topic, reused by every run and never deleted: deleting a topic on tansu 0.6.0
+    // crashes the other clients of the broker (librdkafka 2.12 dies with SIGSEGV on the
+    // metadata that follows; seen killing the gateway and the services). Each run reads from
+    // the end offsets it finds before producing.
+    let topic = format!("{}bench-limit", kafka.topic_prefix);
     tracing::info!(%topic, messages, message_bytes, "measuring the broker's produce→consume rate");
     let measured = async {
         kafka::ensure_topics(kafka, std::slice::from_ref(&topic)).await?;
         produce_and_read(kafka, &topic, message_bytes, messages).await
     }
     .await;
-    delete_topic(kafka, &topic).await;
     let run = measured?;
     let per_second = messages as f64 / run.end_to_end.as_secs_f64();
     let what = format!(
-        "{messages} messages of {message_bytes} B (incompressible) to a fresh {partitions}-partition topic, \
+        "{messages} messages of {message_bytes} B (incompressible) to a {partitions}-partition topic, \
          random UUID keys, the services' producer (idempotent, acks=all, linger.ms={linger}) and consumer \
          (fetch.wait.max.ms={fetch}, partitions assigned, no group join), first produce to last read; all acknowledged \
          after {acked:.2} s; one order publishes {published} messages ({messages_list}), read {deliveries} times in all",
@@ -207,7 +215,9 @@ async fn produce_and_read(
     let consumer = kafka::consumer(kafka, &format!("{topic}-reader"))?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..kafka.partitions {
-        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        // Earlier runs' messages stay in the topic: read from where this run's will start.
+        let (_, end) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        assignment.add_partition_offset(topic, partition, Offset::Offset(end))?;
     }
     consumer.assign(&assignment)?;
     let producer = kafka::producer(kafka)?;
@@ -306,36 +316,25 @@ fn payload(bytes: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn delete_topic(kafka: &KafkaArgs, topic: &str) {
-    let deleted = async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .create()?;
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.delete_topics(&[topic], &options).await? {
-            if let Err((_, code)) = result {
-                anyhow::bail!("{code}");
-            }
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = deleted {
-        tracing::warn!(%topic, error = %e, "cannot delete the benchmark topic; it stays");
-    }
-}
-
 /// SKUs the replayed orders are spread over, so one hot stock row does not serialise them.
 const SKUS: usize = 100;
 /// Stock each SKU starts with: more than any run can take.
 const SKU_STOCK: i32 = 1_000_000_000;
-/// The channel `Outbox::insert` notifies (`crates/platform/src/outbox.rs`).
-const OUTBOX_CHANNEL: &str = "orderflow_outbox";
 /// Rows the relay takes per transaction, as `Relay::new` sets it.
 const RELAY_BATCH: usize = 500;
 
 fn sku(n: u64) -> String {
     format!("BENCH-{:03}", n % SKUS as u64)
+}
+
+/// The SKUs of replay worker `worker` of `workers`: each worker has its own, as the real
+/// inventory service is the only writer of its stock rows, so concurrent replay workers do
+/// not wait on each other's stock locks.
+fn worker_skus(worker: usize, workers: usize) -> Vec<String> {
+    (0..SKUS as u64)
+        .filter(|k| *k as usize % workers == worker % workers)
+        .map(sku)
+        .collect()
 }
 
 /// The three scratch databases, one per service, since every service has its own `outbox`
@@ -353,10 +352,11 @@ pub async fn postgres_limit(
     admin_database_url: &str,
     concurrency: usize,
     duration: Duration,
+    batch: usize,
 ) -> anyhow::Result<Limit> {
     anyhow::ensure!(
-        concurrency > 0,
-        "the PostgreSQL limit needs at least one worker"
+        concurrency > 0 && concurrency <= SKUS && batch > 0,
+        "the PostgreSQL limit needs 1 to {SKUS} workers and a batch of at least 1"
     );
     let admin: PgConnectOptions = admin_database_url
         .parse()
@@ -367,8 +367,8 @@ pub async fn postgres_limit(
     let measured = async {
         let pools = Pools::create(&admin, &names, concurrency).await?;
         let measured = async {
-            let settings = Durability::read(&pools.order).await?;
-            let run = replay(&pools, concurrency, duration).await?;
+            let settings = Durability::read(&pools.order.pool).await?;
+            let run = replay(&pools, concurrency, duration, batch).await?;
             anyhow::Ok((settings, run))
         }
         .await;
@@ -385,7 +385,8 @@ pub async fn postgres_limit(
             "PostgreSQL runs without full durability; the measured limit is not what a user gets"
         );
     }
-    let per_order = ORDER_TRANSACTIONS.len() as f64;
+    // One PlaceOrder transaction per order; each consumer transaction serves `batch` orders.
+    let per_order = 1.0 + (ORDER_TRANSACTIONS.len() - 1) as f64 / batch as f64;
     let seconds = run.elapsed.as_secs_f64();
     let transactions = run.orders as f64 * per_order;
     let rows_per_relay = if run.relay_transactions == 0 {
@@ -395,19 +396,30 @@ pub async fn postgres_limit(
     };
     let what = format!(
         "{concurrency} workers for {seconds:.1} s replaying whole COMPLETED orders with the services' statements, \
-         {per_order} transactions per order ({transactions_list}), one line each over {SKUS} SKUs round-robin, \
+         {batching}, {per_order:.2} transactions per order ({transactions_list}), one line each over {SKUS} SKUs round-robin (each worker its own), \
          on three fresh databases with the services' migrations; beside them one outbox relay per database \
-         (LISTEN-woken, up to {RELAY_BATCH} rows per transaction, no Kafka round trip): {relay} relay \
+         (woken in-process after each commit, up to {RELAY_BATCH} rows per transaction, no Kafka round trip): {relay} relay \
          transactions of {rows_per_relay:.1} rows on average, not counted in transactions/s; \
          fsync={fsync}, synchronous_commit={sync}, PostgreSQL {version}",
         transactions_list = ORDER_TRANSACTIONS.join(", "),
+        batching = if batch == 1 {
+            "one transaction per consumed message".to_owned()
+        } else {
+            format!(
+                "PlaceOrder one transaction per order and each consumer {batch} messages per transaction"
+            )
+        },
         relay = run.relay_transactions,
         fsync = settings.fsync,
         sync = settings.synchronous_commit,
         version = settings.version,
     );
     Ok(Limit::new(
-        "postgres",
+        if batch == 1 {
+            "postgres".to_owned()
+        } else {
+            format!("postgres, batches of {batch}")
+        },
         what,
         transactions / seconds,
         per_order,
@@ -442,12 +454,28 @@ impl Durability {
     }
 }
 
-/// One pool per scratch database, as each service has its own.
+/// One scratch database: its pool, and the signal its writers wake its relay with.
+#[derive(Clone)]
+struct Db {
+    pool: PgPool,
+    signal: Arc<Notify>,
+}
+
+impl Db {
+    fn new(pool: PgPool) -> Db {
+        Db {
+            pool,
+            signal: Arc::default(),
+        }
+    }
+}
+
+/// One database per service, as each service has its own.
 #[derive(Clone)]
 struct Pools {
-    order: PgPool,
-    payment: PgPool,
-    inventory: PgPool,
+    order: Db,
+    payment: Db,
+    inventory: Db,
     topics: Topics,
 }
 
@@ -459,16 +487,21 @@ impl Pools {
     ) -> anyhow::Result<Pools> {
         let [order, payment, inventory] = names;
         let pools = Pools {
-            order: create_database(admin, order, &orderflow_order::MIGRATOR, concurrency).await?,
-            payment: create_database(admin, payment, &orderflow_payment::MIGRATOR, concurrency)
+            order: Db::new(
+                create_database(admin, order, &orderflow_order::MIGRATOR, concurrency).await?,
+            ),
+            payment: Db::new(
+                create_database(admin, payment, &orderflow_payment::MIGRATOR, concurrency).await?,
+            ),
+            inventory: Db::new(
+                create_database(
+                    admin,
+                    inventory,
+                    &orderflow_inventory::MIGRATOR,
+                    concurrency,
+                )
                 .await?,
-            inventory: create_database(
-                admin,
-                inventory,
-                &orderflow_inventory::MIGRATOR,
-                concurrency,
-            )
-            .await?,
+            ),
             topics: Topics::default(),
         };
         let skus: Vec<String> = (0..SKUS as u64).map(sku).collect();
@@ -477,21 +510,21 @@ impl Pools {
         )
         .bind(&skus)
         .bind(SKU_STOCK)
-        .execute(&pools.inventory)
+        .execute(&pools.inventory.pool)
         .await
         .context("cannot stock the bench SKUs")?;
         Ok(pools)
     }
 
     async fn close(&self) {
-        self.order.close().await;
-        self.payment.close().await;
-        self.inventory.close().await;
+        self.order.pool.close().await;
+        self.payment.pool.close().await;
+        self.inventory.pool.close().await;
     }
 }
 
-/// Creates database `name`, connects a pool to it (room for every worker, the relay and its
-/// listener) and applies `migrator`.
+/// Creates database `name`, connects a pool to it (room for every worker and the relay)
+/// and applies `migrator`.
 async fn create_database(
     admin: &PgConnectOptions,
     name: &str,
@@ -543,23 +576,31 @@ struct Replay {
 
 /// Runs the workers until `duration` is over (each finishes the order it is in) beside one
 /// relay per database.
-async fn replay(pools: &Pools, concurrency: usize, duration: Duration) -> anyhow::Result<Replay> {
+async fn replay(
+    pools: &Pools,
+    concurrency: usize,
+    duration: Duration,
+    batch: usize,
+) -> anyhow::Result<Replay> {
     let stop = CancellationToken::new();
     let mut relays = JoinSet::new();
     for pool in [&pools.order, &pools.payment, &pools.inventory] {
-        relays.spawn(relay(pool.clone(), stop.clone()));
+        relays.spawn(relay(pool.pool.clone(), pool.signal.clone(), stop.clone()));
     }
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         let (pools, next) = (pools.clone(), next.clone());
+        let skus = worker_skus(worker, concurrency);
         workers.spawn(async move {
             let mut orders = 0u64;
             while Instant::now() < deadline {
-                complete_order(&pools, next.fetch_add(1, Ordering::Relaxed)).await?;
-                orders += 1;
+                let first = next.fetch_add(batch as u64, Ordering::Relaxed);
+                let ns: Vec<u64> = (first..first + batch as u64).collect();
+                complete_orders(&pools, &ns, &skus, batch).await?;
+                orders += batch as u64;
             }
             anyhow::Ok(orders)
         });
@@ -601,12 +642,14 @@ async fn replay(pools: &Pools, concurrency: usize, duration: Duration) -> anyhow
 }
 
 /// The database side of `Relay::run` (crates/platform/src/outbox.rs) without the broker:
-/// woken by the outbox's NOTIFY (or a 500 ms poll), it marks up to [`RELAY_BATCH`] rows
+/// woken after each commit by the writers' [`OutboxSignal`] (or a 500 ms poll), it marks up to [`RELAY_BATCH`] rows
 /// published per transaction with the relay's statements. Returns (transactions that
 /// published rows, rows).
-async fn relay(pool: PgPool, stop: CancellationToken) -> anyhow::Result<(u64, u64)> {
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(OUTBOX_CHANNEL).await?;
+async fn relay(
+    pool: PgPool,
+    signal: Arc<Notify>,
+    stop: CancellationToken,
+) -> anyhow::Result<(u64, u64)> {
     let (mut transactions, mut rows) = (0u64, 0u64);
     loop {
         let published = relay_batch(&pool).await?;
@@ -619,7 +662,7 @@ async fn relay(pool: PgPool, stop: CancellationToken) -> anyhow::Result<(u64, u6
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            woke = listener.recv() => { woke?; }
+            _ = signal.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
@@ -642,65 +685,111 @@ async fn relay_batch(pool: &PgPool) -> anyhow::Result<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id BETWEEN $2 AND $3 AND id = ANY($1)")
         .bind(&ids)
+        .bind(ids[0])
+        .bind(ids[ids.len() - 1])
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(ids.len())
 }
 
-/// Replays the transactions of one order that ends COMPLETED, in causal order, each with the
-/// statements of the code it copies. Order `n` takes one unit of SKU `n mod SKUS`.
-async fn complete_order(pools: &Pools, n: u64) -> anyhow::Result<()> {
-    let created = place(pools, n).await?;
-    let paid = charge(pools, &created).await?;
-    advance_order(pools, &paid.event_id, &created, 2, ev::OrderStatus::Paid).await?;
-    let stock = deduct_stock(pools, &paid).await?;
-    advance_order(
-        pools,
-        &stock.event_id,
-        &created,
-        3,
-        ev::OrderStatus::Completed,
-    )
-    .await?;
-    // The payment service reads `inventory` for refunds; a CONFIRMED update still costs a
-    // transaction, for its dedup record.
-    let tx = consumed(&pools.payment, "payment", &stock.event_id).await?;
-    finish(tx, &pools.topics, &[]).await
+/// Replays the transactions of `ns.len()` orders that end COMPLETED, stage by stage in causal
+/// order, each with the statements of the code it copies. Each order is placed in its own
+/// transaction, as PlaceOrder does; each consumer stage applies the orders' messages `batch`
+/// at a time in one transaction, as the consumer loop applies up to `ORDERFLOW_CONSUMER_BATCH`
+/// messages that arrived together (`batch` 1 is one transaction per message). Order `n`
+/// takes one unit of `skus[n mod skus.len()]`.
+async fn complete_orders(
+    pools: &Pools,
+    ns: &[u64],
+    skus: &[String],
+    batch: usize,
+) -> anyhow::Result<()> {
+    let topics = &pools.topics;
+    let mut created = Vec::with_capacity(ns.len());
+    for &n in ns {
+        created.push(place(pools, n, &skus[n as usize % skus.len()]).await?);
+    }
+    let mut paid = Vec::with_capacity(ns.len());
+    for orders in created.chunks(batch) {
+        let mut tx = pools.payment.pool.begin().await?;
+        for order in orders {
+            paid.push(charge(&mut tx, topics, order).await?);
+        }
+        commit(tx, &pools.payment).await?;
+    }
+    for (orders, payments) in created.chunks(batch).zip(paid.chunks(batch)) {
+        let mut tx = pools.order.pool.begin().await?;
+        for (order, payment) in orders.iter().zip(payments) {
+            let (event, status) = (&payment.event_id, ev::OrderStatus::Paid);
+            advance_order(&mut tx, topics, event, order, 2, status).await?;
+        }
+        commit(tx, &pools.order).await?;
+    }
+    let mut settled = Vec::with_capacity(ns.len());
+    for payments in paid.chunks(batch) {
+        let mut tx = pools.inventory.pool.begin().await?;
+        for payment in payments {
+            settled.push(deduct_stock(&mut tx, topics, payment).await?);
+        }
+        commit(tx, &pools.inventory).await?;
+    }
+    for (orders, updates) in created.chunks(batch).zip(settled.chunks(batch)) {
+        let mut tx = pools.order.pool.begin().await?;
+        for (order, update) in orders.iter().zip(updates) {
+            let (event, status) = (&update.event_id, ev::OrderStatus::Completed);
+            advance_order(&mut tx, topics, event, order, 3, status).await?;
+        }
+        commit(tx, &pools.order).await?;
+    }
+    // The payment service reads `inventory` for refunds; a CONFIRMED update still costs its
+    // dedup record.
+    for updates in settled.chunks(batch) {
+        let mut tx = pools.payment.pool.begin().await?;
+        for update in updates {
+            consumed(&mut tx, "payment", &update.event_id).await?;
+        }
+        commit(tx, &pools.payment).await?;
+    }
+    Ok(())
 }
 
-/// The consumer loop's transaction start (crates/platform/src/consumer.rs `apply`): the dedup
-/// record comes first.
+/// The consumer loop's first statement for each message (crates/platform/src/consumer.rs
+/// `apply_in`): the dedup record.
 async fn consumed(
-    pool: &PgPool,
+    tx: &mut Transaction<'_, Postgres>,
     consumer: &str,
     event_id: &str,
-) -> anyhow::Result<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await?;
+) -> anyhow::Result<()> {
     let fresh = sqlx::query(
         "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )
     .bind(consumer)
     .bind(event_id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected()
         == 1;
     anyhow::ensure!(fresh, "event {event_id} was already processed");
-    Ok(tx)
+    Ok(())
 }
 
-/// Adds the caused events to the outbox with the real `Outbox::insert` (with its NOTIFY) and
-/// commits.
-async fn finish(
-    mut tx: Transaction<'_, Postgres>,
+/// Adds the caused events to the outbox with the real `Outbox::insert`.
+async fn caused(
+    tx: &mut Transaction<'_, Postgres>,
     topics: &Topics,
-    caused: &[Event],
+    events: &[Event],
 ) -> anyhow::Result<()> {
-    Outbox::insert(&mut tx, topics, caused, &TraceParent::new_root()).await?;
+    Outbox::insert(tx, topics, events, &TraceParent::new_root()).await?;
+    Ok(())
+}
+
+/// Commits and wakes the database's relay, as the services do.
+async fn commit(tx: Transaction<'_, Postgres>, db: &Db) -> anyhow::Result<()> {
     tx.commit().await?;
+    db.signal.notify_one();
     Ok(())
 }
 
@@ -722,11 +811,11 @@ fn status_event(
 }
 
 /// services/order/src/store.rs `Store::place` for a new order.
-async fn place(pools: &Pools, n: u64) -> anyhow::Result<ev::OrderCreated> {
+async fn place(pools: &Pools, n: u64, sku: &str) -> anyhow::Result<ev::OrderCreated> {
     let order_id = Uuid::now_v7();
     let now = Utc::now();
     let items = vec![ev::OrderLine {
-        sku: sku(n),
+        sku: sku.to_owned(),
         quantity: 1,
         unit_price: ev::Money {
             amount_minor: 1999,
@@ -749,7 +838,7 @@ async fn place(pools: &Pools, n: u64) -> anyhow::Result<ev::OrderCreated> {
     // SHA-256 is CPU work, not database work).
     let idempotency_key = Uuid::new_v4().to_string();
     let request_hash = format!("{}{}", order_id.simple(), order_id.simple());
-    let mut tx = pools.order.begin().await?;
+    let mut tx = pools.order.pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items, total_minor, currency,
                              payment_method, status, version, created_at, updated_at)
@@ -776,23 +865,28 @@ async fn place(pools: &Pools, n: u64) -> anyhow::Result<ev::OrderCreated> {
         .execute(&mut *tx)
         .await?;
     let pending = status_event(&created, 1, ev::OrderStatus::Pending, created.occurred_at);
-    finish(
-        tx,
+    caused(
+        &mut tx,
         &pools.topics,
         &[Event::OrderCreated(created.clone()), pending],
     )
     .await?;
+    commit(tx, &pools.order).await?;
     Ok(created)
 }
 
 /// The payment service on OrderCreated (services/payment/src/handler.rs `charge`), approved.
-async fn charge(pools: &Pools, created: &ev::OrderCreated) -> anyhow::Result<ev::PaymentProcessed> {
+async fn charge(
+    tx: &mut Transaction<'_, Postgres>,
+    topics: &Topics,
+    created: &ev::OrderCreated,
+) -> anyhow::Result<ev::PaymentProcessed> {
     let order_id: Uuid = created.order_id.parse()?;
-    let mut tx = consumed(&pools.payment, "payment", &created.event_id).await?;
+    consumed(tx, "payment", &created.event_id).await?;
     let already: Option<String> =
         sqlx::query_scalar("SELECT status FROM charges WHERE order_id = $1")
             .bind(order_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
     anyhow::ensure!(already.is_none(), "order {order_id} was already charged");
     let payment_id = Uuid::now_v7();
@@ -809,7 +903,7 @@ async fn charge(pools: &Pools, created: &ev::OrderCreated) -> anyhow::Result<ev:
     .bind(None::<String>)
     .bind(&reference)
     .bind(1i32)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let paid = ev::PaymentProcessed {
         event_id: ev::new_event_id(),
@@ -822,14 +916,15 @@ async fn charge(pools: &Pools, created: &ev::OrderCreated) -> anyhow::Result<ev:
         failure_reason: None,
         provider_reference: reference,
     };
-    finish(tx, &pools.topics, &[Event::PaymentProcessed(paid.clone())]).await?;
+    caused(tx, topics, &[Event::PaymentProcessed(paid.clone())]).await?;
     Ok(paid)
 }
 
 /// The order service on an outcome that moves the order one status on
 /// (services/order/src/store.rs `Store::apply`).
 async fn advance_order(
-    pools: &Pools,
+    tx: &mut Transaction<'_, Postgres>,
+    topics: &Topics,
     event_id: &str,
     created: &ev::OrderCreated,
     expected_version: i64,
@@ -841,12 +936,12 @@ async fn advance_order(
         ev::OrderStatus::Completed => "COMPLETED",
         other => anyhow::bail!("the replay never moves an order to {other:?}"),
     };
-    let mut tx = consumed(&pools.order, "order", event_id).await?;
+    consumed(tx, "order", event_id).await?;
     let row = sqlx::query(
         "SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE",
     )
     .bind(order_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     let version = row.get::<i64, _>("version") + 1;
     anyhow::ensure!(
@@ -861,7 +956,7 @@ async fn advance_order(
         .bind(status)
         .bind(None::<String>)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     sqlx::query("UPDATE orders SET status = $2, version = $3, status_reason = COALESCE($4, status_reason), updated_at = $5 WHERE order_id = $1")
         .bind(order_id)
@@ -869,24 +964,25 @@ async fn advance_order(
         .bind(version)
         .bind(None::<String>)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let changed = status_event(created, version, to, now.timestamp_millis());
-    finish(tx, &pools.topics, &[changed]).await
+    caused(tx, topics, &[changed]).await
 }
 
 /// The inventory service on PaymentProcessed PAID (services/inventory/src/handler.rs), with
 /// stock to spare.
 async fn deduct_stock(
-    pools: &Pools,
+    tx: &mut Transaction<'_, Postgres>,
+    topics: &Topics,
     paid: &ev::PaymentProcessed,
 ) -> anyhow::Result<ev::InventoryUpdated> {
     let order_id: Uuid = paid.order_id.parse()?;
-    let mut tx = consumed(&pools.inventory, "inventory", &paid.event_id).await?;
+    consumed(tx, "inventory", &paid.event_id).await?;
     let done: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
             .bind(order_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
     anyhow::ensure!(!done, "stock was already settled for order {order_id}");
     let skus: Vec<&str> = paid.items.iter().map(|l| l.sku.as_str()).collect();
@@ -894,7 +990,7 @@ async fn deduct_stock(
     let rows =
         sqlx::query("SELECT sku, available FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
             .bind(&skus)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
     anyhow::ensure!(
         rows.len() == skus.len() && rows.iter().all(|r| r.get::<i32, _>("available") > 0),
@@ -906,7 +1002,7 @@ async fn deduct_stock(
     )
     .bind(&skus)
     .bind(&quantities)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let lines: Vec<ev::StockLine> = paid
         .items
@@ -923,7 +1019,7 @@ async fn deduct_stock(
     .bind("CONFIRMED")
     .bind(serde_json::to_value(&lines)?)
     .bind(serde_json::to_value(Vec::<ev::MissingItem>::new())?)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let updated = ev::InventoryUpdated {
         event_id: ev::new_event_id(),
@@ -933,12 +1029,7 @@ async fn deduct_stock(
         items: lines,
         missing: Vec::new(),
     };
-    finish(
-        tx,
-        &pools.topics,
-        &[Event::InventoryUpdated(updated.clone())],
-    )
-    .await?;
+    caused(tx, topics, &[Event::InventoryUpdated(updated.clone())]).await?;
     Ok(updated)
 }
 
@@ -974,6 +1065,15 @@ mod tests {
             distinct.len()
         );
         assert!(payload(0).is_empty());
+    }
+
+    #[test]
+    fn replay_workers_share_no_sku_and_cover_them_all() {
+        let workers = 8;
+        let all: Vec<String> = (0..workers).flat_map(|w| worker_skus(w, workers)).collect();
+        let distinct: std::collections::BTreeSet<&String> = all.iter().collect();
+        assert_eq!((all.len(), distinct.len()), (SKUS, SKUS));
+        assert!((0..workers).all(|w| !worker_skus(w, workers).is_empty()));
     }
 
     #[test]

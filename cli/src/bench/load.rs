@@ -53,6 +53,8 @@ struct OrderResult {
     place: Option<Duration>,
     /// Due time → terminal status seen on WatchOrder.
     terminal: Option<Duration>,
+    /// When the terminal status was seen.
+    finished: Option<Instant>,
     status: Option<&'static str>,
     error: Option<String>,
 }
@@ -101,15 +103,33 @@ pub struct RunResult {
     pub first_errors: Vec<String>,
     pub place_order: Percentiles,
     pub time_to_terminal: Percentiles,
-    /// Every order COMPLETED and every SKU's stock exactly initial minus what completed orders took.
+    /// Every order COMPLETED and every SKU's stock exactly what the run found minus what its completed orders took.
     pub correct: bool,
     pub correctness: String,
+    /// Cores each component used on average while the run offered load and drained.
+    pub cpu: super::cpu::Usage,
 }
 
 /// The bench SKUs of one run: orders are spread round-robin so one hot stock row does not
 /// serialise the inventory service.
 pub fn skus(run_id: &str, count: usize) -> Vec<String> {
     (0..count).map(|k| format!("bench-{run_id}-{k}")).collect()
+}
+
+/// Each SKU's available stock, in `skus` order.
+async fn stock_of(clients: &Clients, skus: &[String]) -> anyhow::Result<Vec<i32>> {
+    let mut inventory = clients.inventory();
+    let mut stock = Vec::with_capacity(skus.len());
+    for sku in skus {
+        stock.push(
+            inventory
+                .get_stock(pb::GetStockRequest { sku: sku.clone() })
+                .await?
+                .into_inner()
+                .available,
+        );
+    }
+    Ok(stock)
 }
 
 pub async fn stock_up(clients: &Clients, skus: &[String]) -> anyhow::Result<()> {
@@ -136,6 +156,7 @@ async fn one_order(
         sku: sku_index,
         place: None,
         terminal: None,
+        finished: None,
         status: None,
         error: None,
     };
@@ -180,7 +201,9 @@ async fn one_order(
     };
     match tokio::time::timeout(watch_timeout, watch).await {
         Ok(Ok(Some(status))) => {
-            result.terminal = Some(due.elapsed());
+            let now = Instant::now();
+            result.terminal = Some(now - due);
+            result.finished = Some(now);
             result.status = Some(match pb::OrderStatus::try_from(status) {
                 Ok(pb::OrderStatus::Completed) => "COMPLETED",
                 Ok(pb::OrderStatus::Failed) => "FAILED",
@@ -210,9 +233,12 @@ pub async fn run(
     duration: Duration,
 ) -> anyhow::Result<RunResult> {
     let count = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
+    // Earlier runs took stock from the same SKUs; this run is checked against what it found.
+    let stock_before = stock_of(clients, skus).await?;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let results = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let start = Instant::now() + Duration::from_millis(50);
+    let cpu_before = super::cpu::Snapshot::take();
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let due = start + interval.mul_f64(i as f64);
@@ -234,40 +260,38 @@ pub async fn run(
     for task in tasks {
         task.await?;
     }
+    let cpu = cpu_before.usage_until(&super::cpu::Snapshot::take());
     let results = std::mem::take(&mut *results.lock().await);
     let completed = results
         .iter()
         .filter(|r| r.status == Some("COMPLETED"))
         .count();
+    // From the first order's due time to the last terminal status seen.
     let last_end = results
         .iter()
-        .filter_map(|r| r.terminal)
+        .filter_map(|r| r.finished)
         .max()
+        .map(|end| end.saturating_duration_since(start))
         .unwrap_or_default();
     let errors: Vec<&String> = results.iter().filter_map(|r| r.error.as_ref()).collect();
 
-    // Stock must be exactly initial minus the orders that completed, SKU by SKU.
-    let mut inventory = clients.inventory();
-    let mut stock_ok = true;
+    // Stock must be exactly what the run found minus the orders that completed, SKU by SKU.
+    let stock_after = stock_of(clients, skus).await?;
     let mut mismatches = Vec::new();
     for (k, sku) in skus.iter().enumerate() {
         let taken = results
             .iter()
             .filter(|r| r.sku == k && r.status == Some("COMPLETED"))
             .count() as i32;
-        let available = inventory
-            .get_stock(pb::GetStockRequest { sku: sku.clone() })
-            .await?
-            .into_inner()
-            .available;
-        if available != INITIAL_STOCK - taken {
-            stock_ok = false;
+        let expected = stock_before[k] - taken;
+        if stock_after[k] != expected {
             mismatches.push(format!(
-                "{sku}: {available} left, expected {}",
-                INITIAL_STOCK - taken
+                "{sku}: {} left, expected {expected}",
+                stock_after[k]
             ));
         }
     }
+    let stock_ok = mismatches.is_empty();
     let all_completed = completed == count;
     let correctness = match (all_completed, stock_ok) {
         (true, true) => format!(
@@ -300,6 +324,7 @@ pub async fn run(
         time_to_terminal: Percentiles::of(results.iter().filter_map(|r| r.terminal).collect()),
         correct: all_completed && stock_ok,
         correctness,
+        cpu,
     })
 }
 

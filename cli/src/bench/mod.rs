@@ -3,6 +3,7 @@
 //! broker's raw produce→consume rate and PostgreSQL's rate for the per-order write pattern).
 //! Prints a table and writes the same figures as JSON.
 
+mod cpu;
 pub mod limits;
 mod load;
 
@@ -140,6 +141,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "producer linger.ms".to_owned(),
             args.kafka.linger_ms.to_string(),
         ),
+        (
+            "consumer batch (messages per transaction, at most)".to_owned(),
+            args.kafka.consumer_batch.to_string(),
+        ),
         ("producer".to_owned(), "idempotent, acks=all".to_owned()),
         (
             "gateway connections".to_owned(),
@@ -160,8 +165,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.no_limits {
         eprintln!("measuring the broker's produce→consume limit ...");
         limits.push(limits::broker_limit(&args.kafka, 250, 20_000).await?);
-        eprintln!("measuring PostgreSQL's limit for the per-order write pattern ...");
-        limits.push(limits::postgres_limit(&args.postgres, 8, Duration::from_secs(10)).await?);
+        let batch = args.kafka.consumer_batch.max(1);
+        eprintln!(
+            "measuring PostgreSQL's limit for the per-order write pattern (consumer batches of {batch}) ..."
+        );
+        let ten_seconds = Duration::from_secs(10);
+        limits.push(limits::postgres_limit(&args.postgres, 8, ten_seconds, batch).await?);
+        if batch > 1 {
+            eprintln!("measuring it again with one transaction per message, for comparison ...");
+            limits.push(
+                limits::postgres_limit(&args.postgres, 8, ten_seconds, 1)
+                    .await?
+                    .for_comparison(),
+            );
+        }
     }
 
     let clients = load::Clients::connect(&args.gateway, args.connections).await?;
@@ -217,6 +234,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .fold(0.0, f64::max);
     let tightest = limits
         .iter()
+        .filter(|l| l.bounds_the_system)
         .map(|l| l.orders_per_sec)
         .fold(f64::INFINITY, f64::min);
     let fraction = (tightest.is_finite() && tightest > 0.0).then(|| best / tightest);
@@ -259,8 +277,17 @@ fn print_table(report: &Report) {
         println!("\nlimits of this machine (same run):");
         for l in &report.limits {
             println!(
-                "  {:<9} {:>9.0} ops/s ÷ {:.1} per order = {:>7.0} orders/s   ({})",
-                l.name, l.ops_per_sec, l.per_order, l.orders_per_sec, l.what
+                "  {:<24} {:>6.0} ops/s ÷ {:.2} per order = {:>5.0} orders/s{}   ({})",
+                l.name,
+                l.ops_per_sec,
+                l.per_order,
+                l.orders_per_sec,
+                if l.bounds_the_system {
+                    ""
+                } else {
+                    " (comparison)"
+                },
+                l.what
             );
         }
     }
@@ -293,6 +320,18 @@ fn print_table(report: &Report) {
         for e in &r.first_errors {
             println!("    error: {e}");
         }
+        let by_component: Vec<String> = r
+            .cpu
+            .by_component
+            .iter()
+            .map(|(name, cores)| format!("{name} {cores:.2}"))
+            .collect();
+        println!(
+            "    CPU cores: machine {:.2} of {}; {}",
+            r.cpu.machine_cores,
+            report.machine.cores,
+            by_component.join(", ")
+        );
     }
     if let Some(max) = report.max_sustained_per_sec {
         println!("\nhighest sustained rate: {max} orders/s");

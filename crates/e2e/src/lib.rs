@@ -82,7 +82,7 @@ impl System {
             linger_ms: 2,
             group_suffix: String::new(),
             instance_id: "0".into(),
-            consumer_batch: 1,
+            consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
         };
         let registry_db = TestDatabase::create("registry").await;
         let pool = orderflow_db::connect_and_migrate(

@@ -195,6 +195,8 @@ impl Broker {
             }
         })
         .await;
+        orderflow_platform::tansu::index_headers(&self.dir.path().join("tansu.db"))
+            .expect("index the broker's headers");
     }
 
     /// Stops the broker (SIGTERM, or SIGKILL when `kill`) and waits for it to exit.
@@ -441,7 +443,7 @@ impl ProcessSystem {
             linger_ms: 2,
             group_suffix: String::new(),
             instance_id: "0".into(),
-            consumer_batch: 1,
+            consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
         };
         let mut system = ProcessSystem {
             broker,

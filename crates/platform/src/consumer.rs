@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::health::Health;
 use crate::metrics::{ConsumerMetrics, Outcome};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxSignal};
 use crate::trace::TraceParent;
 
 /// Why a message could not be applied.
@@ -119,6 +119,8 @@ pub struct ConsumerLoop<H> {
     pub handler: H,
     pub health: Health,
     pub metrics: ConsumerMetrics,
+    /// Wakes the outbox relay after each commit.
+    pub outbox_signal: OutboxSignal,
     /// Most messages applied in one transaction (at least 1).
     pub max_batch: usize,
     /// The subscribed topics, to subscribe again when left out of the group.
@@ -262,6 +264,7 @@ impl<H: Handler> ConsumerLoop<H> {
             }
             at = batch.len();
             tx.commit().await?;
+            self.outbox_signal.committed();
             Ok(outcomes)
         }
         .await;
@@ -354,6 +357,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut tx = self.pool.begin().await?;
         let outcome = self.apply_in(&mut tx, &event, ctx).await?;
         tx.commit().await?;
+        self.outbox_signal.committed();
         Ok(outcome)
     }
 

@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod purge;
 pub mod service;
 pub mod shutdown;
+pub mod tansu;
 pub mod telemetry;
 pub mod trace;
 
@@ -20,5 +21,5 @@ pub use config::{CommonArgs, KafkaArgs, RetentionArgs};
 pub use consumer::{ConsumerLoop, HandleError, Handler, MessageContext};
 pub use health::Health;
 pub use metrics::Metrics;
-pub use outbox::{Outbox, Relay};
+pub use outbox::{Outbox, OutboxSignal, Relay};
 pub use service::ServiceKit;

@@ -3,6 +3,11 @@
 //! order with an idempotent producer and marks them published only once the broker has
 //! acknowledged them. A crash between the two publishes a row again, never loses it;
 //! consumers deduplicate on the event id.
+//!
+//! The writer wakes the relay of its own process after the commit ([`OutboxSignal`]), not
+//! with `NOTIFY`: a notifying commit takes a server-wide lock that stops PostgreSQL from
+//! flushing concurrent commits together, which halved the commit rate here
+//! (docs/performance.md). Rows written by other processes are found by a short poll.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +16,8 @@ use futures::future::join_all;
 use orderflow_events::{Event, EventCodec, Topics};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
@@ -20,14 +25,32 @@ use crate::kafka::Producer;
 use crate::metrics::RelayMetrics;
 use crate::trace::TraceParent;
 
-/// The NOTIFY channel that wakes the relay when rows are added.
-const CHANNEL: &str = "orderflow_outbox";
+/// How often the relay looks for rows nobody woke it for: rows of another instance of the
+/// service, or rows left by a process that stopped before publishing them.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Wakes this process's relay once a transaction that wrote to the outbox has committed.
+/// A wake-up given while the relay is busy is kept, so none is lost.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    /// Call after committing a transaction that called [`Outbox::insert`].
+    pub fn committed(&self) {
+        self.0.notify_one();
+    }
+
+    async fn wait(&self) {
+        self.0.notified().await
+    }
+}
 
 /// Writes events into the outbox inside the caller's transaction.
 pub struct Outbox;
 
 impl Outbox {
-    /// Adds `events` to the outbox in `tx`; they are published after `tx` commits.
+    /// Adds `events` to the outbox in `tx`; they are published after `tx` commits (call
+    /// [`OutboxSignal::committed`] then, or they wait for the relay's poll).
     pub async fn insert(
         tx: &mut Transaction<'_, Postgres>,
         topics: &Topics,
@@ -57,10 +80,6 @@ impl Outbox {
         .bind(&traces)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&mut **tx)
-            .await?;
         Ok(())
     }
 }
@@ -73,6 +92,7 @@ pub struct Relay {
     topics: Topics,
     health: Health,
     metrics: RelayMetrics,
+    signal: OutboxSignal,
     batch_size: i64,
 }
 
@@ -92,6 +112,7 @@ impl Relay {
         topics: Topics,
         health: Health,
         metrics: RelayMetrics,
+        signal: OutboxSignal,
     ) -> Self {
         Relay {
             pool,
@@ -100,18 +121,15 @@ impl Relay {
             topics,
             health,
             metrics,
+            signal,
             batch_size: 500,
         }
     }
 
     /// Runs until `shutdown`, then drains the outbox (bounded by the caller's grace period).
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = None;
         let mut failures = 0u32;
         loop {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
             match self.publish_batch().await {
                 Ok(n) => {
                     if failures > 0 {
@@ -129,17 +147,11 @@ impl Relay {
                     if shutdown.is_cancelled() {
                         break;
                     }
-                    // Sleep until a commit notifies us, with a poll as a safety net for a
-                    // lost notification or a dropped listener connection.
+                    // Sleep until a commit in this process signals, or the poll is due.
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
-                        woke = async {
-                            match listener.as_mut() {
-                                Some(l) => l.recv().await.map(|_| ()),
-                                None => std::future::pending().await,
-                            }
-                        } => if woke.is_err() { listener = None; },
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = self.signal.wait() => {}
+                        _ = tokio::time::sleep(POLL) => {}
                     }
                 }
                 Err(e) => {
@@ -158,7 +170,6 @@ impl Relay {
                         );
                         break;
                     }
-                    listener = None;
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
@@ -180,12 +191,6 @@ impl Relay {
             // The database is probably what failed; the last value stands until it is back.
             Err(e) => tracing::debug!(error = %e, "cannot count the outbox backlog"),
         }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen(CHANNEL).await.ok()?;
-        Some(listener)
     }
 
     /// Publishes up to one batch; returns how many rows were published.
@@ -241,11 +246,19 @@ impl Relay {
             .take_while(|(_, r)| r.is_ok())
             .map(|(row, _)| row.id)
             .collect();
-        if !acknowledged.is_empty() {
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-                .bind(&acknowledged)
-                .execute(&mut *tx)
-                .await?;
+        if let (Some(first), Some(last)) = (acknowledged.first(), acknowledged.last()) {
+            // The id range keeps the plan an index range scan: with `= ANY` alone and the
+            // table's statistics behind its growth, PostgreSQL chose sequential scans of the
+            // whole outbox under load (docs/performance.md).
+            sqlx::query(
+                "UPDATE outbox SET published_at = now()
+                 WHERE id BETWEEN $2 AND $3 AND id = ANY($1)",
+            )
+            .bind(&acknowledged)
+            .bind(first)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         for row in &rows[..acknowledged.len()] {

@@ -16,7 +16,7 @@ use crate::consumer::{ConsumerLoop, Handler, dead_letter_topic};
 use crate::health::Health;
 use crate::kafka;
 use crate::metrics::{Metrics, PipelineMetrics};
-use crate::outbox::Relay;
+use crate::outbox::{OutboxSignal, Relay};
 use crate::purge;
 
 /// The shared machinery of one service instance.
@@ -31,6 +31,8 @@ pub struct ServiceKit {
     /// This process's registry, served at `/metrics`; a service adds its own metrics to it.
     pub metrics: Metrics,
     pub pipeline: PipelineMetrics,
+    /// Wakes the relay after a commit that wrote to the outbox; give it to every writer.
+    pub outbox_signal: OutboxSignal,
     pub common: CommonArgs,
 }
 
@@ -59,6 +61,7 @@ impl ServiceKit {
             health: Health::new(),
             metrics,
             pipeline,
+            outbox_signal: OutboxSignal::default(),
             common: common.clone(),
         })
     }
@@ -72,6 +75,7 @@ impl ServiceKit {
             self.topics.clone(),
             self.health.clone(),
             self.pipeline.relay(&self.topics.all()),
+            self.outbox_signal.clone(),
         )
     }
 
@@ -101,6 +105,7 @@ impl ServiceKit {
             handler,
             health: self.health.clone(),
             metrics: self.pipeline.consumer(self.name, topics),
+            outbox_signal: self.outbox_signal.clone(),
             max_batch: self.common.kafka.consumer_batch.max(1),
             subscribed: topics.iter().map(|t| t.to_string()).collect(),
         })

@@ -77,7 +77,10 @@ pub async fn run(
         .consumer(&[&topics.payments, &topics.inventory], handler)
         .await?;
 
-    let api = grpc::OrderApi::new(store::Store::new(pool), kit.topics.clone());
+    let api = grpc::OrderApi::new(
+        store::Store::new(pool, kit.outbox_signal.clone()),
+        kit.topics.clone(),
+    );
     let server = grpc::serve(api, grpc, shutdown.clone());
     kit.run(consumer, admin, Some(Box::pin(server)), shutdown)
         .await

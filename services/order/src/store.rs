@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use orderflow_domain::{NewOrder, OrderId, OrderInput, OrderStatus, Transition};
 use orderflow_events::{self as ev, Event, Topics};
-use orderflow_platform::Outbox;
 use orderflow_platform::trace::TraceParent;
+use orderflow_platform::{Outbox, OutboxSignal};
 use orderflow_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -41,6 +41,8 @@ pub struct StatusChange {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Wakes the outbox relay once a placed order is committed.
+    outbox_signal: OutboxSignal,
 }
 
 const ORDER_COLUMNS: &str = "order_id, customer_id, items, total_minor, currency, status, version, status_reason, missing_items, created_at, updated_at";
@@ -125,8 +127,11 @@ fn status_event(
 }
 
 impl Store {
-    pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+    pub fn new(pool: PgPool, outbox_signal: OutboxSignal) -> Self {
+        Store {
+            pool,
+            outbox_signal,
+        }
     }
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
@@ -207,6 +212,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.outbox_signal.committed();
         tracing::info!(%order_id, customer_id = %order.customer_id, "order placed");
         Ok((
             OrderRecord {

@@ -1,0 +1,171 @@
+//! Where the machine's CPU goes during a run: CPU time per component, read from `/proc`
+//! before and after, so the report shows which process the two cores were spent on.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Linux reports process CPU times in clock ticks of `USER_HZ`, which is 100 on every
+/// architecture's user-visible ABI.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds used so far, per component, and by the whole machine.
+pub struct Snapshot {
+    at: Instant,
+    by_component: BTreeMap<String, f64>,
+    machine_busy: f64,
+}
+
+/// Cores used on average between two snapshots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    /// Cores busy on the whole machine (everything, including the kernel).
+    pub machine_cores: f64,
+    /// Cores used by each component, largest first.
+    pub by_component: Vec<(String, f64)>,
+}
+
+impl Snapshot {
+    pub fn take() -> Snapshot {
+        let me = std::process::id();
+        let mut by_component = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let (Some(seconds), Some(component)) = (cpu_seconds(pid), component(pid, me))
+                else {
+                    continue;
+                };
+                *by_component.entry(component).or_insert(0.0) += seconds;
+            }
+        }
+        Snapshot {
+            at: Instant::now(),
+            by_component,
+            machine_busy: machine_busy_seconds().unwrap_or(0.0),
+        }
+    }
+
+    /// The average cores used from `self` to `later`. A process that started or stopped in
+    /// between counts only for the part seen in both snapshots' totals.
+    pub fn usage_until(&self, later: &Snapshot) -> Usage {
+        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let mut by_component: Vec<(String, f64)> = later
+            .by_component
+            .iter()
+            .map(|(name, &after)| {
+                let before = self.by_component.get(name).copied().unwrap_or(0.0);
+                (
+                    name.clone(),
+                    ((after - before).max(0.0) / wall * 100.0).round() / 100.0,
+                )
+            })
+            .filter(|(_, cores)| *cores > 0.0)
+            .collect();
+        by_component.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Usage {
+            machine_cores: ((later.machine_busy - self.machine_busy) / wall * 100.0).round()
+                / 100.0,
+            by_component,
+        }
+    }
+}
+
+/// User plus system CPU seconds of process `pid` (all its threads).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12th and 13th after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// Which part of the system process `pid` is: the broker, PostgreSQL, one of the
+/// `orderflow serve` components, the load generator (this process) or something else.
+fn component(pid: u32, me: u32) -> Option<String> {
+    if pid == me {
+        return Some("load generator".to_owned());
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let program = args.first().map(String::as_str).unwrap_or("");
+    if program.ends_with("tansu") {
+        return Some("broker".to_owned());
+    }
+    if let Some(i) = args.iter().position(|a| a == "serve")
+        && program.ends_with("orderflow")
+    {
+        return args.get(i + 1).cloned();
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    if comm.trim() == "postgres" || program.starts_with("postgres") {
+        return Some("postgres".to_owned());
+    }
+    Some("other".to_owned())
+}
+
+/// Busy CPU seconds of the whole machine since boot (everything but idle and iowait).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(8)
+        .map(|(_, t)| t)
+        .sum();
+    Some(busy / TICKS_PER_SECOND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_the_load_generator_and_its_cpu_is_counted() {
+        let me = std::process::id();
+        let before = Snapshot::take();
+        // Burn CPU until the kernel has charged this process at least 50 ms of it.
+        let charged_before = cpu_seconds(me).expect("own /proc/self/stat");
+        let mut x = 0u64;
+        let start = Instant::now();
+        while cpu_seconds(me).unwrap_or(0.0) - charged_before < 0.05
+            && start.elapsed().as_secs() < 10
+        {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+        }
+        std::hint::black_box(x);
+        let after = Snapshot::take();
+        let usage = before.usage_until(&after);
+        let load_generator = usage
+            .by_component
+            .iter()
+            .find(|(name, _)| name == "load generator")
+            .map(|(_, cores)| *cores)
+            .unwrap_or(0.0);
+        assert!(load_generator > 0.0, "{usage:?}");
+        assert!(usage.machine_cores > 0.0, "{usage:?}");
+    }
+}
