@@ -685,12 +685,14 @@ async fn relay_batch(pool: &PgPool) -> anyhow::Result<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id BETWEEN $2 AND $3 AND id = ANY($1)")
-        .bind(&ids)
-        .bind(ids[0])
-        .bind(ids[ids.len() - 1])
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE outbox SET published_at = now() WHERE id BETWEEN $2 AND $3 AND id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(ids[0])
+    .bind(ids[ids.len() - 1])
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(ids.len())
 }
