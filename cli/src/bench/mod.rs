@@ -34,7 +34,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "200,400,600,800,1000,1200"
+        default_value = "100,200,300,350,400,450,500,600,800,1000"
     )]
     pub max_rates: Vec<f64>,
     /// Seconds of each find-the-maximum step.

@@ -136,9 +136,7 @@ impl OrderStore for OrderApi {
             ))
             .into());
         }
-        // Read the changes first: the order row is then at least as new as the last change.
-        let changes = self.store.history(order_id, req.after_version).await?;
-        let record = self.store.get(order_id).await?;
+        let (record, changes) = self.store.with_history(order_id, req.after_version).await?;
         Ok(Response::new(OrderHistory {
             order: Some((&record).into()),
             changes: changes.iter().map(|c| c.to_update(order_id)).collect(),

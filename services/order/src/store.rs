@@ -126,6 +126,20 @@ fn status_event(
     })
 }
 
+async fn read_order(
+    connection: &mut sqlx::PgConnection,
+    order_id: OrderId,
+) -> Result<OrderRecord, OrderError> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+    ))
+    .bind(order_id.as_uuid())
+    .fetch_optional(connection)
+    .await?
+    .ok_or(OrderError::NotFound(order_id))?;
+    record_from_row(&row)
+}
+
 impl Store {
     pub fn new(pool: PgPool, outbox_signal: OutboxSignal) -> Self {
         Store {
@@ -233,28 +247,32 @@ impl Store {
     }
 
     pub async fn get(&self, order_id: OrderId) -> Result<OrderRecord, OrderError> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
-        ))
-        .bind(order_id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(OrderError::NotFound(order_id))?;
-        record_from_row(&row)
+        let mut connection = self.pool.acquire().await?;
+        read_order(&mut connection, order_id).await
     }
 
-    /// Status changes of an order with a version above `after`, in version order.
-    pub async fn history(
+    /// The order and its status changes with a version above `after`, in version order, read
+    /// from one snapshot so that the changes always reach the order's version. (Read one
+    /// after the other, a change committed in between could be in the order row and missing
+    /// from the changes, and a watcher would see the order end without the change.)
+    pub async fn with_history(
         &self,
         order_id: OrderId,
         after: i64,
-    ) -> Result<Vec<StatusChange>, OrderError> {
+    ) -> Result<(OrderRecord, Vec<StatusChange>), OrderError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let record = read_order(&mut tx, order_id).await?;
         let rows = sqlx::query("SELECT version, status, reason, occurred_at FROM order_status_history WHERE order_id = $1 AND version > $2 ORDER BY version")
             .bind(order_id.as_uuid())
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
-        rows.iter()
+        tx.commit().await?;
+        let changes = rows
+            .iter()
             .map(|r| {
                 let status: String = r.try_get("status")?;
                 Ok(StatusChange {
@@ -266,7 +284,8 @@ impl Store {
                     occurred_at: r.try_get("occurred_at")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, OrderError>>()?;
+        Ok((record, changes))
     }
 
     /// A customer's orders, newest first, starting after `cursor`; one extra row tells
