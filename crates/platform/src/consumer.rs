@@ -12,6 +12,7 @@
 //! permanent one (garbage bytes, unknown schema, invalid content) sends the message to the
 //! consumer's dead-letter topic for that origin topic, and the partition moves on.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -235,9 +236,10 @@ impl<H: Handler> ConsumerLoop<H> {
         batch.len()
     }
 
-    /// Decodes every message and applies them all in one transaction. On failure nothing is
-    /// applied, and the error says which message failed and whether its handler failed
-    /// transiently.
+    /// Decodes every message and applies them all in one transaction: one statement records
+    /// every event id, the handler runs for each message not seen before, and one statement
+    /// adds every caused event to the outbox. On failure nothing is applied, and the error
+    /// says which message failed and whether its handler failed transiently.
     async fn apply_batch(&self, batch: &[BorrowedMessage<'_>]) -> Result<(), (usize, bool)> {
         let started = Instant::now();
         let mut events = Vec::with_capacity(batch.len());
@@ -250,9 +252,29 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut at = 0;
         let applied: Result<Vec<Outcome>, HandleError> = async {
             let mut tx = self.pool.begin().await?;
+            let ids: Vec<&str> = events.iter().map(Event::event_id).collect();
+            // The ids not recorded before; an id twice in the batch comes back once, so only
+            // its first message counts as fresh.
+            let mut fresh: HashSet<String> = sqlx::query_scalar(
+                "INSERT INTO processed_events (consumer, event_id)
+                 SELECT $1, id FROM UNNEST($2::text[]) AS t(id)
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+            )
+            .bind(&self.name)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
             let mut outcomes = Vec::with_capacity(batch.len());
+            let mut caused = Vec::with_capacity(batch.len());
             for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
                 at = i;
+                if !fresh.remove(event.event_id()) {
+                    tracing::debug!(consumer = %self.name, event_id = %event.event_id(), "duplicate event skipped");
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
                 let ctx = MessageContext {
                     topic: message.topic().to_owned(),
                     partition: message.partition(),
@@ -260,9 +282,21 @@ impl<H: Handler> ConsumerLoop<H> {
                     attempt: 1,
                     trace: trace_of(message).child(),
                 };
-                outcomes.push(self.apply_in(&mut tx, event, &ctx).await?);
+                let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
+                let events = self
+                    .handler
+                    .handle(&mut tx, event, &ctx)
+                    .instrument(span)
+                    .await?;
+                caused.push((events, ctx.trace));
+                outcomes.push(Outcome::Processed);
             }
             at = batch.len();
+            let caused: Vec<(&[Event], &TraceParent)> = caused
+                .iter()
+                .map(|(events, trace)| (events.as_slice(), trace))
+                .collect();
+            Outbox::insert_caused(&mut tx, &self.topics, &caused).await?;
             tx.commit().await?;
             self.outbox_signal.committed();
             Ok(outcomes)

@@ -57,18 +57,31 @@ impl Outbox {
         events: &[Event],
         trace: &TraceParent,
     ) -> Result<(), sqlx::Error> {
-        if events.is_empty() {
+        Self::insert_caused(tx, topics, &[(events, trace)]).await
+    }
+
+    /// Adds the events several messages caused, each group with the trace of the message
+    /// that caused it, in one statement, in the order given.
+    pub async fn insert_caused(
+        tx: &mut Transaction<'_, Postgres>,
+        topics: &Topics,
+        caused: &[(&[Event], &TraceParent)],
+    ) -> Result<(), sqlx::Error> {
+        let count: usize = caused.iter().map(|(events, _)| events.len()).sum();
+        if count == 0 {
             return Ok(());
         }
-        let mut topic_names = Vec::with_capacity(events.len());
-        let mut keys = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut traces = Vec::with_capacity(events.len());
-        for event in events {
-            topic_names.push(topics.for_kind(event.kind()).to_owned());
-            keys.push(event.order_id().to_owned());
-            payloads.push(serde_json::to_value(event).expect("events serialize to JSON"));
-            traces.push(trace.child().header());
+        let mut topic_names = Vec::with_capacity(count);
+        let mut keys = Vec::with_capacity(count);
+        let mut payloads = Vec::with_capacity(count);
+        let mut traces = Vec::with_capacity(count);
+        for (events, trace) in caused {
+            for event in *events {
+                topic_names.push(topics.for_kind(event.kind()).to_owned());
+                keys.push(event.order_id().to_owned());
+                payloads.push(serde_json::to_value(event).expect("events serialize to JSON"));
+                traces.push(trace.child().header());
+            }
         }
         sqlx::query(
             "INSERT INTO outbox (topic, event_key, payload, traceparent)

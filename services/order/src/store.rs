@@ -126,20 +126,6 @@ fn status_event(
     })
 }
 
-async fn read_order(
-    connection: &mut sqlx::PgConnection,
-    order_id: OrderId,
-) -> Result<OrderRecord, OrderError> {
-    let row = sqlx::query(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
-    ))
-    .bind(order_id.as_uuid())
-    .fetch_optional(connection)
-    .await?
-    .ok_or(OrderError::NotFound(order_id))?;
-    record_from_row(&row)
-}
-
 impl Store {
     pub fn new(pool: PgPool, outbox_signal: OutboxSignal) -> Self {
         Store {
@@ -247,44 +233,54 @@ impl Store {
     }
 
     pub async fn get(&self, order_id: OrderId) -> Result<OrderRecord, OrderError> {
-        let mut connection = self.pool.acquire().await?;
-        read_order(&mut connection, order_id).await
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+        ))
+        .bind(order_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(OrderError::NotFound(order_id))?;
+        record_from_row(&row)
     }
 
     /// The order and its status changes with a version above `after`, in version order, read
-    /// from one snapshot so that the changes always reach the order's version. (Read one
-    /// after the other, a change committed in between could be in the order row and missing
-    /// from the changes, and a watcher would see the order end without the change.)
+    /// by one statement, so from one snapshot: the changes always reach the order's version.
+    /// (Read one after the other, a change committed in between could be in the order row
+    /// and missing from the changes, and a watcher would see the order end without it.)
     pub async fn with_history(
         &self,
         order_id: OrderId,
         after: i64,
     ) -> Result<(OrderRecord, Vec<StatusChange>), OrderError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let record = read_order(&mut tx, order_id).await?;
-        let rows = sqlx::query("SELECT version, status, reason, occurred_at FROM order_status_history WHERE order_id = $1 AND version > $2 ORDER BY version")
-            .bind(order_id.as_uuid())
-            .bind(after)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let changes = rows
-            .iter()
-            .map(|r| {
-                let status: String = r.try_get("status")?;
-                Ok(StatusChange {
-                    version: r.try_get("version")?,
-                    status: OrderStatus::parse(&status).ok_or_else(|| {
-                        OrderError::Internal(anyhow::anyhow!("stored status {status:?}"))
-                    })?,
-                    reason: r.try_get("reason")?,
-                    occurred_at: r.try_get("occurred_at")?,
-                })
-            })
-            .collect::<Result<_, OrderError>>()?;
+        let rows = sqlx::query(&format!(
+            "SELECT o.*, h.* FROM (SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1) o
+             LEFT JOIN (SELECT version AS change_version, status AS change_status,
+                               reason AS change_reason, occurred_at AS change_occurred_at
+                        FROM order_status_history WHERE order_id = $1 AND version > $2) h ON true
+             ORDER BY h.change_version"
+        ))
+        .bind(order_id.as_uuid())
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        let first = rows.first().ok_or(OrderError::NotFound(order_id))?;
+        let record = record_from_row(first)?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for r in &rows {
+            // No change after `after`: one row, with the change columns NULL.
+            let Some(version) = r.try_get::<Option<i64>, _>("change_version")? else {
+                continue;
+            };
+            let status: String = r.try_get("change_status")?;
+            changes.push(StatusChange {
+                version,
+                status: OrderStatus::parse(&status).ok_or_else(|| {
+                    OrderError::Internal(anyhow::anyhow!("stored status {status:?}"))
+                })?,
+                reason: r.try_get("change_reason")?,
+                occurred_at: r.try_get("change_occurred_at")?,
+            });
+        }
         Ok((record, changes))
     }
 
