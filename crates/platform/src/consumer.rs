@@ -82,6 +82,14 @@ impl From<CodecError> for HandleError {
     }
 }
 
+/// Why [`ConsumerLoop::apply`] applied nothing: which message failed, whether its handler
+/// returned the error, and the error.
+struct BatchFailure {
+    at: usize,
+    in_handler: bool,
+    error: HandleError,
+}
+
 /// Where a message came from, for handlers and logs.
 #[derive(Debug, Clone)]
 pub struct MessageContext {
@@ -216,14 +224,26 @@ impl<H: Handler> ConsumerLoop<H> {
     ) -> usize {
         // Which message made the batch fail, and whether that counts as a first attempt
         // (a transient handler failure, e.g. the payment provider, uses up an attempt).
-        let failed = if batch.len() > 1 {
-            match self.apply_batch(batch).await {
-                Ok(()) => return batch.len(),
-                Err(failure) => Some(failure),
+        let mut failed = None;
+        if batch.len() > 1 {
+            let started = Instant::now();
+            match self.apply(batch, 1).await {
+                Ok(outcomes) => {
+                    let elapsed = started.elapsed();
+                    for (message, outcome) in batch.iter().zip(outcomes) {
+                        self.metrics.processed_in(elapsed);
+                        self.metrics.consumed(message.topic(), outcome);
+                    }
+                    return batch.len();
+                }
+                Err(failure) => {
+                    tracing::debug!(consumer = %self.name, size = batch.len(), error = %failure.error, "batch failed, applying its messages one by one");
+                    let used_an_attempt =
+                        failure.in_handler && matches!(failure.error, HandleError::Transient(_));
+                    failed = Some((failure.at, used_an_attempt));
+                }
             }
-        } else {
-            None
-        };
+        }
         for (done, message) in batch.iter().enumerate() {
             let prior_attempts = match failed {
                 Some((at, true)) if at == done => 1,
@@ -236,89 +256,6 @@ impl<H: Handler> ConsumerLoop<H> {
         batch.len()
     }
 
-    /// Decodes every message and applies them all in one transaction: one statement records
-    /// every event id, the handler runs for each message not seen before, and one statement
-    /// adds every caused event to the outbox. On failure nothing is applied, and the error
-    /// says which message failed and whether its handler failed transiently.
-    async fn apply_batch(&self, batch: &[BorrowedMessage<'_>]) -> Result<(), (usize, bool)> {
-        let started = Instant::now();
-        let mut events = Vec::with_capacity(batch.len());
-        for (i, message) in batch.iter().enumerate() {
-            match self.codec.decode(message.payload()).await {
-                Ok(event) => events.push(event),
-                Err(_) => return Err((i, false)),
-            }
-        }
-        let mut at = 0;
-        let applied: Result<Vec<Outcome>, HandleError> = async {
-            let mut tx = self.pool.begin().await?;
-            let ids: Vec<&str> = events.iter().map(Event::event_id).collect();
-            // The ids not recorded before; an id twice in the batch comes back once, so only
-            // its first message counts as fresh.
-            let mut fresh: HashSet<String> = sqlx::query_scalar(
-                "INSERT INTO processed_events (consumer, event_id)
-                 SELECT $1, id FROM UNNEST($2::text[]) AS t(id)
-                 ON CONFLICT DO NOTHING RETURNING event_id",
-            )
-            .bind(&self.name)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            let mut caused = Vec::with_capacity(batch.len());
-            for (i, (message, event)) in batch.iter().zip(&events).enumerate() {
-                at = i;
-                if !fresh.remove(event.event_id()) {
-                    tracing::debug!(consumer = %self.name, event_id = %event.event_id(), "duplicate event skipped");
-                    outcomes.push(Outcome::Duplicate);
-                    continue;
-                }
-                let ctx = MessageContext {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    attempt: 1,
-                    trace: trace_of(message).child(),
-                };
-                let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
-                let events = self
-                    .handler
-                    .handle(&mut tx, event, &ctx)
-                    .instrument(span)
-                    .await?;
-                caused.push((events, ctx.trace));
-                outcomes.push(Outcome::Processed);
-            }
-            at = batch.len();
-            let caused: Vec<(&[Event], &TraceParent)> = caused
-                .iter()
-                .map(|(events, trace)| (events.as_slice(), trace))
-                .collect();
-            Outbox::insert_caused(&mut tx, &self.topics, &caused).await?;
-            tx.commit().await?;
-            self.outbox_signal.committed();
-            Ok(outcomes)
-        }
-        .await;
-        match applied {
-            Ok(outcomes) => {
-                let elapsed = started.elapsed();
-                for (message, outcome) in batch.iter().zip(outcomes) {
-                    self.metrics.processed_in(elapsed);
-                    self.metrics.consumed(message.topic(), outcome);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                tracing::debug!(consumer = %self.name, size = batch.len(), error = %e, "batch failed, applying its messages one by one");
-                let handler_transient = at < batch.len() && matches!(e, HandleError::Transient(_));
-                Err((at, handler_transient))
-            }
-        }
-    }
-
     /// Applies one message until it is done (true) or shutdown interrupts its retries (false).
     async fn process(
         &self,
@@ -327,35 +264,33 @@ impl<H: Handler> ConsumerLoop<H> {
         prior_attempts: u32,
     ) -> bool {
         let first_failure = Utc::now();
-        let trace = trace_of(message);
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         let mut attempt = prior_attempts;
         loop {
             attempt += 1;
-            let ctx = MessageContext {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                attempt,
-                trace: trace.child(),
-            };
             let started = Instant::now();
-            match self.apply(message, &ctx).await {
-                Ok(outcome) => {
+            match self.apply(std::slice::from_ref(message), attempt).await {
+                Ok(outcomes) => {
                     self.metrics.processed_in(started.elapsed());
-                    self.metrics.consumed(&ctx.topic, outcome);
+                    for outcome in outcomes {
+                        self.metrics.consumed(topic, outcome);
+                    }
                     if attempt > 1 {
                         self.health.recovered(&self.component());
                         tracing::info!(consumer = %self.name, attempt, "recovered");
                     }
                     return true;
                 }
-                Err(HandleError::Transient(reason)) => {
+                Err(BatchFailure {
+                    error: HandleError::Transient(reason),
+                    ..
+                }) => {
                     let delay = orderflow_db::backoff(
                         attempt,
                         Duration::from_millis(100),
                         Duration::from_secs(10),
                     );
-                    tracing::warn!(consumer = %self.name, topic = %ctx.topic, offset = ctx.offset, attempt, ?delay, %reason, "transient failure, retrying");
+                    tracing::warn!(consumer = %self.name, topic, offset, attempt, ?delay, %reason, "transient failure, retrying");
                     self.health.degraded(&self.component(), reason);
                     self.metrics.retry();
                     tokio::select! {
@@ -363,16 +298,20 @@ impl<H: Handler> ConsumerLoop<H> {
                         _ = shutdown.cancelled() => return false,
                     }
                 }
-                Err(HandleError::Permanent {
-                    class,
-                    message: reason,
+                Err(BatchFailure {
+                    error:
+                        HandleError::Permanent {
+                            class,
+                            message: reason,
+                        },
+                    ..
                 }) => {
-                    tracing::error!(consumer = %self.name, topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset, class, %reason, "dead-lettering message");
+                    tracing::error!(consumer = %self.name, topic, partition, offset, class, %reason, "dead-lettering message");
                     let published = self
                         .dead_letter(message, class, &reason, first_failure, attempt, shutdown)
                         .await;
                     if published {
-                        self.metrics.dead_lettered(&ctx.topic, class);
+                        self.metrics.dead_lettered(topic, class);
                     }
                     return published;
                 }
@@ -380,48 +319,83 @@ impl<H: Handler> ConsumerLoop<H> {
         }
     }
 
-    /// Decodes and applies one message: [`Outcome::Processed`] once its effect is committed,
-    /// [`Outcome::Duplicate`] when its event was already applied.
+    /// Decodes `messages` and applies them in one transaction, in order: one statement
+    /// records every event id, the handler runs for each event not seen before (an id twice
+    /// in `messages` counts once), and one statement adds every caused event to the outbox.
+    /// Returns each message's outcome once committed; on failure nothing is applied, and the
+    /// failure says which message it was (`messages.len()` for the statements after the
+    /// last handler).
     async fn apply(
         &self,
-        message: &BorrowedMessage<'_>,
-        ctx: &MessageContext,
-    ) -> Result<Outcome, HandleError> {
-        let event = self.codec.decode(message.payload()).await?;
-        let mut tx = self.pool.begin().await?;
-        let outcome = self.apply_in(&mut tx, &event, ctx).await?;
-        tx.commit().await?;
-        self.outbox_signal.committed();
-        Ok(outcome)
-    }
-
-    /// Applies one event inside `tx`: records `(consumer, event_id)`, and unless it was
-    /// already there, runs the handler and adds the events it caused to the outbox.
-    async fn apply_in(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        ctx: &MessageContext,
-    ) -> Result<Outcome, HandleError> {
-        let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
-        async {
-            let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(&self.name)
-                .bind(event.event_id())
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if !fresh {
-                tracing::debug!(event_id = %event.event_id(), "duplicate event skipped");
-                return Ok(Outcome::Duplicate);
-            }
-            let caused = self.handler.handle(tx, event, ctx).await?;
-            Outbox::insert(tx, &self.topics, &caused, &ctx.trace).await?;
-            Ok(Outcome::Processed)
+        messages: &[BorrowedMessage<'_>],
+        attempt: u32,
+    ) -> Result<Vec<Outcome>, BatchFailure> {
+        let failure = |at, in_handler, error| BatchFailure {
+            at,
+            in_handler,
+            error,
+        };
+        let mut events = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            let event = self.codec.decode(message.payload()).await;
+            events.push(event.map_err(|e| failure(i, false, e.into()))?);
         }
-        .instrument(span)
+        let end = messages.len();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| failure(0, false, e.into()))?;
+        let ids: Vec<&str> = events.iter().map(Event::event_id).collect();
+        let mut fresh: HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO processed_events (consumer, event_id)
+             SELECT $1, id FROM UNNEST($2::text[]) AS t(id)
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.name)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
         .await
+        .map_err(|e| failure(0, false, e.into()))?
+        .into_iter()
+        .collect();
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut caused = Vec::with_capacity(messages.len());
+        for (i, (message, event)) in messages.iter().zip(&events).enumerate() {
+            if !fresh.remove(event.event_id()) {
+                tracing::debug!(consumer = %self.name, event_id = %event.event_id(), "duplicate event skipped");
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            let ctx = MessageContext {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                attempt,
+                trace: trace_of(message).child(),
+            };
+            let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
+            let events = self
+                .handler
+                .handle(&mut tx, event, &ctx)
+                .instrument(span)
+                .await
+                .map_err(|e| failure(i, true, e))?;
+            caused.push((events, ctx.trace));
+            outcomes.push(Outcome::Processed);
+        }
+        let caused: Vec<(&[Event], &TraceParent)> = caused
+            .iter()
+            .map(|(events, trace)| (events.as_slice(), trace))
+            .collect();
+        Outbox::insert_caused(&mut tx, &self.topics, &caused)
+            .await
+            .map_err(|e| failure(end, false, e.into()))?;
+        tx.commit()
+            .await
+            .map_err(|e| failure(end, false, e.into()))?;
+        self.outbox_signal.committed();
+        Ok(outcomes)
     }
 
     /// Publishes the message, untouched, to the dead-letter topic with headers that say where
