@@ -2,8 +2,9 @@
 //! broker's produce→consume rate and PostgreSQL's rate for the writes one order causes.
 //!
 //! Both are expressed in orders per second by dividing by what one COMPLETED order needs,
-//! counted from the services' code ([`ORDER_MESSAGES`], [`ORDER_TRANSACTIONS`]), so the
-//! report can put orderflow's achieved rate beside the tighter of the two.
+//! counted from the services' code ([`ORDER_MESSAGES`], [`ORDER_TRANSACTIONS`] shared by the
+//! consumers' batches), so the report can put orderflow's achieved rate beside the tighter of
+//! the two.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use uuid::Uuid;
 /// One measured limit, expressed both in its own unit and in orders per second.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Limit {
-    /// `broker` or `postgres`.
+    /// `broker`, or `postgres` with the consumers' batch size when it is above 1.
     pub name: String,
     /// One line: exactly what was measured and under which settings.
     pub what: String,

@@ -1,7 +1,8 @@
 //! `orderflow bench`: how many orders per second the system sustains and how long a customer
 //! waits for COMPLETED, beside the limits of this machine measured in the same run (the
-//! broker's raw produce→consume rate and PostgreSQL's rate for the per-order write pattern).
-//! Prints a table and writes the same figures as JSON.
+//! broker's raw produce→consume rate and PostgreSQL's rate for the per-order write pattern),
+//! with the CPU each component used in every run. Prints a table and writes the same figures
+//! as JSON.
 
 mod cpu;
 pub mod limits;
