@@ -414,6 +414,11 @@ impl Drop for ProcessSystem {
         if std::thread::panicking()
             && let Some(logs) = self.logs.take()
         {
+            // The broker's log too: its directory goes with the broker.
+            let _ = std::fs::copy(
+                self.broker.dir.path().join("broker.log"),
+                logs.path().join("broker.log"),
+            );
             eprintln!("component logs kept in {}", logs.keep().display());
         }
     }

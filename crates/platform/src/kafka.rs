@@ -87,7 +87,23 @@ pub fn consumer(
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         .set("fetch.error.backoff.ms", "100")
+        .set_if_debugging()
         .create()
+}
+
+/// Turns on librdkafka's own debug logging (e.g. `cgrp` for group membership) from
+/// `ORDERFLOW_KAFKA_DEBUG`, for diagnosing a broker's behaviour; its lines go to the log.
+trait DebugFromEnv {
+    fn set_if_debugging(&mut self) -> &mut Self;
+}
+
+impl DebugFromEnv for ClientConfig {
+    fn set_if_debugging(&mut self) -> &mut Self {
+        match std::env::var("ORDERFLOW_KAFKA_DEBUG") {
+            Ok(contexts) if !contexts.is_empty() => self.set("debug", contexts),
+            _ => self,
+        }
+    }
 }
 
 /// A consumer without a group, for readers that assign partitions themselves.
