@@ -266,7 +266,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             Duration::from_secs(30),
         )
         .await?;
-        orderflow_platform::tansu::index_headers(&data.join("tansu.db"))?;
+    }
+    // Also for a broker an earlier `up` started: it may predate the index.
+    let tansu_db = home.join("broker").join("tansu.db");
+    if tansu_db.exists() {
+        orderflow_platform::tansu::index_headers(&tansu_db)?;
     }
 
     // 2. Topics (the services also create what they need; doing it here shows it early).

@@ -69,21 +69,27 @@ async fn bind_any() -> TcpListener {
         .expect("bind a free port")
 }
 
+/// The Kafka settings of a test system: its own topic prefix on `brokers`, one partition, the
+/// local broker's 25 ms fetch wait and the services' defaults otherwise.
+pub fn kafka_args(brokers: String, topic_prefix: String) -> KafkaArgs {
+    KafkaArgs {
+        brokers,
+        topic_prefix,
+        partitions: 1,
+        fetch_wait_ms: 25,
+        linger_ms: 2,
+        group_suffix: String::new(),
+        instance_id: "0".into(),
+        consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
+    }
+}
+
 impl System {
     /// Starts the registry, the three services and the gateway, and waits until all are healthy.
     pub async fn start() -> System {
         orderflow_platform::telemetry::init("e2e");
         let prefix = format!("t{}-", orderflow_testkit::unique_suffix());
-        let kafka = KafkaArgs {
-            brokers: test_broker(),
-            topic_prefix: prefix,
-            partitions: 1,
-            fetch_wait_ms: 25,
-            linger_ms: 2,
-            group_suffix: String::new(),
-            instance_id: "0".into(),
-            consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
-        };
+        let kafka = kafka_args(test_broker(), prefix);
         let registry_db = TestDatabase::create("registry").await;
         let pool = orderflow_db::connect_and_migrate(
             &orderflow_db::DbSettings::new(registry_db.url()),

@@ -36,6 +36,11 @@ impl Outcome {
             Outcome::Refunded => &["PENDING", "PAID", "OUT_OF_STOCK", "REFUNDED"],
         }
     }
+
+    /// The `(version, status)` pairs the order goes through.
+    pub fn versions(self) -> impl Iterator<Item = (i64, String)> {
+        (1..).zip(self.path().iter().map(|s| s.to_string()))
+    }
 }
 
 /// One order the load placed.
@@ -248,13 +253,7 @@ pub async fn verify(system: &ProcessSystem, skus: &Skus, placed: &[Placed]) {
     }
     for p in placed {
         let got = history.get(&p.order_id).cloned().unwrap_or_default();
-        let want: Vec<(i64, String)> = p
-            .expect
-            .path()
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i as i64 + 1, s.to_string()))
-            .collect();
+        let want: Vec<(i64, String)> = p.expect.versions().collect();
         assert_eq!(got, want, "order {} ({:?})", p.order_id, p.expect);
     }
 
@@ -319,13 +318,7 @@ pub async fn verify(system: &ProcessSystem, skus: &Skus, placed: &[Placed]) {
         read_status_topic(&system.broker.address(), &system.registry_url(), &topic).await;
     for p in placed {
         let seen = on_topic.get(&p.order_id).cloned().unwrap_or_default();
-        let want: BTreeMap<i64, String> = p
-            .expect
-            .path()
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i as i64 + 1, s.to_string()))
-            .collect();
+        let want: BTreeMap<i64, String> = p.expect.versions().collect();
         assert_eq!(seen, want, "status events of order {}", p.order_id);
     }
 }

@@ -440,16 +440,7 @@ impl ProcessSystem {
             admin: Proc::ALL.iter().map(|p| (*p, local(free_port()))).collect(),
         };
         let topic_prefix = format!("t{}-", orderflow_testkit::unique_suffix());
-        let kafka = orderflow_platform::KafkaArgs {
-            brokers: broker.address(),
-            topic_prefix: topic_prefix.clone(),
-            partitions: 1,
-            fetch_wait_ms: 25,
-            linger_ms: 2,
-            group_suffix: String::new(),
-            instance_id: "0".into(),
-            consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
-        };
+        let kafka = crate::kafka_args(broker.address(), topic_prefix.clone());
         let mut system = ProcessSystem {
             broker,
             databases,

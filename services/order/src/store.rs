@@ -47,6 +47,11 @@ pub struct Store {
 
 const ORDER_COLUMNS: &str = "order_id, customer_id, items, total_minor, currency, status, version, status_reason, missing_items, created_at, updated_at";
 
+fn stored_status(status: &str) -> Result<OrderStatus, OrderError> {
+    OrderStatus::parse(status)
+        .ok_or_else(|| OrderError::Internal(anyhow::anyhow!("stored status {status:?}")))
+}
+
 fn record_from_row(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, OrderError> {
     let status: String = row.try_get("status")?;
     Ok(OrderRecord {
@@ -56,8 +61,7 @@ fn record_from_row(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, OrderErro
             .map_err(|e| OrderError::Internal(e.into()))?,
         total_minor: row.try_get("total_minor")?,
         currency: row.try_get("currency")?,
-        status: OrderStatus::parse(&status)
-            .ok_or_else(|| OrderError::Internal(anyhow::anyhow!("stored status {status:?}")))?,
+        status: stored_status(&status)?,
         version: row.try_get("version")?,
         status_reason: row.try_get("status_reason")?,
         missing_items: serde_json::from_value(row.try_get("missing_items")?)
@@ -271,12 +275,9 @@ impl Store {
             let Some(version) = r.try_get::<Option<i64>, _>("change_version")? else {
                 continue;
             };
-            let status: String = r.try_get("change_status")?;
             changes.push(StatusChange {
                 version,
-                status: OrderStatus::parse(&status).ok_or_else(|| {
-                    OrderError::Internal(anyhow::anyhow!("stored status {status:?}"))
-                })?,
+                status: stored_status(r.try_get("change_status")?)?,
                 reason: r.try_get("change_reason")?,
                 occurred_at: r.try_get("change_occurred_at")?,
             });
