@@ -43,12 +43,20 @@ impl Proc {
     }
 }
 
+/// A port that is free now, for a component started later. It is drawn below Linux's
+/// ephemeral range (32768–60999): a port the kernel hands out can be taken again by any
+/// outgoing connection before the component binds it, which once failed a test with
+/// "Address already in use".
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    loop {
+        let random = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into().unwrap());
+        let port = FIRST + random % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn workspace_root() -> PathBuf {
