@@ -30,28 +30,10 @@ if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
 fi
 export ORDERFLOW_PYTHON="$VENV/bin/python"
 
-# --- a broker for the tests ----------------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CLEANUP=()
 cleanup() { for c in "${CLEANUP[@]}"; do eval "$c" || true; done; }
 trap cleanup EXIT
-
-if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
-  BROKER_DIR=$(mktemp -d)
-  PORT=$(free_port)
-  ( cd "$BROKER_DIR" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine sqlite://tansu.db \
-      >"$BROKER_DIR/broker.log" 2>&1 ) &
-  BROKER_PID=$!
-  CLEANUP+=("kill $BROKER_PID; wait $BROKER_PID 2>/dev/null; rm -rf $BROKER_DIR")
-  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-  # tansu 0.6.0 lacks this index; without it fetches slow down as the broker fills
-  # (crates/platform/src/tansu.rs).
-  sqlite3 -cmd ".timeout 10000" "$BROKER_DIR/tansu.db" \
-    "CREATE INDEX IF NOT EXISTS orderflow_header_record ON header (topition, offset_id)"
-  export ORDERFLOW_TEST_BROKER="127.0.0.1:$PORT"
-  say "test broker (tansu) at $ORDERFLOW_TEST_BROKER"
-fi
 
 # --- checks and tests ----------------------------------------------------------------------
 say "compose file (validated offline; no Docker engine runs here)"
@@ -63,9 +45,22 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-# The fault-injection tests run the real binary as processes.
-cargo build --locked -p orderflow-cli
+# The fault-injection tests run the real binaries as processes.
+cargo build --locked -p orderflow-cli -p orderflow-dev
 export ORDERFLOW_BIN="$PWD/target/debug/orderflow"
+
+# One broker for the tests that share it (each uses its own topics and groups), started by
+# the same launcher as `./orderflow up`; the fault tests start brokers of their own.
+if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
+  BROKER_DIR=$(mktemp -d)
+  PORT=$(free_port)
+  target/debug/orderflow-dev broker --data-dir "$BROKER_DIR" --listen "127.0.0.1:$PORT" &
+  BROKER_PID=$!
+  CLEANUP+=("kill $BROKER_PID; wait $BROKER_PID 2>/dev/null; rm -rf $BROKER_DIR")
+  for _ in $(seq 1 300); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  export ORDERFLOW_TEST_BROKER="127.0.0.1:$PORT"
+  say "test broker (tansu) at $ORDERFLOW_TEST_BROKER"
+fi
 say "tests"
 cargo nextest run --locked --workspace --no-fail-fast
 

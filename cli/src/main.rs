@@ -1,11 +1,9 @@
-//! `orderflow`: one binary for every part of the system. `serve <component>` runs one
-//! component (what a container or `up` starts); `up`/`down`/`status` run the whole system
-//! on this machine; `demo` walks the seed scenario; `schema` is the schema-evolution gate.
+//! `orderflow`: the production binary. `serve <component>` runs one component (what a
+//! container, a unit file or `orderflow-dev up` starts); `schema` is the schema-evolution
+//! gate; `dlq` inspects and redrives dead letters. Development tooling (up, down, status,
+//! demo, bench) is the `orderflow-dev` binary's (dev/).
 
-mod bench;
-mod demo;
 mod dlq;
-mod local;
 mod schema;
 
 use clap::{Parser, Subcommand};
@@ -25,16 +23,6 @@ struct Cli {
 enum Command {
     /// Run one component in the foreground until SIGTERM/Ctrl-C.
     Serve(ServeArgs),
-    /// Start the whole system locally: broker, registry (with the schemas), services, gateway.
-    Up(local::UpArgs),
-    /// Stop everything `up` started (gracefully, then forcibly after a grace period).
-    Down(local::HomeArgs),
-    /// Show what `up` started and whether it is healthy.
-    Status(local::HomeArgs),
-    /// Walk the seed scenario against a running gateway and print the streams.
-    Demo(demo::DemoArgs),
-    /// Benchmark: orders/s and time to COMPLETED under load, beside this machine's limits.
-    Bench(Box<bench::BenchArgs>),
     /// The schema-evolution gate.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -96,11 +84,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = overdue => anyhow::bail!("in-flight work did not finish within {grace:?} of the shutdown request"),
             }
         }
-        Command::Up(args) => local::up(args).await,
-        Command::Down(args) => local::down(args).await,
-        Command::Status(args) => local::status(args).await,
-        Command::Demo(args) => demo::run(args).await,
-        Command::Bench(args) => bench::run(*args).await,
         Command::Schema(command) => schema::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
     }

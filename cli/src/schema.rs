@@ -34,12 +34,6 @@ pub struct CheckArgs {
 }
 
 /// The schemas directory `up` registers: `ORDERFLOW_SCHEMAS_DIR` or `./schemas`.
-pub fn schemas_dir() -> PathBuf {
-    std::env::var_os("ORDERFLOW_SCHEMAS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("schemas"))
-}
-
 pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
     match command {
         SchemaCommand::Check(args) => {

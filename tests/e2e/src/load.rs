@@ -8,173 +8,58 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use orderflow_events::{Event, EventCodec};
-use orderflow_proto::v1 as pb;
-use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::Row;
-use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::process::{Proc, ProcessSystem};
-use crate::status_name;
 
-/// How an order must end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Completed,
-    Failed,
-    Refunded,
+pub use orderflow_dev::load::{Gateway, Mix, Outcome, Placed};
+
+/// Units of the seed mix's `plenty` SKU: more than any test takes.
+pub const PLENTY_UNITS: i32 = 100_000;
+
+/// The gateway at `url` for a load: one lazily made connection.
+pub fn gateway(url: &str) -> Gateway {
+    Gateway::lazy(url, 1).expect("gateway url")
 }
 
-impl Outcome {
-    /// The statuses the order passes through, version 1 first.
-    pub fn path(self) -> &'static [&'static str] {
-        match self {
-            Outcome::Completed => &["PENDING", "PAID", "COMPLETED"],
-            Outcome::Failed => &["PENDING", "FAILED"],
-            Outcome::Refunded => &["PENDING", "PAID", "OUT_OF_STOCK", "REFUNDED"],
-        }
-    }
-
-    /// The `(version, status)` pairs the order goes through.
-    pub fn versions(self) -> impl Iterator<Item = (i64, String)> {
-        (1..).zip(self.path().iter().map(|s| s.to_string()))
-    }
+/// Sets the stock of the seed mix: `plenty` that never runs out, `none` with nothing.
+pub async fn stock_up(gateway_url: &str) {
+    gateway(gateway_url)
+        .stock_up(&Mix::seed().stock(PLENTY_UNITS))
+        .await
+        .expect("SetStock");
 }
 
-/// One order the load placed.
-#[derive(Debug, Clone)]
-pub struct Placed {
-    pub order_id: String,
-    pub quantity: i32,
-    pub expect: Outcome,
-}
-
-/// The stock the load draws from: `plenty` never runs out, `none` has no units.
-pub struct Skus {
-    pub plenty: String,
-    pub plenty_units: i32,
-    pub none: String,
-}
-
-impl Skus {
-    pub fn new() -> Skus {
-        Skus {
-            plenty: "plenty".into(),
-            plenty_units: 100_000,
-            none: "none".into(),
-        }
-    }
-}
-
-impl Default for Skus {
-    fn default() -> Self {
-        Skus::new()
-    }
-}
-
-fn lazy_channel(url: &str) -> Channel {
-    Endpoint::from_shared(url.to_owned())
-        .expect("gateway url")
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy()
-}
-
-/// Sets up stock through the gateway.
-pub async fn stock_up(gateway_url: &str, skus: &Skus) {
-    let mut inventory = orderflow_proto::v1::inventory_service_client::InventoryServiceClient::new(
-        lazy_channel(gateway_url),
-    );
-    for (sku, units) in [(&skus.plenty, skus.plenty_units), (&skus.none, 0)] {
-        inventory
-            .set_stock(pb::SetStockRequest {
-                sku: sku.clone(),
-                available: units,
-            })
-            .await
-            .expect("SetStock");
-    }
-}
-
-/// The request for order `i` of a load: mostly approved orders of 1–3 units, every fifth
-/// declined, every fifth for a SKU with no stock.
-pub fn load_request(i: usize, skus: &Skus) -> (pb::PlaceOrderRequest, i32, Outcome) {
-    let quantity = 1 + (i % 3) as i32;
-    let (sku, token, outcome) = match i % 5 {
-        3 => (&skus.plenty, "pm_card_chargeDeclined", Outcome::Failed),
-        4 => (&skus.none, "pm_card_visa", Outcome::Refunded),
-        _ => (&skus.plenty, "pm_card_visa", Outcome::Completed),
-    };
-    let request = pb::PlaceOrderRequest {
-        customer_id: format!("load-{}", i % 7),
-        items: vec![pb::OrderLine {
-            sku: sku.clone(),
-            quantity,
-            unit_price: Some(pb::Money {
-                amount_minor: 500,
-                currency: "EUR".into(),
-            }),
-        }],
-        payment_method: token.into(),
-        idempotency_key: format!("load-{i}-{}", uuid::Uuid::new_v4()),
-    };
-    (request, quantity, outcome)
-}
-
-/// Places one order, retrying with the same idempotency key while the system cannot answer
-/// (gateway or order service down): what a well-behaved client does.
-pub async fn place_with_retry(
-    client: &mut OrderServiceClient<Channel>,
-    request: pb::PlaceOrderRequest,
-) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        match client.place_order(request.clone()).await {
-            Ok(response) => return response.into_inner().order.expect("order").order_id,
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::InvalidArgument | Code::AlreadyExists | Code::NotFound
-                ) =>
-            {
-                panic!("PlaceOrder refused a valid request: {status:?}")
-            }
-            Err(status) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "PlaceOrder kept failing: {status:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Places `count` orders, one every `interval`, counting them in `progress` so a test can
-/// inject its fault at a chosen point while the load goes on. Returns what was placed.
+/// Places `count` orders of the seed mix, one every `interval`, counting them in `progress`.
 pub async fn run_load(
     gateway_url: String,
     count: usize,
     interval: Duration,
     progress: Arc<AtomicUsize>,
 ) -> Vec<Placed> {
-    let skus = Skus::new();
-    let mut client = OrderServiceClient::new(lazy_channel(&gateway_url));
-    let mut placed = Vec::with_capacity(count);
-    for i in 0..count {
-        let (request, quantity, expect) = load_request(i, &skus);
-        let order_id = place_with_retry(&mut client, request).await;
-        placed.push(Placed {
-            order_id,
-            quantity,
-            expect,
-        });
-        progress.store(i + 1, Ordering::SeqCst);
-        tokio::time::sleep(interval).await;
-    }
-    placed
+    orderflow_dev::load::paced(
+        &gateway(&gateway_url),
+        &Mix::seed(),
+        count,
+        interval,
+        progress,
+    )
+    .await
+    .expect("the load")
+}
+
+/// Order `i` of the seed mix, placed (retried while the system cannot answer); its id.
+pub async fn place(gateway_url: &str, i: usize) -> String {
+    let order = Mix::seed().order(i);
+    orderflow_dev::load::place_with_retry(
+        &mut gateway(gateway_url).orders(0),
+        order.request,
+        Duration::from_secs(180),
+    )
+    .await
+    .expect("PlaceOrder")
 }
 
 /// Waits until `progress` (e.g. orders placed) reaches at least `n`.
@@ -189,44 +74,17 @@ pub async fn wait_progress(progress: &AtomicUsize, n: usize) {
 
 /// Waits until every order is terminal (read through the gateway).
 pub async fn wait_all_terminal(gateway_url: &str, placed: &[Placed], timeout: Duration) {
-    let client = OrderServiceClient::new(lazy_channel(gateway_url));
-    let mut pending: Vec<&Placed> = placed.iter().collect();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for p in pending {
-            let order = client
-                .clone()
-                .get_order(pb::GetOrderRequest {
-                    order_id: p.order_id.clone(),
-                })
-                .await;
-            let terminal = order.is_ok_and(|o| {
-                matches!(
-                    status_name(o.into_inner().status),
-                    "COMPLETED" | "FAILED" | "REFUNDED"
-                )
-            });
-            if !terminal {
-                still.push(p);
-            }
-        }
-        pending = still;
-        if !pending.is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} orders not terminal within {timeout:?}, e.g. {:?}",
-                pending.len(),
-                pending.first()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
+    orderflow_dev::load::wait_all_terminal(&gateway(gateway_url), placed, timeout)
+        .await
+        .expect("every order terminal");
 }
 
 /// Everything a user cares about after the run, read from each service's own database and
 /// from the `order-status` topic.
-pub async fn verify(system: &ProcessSystem, skus: &Skus, placed: &[Placed]) {
+pub async fn verify(system: &ProcessSystem, placed: &[Placed]) {
+    let Mix::Seed { plenty, none } = Mix::seed() else {
+        unreachable!("the seed mix")
+    };
     let connect =
         |p: Proc| sqlx::PgPool::connect_lazy(&system.database_url(p)).expect("database url");
     let orders = connect(Proc::Order);
@@ -289,7 +147,7 @@ pub async fn verify(system: &ProcessSystem, skus: &Skus, placed: &[Placed]) {
 
     // Stock: initial minus what completed orders took, deducted once each.
     let available: i32 = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
-        .bind(&skus.plenty)
+        .bind(&plenty)
         .fetch_one(&inventory)
         .await
         .unwrap();
@@ -298,14 +156,9 @@ pub async fn verify(system: &ProcessSystem, skus: &Skus, placed: &[Placed]) {
         .filter(|p| p.expect == Outcome::Completed)
         .map(|p| p.quantity)
         .sum();
-    assert_eq!(
-        available,
-        skus.plenty_units - taken,
-        "stock of {}",
-        skus.plenty
-    );
+    assert_eq!(available, PLENTY_UNITS - taken, "stock of {}", plenty);
     let none: i32 = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
-        .bind(&skus.none)
+        .bind(&none)
         .fetch_one(&inventory)
         .await
         .unwrap();

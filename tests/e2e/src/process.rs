@@ -4,6 +4,7 @@
 //! may restart. Components can be killed with SIGKILL, stopped with SIGTERM and started again
 //! on the same addresses.
 
+use orderflow_dev::tansu::Tansu;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,24 +72,6 @@ pub fn orderflow_bin() -> PathBuf {
     assert!(
         path.exists(),
         "{} does not exist: build it with `cargo build -p orderflow-cli` (./orderflow test does)",
-        path.display()
-    );
-    path
-}
-
-/// The tansu binary: `ORDERFLOW_TANSU_BIN`, or where scripts/bootstrap.sh caches it.
-pub fn tansu_bin() -> PathBuf {
-    let path = std::env::var_os("ORDERFLOW_TANSU_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/orderflow/tansu-0.6.0/bin/tansu")
-        });
-    assert!(
-        path.exists(),
-        "no tansu binary at {}: run scripts/bootstrap.sh",
         path.display()
     );
     path
@@ -166,45 +149,28 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    fn tansu(&self) -> Tansu {
+        Tansu {
+            binary: orderflow_dev::tansu::binary().expect("the tansu binary"),
+            data_dir: self.dir.path().to_owned(),
+            address: self.address(),
+        }
+    }
+
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("broker.log"))
-            .unwrap();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        // tansu mangles absolute sqlite paths: run it from its folder with a relative one.
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+        let tansu = self.tansu();
+        let command = tansu
+            .command(&self.dir.path().join("broker.log"))
+            .expect("the broker command");
+        let child = Command::from(command)
             .kill_on_drop(true)
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
-        let address = self.address();
-        crate::wait_for("the broker to listen", Duration::from_secs(30), || {
-            let address = address.clone();
-            async move {
-                tokio::net::TcpStream::connect(address)
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        })
-        .await;
-        orderflow_platform::tansu::index_headers(&self.dir.path().join("tansu.db"))
-            .expect("index the broker's headers");
+        tansu
+            .wait_listening(Duration::from_secs(30))
+            .await
+            .expect("the broker listens");
     }
 
     /// Stops the broker (SIGTERM, or SIGKILL when `kill`) and waits for it to exit.

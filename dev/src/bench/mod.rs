@@ -6,7 +6,7 @@
 
 mod cpu;
 pub mod limits;
-mod load;
+mod runs;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -112,7 +112,7 @@ struct Report {
     machine: Machine,
     configuration: Vec<(String, String)>,
     limits: Vec<limits::Limit>,
-    runs: Vec<load::RunResult>,
+    runs: Vec<runs::RunResult>,
     /// The highest offered rate the system sustained (achieved ≥ 95 % of offered, no errors,
     /// every order correct).
     max_sustained_per_sec: Option<f64>,
@@ -120,7 +120,7 @@ struct Report {
     fraction_of_limit: Option<f64>,
 }
 
-fn sustained(run: &load::RunResult) -> bool {
+fn sustained(run: &runs::RunResult) -> bool {
     run.errors == 0 && run.correct && run.achieved_per_sec >= 0.95 * run.offered_per_sec
 }
 
@@ -182,22 +182,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    let clients = load::Clients::connect(&args.gateway, args.connections).await?;
+    let gateway = crate::load::Gateway::lazy(&args.gateway, args.connections)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let skus = load::skus(&run_id, args.skus);
-    load::stock_up(&clients, &skus).await?;
+    let skus = runs::skus(&run_id, args.skus);
+    let stock: Vec<(String, i32)> = skus
+        .iter()
+        .map(|s| (s.clone(), runs::INITIAL_STOCK))
+        .collect();
+    gateway.stock_up(&stock).await?;
 
     let mut runs = Vec::new();
     // A short warm-up, not reported: connections, schema ids and consumer groups settle.
-    load::run("warm-up", &clients, &skus, 50.0, Duration::from_secs(2)).await?;
+    runs::run("warm-up", &gateway, &skus, 50.0, Duration::from_secs(2)).await?;
     eprintln!(
         "fixed rate: {} orders/s for {}s ...",
         args.rate, args.seconds
     );
     runs.push(
-        load::run(
+        runs::run(
             &format!("fixed {}/s", args.rate),
-            &clients,
+            &gateway,
             &skus,
             args.rate,
             Duration::from_secs(args.seconds),
@@ -211,9 +215,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "find-the-maximum: {rate} orders/s for {}s ...",
                 args.step_seconds
             );
-            let result = load::run(
+            let result = runs::run(
                 &format!("max step {rate}/s"),
-                &clients,
+                &gateway,
                 &skus,
                 rate,
                 Duration::from_secs(args.step_seconds),
@@ -302,7 +306,7 @@ fn print_table(report: &Report) {
         "to COMPLETED ms p50/p90/p99/max"
     );
     for r in &report.runs {
-        let p = |x: &load::Percentiles| {
+        let p = |x: &crate::load::Percentiles| {
             format!(
                 "{:.0}/{:.0}/{:.0}/{:.0}",
                 x.p50_ms, x.p90_ms, x.p99_ms, x.max_ms

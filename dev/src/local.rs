@@ -17,6 +17,58 @@ pub struct HomeArgs {
     pub home: PathBuf,
 }
 
+/// The production `orderflow` binary that runs each component: `ORDERFLOW_BIN`, else the one
+/// built beside this binary.
+fn orderflow_binary() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("ORDERFLOW_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()?.with_file_name("orderflow"),
+    };
+    anyhow::ensure!(
+        path.exists(),
+        "no orderflow binary at {}: build it with `cargo build --release -p orderflow-cli` (./orderflow does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Settings of `orderflow-dev broker`.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Where the broker keeps its sqlite storage and its log.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The address to listen on (`host:port`).
+    #[arg(long)]
+    pub listen: String,
+}
+
+/// Runs a tansu broker in the foreground until SIGTERM or Ctrl-C, then stops it.
+pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let data_dir = std::path::absolute(&args.data_dir)?;
+    let tansu = crate::tansu::Tansu {
+        binary: crate::tansu::binary()?,
+        data_dir: data_dir.clone(),
+        address: args.listen,
+    };
+    let mut child = tokio::process::Command::from(tansu.command(&data_dir.join("broker.log"))?)
+        .kill_on_drop(true)
+        .spawn()?;
+    tansu.wait_listening(Duration::from_secs(30)).await?;
+    say(format!("broker (tansu) listening at {}", tansu.address));
+    let shutdown = orderflow_platform::shutdown::on_signal();
+    tokio::select! {
+        status = child.wait() => anyhow::bail!("the broker exited: {}", status?),
+        _ = shutdown.cancelled() => {
+            if let Some(pid) = child.id() {
+                signal(pid, "TERM");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+            Ok(())
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     #[command(flatten)]
@@ -143,37 +195,35 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts `program args` detached from this terminal, logging to `<home>/logs/<name>.log`.
-fn spawn(
+/// Starts `command` detached from this terminal (its own process group, no stdin) and
+/// records its pid under `<home>/run/<name>.pid`.
+fn spawn(home: &Path, name: &str, mut command: std::process::Command) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(home.join("run"))?;
+    let child = command
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {name} ({:?}): {e}", command.get_program()))?;
+    std::fs::write(pid_file(home, name), child.id().to_string())?;
+    Ok(child.id())
+}
+
+/// `program args`, its output appended to `<home>/logs/<name>.log`.
+fn logged(
     home: &Path,
     name: &str,
     program: &Path,
     args: &[String],
-    cwd: Option<&Path>,
-) -> anyhow::Result<u32> {
-    use std::os::unix::process::CommandExt;
+) -> anyhow::Result<std::process::Command> {
     std::fs::create_dir_all(home.join("logs"))?;
-    std::fs::create_dir_all(home.join("run"))?;
-    let log_path = home.join("logs").join(format!("{name}.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)?;
+        .open(home.join("logs").join(format!("{name}.log")))?;
     let mut command = std::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
-    if let Some(dir) = cwd {
-        command.current_dir(dir);
-    }
-    let child = command
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start {name} ({}): {e}", program.display()))?;
-    std::fs::write(pid_file(home, name), child.id().to_string())?;
-    Ok(child.id())
+    command.args(args).stdout(log.try_clone()?).stderr(log);
+    Ok(command)
 }
 
 async fn wait_until(
@@ -226,7 +276,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home.home)?;
     std::fs::create_dir_all(&home)?;
     let kafka = settings::<KafkaArgs>("kafka")?;
-    let me = std::env::current_exe()?;
+    let orderflow = orderflow_binary()?;
 
     // 1. The broker.
     let broker = broker_address(&kafka);
@@ -236,41 +286,30 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     } else if args.external_broker {
         anyhow::bail!("no broker answers at {broker} (--external-broker was given)");
     } else {
-        let tansu = args
-            .tansu_bin
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("no broker at {broker} and no tansu binary: run ./orderflow up (it builds one) or set ORDERFLOW_TANSU_BIN"))?;
-        let data = home.join("broker");
-        std::fs::create_dir_all(&data)?;
-        // tansu mangles absolute sqlite paths: run it from its data folder with a relative one.
-        let listener = format!("tcp://{broker}");
-        let broker_args: Vec<String> = vec![
-            "broker".into(),
-            "--listener-url".into(),
-            listener.clone(),
-            "--advertised-listener-url".into(),
-            listener,
-            "--storage-engine".into(),
-            "sqlite://tansu.db".into(),
-        ];
-        let pid = spawn(&home, "broker", &tansu, &broker_args, Some(&data))?;
+        let binary = match args.tansu_bin.clone() {
+            Some(binary) => binary,
+            None => crate::tansu::binary()?,
+        };
+        let tansu = crate::tansu::Tansu {
+            binary,
+            data_dir: home.join("broker"),
+            address: broker.clone(),
+        };
+        let log = home.join("logs/broker.log");
+        std::fs::create_dir_all(home.join("logs"))?;
+        let pid = spawn(&home, "broker", tansu.command(&log)?)?;
         say(format!(
             "starting broker (tansu, durable sqlite storage in {}) at {broker}",
-            data.display()
+            tansu.data_dir.display()
         ));
         wait_until(
             "broker",
             &broker_probe,
             Some(pid),
-            &home.join("logs/broker.log"),
+            &log,
             Duration::from_secs(30),
         )
         .await?;
-    }
-    // Also for a broker an earlier `up` started: it may predate the index.
-    let tansu_db = home.join("broker").join("tansu.db");
-    if tansu_db.exists() {
-        orderflow_platform::tansu::index_headers(&tansu_db)?;
     }
 
     // 2. Topics (the services also create what they need; doing it here shows it early).
@@ -285,7 +324,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         if component.probe.ok().await {
             say(format!("{} already running", component.name));
         } else {
-            let pid = spawn(&home, component.name, &me, &component.args, None)?;
+            let pid = spawn(
+                &home,
+                component.name,
+                logged(&home, component.name, &orderflow, &component.args)?,
+            )?;
             say(format!("starting {} (pid {pid})", component.name));
             let log = home.join("logs").join(format!("{}.log", component.name));
             wait_until(
@@ -300,7 +343,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         if component.name == "registry" {
             let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
             let url = format!("http://{}", registry.listen);
-            let schemas = crate::schema::schemas_dir();
+            let schemas = orderflow_schema_gate::schemas_dir();
             let report = orderflow_schema_gate::check_online(&schemas, &url).await?;
             anyhow::ensure!(
                 report.is_ok(),

@@ -13,7 +13,6 @@ pub mod outbox;
 pub mod purge;
 pub mod service;
 pub mod shutdown;
-pub mod tansu;
 pub mod telemetry;
 pub mod trace;
 

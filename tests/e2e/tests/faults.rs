@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use orderflow_e2e::load::{self, Skus};
+use orderflow_e2e::load;
 use orderflow_e2e::process::{Databases, Proc, ProcessSystem};
 use orderflow_e2e::{status_name, wait_for};
 use orderflow_proto::v1 as pb;
@@ -27,7 +27,7 @@ async fn start_with(
     orders: usize,
 ) -> (ProcessSystem, Arc<AtomicUsize>, Load) {
     let system = ProcessSystem::start(databases).await;
-    load::stock_up(&system.gateway_url(), &Skus::new()).await;
+    load::stock_up(&system.gateway_url()).await;
     let progress = Arc::new(AtomicUsize::new(0));
     let running = tokio::spawn(load::run_load(
         system.gateway_url(),
@@ -45,7 +45,7 @@ async fn start(databases: Databases) -> (ProcessSystem, Arc<AtomicUsize>, Load) 
 async fn finish(system: &ProcessSystem, running: Load) {
     let placed = running.await.expect("load task");
     load::wait_all_terminal(&system.gateway_url(), &placed, Duration::from_secs(180)).await;
-    load::verify(system, &Skus::new(), &placed).await;
+    load::verify(system, &placed).await;
 }
 
 /// SIGKILL `victim` while orders flow, start it again, and check nothing was lost or doubled.
@@ -232,10 +232,9 @@ async fn resilient_watch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_killed_while_clients_watch() {
     let mut system = ProcessSystem::start(Databases::shared().await).await;
-    let skus = Skus::new();
-    load::stock_up(&system.gateway_url(), &skus).await;
+    load::stock_up(&system.gateway_url()).await;
     system.terminate(Proc::Inventory).await;
-    let mut client = OrderServiceClient::new(
+    let client = OrderServiceClient::new(
         Channel::from_shared(system.gateway_url())
             .unwrap()
             .connect_lazy(),
@@ -243,8 +242,7 @@ async fn gateway_killed_while_clients_watch() {
     let mut order_ids = Vec::new();
     for i in 0..6 {
         // Orders 0, 1, 2, 5 of the load mix complete; keep to those.
-        let (request, _, _) = load::load_request([0, 1, 2, 5, 6, 7][i], &skus);
-        order_ids.push(load::place_with_retry(&mut client, request).await);
+        order_ids.push(load::place(&system.gateway_url(), [0, 1, 2, 5, 6, 7][i]).await);
     }
     for id in &order_ids {
         wait_for("orders to be paid", Duration::from_secs(60), || {

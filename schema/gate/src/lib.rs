@@ -546,3 +546,11 @@ fn read(path: &Path) -> Result<String, GateError> {
         source,
     })
 }
+
+/// The schemas directory a command uses by default: `ORDERFLOW_SCHEMAS_DIR`, else `schemas`
+/// under the current directory (the repository's root).
+pub fn schemas_dir() -> std::path::PathBuf {
+    std::env::var_os("ORDERFLOW_SCHEMAS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("schemas"))
+}

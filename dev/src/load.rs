@@ -1,0 +1,490 @@
+//! The one load generator: orders placed through the gateway as a real client places them.
+//! Two drivers share the requests ([`Mix`]): [`paced`] places orders one after another at a
+//! fixed interval and retries while the system cannot answer (the fault tests inject faults
+//! meanwhile); [`open_loop`] offers a fixed rate whatever happens to earlier orders and
+//! watches each through WatchOrder (the benchmark: order `i` is due at `start + i / rate`
+//! and every latency is measured from its due time, so a slow system cannot hide its
+//! queueing).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use orderflow_proto::v1 as pb;
+use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
+use orderflow_proto::v1::order_service_client::OrderServiceClient;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+/// How an order must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Refunded,
+}
+
+impl Outcome {
+    /// The statuses the order passes through, version 1 first.
+    pub fn path(self) -> &'static [&'static str] {
+        match self {
+            Outcome::Completed => &["PENDING", "PAID", "COMPLETED"],
+            Outcome::Failed => &["PENDING", "FAILED"],
+            Outcome::Refunded => &["PENDING", "PAID", "OUT_OF_STOCK", "REFUNDED"],
+        }
+    }
+
+    /// The `(version, status)` pairs the order goes through.
+    pub fn versions(self) -> impl Iterator<Item = (i64, String)> {
+        (1..).zip(self.path().iter().map(|s| s.to_string()))
+    }
+}
+
+/// One order of a load: the request, and what it must lead to.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub request: pb::PlaceOrderRequest,
+    /// Index of the SKU in the mix's SKUs.
+    pub sku: usize,
+    pub quantity: i32,
+    pub expect: Outcome,
+}
+
+/// Which orders a load places.
+#[derive(Debug, Clone)]
+pub enum Mix {
+    /// Every order approved, one unit of `skus[i % skus.len()]`, spread round-robin so one
+    /// hot stock row does not serialise the inventory service (the benchmark).
+    Completing { skus: Vec<String> },
+    /// The seed scenario's mix: of every five orders, three approved for 1–3 units of `plenty`
+    /// (which never runs out), one declined, and one approved for `none` (no stock, so it is
+    /// refunded).
+    Seed { plenty: String, none: String },
+}
+
+impl Mix {
+    /// The seed mix over the SKUs `plenty` and `none` (each test system has its own stock).
+    pub fn seed() -> Mix {
+        Mix::Seed {
+            plenty: "plenty".into(),
+            none: "none".into(),
+        }
+    }
+
+    /// Every SKU the mix orders, with the stock it needs to start with.
+    pub fn stock(&self, plenty_units: i32) -> Vec<(String, i32)> {
+        match self {
+            Mix::Completing { skus } => skus.iter().map(|s| (s.clone(), plenty_units)).collect(),
+            Mix::Seed { plenty, none } => vec![(plenty.clone(), plenty_units), (none.clone(), 0)],
+        }
+    }
+
+    /// Order `i` of the load.
+    pub fn order(&self, i: usize) -> Planned {
+        let (sku, name, quantity, token, expect) = match self {
+            Mix::Completing { skus } => {
+                let k = i % skus.len();
+                (k, &skus[k], 1, "pm_card_visa", Outcome::Completed)
+            }
+            Mix::Seed { plenty, none } => {
+                let quantity = 1 + (i % 3) as i32;
+                match i % 5 {
+                    3 => (
+                        0,
+                        plenty,
+                        quantity,
+                        "pm_card_chargeDeclined",
+                        Outcome::Failed,
+                    ),
+                    4 => (1, none, quantity, "pm_card_visa", Outcome::Refunded),
+                    _ => (0, plenty, quantity, "pm_card_visa", Outcome::Completed),
+                }
+            }
+        };
+        let request = pb::PlaceOrderRequest {
+            customer_id: format!("load-{}", i % 97),
+            items: vec![pb::OrderLine {
+                sku: name.clone(),
+                quantity,
+                unit_price: Some(pb::Money {
+                    amount_minor: 999,
+                    currency: "EUR".into(),
+                }),
+            }],
+            payment_method: token.into(),
+            idempotency_key: format!("load-{i}-{}", uuid::Uuid::new_v4()),
+        };
+        Planned {
+            request,
+            sku,
+            quantity,
+            expect,
+        }
+    }
+}
+
+/// The gateway connections a load is spread over.
+#[derive(Clone)]
+pub struct Gateway {
+    channels: Vec<Channel>,
+}
+
+impl Gateway {
+    /// `connections` connections to `url`, made when first used, so a load can start while
+    /// the gateway is still coming up (or is down, in a fault test).
+    pub fn lazy(url: &str, connections: usize) -> anyhow::Result<Gateway> {
+        let mut channels = Vec::with_capacity(connections.max(1));
+        for _ in 0..connections.max(1) {
+            channels.push(
+                Endpoint::from_shared(url.to_owned())?
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(10))
+                    .connect_lazy(),
+            );
+        }
+        Ok(Gateway { channels })
+    }
+
+    /// The order API on connection `i` (modulo the connections).
+    pub fn orders(&self, i: usize) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.channels[i % self.channels.len()].clone())
+    }
+
+    pub fn inventory(&self) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(self.channels[0].clone())
+    }
+
+    /// Sets each SKU's stock.
+    pub async fn stock_up(&self, stock: &[(String, i32)]) -> Result<(), tonic::Status> {
+        let mut inventory = self.inventory();
+        for (sku, available) in stock {
+            inventory
+                .set_stock(pb::SetStockRequest {
+                    sku: sku.clone(),
+                    available: *available,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Each SKU's available stock, in `skus` order.
+    pub async fn stock_of(&self, skus: &[String]) -> Result<Vec<i32>, tonic::Status> {
+        let mut inventory = self.inventory();
+        let mut stock = Vec::with_capacity(skus.len());
+        for sku in skus {
+            let level = inventory
+                .get_stock(pb::GetStockRequest { sku: sku.clone() })
+                .await?;
+            stock.push(level.into_inner().available);
+        }
+        Ok(stock)
+    }
+}
+
+/// True for an order status that never changes again.
+pub fn is_terminal(status: i32) -> bool {
+    matches!(
+        pb::OrderStatus::try_from(status),
+        Ok(pb::OrderStatus::Completed | pb::OrderStatus::Failed | pb::OrderStatus::Refunded)
+    )
+}
+
+/// Places one order, retrying with the same idempotency key while the system cannot answer
+/// (gateway or order service down), as a well-behaved client does, for at most `patience`.
+/// Returns the order id. A refusal of the request itself is an error at once.
+pub async fn place_with_retry(
+    client: &mut OrderServiceClient<Channel>,
+    request: pb::PlaceOrderRequest,
+    patience: Duration,
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match client.place_order(request.clone()).await {
+            Ok(response) => {
+                let order = response.into_inner().order;
+                return Ok(order
+                    .ok_or_else(|| anyhow::anyhow!("PlaceOrder answered without the order"))?
+                    .order_id);
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::AlreadyExists | Code::NotFound
+                ) =>
+            {
+                anyhow::bail!("PlaceOrder refused a valid request: {status:?}")
+            }
+            Err(status) if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("PlaceOrder kept failing for {patience:?}: {status:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// One order a load placed.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub order_id: String,
+    pub quantity: i32,
+    pub expect: Outcome,
+}
+
+/// Places `count` orders of `mix`, one every `interval`, each retried until the system takes
+/// it, counting them in `progress` so that a test can inject its fault at a chosen point
+/// while the load goes on. Returns what was placed.
+pub async fn paced(
+    gateway: &Gateway,
+    mix: &Mix,
+    count: usize,
+    interval: Duration,
+    progress: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<Placed>> {
+    let mut client = gateway.orders(0);
+    let mut placed = Vec::with_capacity(count);
+    for i in 0..count {
+        let order = mix.order(i);
+        let order_id =
+            place_with_retry(&mut client, order.request, Duration::from_secs(180)).await?;
+        placed.push(Placed {
+            order_id,
+            quantity: order.quantity,
+            expect: order.expect,
+        });
+        progress.store(i + 1, Ordering::SeqCst);
+        tokio::time::sleep(interval).await;
+    }
+    Ok(placed)
+}
+
+/// Waits until every order is terminal (read through the gateway), at most `timeout`.
+pub async fn wait_all_terminal(
+    gateway: &Gateway,
+    placed: &[Placed],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let client = gateway.orders(0);
+    let mut pending: Vec<&Placed> = placed.iter().collect();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for p in pending {
+            let order = client
+                .clone()
+                .get_order(pb::GetOrderRequest {
+                    order_id: p.order_id.clone(),
+                })
+                .await;
+            if !order.is_ok_and(|o| is_terminal(o.into_inner().status)) {
+                still.push(p);
+            }
+        }
+        pending = still;
+        if let Some(first) = pending.first() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{} orders not terminal within {timeout:?}, e.g. {first:?}",
+                pending.len()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
+}
+
+/// What happened to one order of an open-loop load.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// Index of the SKU in the mix's SKUs.
+    pub sku: usize,
+    pub expect: Outcome,
+    /// Due time → PlaceOrder answered.
+    pub place: Option<Duration>,
+    /// Due time → terminal status seen on WatchOrder.
+    pub terminal: Option<Duration>,
+    /// When the terminal status was seen.
+    pub finished: Option<Instant>,
+    /// The terminal status seen.
+    pub status: Option<pb::OrderStatus>,
+    pub error: Option<String>,
+}
+
+/// Places `order` when it is due and watches it until its terminal status.
+async fn place_and_watch(
+    mut orders: OrderServiceClient<Channel>,
+    due: Instant,
+    order: Planned,
+    watch_timeout: Duration,
+) -> Watched {
+    let mut result = Watched {
+        sku: order.sku,
+        expect: order.expect,
+        place: None,
+        terminal: None,
+        finished: None,
+        status: None,
+        error: None,
+    };
+    let placed = match orders.place_order(order.request).await {
+        Ok(r) => r.into_inner().order.expect("order in response"),
+        Err(status) => {
+            result.error = Some(format!(
+                "PlaceOrder: {:?} {}",
+                status.code(),
+                status.message()
+            ));
+            return result;
+        }
+    };
+    result.place = Some(due.elapsed());
+    let watch = async {
+        let mut stream = orders
+            .watch_order(pb::WatchOrderRequest {
+                order_id: placed.order_id.clone(),
+                after_version: placed.version,
+            })
+            .await?
+            .into_inner();
+        let mut last = None;
+        while let Some(update) = stream.next().await {
+            last = Some(update?.status);
+        }
+        Ok::<_, tonic::Status>(last)
+    };
+    match tokio::time::timeout(watch_timeout, watch).await {
+        Ok(Ok(Some(status))) => {
+            let now = Instant::now();
+            result.terminal = Some(now - due);
+            result.finished = Some(now);
+            result.status = pb::OrderStatus::try_from(status).ok();
+        }
+        Ok(Ok(None)) => result.error = Some("WatchOrder ended without an update".into()),
+        Ok(Err(status)) => {
+            result.error = Some(format!(
+                "WatchOrder: {:?} {}",
+                status.code(),
+                status.message()
+            ))
+        }
+        Err(_) => result.error = Some(format!("no terminal status within {watch_timeout:?}")),
+    }
+    result
+}
+
+/// Offers `count` orders of `mix` at `rate` per second from `start`, each on its own task,
+/// and waits for every one to end. Returns them in placing order.
+pub async fn open_loop(
+    gateway: &Gateway,
+    mix: &Mix,
+    rate: f64,
+    count: usize,
+    start: Instant,
+) -> anyhow::Result<Vec<Watched>> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let results = Arc::new(Mutex::new(vec![None; count]));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let task = place_and_watch(
+            gateway.orders(i),
+            due,
+            mix.order(i),
+            Duration::from_secs(60),
+        );
+        let results = results.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = task.await;
+            results.lock().await[i] = Some(r);
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let results = std::mem::take(&mut *results.lock().await);
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Latency percentiles in milliseconds (nearest rank).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<Duration>) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort();
+        let at = |q: f64| {
+            let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[index].as_secs_f64() * 1000.0
+        };
+        Percentiles {
+            count: samples.len(),
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(samples);
+        assert_eq!(
+            (p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms),
+            (50.0, 90.0, 99.0, 100.0)
+        );
+        assert_eq!(Percentiles::of(vec![]).count, 0);
+        assert_eq!(Percentiles::of(vec![Duration::from_millis(7)]).p99_ms, 7.0);
+    }
+
+    #[test]
+    fn seed_mix_has_every_outcome_in_every_five() {
+        let mix = Mix::seed();
+        let outcomes: Vec<Outcome> = (0..5).map(|i| mix.order(i).expect).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Completed,
+                Outcome::Completed,
+                Outcome::Completed,
+                Outcome::Failed,
+                Outcome::Refunded
+            ]
+        );
+        let refunded = mix.order(4);
+        assert_eq!(refunded.request.items[0].sku, "none");
+    }
+
+    #[test]
+    fn completing_mix_spreads_orders_round_robin() {
+        let mix = Mix::Completing {
+            skus: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let skus: Vec<usize> = (0..6).map(|i| mix.order(i).sku).collect();
+        assert_eq!(skus, [0, 1, 2, 0, 1, 2]);
+        assert!((0..6).all(|i| mix.order(i).expect == Outcome::Completed));
+        assert_ne!(
+            mix.order(0).request.idempotency_key,
+            mix.order(3).request.idempotency_key
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The one launcher of the local tansu broker, used by `orderflow-dev up`, by
+//! `orderflow-dev broker` (which scripts/test.sh runs for the test suite) and by the
+//! fault-injection tests that stop and restart a broker of their own.
+//!
+//! The broker is built by scripts/bootstrap.sh from tansu's published source with the patches
+//! in scripts/tansu-patches/ (docs/tansu.md says what each fixes).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// Where scripts/bootstrap.sh put the broker binary: it exports `ORDERFLOW_TANSU_BIN`.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("ORDERFLOW_TANSU_BIN").map(PathBuf::from).ok_or_else(|| {
+        anyhow::anyhow!(
+            "ORDERFLOW_TANSU_BIN is not set: run through ./orderflow, or export the path scripts/bootstrap.sh prints"
+        )
+    })?;
+    anyhow::ensure!(
+        path.exists(),
+        "no tansu binary at {}: run scripts/bootstrap.sh",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// One tansu broker with durable sqlite storage in `data_dir`, listening on `address`
+/// (`host:port`).
+#[derive(Debug, Clone)]
+pub struct Tansu {
+    pub binary: PathBuf,
+    pub data_dir: PathBuf,
+    pub address: String,
+}
+
+impl Tansu {
+    /// The command that runs the broker in the foreground, its output going to `log`.
+    pub fn command(&self, log: &Path) -> anyhow::Result<std::process::Command> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let url = format!("tcp://{}", self.address);
+        let mut command = std::process::Command::new(&self.binary);
+        command
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            // tansu mangles an absolute sqlite path: run it from its data folder with a
+            // relative one.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        Ok(command)
+    }
+
+    /// Waits until the broker accepts connections, at most `timeout`.
+    pub async fn wait_listening(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if tokio::net::TcpStream::connect(&self.address).await.is_ok() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the broker did not listen at {} within {timeout:?}",
+                self.address
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
