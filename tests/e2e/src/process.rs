@@ -145,6 +145,11 @@ impl Broker {
         broker
     }
 
+    /// The folder of its sqlite storage and its log.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

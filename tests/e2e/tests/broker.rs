@@ -1,0 +1,285 @@
+//! The local broker's consumer groups and fetches, as orderflow's services rely on them,
+//! checked with plain librdkafka members run as separate processes (`group_member`) so that
+//! one can be SIGKILLed. Each fixes a defect of tansu 0.6.0 that a patch in
+//! scripts/tansu-patches/ removes (docs/tansu.md); Apache Kafka behaves this way as well.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use orderflow_e2e::{test_broker, wait_for};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const PARTITIONS: i32 = 6;
+
+/// A fresh topic of `partitions` partitions and a fresh group name.
+async fn topic_and_group(partitions: i32) -> (String, String) {
+    let suffix = orderflow_testkit::unique_suffix();
+    let topic = format!("groups-{suffix}");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", test_broker())
+        .create()
+        .expect("admin client");
+    let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    assert!(
+        results.iter().all(Result::is_ok),
+        "create {topic}: {results:?}"
+    );
+    (topic, format!("group-{suffix}"))
+}
+
+/// One `group_member` process and the last assignment it printed.
+struct Member {
+    child: Child,
+    assigned: Arc<Mutex<Option<BTreeSet<i32>>>>,
+    fatal: Arc<Mutex<Option<String>>>,
+}
+
+impl Member {
+    fn start(topic: &str, group: &str, instance_id: Option<&str>) -> Member {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_group_member"));
+        command
+            .args([&test_broker(), topic, group])
+            .args(instance_id)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start group_member");
+        let assigned = Arc::new(Mutex::new(None));
+        let fatal = Arc::new(Mutex::new(None));
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (a, f) = (assigned.clone(), fatal.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(list) = line.strip_prefix("assigned ") {
+                    let set = list.split(',').filter_map(|p| p.parse().ok()).collect();
+                    *a.lock().unwrap() = Some(set);
+                } else if let Some(error) = line.strip_prefix("fatal ") {
+                    *f.lock().unwrap() = Some(error.to_owned());
+                }
+            }
+        });
+        Member {
+            child,
+            assigned,
+            fatal,
+        }
+    }
+
+    fn assigned(&self) -> BTreeSet<i32> {
+        self.assigned.lock().unwrap().clone().unwrap_or_default()
+    }
+
+    async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reap");
+    }
+}
+
+/// Waits until the members' assignments are disjoint, cover every partition, and each
+/// member in `owners` has some; returns the assignments.
+async fn wait_covered(members: &[&Member], what: &str, timeout: Duration) -> Vec<BTreeSet<i32>> {
+    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
+    wait_for(what, timeout, || async {
+        let sets: Vec<BTreeSet<i32>> = members.iter().map(|m| m.assigned()).collect();
+        let total: usize = sets.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
+        (union == all && total == all.len() && sets.iter().all(|s| !s.is_empty())).then_some(sets)
+    })
+    .await
+}
+
+/// A member killed without leaving: its partitions go to the survivor once its session
+/// (6 s) expires. tansu 0.6.0 left them assigned to the dead member for good.
+async fn survivor_takes_over(static_ids: bool) {
+    let (topic, group) = topic_and_group(PARTITIONS).await;
+    let ids = |id| static_ids.then_some(id);
+    let a = Member::start(&topic, &group, ids("a"));
+    wait_covered(
+        &[&a],
+        "the first member to own every partition",
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut b = Member::start(&topic, &group, ids("b"));
+    wait_covered(
+        &[&a, &b],
+        "the partitions to be shared",
+        Duration::from_secs(60),
+    )
+    .await;
+    let killed = Instant::now();
+    b.kill().await;
+    wait_covered(
+        &[&a],
+        "the survivor to own every partition",
+        Duration::from_secs(45),
+    )
+    .await;
+    eprintln!(
+        "survivor owned every partition {:?} after the kill",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_dynamic_members_partitions_go_to_the_survivor() {
+    survivor_takes_over(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_static_members_partitions_go_to_the_survivor() {
+    survivor_takes_over(true).await;
+}
+
+/// Static members killed and restarted with their old ids, one after the other, get
+/// partitions again: tansu 0.6.0 could leave the group with a leader that was no longer a
+/// member, so that nobody could send the assignment and everyone rejoined for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_members_restarted_with_their_ids_share_the_partitions_again() {
+    let (topic, group) = topic_and_group(PARTITIONS).await;
+    let mut a = Member::start(&topic, &group, Some("a"));
+    let mut b = Member::start(&topic, &group, Some("b"));
+    wait_covered(
+        &[&a, &b],
+        "the partitions to be shared",
+        Duration::from_secs(60),
+    )
+    .await;
+    for round in 0..3 {
+        // Kill the leader and the other member in turn, restart each with its id.
+        a.kill().await;
+        a = Member::start(&topic, &group, Some("a"));
+        wait_covered(
+            &[&a, &b],
+            &format!("round {round}: shared again after a restarted"),
+            Duration::from_secs(60),
+        )
+        .await;
+        b.kill().await;
+        b = Member::start(&topic, &group, Some("b"));
+        wait_covered(
+            &[&a, &b],
+            &format!("round {round}: shared again after b restarted"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+}
+
+/// Two processes with one `group.instance.id`: the newer one takes the member's place and
+/// the older one is fenced (a fatal error in librdkafka), as Apache Kafka does. tansu 0.6.0
+/// let both consume the same partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_instance_id_fences_the_first() {
+    let (topic, group) = topic_and_group(PARTITIONS).await;
+    let mut first = Member::start(&topic, &group, Some("same"));
+    wait_covered(
+        &[&first],
+        "the first member to own every partition",
+        Duration::from_secs(60),
+    )
+    .await;
+    let second = Member::start(&topic, &group, Some("same"));
+    let error = wait_for(
+        "the first member to be fenced",
+        Duration::from_secs(30),
+        || async { first.fatal.lock().unwrap().clone() },
+    )
+    .await;
+    assert!(
+        error.contains("FENCED") || error.contains("Fenced") || error.contains("fenced"),
+        "fatal error of the first member: {error}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), first.child.wait())
+        .await
+        .expect("the fenced member exits")
+        .expect("reap");
+    assert_eq!(status.code(), Some(3), "the fenced member's exit");
+    wait_covered(
+        &[&second],
+        "the second member to own every partition",
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// A fetch is answered as soon as a record is there, not after the consumer's whole
+/// `fetch.wait.max.ms` (tansu 0.6.0 held every fetch that long, which bounded each hop of an
+/// order at the wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_is_answered_when_a_record_arrives() {
+    const WAIT_MS: u64 = 3_000;
+    let (topic, group) = topic_and_group(1).await;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", test_broker())
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", WAIT_MS.to_string())
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", test_broker())
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let mut latencies = BTreeMap::new();
+    for i in 0..5 {
+        // Let the consumer settle into waiting on an empty partition first.
+        tokio::time::sleep(Duration::from_millis(if i == 0 { 4_000 } else { 500 })).await;
+        let sent = Instant::now();
+        producer
+            .send(
+                FutureRecord::to(&topic).key("k").payload("v"),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("produce");
+        tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .expect("a record within 10 s")
+            .expect("consume");
+        latencies.insert(i, sent.elapsed());
+    }
+    let worst = latencies.values().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(WAIT_MS / 2),
+        "produce→consume took up to {worst:?} with fetch.wait.max.ms {WAIT_MS}: {latencies:?}"
+    );
+}
+
+/// The broker's sqlite storage has the index on `header (topition, offset_id)` that tansu
+/// 0.6.0 lacked (without it every fetched record scanned the whole header table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_indexes_record_headers() {
+    let broker = orderflow_e2e::process::Broker::start().await;
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             print(','.join(r[0] for r in c.execute(\"select name from sqlite_master where type = 'index' and tbl_name = 'header'\")))",
+        )
+        .arg(broker.data_dir().join("tansu.db"))
+        .output()
+        .expect("python3");
+    let indexes = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        indexes
+            .split(',')
+            .any(|i| i.trim() == "orderflow_header_record"),
+        "header indexes: {indexes:?} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
