@@ -41,6 +41,14 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   apt-get install -y -qq docker-compose >/dev/null 2>&1 || sudo apt-get install -y -qq docker-compose >/dev/null
 fi
 docker-compose -f compose/docker-compose.yml config -q
+say "alert rules (promtool check and unit tests)"
+if ! command -v promtool >/dev/null 2>&1; then
+  # Debian's prometheus package ships promtool; its service is not started here.
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >/dev/null 2>&1 \
+    || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >/dev/null
+fi
+promtool check rules compose/prometheus/alerts.yml
+(cd compose/prometheus && promtool test rules alerts.test.yml)
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
