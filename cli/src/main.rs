@@ -6,7 +6,13 @@
 mod dlq;
 mod schema;
 
+use std::ffi::OsString;
+use std::future::Future;
+
 use clap::{Parser, Subcommand};
+use orderflow_platform::ServeArgs;
+use orderflow_platform::config::{self, ConfigError};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one component in the foreground until SIGTERM/Ctrl-C.
-    Serve(ServeArgs),
+    /// Run one component in the foreground until SIGTERM/Ctrl-C. Its settings come from its
+    /// flags, then the environment, then the TOML file named by --config or ORDERFLOW_CONFIG,
+    /// then the defaults: `orderflow serve <component> --help` lists them.
+    #[command(subcommand)]
+    Serve(Serve),
     /// The schema-evolution gate.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -31,28 +40,28 @@ enum Command {
     Dlq(dlq::DlqCommand),
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// After SIGTERM, how long the component may take to finish in-flight work before the
-    /// process gives up and exits non-zero.
-    #[arg(long, env = "ORDERFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
-    shutdown_grace_secs: u64,
-    #[command(subcommand)]
-    component: Box<Serve>,
-}
-
 #[derive(Subcommand)]
 enum Serve {
     /// The Confluent-compatible schema registry.
-    Registry(orderflow_registry::RegistryArgs),
+    Registry(ComponentArgs),
     /// The order service.
-    Order(orderflow_order::OrderArgs),
+    Order(ComponentArgs),
     /// The payment service.
-    Payment(orderflow_payment::PaymentArgs),
+    Payment(ComponentArgs),
     /// The inventory service.
-    Inventory(orderflow_inventory::InventoryArgs),
+    Inventory(ComponentArgs),
     /// The public gRPC gateway.
-    Gateway(orderflow_gateway::GatewayArgs),
+    Gateway(ComponentArgs),
+}
+
+/// A component's command line, handed as it is to `orderflow_platform::config::load`, which
+/// layers it over the environment, the configuration file and the defaults (and answers
+/// `--help` with every setting).
+#[derive(clap::Args)]
+#[command(disable_help_flag = true)]
+struct ComponentArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<OsString>,
 }
 
 #[tokio::main]
@@ -69,51 +78,125 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => {
-            let shutdown = orderflow_platform::shutdown::on_signal();
-            let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
-            let overdue = {
-                let shutdown = shutdown.clone();
-                async move {
-                    shutdown.cancelled().await;
-                    tokio::time::sleep(grace).await;
-                }
-            };
-            tokio::select! {
-                result = serve(*args.component, shutdown) => result,
-                _ = overdue => anyhow::bail!("in-flight work did not finish within {grace:?} of the shutdown request"),
-            }
-        }
+        Command::Serve(component) => serve(component).await,
         Command::Schema(command) => schema::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
     }
 }
 
-/// Runs one component until `shutdown`.
-async fn serve(
-    component: Serve,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
+/// Reads one component's settings and runs it until SIGTERM/Ctrl-C, then gives in-flight work
+/// the shutdown grace period.
+async fn serve(component: Serve) -> anyhow::Result<()> {
     match component {
-        Serve::Registry(args) => {
-            orderflow_platform::telemetry::init("registry");
-            orderflow_registry::serve(args, async move { shutdown.cancelled().await }).await
+        Serve::Registry(raw) => {
+            let args = settings("orderflow serve registry", raw)?;
+            until_shutdown("registry", args, |args, shutdown| {
+                orderflow_registry::serve(args, async move { shutdown.cancelled().await })
+            })
+            .await
         }
-        Serve::Order(args) => {
-            orderflow_platform::telemetry::init("order");
-            orderflow_order::serve(args, shutdown).await
+        Serve::Order(raw) => {
+            let args = settings("orderflow serve order", raw)?;
+            until_shutdown("order", args, orderflow_order::serve).await
         }
-        Serve::Payment(args) => {
-            orderflow_platform::telemetry::init("payment");
-            orderflow_payment::serve(args, shutdown).await
+        Serve::Payment(raw) => {
+            let args = settings("orderflow serve payment", raw)?;
+            until_shutdown("payment", args, orderflow_payment::serve).await
         }
-        Serve::Inventory(args) => {
-            orderflow_platform::telemetry::init("inventory");
-            orderflow_inventory::serve(args, shutdown).await
+        Serve::Inventory(raw) => {
+            let args = settings("orderflow serve inventory", raw)?;
+            until_shutdown("inventory", args, orderflow_inventory::serve).await
         }
-        Serve::Gateway(args) => {
-            orderflow_platform::telemetry::init("gateway");
-            orderflow_gateway::serve(args, shutdown).await
+        Serve::Gateway(raw) => {
+            let args = settings("orderflow serve gateway", raw)?;
+            until_shutdown("gateway", args, orderflow_gateway::serve).await
         }
+    }
+}
+
+/// The settings of the component run as `command`, from its command line and this process's
+/// environment and files. Help and usage errors are printed the way clap prints them, and
+/// end the process.
+fn settings<T: clap::Args>(
+    command: &'static str,
+    raw: ComponentArgs,
+) -> anyhow::Result<ServeArgs<T>> {
+    match config::load(command, &config::Sources::process(raw.args)) {
+        Ok(args) => Ok(args),
+        Err(ConfigError::Command(e)) => e.exit(),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs `component` until the shutdown signal, with logs set up as `args` says; fails if its
+/// in-flight work outlasts the grace period.
+async fn until_shutdown<T, F, Fut>(
+    name: &'static str,
+    args: ServeArgs<T>,
+    component: F,
+) -> anyhow::Result<()>
+where
+    T: clap::Args,
+    F: FnOnce(T, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    orderflow_platform::telemetry::init(name, args.telemetry.log_format);
+    let shutdown = orderflow_platform::shutdown::on_signal();
+    let grace = args.shutdown_grace();
+    let overdue = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::select! {
+        result = component(args.component, shutdown) => result,
+        _ = overdue => anyhow::bail!("in-flight work did not finish within {grace:?} of the shutdown request"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_component_s_command_line_reaches_its_settings_unchanged() {
+        for words in [
+            vec!["--kafka-brokers", "k:9092", "--config", "order.toml"],
+            vec!["--help"],
+            vec![],
+        ] {
+            let argv = ["orderflow", "serve", "order"]
+                .into_iter()
+                .chain(words.clone());
+            let cli = Cli::try_parse_from(argv).expect("parses");
+            let Command::Serve(Serve::Order(raw)) = cli.command else {
+                panic!("not serve order")
+            };
+            assert_eq!(raw.args, words, "{words:?}");
+        }
+    }
+
+    #[test]
+    fn a_component_s_settings_parse_from_its_own_words() {
+        let no_env: [(&str, &str); 0] = [];
+        let sources = config::Sources::fixed(
+            ["--grpc-listen", "0.0.0.0:1", "--log-format", "json"],
+            no_env,
+        );
+        let args: ServeArgs<orderflow_order::OrderArgs> =
+            config::load("orderflow serve order", &sources).expect("settings");
+        assert_eq!(args.component.grpc_listen.to_string(), "0.0.0.0:1");
+        assert_eq!(
+            args.telemetry.log_format,
+            orderflow_platform::telemetry::LogFormat::Json
+        );
     }
 }

@@ -26,12 +26,7 @@ pub struct DemoArgs {
     pub timeout_secs: u64,
 }
 
-fn status_name(status: i32) -> &'static str {
-    pb::OrderStatus::try_from(status)
-        .map(|s| s.as_str_name())
-        .unwrap_or("?")
-        .trim_start_matches("ORDER_STATUS_")
-}
+use orderflow_proto::convert::status_name;
 
 async fn place_and_watch(
     orders: &mut OrderServiceClient<Channel>,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use orderflow_domain::OrderStatus;
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
@@ -186,12 +187,9 @@ impl Gateway {
     }
 }
 
-/// True for an order status that never changes again.
+/// True for an order status (as a message carries it) that never changes again.
 pub fn is_terminal(status: i32) -> bool {
-    matches!(
-        pb::OrderStatus::try_from(status),
-        Ok(pb::OrderStatus::Completed | pb::OrderStatus::Failed | pb::OrderStatus::Refunded)
-    )
+    orderflow_proto::convert::order_status(status).is_some_and(OrderStatus::is_terminal)
 }
 
 /// Places one order, retrying with the same idempotency key while the system cannot answer

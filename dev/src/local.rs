@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser};
+use clap::Args;
 use orderflow_platform::KafkaArgs;
+use orderflow_platform::config::{self, ServeArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct HomeArgs {
@@ -115,17 +116,21 @@ impl Probe {
     }
 }
 
-/// Each component's effective settings: its own flags' defaults plus the environment, the
-/// same parse the child process will do, so `up` probes exactly where the child listens.
-fn settings<T: Args>(name: &str) -> anyhow::Result<T> {
-    Ok(Only::<T>::try_parse_from([name])?.args)
+/// Each component's effective settings: its flags' defaults, the configuration file and the
+/// environment, the same layers `orderflow serve <name>` reads in the child process, so `up`
+/// probes exactly where the child listens.
+fn settings<T: Args>(name: &'static str) -> anyhow::Result<T> {
+    let no_flags: [&str; 0] = [];
+    let sources = config::Sources::process(no_flags);
+    Ok(config::load::<ServeArgs<T>>(name, &sources)?.component)
 }
 
-/// One component's settings parsed on their own (clap needs a `Parser` at the top).
-#[derive(Parser)]
-struct Only<T: Args> {
-    #[command(flatten)]
-    args: T,
+/// The Kafka settings the services use (the order service's, read as it reads them).
+fn kafka_settings() -> anyhow::Result<KafkaArgs> {
+    Ok(settings::<orderflow_order::OrderArgs>("order")?
+        .common
+        .bus
+        .kafka)
 }
 
 fn serve(component: &str) -> Vec<String> {
@@ -275,7 +280,7 @@ fn broker_address(kafka: &KafkaArgs) -> String {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home.home)?;
     std::fs::create_dir_all(&home)?;
-    let kafka = settings::<KafkaArgs>("kafka")?;
+    let kafka = kafka_settings()?;
     let orderflow = orderflow_binary()?;
 
     // 1. The broker.
@@ -404,7 +409,7 @@ fn signal(pid: u32, signal: &str) {
 
 pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
-    let kafka = settings::<KafkaArgs>("kafka")?;
+    let kafka = kafka_settings()?;
     let mut rows = vec![(
         "broker",
         read_pid(&home, "broker"),

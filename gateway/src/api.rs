@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use orderflow_domain::{NewOrder, OrderId, Sku, ValidationError};
+use orderflow_domain::{NewOrder, OrderId, OrderStatus, Sku, ValidationError};
+use orderflow_proto::convert::order_status;
 use orderflow_proto::internal::v1::GetOrderHistoryRequest;
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1 as pb;
@@ -20,11 +21,9 @@ use tonic::{Request, Response, Status};
 use crate::error::GatewayError;
 use crate::hub::Hub;
 
+/// Whether a message's status ends the order's life (a stream ends after it).
 fn is_terminal(status: i32) -> bool {
-    matches!(
-        pb::OrderStatus::try_from(status),
-        Ok(pb::OrderStatus::Completed | pb::OrderStatus::Failed | pb::OrderStatus::Refunded)
-    )
+    order_status(status).is_some_and(OrderStatus::is_terminal)
 }
 
 #[derive(Clone)]

@@ -16,16 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::Hub;
 
 pub fn to_update(e: &orderflow_events::OrderStatusChanged) -> pb::OrderUpdate {
-    use orderflow_events::OrderStatus as S;
-    let status = match e.status {
-        S::Unknown => pb::OrderStatus::Unspecified,
-        S::Pending => pb::OrderStatus::Pending,
-        S::Paid => pb::OrderStatus::Paid,
-        S::Failed => pb::OrderStatus::Failed,
-        S::Completed => pb::OrderStatus::Completed,
-        S::OutOfStock => pb::OrderStatus::OutOfStock,
-        S::Refunded => pb::OrderStatus::Refunded,
-    };
+    // A status this build does not know (a newer schema's) is UNSPECIFIED to clients.
+    let status = orderflow_domain::OrderStatus::try_from(e.status)
+        .map_or(pb::OrderStatus::Unspecified, pb::OrderStatus::from);
     pb::OrderUpdate {
         order_id: e.order_id.clone(),
         version: e.version,

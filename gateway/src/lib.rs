@@ -3,17 +3,16 @@
 //! serves WatchOrder streams from the `order-status` topic through an in-memory fan-out.
 
 mod api;
+mod config;
 mod error;
 mod feed;
 mod hub;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use orderflow_events::EventCodec;
-use orderflow_platform::{CommonArgs, Health, Metrics};
+use orderflow_platform::{Health, Metrics};
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
@@ -26,56 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 
+pub use config::GatewayArgs;
 pub use error::GatewayError;
-
-/// Settings of the gateway.
-#[derive(Debug, Clone, Args)]
-pub struct GatewayArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// Address clients connect to.
-    #[arg(
-        long = "listen",
-        env = "ORDERFLOW_GATEWAY_LISTEN",
-        default_value = "127.0.0.1:50051"
-    )]
-    pub listen: SocketAddr,
-    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
-    #[arg(
-        long = "admin-listen",
-        env = "ORDERFLOW_GATEWAY_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9100"
-    )]
-    pub admin_listen: SocketAddr,
-    /// The order service's gRPC URL.
-    #[arg(
-        long = "order-url",
-        env = "ORDERFLOW_ORDER_URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    pub order_url: String,
-    /// The inventory service's gRPC URL.
-    #[arg(
-        long = "inventory-url",
-        env = "ORDERFLOW_INVENTORY_URL",
-        default_value = "http://127.0.0.1:50053"
-    )]
-    pub inventory_url: String,
-    /// Longest a unary call may take, in milliseconds.
-    #[arg(
-        long = "request-timeout-ms",
-        env = "ORDERFLOW_GATEWAY_REQUEST_TIMEOUT_MS",
-        default_value_t = 10_000
-    )]
-    pub request_timeout_ms: u64,
-    /// Calls in progress at once across all connections; beyond it calls are shed.
-    #[arg(
-        long = "max-concurrent-requests",
-        env = "ORDERFLOW_GATEWAY_MAX_CONCURRENT",
-        default_value_t = 1024
-    )]
-    pub max_concurrent_requests: usize,
-}
 
 fn channel(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
     // Lazy: the gateway starts (and reports itself) even while an owner is still starting.
@@ -116,14 +67,14 @@ pub async fn run(
         streams_opened.clone(),
     );
     let hub = hub::Hub::new(watchers);
-    let codec = Arc::new(EventCodec::new(&args.common.registry_url)?);
+    let codec = Arc::new(EventCodec::new(&args.bus.registry_url)?);
     orderflow_platform::kafka::ensure_topics(
-        &args.common.kafka,
-        &[args.common.kafka.topics().order_status],
+        &args.bus.kafka,
+        &[args.bus.kafka.topics().order_status],
     )
     .await?;
     let feed = tokio::spawn(feed::run(
-        args.common.kafka.clone(),
+        args.bus.kafka.clone(),
         codec,
         hub.clone(),
         health.clone(),

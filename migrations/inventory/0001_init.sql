@@ -1,5 +1,6 @@
--- The inventory service's state: stock per SKU (never negative), what was done for each
--- paid order, and the platform tables (outbox, processed_events).
+-- The inventory service's state: stock per SKU (never negative) and what was done for each
+-- paid order. The platform's tables (outbox, processed_events) come from
+-- migrations/platform/, applied with these.
 
 CREATE TABLE stock (
     sku        TEXT PRIMARY KEY,
@@ -14,22 +15,4 @@ CREATE TABLE reservations (
     items      JSONB       NOT NULL,
     missing    JSONB       NOT NULL DEFAULT '[]',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-
-CREATE TABLE outbox (
-    id           BIGSERIAL PRIMARY KEY,
-    topic        TEXT        NOT NULL,
-    event_key    TEXT        NOT NULL,
-    payload      JSONB       NOT NULL,
-    traceparent  TEXT,
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    published_at TIMESTAMPTZ
-);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
-
-CREATE TABLE processed_events (
-    consumer     TEXT        NOT NULL,
-    event_id     TEXT        NOT NULL,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
 );

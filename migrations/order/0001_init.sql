@@ -1,5 +1,5 @@
--- The order service's state: orders, their status history, and the platform tables
--- (outbox, processed_events) that make its events reliable.
+-- The order service's state: orders and their status history. The platform's tables (outbox,
+-- processed_events) come from migrations/platform/, applied with these.
 
 CREATE TABLE orders (
     order_id        UUID PRIMARY KEY,
@@ -30,22 +30,4 @@ CREATE TABLE order_status_history (
     reason      TEXT,
     occurred_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (order_id, version)
-);
-
-CREATE TABLE outbox (
-    id           BIGSERIAL PRIMARY KEY,
-    topic        TEXT        NOT NULL,
-    event_key    TEXT        NOT NULL,
-    payload      JSONB       NOT NULL,
-    traceparent  TEXT,
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    published_at TIMESTAMPTZ
-);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
-
-CREATE TABLE processed_events (
-    consumer     TEXT        NOT NULL,
-    event_id     TEXT        NOT NULL,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
 );

@@ -1,5 +1,6 @@
--- The payment service's state: one charge row per order (PAID or FAILED), at most one refund
--- per order, and the platform tables (outbox, processed_events).
+-- The payment service's state: one charge row per order (PAID or FAILED) and at most one
+-- refund per order. The platform's tables (outbox, processed_events) come from
+-- migrations/platform/, applied with these.
 
 CREATE TABLE charges (
     order_id           UUID PRIMARY KEY,
@@ -20,22 +21,4 @@ CREATE TABLE refunds (
     currency     TEXT        NOT NULL,
     reason       TEXT        NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-
-CREATE TABLE outbox (
-    id           BIGSERIAL PRIMARY KEY,
-    topic        TEXT        NOT NULL,
-    event_key    TEXT        NOT NULL,
-    payload      JSONB       NOT NULL,
-    traceparent  TEXT,
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    published_at TIMESTAMPTZ
-);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
-
-CREATE TABLE processed_events (
-    consumer     TEXT        NOT NULL,
-    event_id     TEXT        NOT NULL,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
 );

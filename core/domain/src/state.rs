@@ -15,6 +15,7 @@
 //! impossible and rejected.
 
 use std::fmt;
+use std::str::FromStr;
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,15 +38,14 @@ impl OrderStatus {
         OrderStatus::Refunded,
     ];
 
-    /// COMPLETED, FAILED and REFUNDED end an order's life.
+    /// COMPLETED, FAILED and REFUNDED end an order's life: the statuses the diagram leaves
+    /// no edge from.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Completed | OrderStatus::Failed | OrderStatus::Refunded
-        )
+        self.edges().is_empty()
     }
 
-    /// The name used in the database, events and logs.
+    /// The name stored in the database and shown in logs and metrics; the proto and Avro
+    /// enums use the same names.
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "PENDING",
@@ -57,6 +57,7 @@ impl OrderStatus {
         }
     }
 
+    /// The status named `raw` (as [`OrderStatus::as_str`] writes it), if any.
     pub fn parse(raw: &str) -> Option<OrderStatus> {
         OrderStatus::ALL.into_iter().find(|s| s.as_str() == raw)
     }
@@ -80,6 +81,19 @@ impl OrderStatus {
 impl fmt::Display for OrderStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no [`OrderStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an order status")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for OrderStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        OrderStatus::parse(raw).ok_or_else(|| UnknownStatus(raw.to_owned()))
     }
 }
 
@@ -304,5 +318,19 @@ mod tests {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(OrderStatus::parse("UNKNOWN"), None);
+    }
+
+    #[test]
+    fn exactly_the_ends_of_the_diagram_are_terminal() {
+        let terminal: Vec<OrderStatus> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(terminal, [Failed, Completed, Refunded]);
+        assert_eq!("OUT_OF_STOCK".parse::<OrderStatus>(), Ok(OutOfStock));
+        assert_eq!(
+            "paid".parse::<OrderStatus>().unwrap_err().to_string(),
+            "\"paid\" is not an order status"
+        );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use orderflow_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 /// A request or event field that is not acceptable, naming the field.
@@ -12,10 +11,12 @@ use serde::{Deserialize, Serialize};
 pub struct ValidationError {
     /// Path of the offending field, e.g. `items[2].quantity`.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
 impl ValidationError {
+    /// An error about `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ValidationError {
             field: field.into(),
@@ -23,8 +24,9 @@ impl ValidationError {
         }
     }
 
-    /// The same error, with its field path nested under `parent`.
-    fn under(self, parent: &str) -> Self {
+    /// The same error, with its field path nested under `parent`: a line's `quantity`
+    /// becomes `items[2].quantity`.
+    pub fn under(self, parent: &str) -> Self {
         ValidationError {
             field: format!("{parent}.{}", self.field),
             message: self.message,
@@ -283,15 +285,6 @@ impl Money {
     }
 }
 
-impl From<Money> for pb::Money {
-    fn from(m: Money) -> Self {
-        pb::Money {
-            amount_minor: m.amount_minor,
-            currency: m.currency.to_string(),
-        }
-    }
-}
-
 /// One validated order line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
@@ -321,16 +314,6 @@ impl OrderLine {
     }
 }
 
-impl From<&OrderLine> for pb::OrderLine {
-    fn from(line: &OrderLine) -> Self {
-        pb::OrderLine {
-            sku: line.sku.to_string(),
-            quantity: line.quantity.get() as i32,
-            unit_price: Some(line.unit_price.into()),
-        }
-    }
-}
-
 /// A validated PlaceOrder request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
@@ -342,41 +325,38 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
+    /// Most lines an order may have.
     pub const MAX_LINES: usize = 100;
-}
 
-impl TryFrom<&pb::PlaceOrderRequest> for NewOrder {
-    type Error = ValidationError;
-
-    fn try_from(req: &pb::PlaceOrderRequest) -> Result<Self, Self::Error> {
-        let customer_id = CustomerId::parse("customer_id", &req.customer_id)?;
-        if req.items.is_empty() {
+    /// Validates a PlaceOrder request field by field, in request order, so the error names
+    /// the first field that is wrong. `items` yields each line as [`OrderLine::parse`] judged
+    /// it (with its path, `items[i]`); it is counted before any line is looked at, so a
+    /// request with too many lines costs nothing to refuse. Every line must use the first
+    /// line's currency, and the total must not overflow.
+    pub fn parse<I>(
+        customer_id: &str,
+        items: I,
+        payment_method: &str,
+        idempotency_key: &str,
+    ) -> Result<Self, ValidationError>
+    where
+        I: ExactSizeIterator<Item = Result<OrderLine, ValidationError>>,
+    {
+        let customer_id = CustomerId::parse("customer_id", customer_id)?;
+        let count = items.len();
+        if count == 0 {
             return Err(ValidationError::new(
                 "items",
                 "an order needs at least one line",
             ));
         }
-        if req.items.len() > Self::MAX_LINES {
+        if count > Self::MAX_LINES {
             return Err(ValidationError::new(
                 "items",
-                format!("at most {} lines, got {}", Self::MAX_LINES, req.items.len()),
+                format!("at most {} lines, got {count}", Self::MAX_LINES),
             ));
         }
-        let items = req
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, line)| {
-                OrderLine::parse(
-                    &format!("items[{i}]"),
-                    &line.sku,
-                    i64::from(line.quantity),
-                    line.unit_price
-                        .as_ref()
-                        .map(|p| (p.amount_minor, p.currency.as_str())),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = items.collect::<Result<Vec<_>, _>>()?;
         let currency = items[0].unit_price.currency();
         let mut total = Money::zero(currency);
         for (i, line) in items.iter().enumerate() {
@@ -397,8 +377,8 @@ impl TryFrom<&pb::PlaceOrderRequest> for NewOrder {
                     ValidationError::new(format!("items[{i}]"), "the order total overflows")
                 })?;
         }
-        let payment_method = PaymentMethod::parse("payment_method", &req.payment_method)?;
-        let idempotency_key = IdempotencyKey::parse("idempotency_key", &req.idempotency_key)?;
+        let payment_method = PaymentMethod::parse("payment_method", payment_method)?;
+        let idempotency_key = IdempotencyKey::parse("idempotency_key", idempotency_key)?;
         Ok(NewOrder {
             customer_id,
             items,
@@ -409,114 +389,60 @@ impl TryFrom<&pb::PlaceOrderRequest> for NewOrder {
     }
 }
 
-/// Re-nests a line's validation error under its parent field (used by event conversions).
-pub fn nest(parent: &str, error: ValidationError) -> ValidationError {
-    error.under(parent)
+/// An order the order service accepted, as the payment service reads it from OrderCreated:
+/// at least one line, each valid. (Its total and currencies were checked when it was placed;
+/// they are not checked again.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedOrder {
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub items: Vec<OrderLine>,
+    pub total: Money,
+    pub payment_method: PaymentMethod,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn line(sku: &str, quantity: i32, amount: i64, currency: &str) -> pb::OrderLine {
-        pb::OrderLine {
-            sku: sku.into(),
-            quantity,
-            unit_price: Some(pb::Money {
-                amount_minor: amount,
-                currency: currency.into(),
-            }),
-        }
+    fn line(field: &str, quantity: i64) -> Result<OrderLine, ValidationError> {
+        OrderLine::parse(field, "sku-1", quantity, Some((250, "EUR")))
     }
 
-    fn request(items: Vec<pb::OrderLine>) -> pb::PlaceOrderRequest {
-        pb::PlaceOrderRequest {
-            customer_id: "alice".into(),
-            items,
-            payment_method: "pm_card_visa".into(),
-            idempotency_key: "k1".into(),
-        }
-    }
-
-    fn field_of(req: pb::PlaceOrderRequest) -> String {
-        NewOrder::try_from(&req).unwrap_err().field
+    fn order(lines: Vec<Result<OrderLine, ValidationError>>) -> Result<NewOrder, ValidationError> {
+        NewOrder::parse("alice", lines.into_iter(), "pm_card_visa", "k1")
     }
 
     #[test]
-    fn a_valid_order_sums_its_lines() {
-        let order = NewOrder::try_from(&request(vec![
-            line("sku-1", 3, 250, "EUR"),
-            line("sku-2", 1, 100, "EUR"),
-        ]))
-        .unwrap();
-        assert_eq!(order.total.amount_minor(), 850);
-        assert_eq!(order.total.currency().as_str(), "EUR");
-    }
-
-    #[test]
-    fn every_invalid_field_is_named() {
-        assert_eq!(field_of(request(vec![])), "items");
+    fn a_new_order_is_checked_in_field_order() {
         assert_eq!(
-            field_of(request(vec![line("sku-1", 0, 1, "EUR")])),
-            "items[0].quantity"
+            order(vec![line("items[0]", 2)])
+                .unwrap()
+                .total
+                .amount_minor(),
+            500
         );
+        assert_eq!(order(vec![]).unwrap_err().field, "items");
         assert_eq!(
-            field_of(request(vec![
-                line("sku-1", 1, 1, "EUR"),
-                line("s", -2, 1, "EUR")
-            ])),
+            order(vec![line("items[0]", 1), line("items[1]", 0)])
+                .unwrap_err()
+                .field,
             "items[1].quantity"
         );
-        assert_eq!(
-            field_of(request(vec![line("", 1, 1, "EUR")])),
-            "items[0].sku"
-        );
-        assert_eq!(
-            field_of(request(vec![line(&"x".repeat(65), 1, 1, "EUR")])),
-            "items[0].sku"
-        );
-        assert_eq!(
-            field_of(request(vec![line("a b", 1, 1, "EUR")])),
-            "items[0].sku"
-        );
-        assert_eq!(
-            field_of(request(vec![line("sku-1", 1, 1, "eur")])),
-            "items[0].unit_price.currency"
-        );
-        assert_eq!(
-            field_of(request(vec![line("sku-1", 1, -5, "EUR")])),
-            "items[0].unit_price.amount_minor"
-        );
-        assert_eq!(
-            field_of(request(vec![
-                line("a", 1, 1, "EUR"),
-                line("b", 1, 1, "USD")
-            ])),
-            "items[1].unit_price.currency"
-        );
-        let mut no_price = request(vec![line("sku-1", 1, 1, "EUR")]);
-        no_price.items[0].unit_price = None;
-        assert_eq!(field_of(no_price), "items[0].unit_price");
-        let mut no_customer = request(vec![line("sku-1", 1, 1, "EUR")]);
-        no_customer.customer_id = "  ".into();
-        assert_eq!(field_of(no_customer), "customer_id");
-        let mut no_key = request(vec![line("sku-1", 1, 1, "EUR")]);
-        no_key.idempotency_key.clear();
-        assert_eq!(field_of(no_key), "idempotency_key");
-        let mut no_method = request(vec![line("sku-1", 1, 1, "EUR")]);
-        no_method.payment_method.clear();
-        assert_eq!(field_of(no_method), "payment_method");
-        assert_eq!(
-            field_of(request(vec![line("sku-1", 1, 1, "EUR"); 101])),
-            "items"
-        );
+        let both_wrong = NewOrder::parse("", vec![line("items[0]", 0)].into_iter(), "", "");
+        assert_eq!(both_wrong.unwrap_err().field, "customer_id");
     }
 
     #[test]
-    fn overflowing_totals_are_rejected() {
-        let err = NewOrder::try_from(&request(vec![line("a", 1_000_000, i64::MAX / 2, "EUR")]))
-            .unwrap_err();
-        assert_eq!(err.field, "items[0]");
+    fn nested_errors_keep_their_message() {
+        let err = Quantity::parse("quantity", 0)
+            .unwrap_err()
+            .under("items[3]");
+        assert_eq!(err.field, "items[3].quantity");
+        assert_eq!(
+            err.to_string(),
+            "items[3].quantity: must be at least 1, got 0"
+        );
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! Events on the wire: Avro binary in the Confluent framing (magic byte 0, 4-byte big-endian
 //! schema id, datum). Writers register their schema under TopicRecordNameStrategy; readers
 //! fetch the writer's schema by id and resolve it against their own (Avro schema resolution),
-//! so producers and consumers built on different schema versions interoperate.
+//! so producers and consumers built on different schema versions interoperate. Ids come from
+//! a [`SchemaResolver`]: the registry in production, a fixed table in unit tests.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::avro_common::AvroSchema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
@@ -71,14 +77,62 @@ fn describe(e: &SRCError) -> String {
     }
 }
 
-/// Encodes and decodes events through a Confluent-compatible schema registry. Schemas and ids
-/// are cached after first use, so the registry is on the path only once per schema.
-pub struct EventCodec {
+/// A resolver's answer, later: boxed so [`SchemaResolver`] can be a trait object.
+pub type Resolving<'a, T> = Pin<Box<dyn Future<Output = Result<T, CodecError>> + Send + 'a>>;
+
+/// The schema a message was written with, as a [`SchemaResolver`] found it. Cheap to clone.
+#[derive(Clone)]
+pub struct WriterSchema(WriterSchemaInner);
+
+#[derive(Clone)]
+enum WriterSchemaInner {
+    Registry(Arc<AvroSchema>),
+    Fixed(Arc<Schema>),
+}
+
+impl WriterSchema {
+    /// The parsed schema.
+    pub fn schema(&self) -> &Schema {
+        match &self.0 {
+            WriterSchemaInner::Registry(registered) => &registered.parsed,
+            WriterSchemaInner::Fixed(schema) => schema,
+        }
+    }
+}
+
+impl From<Arc<Schema>> for WriterSchema {
+    fn from(schema: Arc<Schema>) -> Self {
+        WriterSchema(WriterSchemaInner::Fixed(schema))
+    }
+}
+
+/// Where schema ids come from: a Confluent-compatible registry in production
+/// ([`RegistryResolver`]), a fixed in-memory table in unit tests ([`FixedResolver`]).
+pub trait SchemaResolver: Send + Sync {
+    /// The id of this build's schema for `kind` on `topic` (subject `<topic>-<record full
+    /// name>`), registering it first when the registry does not have it yet.
+    /// [`CodecError::RegistryUnavailable`] is worth retrying; [`CodecError::Rejected`] is not.
+    fn register<'a>(&'a self, topic: &'a str, kind: EventKind) -> Resolving<'a, u32>;
+
+    /// The schema registered under `id`: [`CodecError::UnknownSchema`] when there is none,
+    /// [`CodecError::RegistryUnavailable`] when the registry cannot say.
+    fn writer_schema(&self, id: u32) -> Resolving<'_, WriterSchema>;
+
+    /// Forgets cached lookup failures, so a schema registered since is found. Resolvers that
+    /// cache no failures have nothing to do.
+    fn forget_failures(&self) {}
+}
+
+/// The production resolver: a Confluent-compatible schema registry over HTTP, through
+/// `schema_registry_converter`, which caches schemas and ids after first use, so the registry
+/// is on the path only once per schema.
+pub struct RegistryResolver {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
 }
 
-impl EventCodec {
+impl RegistryResolver {
+    /// A resolver for the registry at `registry_url` (5 s timeout per request).
     pub fn new(registry_url: &str) -> Result<Self, CodecError> {
         let settings = || {
             SrSettings::new_builder(registry_url.to_owned())
@@ -86,37 +140,149 @@ impl EventCodec {
                 .build()
                 .map_err(|e| CodecError::RegistryUnavailable(describe(&e)))
         };
-        Ok(EventCodec {
+        Ok(RegistryResolver {
             encoder: AvroEncoder::new(settings()?),
             decoder: AvroDecoder::new(settings()?),
         })
+    }
+}
+
+impl SchemaResolver for RegistryResolver {
+    fn register<'a>(&'a self, topic: &'a str, kind: EventKind) -> Resolving<'a, u32> {
+        Box::pin(async move {
+            let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
+                topic.to_owned(),
+                SuppliedSchema::new(
+                    Some(kind.full_name().to_owned()),
+                    SchemaType::Avro,
+                    kind.schema_text().to_owned(),
+                ),
+            );
+            let subject = format!("{topic}-{}", kind.full_name());
+            let registered = self
+                .encoder
+                .get_schema_and_id(&subject, strategy)
+                .await
+                .map_err(|e| {
+                    if e.retriable {
+                        CodecError::RegistryUnavailable(describe(&e))
+                    } else {
+                        CodecError::Rejected(describe(&e))
+                    }
+                })?;
+            Ok(registered.id)
+        })
+    }
+
+    fn writer_schema(&self, id: u32) -> Resolving<'_, WriterSchema> {
+        Box::pin(async move {
+            let writer = self.decoder.get_schema(id).await.map_err(|e| {
+                if e.retriable {
+                    CodecError::RegistryUnavailable(describe(&e))
+                } else {
+                    // The decoder caches this failure; forget it, so that once the schema is
+                    // registered a re-driven message decodes without restarting the service.
+                    self.decoder.remove_errors_from_cache();
+                    CodecError::UnknownSchema {
+                        id,
+                        message: describe(&e),
+                    }
+                }
+            })?;
+            Ok(WriterSchema(WriterSchemaInner::Registry(writer)))
+        })
+    }
+
+    fn forget_failures(&self) {
+        self.decoder.remove_errors_from_cache();
+        self.encoder.remove_errors_from_cache();
+    }
+}
+
+/// A fixed in-memory resolver for unit tests: this build's schema of every event kind under a
+/// fixed id ([`FixedResolver::id_of`]), plus any other writer schema added with
+/// [`FixedResolver::with_schema`] (an older version, say). It never registers anything new:
+/// any other id is unknown.
+pub struct FixedResolver {
+    schemas: HashMap<u32, Arc<Schema>>,
+}
+
+impl FixedResolver {
+    /// Every event kind's schema of this build, under ids 1 to 5 in [`EventKind::ALL`] order.
+    pub fn new() -> Self {
+        let schemas = EventKind::ALL
+            .into_iter()
+            .map(|kind| (Self::id_of(kind), Arc::new(kind.schema().clone())))
+            .collect();
+        FixedResolver { schemas }
+    }
+
+    /// The id this resolver gives this build's schema for `kind`.
+    pub fn id_of(kind: EventKind) -> u32 {
+        let position = EventKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is listed");
+        position as u32 + 1
+    }
+
+    /// Adds `schema` under `id` (replacing what was there).
+    pub fn with_schema(mut self, id: u32, schema: Schema) -> Self {
+        self.schemas.insert(id, Arc::new(schema));
+        self
+    }
+}
+
+impl Default for FixedResolver {
+    fn default() -> Self {
+        FixedResolver::new()
+    }
+}
+
+impl SchemaResolver for FixedResolver {
+    fn register<'a>(&'a self, _topic: &'a str, kind: EventKind) -> Resolving<'a, u32> {
+        Box::pin(std::future::ready(Ok(Self::id_of(kind))))
+    }
+
+    fn writer_schema(&self, id: u32) -> Resolving<'_, WriterSchema> {
+        let found = self
+            .schemas
+            .get(&id)
+            .map(|schema| WriterSchema::from(schema.clone()))
+            .ok_or_else(|| CodecError::UnknownSchema {
+                id,
+                message: "not in the fixed resolver".into(),
+            });
+        Box::pin(std::future::ready(found))
+    }
+}
+
+/// Encodes and decodes events in the Confluent framing, with schema ids from a
+/// [`SchemaResolver`]: the registry ([`EventCodec::new`]) everywhere but in unit tests.
+pub struct EventCodec {
+    resolver: Box<dyn SchemaResolver>,
+}
+
+impl EventCodec {
+    /// A codec backed by the schema registry at `registry_url`.
+    pub fn new(registry_url: &str) -> Result<Self, CodecError> {
+        Ok(EventCodec::with_resolver(RegistryResolver::new(
+            registry_url,
+        )?))
+    }
+
+    /// A codec backed by `resolver` (a [`FixedResolver`] in unit tests).
+    pub fn with_resolver(resolver: impl SchemaResolver + 'static) -> Self {
+        EventCodec {
+            resolver: Box::new(resolver),
+        }
     }
 
     /// Registers (once) the event's schema under its subject and returns the framed bytes.
     pub async fn encode(&self, topics: &Topics, event: &Event) -> Result<Vec<u8>, CodecError> {
         let kind = event.kind();
-        let topic = topics.for_kind(kind).to_owned();
-        let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
-            topic,
-            SuppliedSchema::new(
-                Some(kind.full_name().to_owned()),
-                SchemaType::Avro,
-                kind.schema_text().to_owned(),
-            ),
-        );
-        let subject = kind.subject(topics);
-        let registered = self
-            .encoder
-            .get_schema_and_id(&subject, strategy)
-            .await
-            .map_err(|e| {
-                if e.retriable {
-                    CodecError::RegistryUnavailable(describe(&e))
-                } else {
-                    CodecError::Rejected(describe(&e))
-                }
-            })?;
-        encode_plain(registered.id, event)
+        let id = self.resolver.register(topics.for_kind(kind), kind).await?;
+        encode_plain(id, event)
     }
 
     /// Decodes framed bytes into the event they carry, resolving the writer's schema against
@@ -125,26 +291,13 @@ impl EventCodec {
         let bytes =
             bytes.ok_or_else(|| CodecError::NotFramed("empty payload (tombstone)".into()))?;
         let (id, datum) = split_frame(bytes)?;
-        let writer = self.decoder.get_schema(id).await.map_err(|e| {
-            if e.retriable {
-                CodecError::RegistryUnavailable(describe(&e))
-            } else {
-                // The decoder caches this failure; forget it, so that once the schema is
-                // registered a re-driven message decodes without restarting the service.
-                self.decoder.remove_errors_from_cache();
-                CodecError::UnknownSchema {
-                    id,
-                    message: describe(&e),
-                }
-            }
-        })?;
-        decode_with_writer(&writer.parsed, datum)
+        let writer = self.resolver.writer_schema(id).await?;
+        decode_with_writer(writer.schema(), datum)
     }
 
     /// Forgets cached lookup failures (e.g. a schema id that has since been registered).
     pub fn forget_failures(&self) {
-        self.decoder.remove_errors_from_cache();
-        self.encoder.remove_errors_from_cache();
+        self.resolver.forget_failures();
     }
 }
 
@@ -453,6 +606,68 @@ mod tests {
             .unwrap();
         let decoded = decode_with_writer(&v1, &datum).unwrap();
         assert_eq!(decoded, Event::PaymentProcessed(event));
+    }
+
+    #[tokio::test]
+    async fn the_codec_frames_and_reads_every_record_through_a_fixed_resolver() {
+        let codec = EventCodec::with_resolver(FixedResolver::new());
+        let topics = Topics::with_prefix("t-");
+        for event in samples() {
+            let bytes = codec.encode(&topics, &event).await.unwrap();
+            let id = FixedResolver::id_of(event.kind());
+            assert_eq!(bytes[0], 0, "magic byte");
+            assert_eq!(&bytes[1..5], &id.to_be_bytes(), "schema id, big-endian");
+            assert_eq!(codec.decode(Some(&bytes)).await.unwrap(), event);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_writer_schema_resolves_against_this_build_s() {
+        let v1 = Schema::parse_str(include_str!(
+            "../../../schemas/payments/PaymentProcessed/v1.avsc"
+        ))
+        .unwrap();
+        let Event::PaymentProcessed(mut event) = samples().remove(2) else {
+            unreachable!()
+        };
+        event.provider_reference = None;
+        let mut value = apache_avro::to_value(&event).unwrap();
+        if let Value::Record(fields) = &mut value {
+            fields.retain(|(name, _)| name != "provider_reference");
+        }
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v1)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value.resolve(&v1).unwrap())
+            .unwrap();
+        let mut framed = vec![0, 0, 0, 0, 77];
+        framed.extend_from_slice(&datum);
+        let codec = EventCodec::with_resolver(FixedResolver::new().with_schema(77, v1));
+        assert_eq!(
+            codec.decode(Some(&framed)).await.unwrap(),
+            Event::PaymentProcessed(event)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_schema_id_is_a_permanent_error_naming_the_id() {
+        let codec = EventCodec::with_resolver(FixedResolver::new());
+        let event = samples().remove(0);
+        let mut bytes = encode_plain(4242, &event).unwrap();
+        let err = codec.decode(Some(&bytes)).await.unwrap_err();
+        assert!(
+            matches!(err, CodecError::UnknownSchema { id: 4242, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.class(), "unknown_schema");
+        assert!(!err.is_transient());
+        // The same bytes under the id the resolver knows decode.
+        bytes[1..5].copy_from_slice(&FixedResolver::id_of(event.kind()).to_be_bytes());
+        assert_eq!(codec.decode(Some(&bytes)).await.unwrap(), event);
+        // Not framed at all, or no payload: permanent too, before any lookup.
+        let garbage = codec.decode(Some(b"{\"json\":1}")).await.unwrap_err();
+        assert_eq!(garbage.class(), "not_framed");
+        assert_eq!(codec.decode(None).await.unwrap_err().class(), "not_framed");
     }
 
     #[test]

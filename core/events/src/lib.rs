@@ -1,11 +1,16 @@
 //! The events services exchange over Kafka. The Rust types follow the Avro schema files under
 //! `schemas/` (the latest version of each record); a test checks every type against its file,
-//! so a schema change that the code does not follow fails the build's tests.
+//! so a schema change that the code does not follow fails the build's tests. [`convert`] turns
+//! consumed events into domain types and domain values into events.
 
 mod codec;
+pub mod convert;
 mod types;
 
-pub use codec::{CodecError, EventCodec, decode_with_writer, encode_plain};
+pub use codec::{
+    CodecError, EventCodec, FixedResolver, RegistryResolver, Resolving, SchemaResolver,
+    WriterSchema, decode_with_writer, encode_plain,
+};
 pub use types::*;
 
 use apache_avro::Schema;

@@ -118,20 +118,6 @@ pub struct MissingItem {
     pub available: i32,
 }
 
-/// "out of stock: sku-1: requested 8, available 7; sku-2: …", the reason shown to customers.
-pub fn describe_missing(missing: &[MissingItem]) -> String {
-    let lines: Vec<String> = missing
-        .iter()
-        .map(|m| {
-            format!(
-                "{}: requested {}, available {}",
-                m.sku, m.requested, m.available
-            )
-        })
-        .collect();
-    format!("out of stock: {}", lines.join("; "))
-}
-
 /// `inventory`: every line of a paid order was deducted, or none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryUpdated {

@@ -1,7 +1,10 @@
 //! Types and gRPC stubs generated from `proto/`. The public API is `orderflow.v1`; the
-//! order service's own API, used only by the gateway, is `internal::v1`.
+//! order service's own API, used only by the gateway, is `internal::v1`. [`convert`] turns
+//! requests into domain types and domain values into messages.
 
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+pub mod convert;
 
 /// The public API: `orderflow.v1`.
 pub mod v1 {

@@ -934,10 +934,11 @@ async fn advance_order(
     to: ev::OrderStatus,
 ) -> anyhow::Result<()> {
     let order_id: Uuid = created.order_id.parse()?;
-    let status = match to {
-        ev::OrderStatus::Paid => "PAID",
-        ev::OrderStatus::Completed => "COMPLETED",
-        other => anyhow::bail!("the replay never moves an order to {other:?}"),
+    let status = match orderflow_domain::OrderStatus::try_from(to) {
+        Ok(s @ (orderflow_domain::OrderStatus::Paid | orderflow_domain::OrderStatus::Completed)) => {
+            s.as_str()
+        }
+        _ => anyhow::bail!("the replay never moves an order to {to:?}"),
     };
     consumed(tx, "order", event_id).await?;
     let row = sqlx::query(

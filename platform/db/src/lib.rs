@@ -1,8 +1,10 @@
 //! PostgreSQL plumbing shared by every service: each service owns one database, created on
 //! first start, migrated by sqlx, and reached through a pool that waits out a database that is
-//! still starting.
+//! still starting. Database URLs may hold passwords, so they travel as [`Secret`]s.
 
 use std::time::Duration;
+
+use orderflow_retry::backoff;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -28,15 +30,16 @@ pub enum DbError {
 /// How a service reaches its database.
 #[derive(Debug, Clone)]
 pub struct DbSettings {
-    /// Full URL including the service's own database name.
-    pub url: String,
+    /// Full URL including the service's own database name (and perhaps a password).
+    pub url: Secret,
     pub max_connections: u32,
     /// How long start-up keeps retrying an unreachable server before giving up.
     pub connect_timeout: Duration,
 }
 
 impl DbSettings {
-    pub fn new(url: impl Into<String>) -> Self {
+    /// Settings for the database at `url`, with the services' pool size and start-up patience.
+    pub fn new(url: impl Into<Secret>) -> Self {
         DbSettings {
             url: url.into(),
             max_connections: 10,
@@ -50,7 +53,7 @@ pub async fn connect_and_migrate(
     settings: &DbSettings,
     migrator: &Migrator,
 ) -> Result<PgPool, DbError> {
-    let options: PgConnectOptions = settings.url.parse().map_err(DbError::InvalidUrl)?;
+    let options: PgConnectOptions = settings.url.expose().parse().map_err(DbError::InvalidUrl)?;
     let deadline = tokio::time::Instant::now() + settings.connect_timeout;
     let mut attempt = 0u32;
     let pool = loop {
@@ -111,11 +114,54 @@ async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> 
     admin.close().await
 }
 
-/// Exponential backoff with full jitter: a random delay in `[0, min(cap, base * 2^attempt))`.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
-    let ceiling = exp.min(cap).as_millis().max(1) as u64;
-    Duration::from_millis(rand::random_range(ceiling / 2..=ceiling))
+/// A setting that must not be shown: a database URL with a password, any credential.
+/// `Debug` and `Display` print `[redacted]`; [`Secret::expose`] gives the value to the one
+/// place that uses it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the code that connects with it (never for logs or messages).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_owned())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret::from(value))
+    }
 }
 
 /// True for errors that go away by themselves (server down, connection lost, serialization
@@ -146,14 +192,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(2);
-        for attempt in 0..30 {
-            let d = backoff(attempt, base, cap);
-            assert!(d <= cap, "attempt {attempt}: {d:?} exceeds the cap");
+    fn secrets_never_print_their_value() {
+        let url = "postgres://orderflow:hunter2@db:5432/orderflow_order";
+        let settings = DbSettings::new(url);
+        for shown in [
+            format!("{settings:?}"),
+            format!("{}", settings.url),
+            format!("{:?}", settings.url),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
         }
-        // Attempt 3 draws from [400, 800] ms: never below half the ceiling.
-        assert!(backoff(3, base, cap) >= Duration::from_millis(400));
+        assert_eq!(settings.url.expose(), url);
+        assert_eq!("x".parse::<Secret>(), Ok(Secret::new("x")));
     }
 }

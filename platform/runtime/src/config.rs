@@ -1,9 +1,31 @@
-//! Settings shared by the services, from flags or environment variables (flags win).
+//! Settings, layered: each component's flags' defaults, then an optional TOML file
+//! (`--config FILE` or `ORDERFLOW_CONFIG`), then environment variables, then flags; the later
+//! layer wins. [`load`] does it for any clap [`Args`] struct, and the structs every component
+//! shares are here: Kafka, the event bus, retention, and what `orderflow serve` itself reads.
+//!
+//! The file is a flat TOML table whose keys are the long flag names, and a key the component
+//! does not have is refused (a typo must not silently leave a default in place):
+//!
+//! ```toml
+//! kafka-brokers = "kafka-1:9092,kafka-2:9092"
+//! topic-partitions = 6
+//! outbox-retention = "48h"
+//! database-url = "postgres://orderflow@db:5432/orderflow_order"
+//! ```
 
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Args, Command};
 use orderflow_events::Topics;
+
+pub use orderflow_db::Secret;
+
+use crate::telemetry::TelemetryArgs;
 
 /// How a service reaches Kafka.
 #[derive(Debug, Clone, Args)]
@@ -65,6 +87,14 @@ pub struct KafkaArgs {
         default_value_t = DEFAULT_CONSUMER_BATCH
     )]
     pub consumer_batch: usize,
+    /// librdkafka debug contexts for the consumers (e.g. `cgrp` for group membership), to
+    /// diagnose a broker's behaviour; librdkafka's lines go to the log. Empty: off.
+    #[arg(
+        long = "kafka-debug",
+        env = "ORDERFLOW_KAFKA_DEBUG",
+        value_name = "CONTEXTS"
+    )]
+    pub debug: Option<String>,
 }
 
 /// The consumer batch size: the benchmark's best on this machine (docs/performance.md).
@@ -82,11 +112,19 @@ impl KafkaArgs {
     pub fn fetch_wait(&self) -> Duration {
         Duration::from_millis(u64::from(self.fetch_wait_ms))
     }
+
+    /// The librdkafka debug contexts to turn on, if any.
+    pub fn debug_contexts(&self) -> Option<&str> {
+        self.debug
+            .as_deref()
+            .filter(|contexts| !contexts.is_empty())
+    }
 }
 
-/// Settings every event-driven service has.
+/// How a component reaches the events: the broker, and the schema registry that gives their
+/// schemas ids.
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
+pub struct EventBusArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Schema registry URL (Confluent REST API).
@@ -96,8 +134,47 @@ pub struct CommonArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     pub registry_url: String,
+}
+
+/// Settings every event-driven service has: the event bus, and how long its outbox and dedup
+/// records are kept.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub bus: EventBusArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+}
+
+/// Everything `orderflow serve <component>` reads: how the process logs and stops, and the
+/// component's own settings (`T`).
+#[derive(Debug, Clone, Args)]
+#[command(
+    about = "Runs the component in the foreground until SIGTERM or Ctrl-C. Each setting comes \
+             from its flag, else its environment variable, else the --config file (TOML, keyed \
+             by long flag name), else its default.",
+    long_about = None
+)]
+pub struct ServeArgs<T: Args> {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// After SIGTERM, how long the component may take to finish in-flight work before the
+    /// process gives up and exits non-zero.
+    #[arg(
+        long = "shutdown-grace-secs",
+        env = "ORDERFLOW_SHUTDOWN_GRACE_SECS",
+        default_value_t = 20
+    )]
+    pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub component: T,
+}
+
+impl<T: Args> ServeArgs<T> {
+    /// How long in-flight work may take after the shutdown request.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
 }
 
 const DEFAULT_OUTBOX_RETENTION: &str = "24h";
@@ -263,6 +340,356 @@ impl std::fmt::Display for Written {
     }
 }
 
+/// The environment variable that names the configuration file when `--config` does not.
+pub const CONFIG_ENV: &str = "ORDERFLOW_CONFIG";
+
+/// The id (and long name) of the `--config` flag [`load`] adds to every command.
+const CONFIG_ID: &str = "config";
+
+/// What a component's settings are read from besides its flags' defaults: its command line,
+/// its environment, and the configuration file those name. Not `Debug`: the environment may
+/// hold secrets.
+#[derive(Clone)]
+pub struct Sources {
+    /// The command line after the command's name.
+    args: Vec<OsString>,
+    env: HashMap<OsString, OsString>,
+    /// Configuration files by path; `None` reads the filesystem.
+    files: Option<HashMap<PathBuf, String>>,
+}
+
+impl Sources {
+    /// This process's environment and filesystem, with `args` as the command line (after the
+    /// command's name).
+    pub fn process<A: Into<OsString>>(args: impl IntoIterator<Item = A>) -> Sources {
+        Sources {
+            args: args.into_iter().map(Into::into).collect(),
+            env: std::env::vars_os().collect(),
+            files: None,
+        }
+    }
+
+    /// Exactly `args` and `env`, and no file but those given with [`Sources::with_file`]: what
+    /// tests parse from, so they never depend on (or change) the process's environment.
+    pub fn fixed<A, K, V>(
+        args: impl IntoIterator<Item = A>,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Sources
+    where
+        A: Into<OsString>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        Sources {
+            args: args.into_iter().map(Into::into).collect(),
+            env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            files: Some(HashMap::new()),
+        }
+    }
+
+    /// Serves `text` as the content of the file at `path` (and stops reading the filesystem).
+    pub fn with_file(mut self, path: impl Into<PathBuf>, text: impl Into<String>) -> Sources {
+        self.files
+            .get_or_insert_with(HashMap::new)
+            .insert(path.into(), text.into());
+        self
+    }
+
+    fn var(&self, name: &std::ffi::OsStr) -> Option<&OsString> {
+        self.env.get(name)
+    }
+
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        match &self.files {
+            None => std::fs::read_to_string(path),
+            Some(files) => files
+                .get(path)
+                .cloned()
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")),
+        }
+    }
+}
+
+/// Why a component's settings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The command line is wrong, or asks for help or the version: [`clap::Error::exit`]
+    /// prints it the way clap does.
+    #[error("{0}")]
+    Command(clap::Error),
+    #[error("cannot read the configuration file {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {} is not valid TOML: {message}", path.display())]
+    ParseFile { path: PathBuf, message: String },
+    /// Keys the command has no flag for (listed in order).
+    #[error(
+        "unknown {} {} in {}: not a setting of `{command}` (the keys are its long flag names; see --help)",
+        if keys.len() == 1 { "key" } else { "keys" },
+        keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+        path.display()
+    )]
+    UnknownKeys {
+        keys: Vec<String>,
+        path: PathBuf,
+        command: String,
+    },
+    /// A value from the environment or the file that the setting does not accept; `origin`
+    /// names the variable, or the key and the file.
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// Where a value that was not on the command line came from.
+enum Origin {
+    Env(String),
+    File { key: String, path: PathBuf },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::File { key, path } => write!(f, "key `{key}` in {}", path.display()),
+        }
+    }
+}
+
+/// Reads `T` for the command `name` from `sources`, each setting from the first layer that has
+/// it: the command line, the environment (each flag's `env` name), the configuration file
+/// (`--config FILE`, else the file named by [`CONFIG_ENV`]), the flag's default.
+///
+/// Every value goes through the flag's own parser, so a file or an environment variable is
+/// checked exactly as the flag would be, and an error names where the bad value came from.
+/// `--help` lists every flag with its environment variable, plus `--config`.
+pub fn load<T: Args>(name: &'static str, sources: &Sources) -> Result<T, ConfigError> {
+    let full = T::augment_args(Command::new(name).bin_name(name)).arg(config_arg());
+    // clap reads this process's environment into each argument that names a variable; the
+    // values must come from `sources` alone.
+    let command = full.clone().mut_args(|arg| arg.env(None));
+    let argv: Vec<OsString> = std::iter::once(OsString::from(name))
+        .chain(sources.args.iter().cloned())
+        .collect();
+    let given = command
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| match e.kind() {
+            // Help lists each flag's environment variable: render it from the full command.
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            | ErrorKind::DisplayVersion => {
+                ConfigError::Command(full.clone().try_get_matches_from(&argv).err().unwrap_or(e))
+            }
+            _ => ConfigError::Command(e),
+        })?;
+    let file = match config_path(&given, sources) {
+        Some(path) => Some(ConfigFile::read(path, sources, &full)?),
+        None => None,
+    };
+
+    // Every setting the command line left alone, from the environment or else the file.
+    let mut layers: Vec<(Origin, Vec<OsString>)> = Vec::new();
+    for arg in full.get_arguments() {
+        let (id, Some(long)) = (arg.get_id().as_str(), arg.get_long()) else {
+            continue;
+        };
+        if id == CONFIG_ID || given.value_source(id) == Some(ValueSource::CommandLine) {
+            continue;
+        }
+        let from_env = arg.get_env().and_then(|var| Some((var, sources.var(var)?)));
+        if let Some((var, value)) = from_env {
+            let origin = Origin::Env(var.to_string_lossy().into_owned());
+            layers.push((origin, flag(arg, long, vec![value.clone()])));
+        } else if let Some((file, value)) = file
+            .as_ref()
+            .and_then(|file| Some((file, file.table.get(long)?)))
+        {
+            let origin = Origin::File {
+                key: long.to_owned(),
+                path: file.path.clone(),
+            };
+            let values = toml_values(value).map_err(|message| ConfigError::Invalid {
+                origin: origin.to_string(),
+                message,
+            })?;
+            layers.push((origin, flag(arg, long, values)));
+        }
+    }
+
+    let layered = argv
+        .iter()
+        .cloned()
+        .chain(layers.iter().flat_map(|(_, args)| args.iter().cloned()));
+    let matches = command
+        .clone()
+        .try_get_matches_from(layered)
+        .map_err(|e| blame(&command, &argv, &layers, e))?;
+    T::from_arg_matches(&matches).map_err(ConfigError::Command)
+}
+
+/// `--config FILE`, added to every command [`load`] reads.
+fn config_arg() -> Arg {
+    Arg::new(CONFIG_ID)
+        .long(CONFIG_ID)
+        .env(CONFIG_ENV)
+        .value_name("FILE")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help(
+            "TOML file of settings, keyed by long flag name (e.g. `kafka-brokers = \"host:9092\"`); \
+             environment variables and flags override it",
+        )
+}
+
+/// The configuration file to read: `--config`, else the variable [`CONFIG_ENV`].
+fn config_path(given: &ArgMatches, sources: &Sources) -> Option<PathBuf> {
+    given
+        .get_one::<PathBuf>(CONFIG_ID)
+        .cloned()
+        .or_else(|| sources.var(CONFIG_ENV.as_ref()).map(PathBuf::from))
+}
+
+/// A configuration file, read and checked against the command's flags.
+struct ConfigFile {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl ConfigFile {
+    fn read(
+        path: PathBuf,
+        sources: &Sources,
+        command: &Command,
+    ) -> Result<ConfigFile, ConfigError> {
+        let text = match sources.read(&path) {
+            Ok(text) => text,
+            Err(source) => return Err(ConfigError::ReadFile { path, source }),
+        };
+        let table: toml::Table = match text.parse::<toml::Table>() {
+            Ok(table) => table,
+            Err(e) => {
+                // The line and the message, without the quoted line itself: it may hold a
+                // secret.
+                let message = e.message().trim_end().replace('\n', "; ");
+                let message = match e.span() {
+                    Some(span) => {
+                        let before = &text.as_bytes()[..span.start.min(text.len())];
+                        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                        format!("line {line}: {message}")
+                    }
+                    None => message,
+                };
+                return Err(ConfigError::ParseFile { path, message });
+            }
+        };
+        let known: BTreeSet<&str> = command
+            .get_arguments()
+            .filter(|arg| arg.get_id() != CONFIG_ID)
+            .filter_map(Arg::get_long)
+            .collect();
+        let unknown: Vec<String> = table
+            .keys()
+            .filter(|key| !known.contains(key.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ConfigError::UnknownKeys {
+                keys: unknown,
+                path,
+                command: command.get_name().to_owned(),
+            });
+        }
+        Ok(ConfigFile { path, table })
+    }
+}
+
+/// A file value as the text a flag would be given: a string as it is, a number or a boolean
+/// as written, an array as one value per item.
+fn toml_values(value: &toml::Value) -> Result<Vec<OsString>, String> {
+    let scalar = |value: &toml::Value| match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Float(x) => Ok(x.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "expected a string, a number, a boolean or an array of them, found {}",
+            other.type_str()
+        )),
+    };
+    match value {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| scalar(item).map(OsString::from))
+            .collect(),
+        other => Ok(vec![scalar(other)?.into()]),
+    }
+}
+
+/// The command-line words that give `arg` these `values`: `--long=value` for each (one word
+/// joined by the flag's delimiter, when it has one), or `--long` alone for a flag that takes
+/// no value and a true one (`false`, `0`, `no`, `off` or empty leave it unset, as with clap's
+/// own environment handling).
+fn flag(arg: &Arg, long: &str, values: Vec<OsString>) -> Vec<OsString> {
+    if !arg.get_action().takes_values() {
+        let falsey = |v: &OsString| {
+            let v = v.to_string_lossy().to_ascii_lowercase();
+            matches!(v.as_str(), "" | "0" | "n" | "no" | "f" | "false" | "off")
+        };
+        return if values.iter().any(|v| !falsey(v)) {
+            vec![format!("--{long}").into()]
+        } else {
+            Vec::new()
+        };
+    }
+    let word = |value: &OsString| {
+        let mut word = OsString::from(format!("--{long}="));
+        word.push(value);
+        word
+    };
+    match arg.get_value_delimiter() {
+        Some(delimiter) if values.len() > 1 => {
+            let mut joined = OsString::new();
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    joined.push(delimiter.to_string());
+                }
+                joined.push(value);
+            }
+            vec![word(&joined)]
+        }
+        _ => values.iter().map(word).collect(),
+    }
+}
+
+/// Names the layer whose value `command` refused: the first that fails on its own on top of
+/// the command line.
+fn blame(
+    command: &Command,
+    argv: &[OsString],
+    layers: &[(Origin, Vec<OsString>)],
+    error: clap::Error,
+) -> ConfigError {
+    for (origin, args) in layers {
+        let alone = argv.iter().chain(args).cloned();
+        if let Err(e) = command.clone().try_get_matches_from(alone) {
+            return ConfigError::Invalid {
+                origin: origin.to_string(),
+                message: summary(&e),
+            };
+        }
+    }
+    ConfigError::Command(error)
+}
+
+/// clap's message for `error` without its `error: ` prefix and usage lines.
+fn summary(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +753,278 @@ mod tests {
         assert_eq!(cli.retention.purge_batch, 500);
         cli.retention.validate().expect("valid");
         assert!(Cli::try_parse_from(["x", "--outbox-retention", "1 week"]).is_err());
+    }
+
+    /// What `orderflow serve` reads for an event-driven service, without its own flags.
+    type Service = ServeArgs<CommonArgs>;
+
+    fn service(sources: Sources) -> Result<Service, ConfigError> {
+        load::<Service>("orderflow serve test", &sources)
+    }
+
+    #[test]
+    fn nothing_given_means_every_flag_s_default() {
+        let settings = service(Sources::fixed(NO_ARGS, NO_ENV)).expect("defaults");
+        let kafka = &settings.component.bus.kafka;
+        assert_eq!(kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(kafka.topic_prefix, "");
+        assert_eq!(kafka.fetch_wait_ms, 25);
+        assert_eq!(kafka.consumer_batch, DEFAULT_CONSUMER_BATCH);
+        assert_eq!(kafka.debug_contexts(), None);
+        assert_eq!(settings.component.bus.registry_url, "http://127.0.0.1:8081");
+        assert_eq!(
+            settings.component.retention.outbox,
+            RetentionArgs::default().outbox
+        );
+        assert_eq!(
+            settings.telemetry.log_format,
+            crate::telemetry::LogFormat::Text
+        );
+        assert_eq!(settings.shutdown_grace(), Duration::from_secs(20));
+    }
+
+    const NO_ARGS: [&str; 0] = [];
+    const NO_ENV: [(&str, &str); 0] = [];
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file_which_beats_the_defaults() {
+        let file = r#"
+            kafka-brokers = "file:9092"
+            topic-prefix = "file-"
+            fetch-wait-ms = 100
+            outbox-retention = "1h"
+        "#;
+        let sources = Sources::fixed(
+            ["--config", "order.toml", "--kafka-brokers", "flag:9092"],
+            [
+                ("ORDERFLOW_KAFKA_BROKERS", "env:9092"),
+                ("ORDERFLOW_TOPIC_PREFIX", "env-"),
+            ],
+        )
+        .with_file("order.toml", file);
+        let settings = service(sources).expect("layered settings");
+        let kafka = &settings.component.bus.kafka;
+        assert_eq!(kafka.brokers, "flag:9092", "a flag beats all");
+        assert_eq!(kafka.topic_prefix, "env-", "the environment beats the file");
+        assert_eq!(kafka.fetch_wait_ms, 100, "the file beats the default");
+        assert_eq!(
+            settings.component.retention.outbox,
+            Duration::from_secs(3600),
+            "the file beats the default"
+        );
+        assert_eq!(
+            kafka.linger_ms, 2,
+            "the default where nothing says otherwise"
+        );
+    }
+
+    #[test]
+    fn the_config_flag_names_the_file_before_the_variable_does() {
+        let sources = |args: &[&str]| {
+            Sources::fixed(args.to_vec(), [(CONFIG_ENV, "from-env.toml")])
+                .with_file("from-env.toml", "linger-ms = 7")
+                .with_file("from-flag.toml", "linger-ms = 9")
+        };
+        let linger = |args: &[&str]| {
+            service(sources(args))
+                .unwrap()
+                .component
+                .bus
+                .kafka
+                .linger_ms
+        };
+        assert_eq!(linger(&[]), 7);
+        assert_eq!(linger(&["--config", "from-flag.toml"]), 9);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_the_key_and_the_file() {
+        let sources = Sources::fixed(["--config", "/etc/orderflow/order.toml"], NO_ENV).with_file(
+            "/etc/orderflow/order.toml",
+            "kafka-broker = \"typo:9092\"\nlinger-ms = 5\n",
+        );
+        let err = service(sources).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownKeys { keys, .. } if keys == &["kafka-broker"]),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "unknown key `kafka-broker` in /etc/orderflow/order.toml: not a setting of \
+             `orderflow serve test` (the keys are its long flag names; see --help)"
+        );
+        // `config` is a flag, not a setting a file can hold.
+        let nested = Sources::fixed(NO_ARGS, [(CONFIG_ENV, "a.toml")])
+            .with_file("a.toml", "config = \"b.toml\"");
+        assert!(matches!(
+            service(nested).unwrap_err(),
+            ConfigError::UnknownKeys { .. }
+        ));
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_with_where_it_came_from() {
+        let origin = |sources: Sources| match service(sources).unwrap_err() {
+            ConfigError::Invalid { origin, message } => (origin, message),
+            other => panic!("expected an invalid value, got {other:?}"),
+        };
+        let (at, message) = origin(
+            Sources::fixed(NO_ARGS, [(CONFIG_ENV, "order.toml")])
+                .with_file("order.toml", "fetch-wait-ms = \"soon\""),
+        );
+        assert_eq!(at, "key `fetch-wait-ms` in order.toml");
+        assert!(
+            message.contains("invalid value 'soon' for '--fetch-wait-ms"),
+            "{message}"
+        );
+
+        let (at, message) = origin(Sources::fixed(
+            NO_ARGS,
+            [("ORDERFLOW_OUTBOX_RETENTION", "1 week")],
+        ));
+        assert_eq!(at, "environment variable ORDERFLOW_OUTBOX_RETENTION");
+        assert!(message.contains("unknown unit"), "{message}");
+
+        let (at, message) = origin(
+            Sources::fixed(NO_ARGS, [(CONFIG_ENV, "order.toml")])
+                .with_file("order.toml", "kafka-brokers = { host = \"x\" }"),
+        );
+        assert_eq!(at, "key `kafka-brokers` in order.toml");
+        assert!(message.contains("found table"), "{message}");
+
+        // A flag's own bad value is clap's usage error, as without layering.
+        let err = service(Sources::fixed(["--linger-ms", "x"], NO_ENV)).unwrap_err();
+        assert!(matches!(err, ConfigError::Command(e) if e.kind() == ErrorKind::ValueValidation));
+    }
+
+    #[test]
+    fn a_missing_or_malformed_file_is_an_error_naming_it() {
+        let missing = Sources::fixed(["--config", "absent.toml"], NO_ENV);
+        let err = service(missing).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::ReadFile { path, .. } if path == Path::new("absent.toml"))
+        );
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+
+        let malformed = Sources::fixed(["--config", "bad.toml"], NO_ENV).with_file(
+            "bad.toml",
+            "linger-ms = 3\ndatabase-url = postgres://orderflow:hunter2@db/orderflow\n",
+        );
+        let err = service(malformed).unwrap_err();
+        assert!(matches!(err, ConfigError::ParseFile { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("bad.toml") && message.contains("line 2"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("hunter2"),
+            "the bad line may hold a secret: {message}"
+        );
+    }
+
+    #[test]
+    fn log_format_and_kafka_debug_are_flags_with_their_environment_names() {
+        let settings = service(Sources::fixed(
+            NO_ARGS,
+            [
+                ("ORDERFLOW_LOG_FORMAT", "json"),
+                ("ORDERFLOW_KAFKA_DEBUG", "cgrp"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            settings.telemetry.log_format,
+            crate::telemetry::LogFormat::Json
+        );
+        assert_eq!(settings.component.bus.kafka.debug_contexts(), Some("cgrp"));
+
+        let settings = service(Sources::fixed(
+            ["--log-format", "text"],
+            [
+                ("ORDERFLOW_LOG_FORMAT", "json"),
+                ("ORDERFLOW_KAFKA_DEBUG", ""),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            settings.telemetry.log_format,
+            crate::telemetry::LogFormat::Text
+        );
+        assert_eq!(
+            settings.component.bus.kafka.debug_contexts(),
+            None,
+            "empty is off"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_variable_and_the_config_file() {
+        let err = service(Sources::fixed(["--help"], NO_ENV)).unwrap_err();
+        let ConfigError::Command(help) = err else {
+            panic!("expected help, got {err:?}")
+        };
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        let text = help.to_string();
+        for expected in [
+            "--config <FILE>",
+            "ORDERFLOW_CONFIG",
+            "--kafka-brokers",
+            "ORDERFLOW_KAFKA_BROKERS",
+            "ORDERFLOW_LOG_FORMAT",
+            "ORDERFLOW_KAFKA_DEBUG",
+        ] {
+            assert!(text.contains(expected), "help lacks {expected}:\n{text}");
+        }
+    }
+
+    /// Settings of a shape the services do not have (yet): a secret, a switch, a list.
+    #[derive(Debug, clap::Args)]
+    struct Shapes {
+        #[arg(
+            long = "database-url",
+            env = "SHAPES_DATABASE_URL",
+            hide_env_values = true,
+            default_value = "postgres://localhost/db"
+        )]
+        database_url: Secret,
+        #[arg(long, env = "SHAPES_VERBOSE")]
+        verbose: bool,
+        #[arg(long, env = "SHAPES_RATES", value_delimiter = ',')]
+        rates: Vec<u32>,
+    }
+
+    #[test]
+    fn secrets_switches_and_lists_layer_like_any_setting() {
+        let file = r#"
+            database-url = "postgres://orderflow:hunter2@db/orderflow_order"
+            verbose = true
+            rates = [100, 200, 300]
+        "#;
+        let shapes: Shapes = load(
+            "shapes",
+            &Sources::fixed(["--config", "s.toml"], NO_ENV).with_file("s.toml", file),
+        )
+        .unwrap();
+        assert_eq!(
+            shapes.database_url.expose(),
+            "postgres://orderflow:hunter2@db/orderflow_order"
+        );
+        assert!(!format!("{shapes:?}").contains("hunter2"), "{shapes:?}");
+        assert!(shapes.verbose);
+        assert_eq!(shapes.rates, [100, 200, 300]);
+
+        let shapes: Shapes = load(
+            "shapes",
+            &Sources::fixed(
+                ["--config", "s.toml"],
+                [("SHAPES_VERBOSE", "false"), ("SHAPES_RATES", "5,6")],
+            )
+            .with_file("s.toml", file),
+        )
+        .unwrap();
+        assert!(!shapes.verbose, "a false variable beats a true file value");
+        assert_eq!(shapes.rates, [5, 6]);
     }
 
     #[test]

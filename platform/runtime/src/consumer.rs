@@ -28,6 +28,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::dlq;
 use crate::health::Health;
 use crate::metrics::{ConsumerMetrics, Outcome};
 use crate::outbox::{Outbox, OutboxSignal};
@@ -143,7 +144,7 @@ const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The dead-letter topic of `consumer` for messages from `origin`.
 pub fn dead_letter_topic(origin: &str, consumer: &str) -> String {
-    format!("{origin}.{consumer}.dlq")
+    format!("{origin}.{consumer}{}", dlq::SUFFIX)
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -285,7 +286,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     error: HandleError::Transient(reason),
                     ..
                 }) => {
-                    let delay = orderflow_db::backoff(
+                    let delay = orderflow_retry::backoff(
                         attempt,
                         Duration::from_millis(100),
                         Duration::from_secs(10),
@@ -430,15 +431,15 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
             }
             for (k, v) in [
-                ("dlq.origin.topic", message.topic()),
-                ("dlq.origin.partition", partition.as_str()),
-                ("dlq.origin.offset", offset.as_str()),
-                ("dlq.origin.key", key.as_str()),
-                ("dlq.consumer.group", self.group.as_str()),
-                ("dlq.error.class", class),
-                ("dlq.error.message", reason),
-                ("dlq.first.failure", first.as_str()),
-                ("dlq.attempts", attempts.as_str()),
+                (dlq::ORIGIN_TOPIC, message.topic()),
+                (dlq::ORIGIN_PARTITION, partition.as_str()),
+                (dlq::ORIGIN_OFFSET, offset.as_str()),
+                (dlq::ORIGIN_KEY, key.as_str()),
+                (dlq::CONSUMER_GROUP, self.group.as_str()),
+                (dlq::ERROR_CLASS, class),
+                (dlq::ERROR_MESSAGE, reason),
+                (dlq::FIRST_FAILURE, first.as_str()),
+                (dlq::ATTEMPTS, attempts.as_str()),
             ] {
                 headers = headers.insert(Header {
                     key: k,
@@ -462,7 +463,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 Err((e, _)) => {
                     retry += 1;
                     self.producer.renew();
-                    let delay = orderflow_db::backoff(
+                    let delay = orderflow_retry::backoff(
                         retry,
                         Duration::from_millis(100),
                         Duration::from_secs(10),
@@ -647,4 +648,33 @@ fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderflow_events::FixedResolver;
+
+    /// What the loop does with a message it cannot decode: dead-letter it under the codec's
+    /// class, or retry it while the registry is down.
+    #[tokio::test]
+    async fn undecodable_messages_are_dead_lettered_and_registry_outages_retried() {
+        let codec = EventCodec::with_resolver(FixedResolver::new());
+        let unknown_id: &'static [u8] = &[0, 0, 0, 0x10, 0x92, 2, 0];
+        let permanent = |bytes: &'static [u8]| {
+            let codec = &codec;
+            async move {
+                match HandleError::from(codec.decode(Some(bytes)).await.unwrap_err()) {
+                    HandleError::Permanent { class, .. } => class,
+                    other => panic!("expected a dead letter, got {other:?}"),
+                }
+            }
+        };
+        assert_eq!(permanent(unknown_id).await, "unknown_schema");
+        assert_eq!(permanent(b"{\"json\":1}").await, "not_framed");
+        assert!(matches!(
+            HandleError::from(CodecError::RegistryUnavailable("connection refused".into())),
+            HandleError::Transient(_)
+        ));
+    }
 }

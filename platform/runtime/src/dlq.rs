@@ -28,14 +28,32 @@ use crate::kafka;
 /// The suffix every dead-letter topic name ends with.
 pub const SUFFIX: &str = ".dlq";
 
-/// The header the consumer loop records the origin topic in; redrive publishes there.
+/// Prefix of every header the consumer loop adds to a dead letter; redrive drops them.
+pub const HEADER_PREFIX: &str = "dlq.";
+
+// The headers the consumer loop adds to a dead letter, each with its value as text.
+
+/// The topic the message came from; redrive publishes there.
 pub const ORIGIN_TOPIC: &str = "dlq.origin.topic";
+/// The partition of the origin topic it was read from.
+pub const ORIGIN_PARTITION: &str = "dlq.origin.partition";
+/// Its offset in that partition.
+pub const ORIGIN_OFFSET: &str = "dlq.origin.offset";
+/// Its key (lossy UTF-8; empty when it had none).
+pub const ORIGIN_KEY: &str = "dlq.origin.key";
+/// The consumer group that could not process it.
+pub const CONSUMER_GROUP: &str = "dlq.consumer.group";
+/// The short, stable class of the error (`unknown_schema`, `invalid_content`, ...).
+pub const ERROR_CLASS: &str = "dlq.error.class";
+/// The error in words.
+pub const ERROR_MESSAGE: &str = "dlq.error.message";
+/// When the first attempt failed (RFC 3339).
+pub const FIRST_FAILURE: &str = "dlq.first.failure";
+/// How many times it was tried.
+pub const ATTEMPTS: &str = "dlq.attempts";
 
 /// The header a redriven message carries: `<dlq topic>/<partition>/<offset>` it came from.
 pub const REDRIVEN_FROM: &str = "dlq.redriven.from";
-
-/// Prefix of the headers the consumer loop adds; they are dropped when redriving.
-const DLQ_HEADER_PREFIX: &str = "dlq.";
 
 /// How long one metadata or watermark request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -257,7 +275,7 @@ pub async fn redrive(
         let from = message.location();
         let mut headers = OwnedHeaders::new();
         for (key, value) in &message.headers {
-            if !key.starts_with(DLQ_HEADER_PREFIX) {
+            if !key.starts_with(HEADER_PREFIX) {
                 headers = headers.insert(Header {
                     key: key.as_str(),
                     value: value.as_deref(),
@@ -494,6 +512,28 @@ mod tests {
         for bad in ["", "-1", "x", "1/", "/3", "1/-2", "99999999999/1"] {
             assert!(bad.parse::<MessageRef>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn redrive_drops_every_header_orderflow_adds() {
+        for header in [
+            ORIGIN_TOPIC,
+            ORIGIN_PARTITION,
+            ORIGIN_OFFSET,
+            ORIGIN_KEY,
+            CONSUMER_GROUP,
+            ERROR_CLASS,
+            ERROR_MESSAGE,
+            FIRST_FAILURE,
+            ATTEMPTS,
+        ] {
+            assert!(
+                header.starts_with(HEADER_PREFIX),
+                "{header} would survive a redrive"
+            );
+        }
+        // Redriving a message again replaces its `dlq.redriven.from` instead of adding one.
+        assert!(REDRIVEN_FROM.starts_with(HEADER_PREFIX));
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub fn consumer(
     kafka: &KafkaArgs,
     group: &str,
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", group)
         .set(
@@ -86,24 +87,12 @@ pub fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
-        .set("fetch.error.backoff.ms", "100")
-        .set_if_debugging()
-        .create()
-}
-
-/// Turns on librdkafka's own debug logging (e.g. `cgrp` for group membership) from
-/// `ORDERFLOW_KAFKA_DEBUG`, for diagnosing a broker's behaviour; its lines go to the log.
-trait DebugFromEnv {
-    fn set_if_debugging(&mut self) -> &mut Self;
-}
-
-impl DebugFromEnv for ClientConfig {
-    fn set_if_debugging(&mut self) -> &mut Self {
-        match std::env::var("ORDERFLOW_KAFKA_DEBUG") {
-            Ok(contexts) if !contexts.is_empty() => self.set("debug", contexts),
-            _ => self,
-        }
+        .set("fetch.error.backoff.ms", "100");
+    // librdkafka's own debug logging (`--kafka-debug cgrp`), to diagnose a broker.
+    if let Some(contexts) = kafka.debug_contexts() {
+        config.set("debug", contexts);
     }
+    config.create()
 }
 
 /// A consumer without a group, for readers that assign partitions themselves.

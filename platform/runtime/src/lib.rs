@@ -1,7 +1,7 @@
 //! Plumbing every orderflow service shares, so each service is only its domain logic:
 //! Kafka clients, the transactional outbox and its relay, the idempotent consumer loop with
 //! retries and dead letters, health, metrics, retention purge, telemetry and graceful
-//! shutdown.
+//! shutdown; the platform's tables (outbox, dedup records) and layered configuration.
 
 pub mod config;
 pub mod consumer;
@@ -9,14 +9,16 @@ pub mod dlq;
 pub mod health;
 pub mod kafka;
 pub mod metrics;
+pub mod migrations;
 pub mod outbox;
+pub mod progress;
 pub mod purge;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
 
-pub use config::{CommonArgs, KafkaArgs, RetentionArgs};
+pub use config::{CommonArgs, EventBusArgs, KafkaArgs, RetentionArgs, Secret, ServeArgs};
 pub use consumer::{ConsumerLoop, HandleError, Handler, MessageContext};
 pub use health::Health;
 pub use metrics::Metrics;

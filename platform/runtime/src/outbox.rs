@@ -169,7 +169,7 @@ impl Relay {
                 }
                 Err(e) => {
                     failures += 1;
-                    let delay = orderflow_db::backoff(
+                    let delay = orderflow_retry::backoff(
                         failures,
                         Duration::from_millis(100),
                         Duration::from_secs(5),

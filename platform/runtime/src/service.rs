@@ -45,11 +45,11 @@ impl ServiceKit {
         pool: PgPool,
     ) -> anyhow::Result<Self> {
         common.retention.validate()?;
-        let topics = common.kafka.topics();
-        let codec = Arc::new(EventCodec::new(&common.registry_url)?);
-        let producer = kafka::Producer::new(&common.kafka)?;
+        let topics = common.bus.kafka.topics();
+        let codec = Arc::new(EventCodec::new(&common.bus.registry_url)?);
+        let producer = kafka::Producer::new(&common.bus.kafka)?;
         let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
-        kafka::ensure_topics(&common.kafka, &names).await?;
+        kafka::ensure_topics(&common.bus.kafka, &names).await?;
         let metrics = Metrics::new();
         let pipeline = PipelineMetrics::register(&metrics);
         Ok(ServiceKit {
@@ -90,9 +90,9 @@ impl ServiceKit {
             .iter()
             .map(|t| dead_letter_topic(t, self.name))
             .collect();
-        kafka::ensure_topics(&self.common.kafka, &dlq).await?;
-        let group = self.common.kafka.group(self.name);
-        let consumer = kafka::consumer(&self.common.kafka, &group)?;
+        kafka::ensure_topics(&self.common.bus.kafka, &dlq).await?;
+        let group = self.common.bus.kafka.group(self.name);
+        let consumer = kafka::consumer(&self.common.bus.kafka, &group)?;
         consumer.subscribe(topics)?;
         Ok(ConsumerLoop {
             name: self.name.to_owned(),
@@ -106,7 +106,7 @@ impl ServiceKit {
             health: self.health.clone(),
             metrics: self.pipeline.consumer(self.name, topics),
             outbox_signal: self.outbox_signal.clone(),
-            max_batch: self.common.kafka.consumer_batch.max(1),
+            max_batch: self.common.bus.kafka.consumer_batch.max(1),
             subscribed: topics.iter().map(|t| t.to_string()).collect(),
         })
     }

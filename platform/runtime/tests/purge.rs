@@ -1,16 +1,21 @@
 //! The retention purge against real PostgreSQL and the order service's real tables: it
 //! deletes exactly the published outbox rows and dedup records past their retention.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use orderflow_platform::RetentionArgs;
 use orderflow_platform::metrics::{Metrics, PipelineMetrics};
+use orderflow_platform::migrations::with_platform;
 use orderflow_platform::purge::{Purged, purge_once};
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-static ORDER_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order");
+/// The order service's database: its own migrations and the platform's (the purged tables).
+static ORDER_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| with_platform(sqlx::migrate!("../../migrations/order")));
 
 /// An outbox row named `key`, created `created_hours` ago and published `published_hours`
 /// ago (never, when `None`).

@@ -1,31 +1,50 @@
 //! Stock administration over gRPC (`orderflow.v1.InventoryService`), called by the gateway.
+//! Handlers are thin: validate into domain types, call the store, convert back.
 
-use orderflow_domain::{Sku, ValidationError};
+use orderflow_domain::{Sku, StockDelta, StockLevel};
 use orderflow_proto::v1 as pb;
-use orderflow_proto::v1::inventory_service_server::InventoryService;
-use sqlx::PgPool;
+use orderflow_proto::v1::inventory_service_server::{InventoryService, InventoryServiceServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::error::InventoryError;
+use crate::store::Store;
+
+/// The `InventoryService` over the stock table.
 pub struct InventoryApi {
-    pub pool: PgPool,
+    store: Store,
 }
 
-fn invalid(e: ValidationError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
-fn storage(e: sqlx::Error) -> Status {
-    if orderflow_db::is_transient(&e) {
-        tracing::warn!(error = %e, "database unavailable");
-        Status::unavailable("stock storage is temporarily unavailable, retry")
-    } else {
-        tracing::error!(error = %e, "stock storage error");
-        Status::internal("internal error")
+impl InventoryApi {
+    /// An API over `store`.
+    pub fn new(store: Store) -> Self {
+        InventoryApi { store }
     }
 }
 
-/// Largest stock a SKU may hold (fits the database's INT with room for arithmetic).
-const MAX_STOCK: i64 = 1_000_000_000;
+/// Serves `api` on `listener` until `shutdown`.
+pub async fn serve(
+    api: InventoryApi,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(InventoryServiceServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.cancelled().await
+        })
+        .await?;
+    Ok(())
+}
+
+fn level(sku: Sku, available: i32) -> Response<pb::StockLevel> {
+    Response::new(pb::StockLevel {
+        sku: sku.to_string(),
+        available,
+    })
+}
 
 #[tonic::async_trait]
 impl InventoryService for InventoryApi {
@@ -33,17 +52,9 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::GetStockRequest>,
     ) -> Result<Response<pb::StockLevel>, Status> {
-        let sku = Sku::parse("sku", &request.get_ref().sku).map_err(invalid)?;
-        let available: Option<i32> =
-            sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
-                .bind(sku.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(storage)?;
-        Ok(Response::new(pb::StockLevel {
-            sku: sku.to_string(),
-            available: available.unwrap_or(0),
-        }))
+        let sku = Sku::parse("sku", &request.get_ref().sku).map_err(InventoryError::from)?;
+        let available = self.store.available(&sku).await?;
+        Ok(level(sku, available))
     }
 
     async fn set_stock(
@@ -51,27 +62,11 @@ impl InventoryService for InventoryApi {
         request: Request<pb::SetStockRequest>,
     ) -> Result<Response<pb::StockLevel>, Status> {
         let req = request.get_ref();
-        let sku = Sku::parse("sku", &req.sku).map_err(invalid)?;
-        if req.available < 0 || i64::from(req.available) > MAX_STOCK {
-            return Err(invalid(ValidationError::new(
-                "available",
-                format!("must be between 0 and {MAX_STOCK}, got {}", req.available),
-            )));
-        }
-        let available: i32 = sqlx::query_scalar(
-            "INSERT INTO stock (sku, available) VALUES ($1, $2)
-             ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now() RETURNING available",
-        )
-        .bind(sku.as_str())
-        .bind(req.available)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(storage)?;
-        tracing::info!(%sku, available, "stock set");
-        Ok(Response::new(pb::StockLevel {
-            sku: sku.to_string(),
-            available,
-        }))
+        let sku = Sku::parse("sku", &req.sku).map_err(InventoryError::from)?;
+        let target = StockLevel::parse("available", i64::from(req.available))
+            .map_err(InventoryError::from)?;
+        let available = self.store.set(&sku, target).await?;
+        Ok(level(sku, available))
     }
 
     async fn adjust_stock(
@@ -79,44 +74,10 @@ impl InventoryService for InventoryApi {
         request: Request<pb::AdjustStockRequest>,
     ) -> Result<Response<pb::StockLevel>, Status> {
         let req = request.get_ref();
-        let sku = Sku::parse("sku", &req.sku).map_err(invalid)?;
-        if req.delta == 0 || i64::from(req.delta).abs() > MAX_STOCK {
-            return Err(invalid(ValidationError::new(
-                "delta",
-                format!(
-                    "must be non-zero and at most {MAX_STOCK} in size, got {}",
-                    req.delta
-                ),
-            )));
-        }
-        let available: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO stock (sku, available) VALUES ($1, $2)
-             ON CONFLICT (sku) DO UPDATE SET available = stock.available + $2, updated_at = now()
-             WHERE stock.available + $2 BETWEEN 0 AND $3
-             RETURNING available",
-        )
-        .bind(sku.as_str())
-        .bind(req.delta)
-        .bind(MAX_STOCK as i32)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| match &e {
-            // A negative delta on a SKU never stocked violates available >= 0.
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("23514") => invalid(
-                ValidationError::new("delta", format!("would take {sku} below zero")),
-            ),
-            _ => storage(e),
-        })?;
-        let available = available.ok_or_else(|| {
-            invalid(ValidationError::new(
-                "delta",
-                format!("would take {sku} below zero or above {MAX_STOCK}"),
-            ))
-        })?;
-        tracing::info!(%sku, delta = req.delta, available, "stock adjusted");
-        Ok(Response::new(pb::StockLevel {
-            sku: sku.to_string(),
-            available,
-        }))
+        let sku = Sku::parse("sku", &req.sku).map_err(InventoryError::from)?;
+        let delta =
+            StockDelta::parse("delta", i64::from(req.delta)).map_err(InventoryError::from)?;
+        let available = self.store.adjust(&sku, delta).await?;
+        Ok(level(sku, available))
     }
 }

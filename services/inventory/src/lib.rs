@@ -1,48 +1,25 @@
 //! The inventory service: on PaymentProcessed PAID, deducts every line of the order or none
 //! and publishes InventoryUpdated; serves stock administration over gRPC.
 
+mod config;
+mod error;
 mod grpc;
 mod handler;
+mod store;
 
-use std::net::SocketAddr;
+use std::sync::LazyLock;
 
-use clap::Args;
-use orderflow_platform::{CommonArgs, ServiceKit};
-use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
+use orderflow_platform::ServiceKit;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-/// The migrations of the inventory database.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/inventory");
+pub use config::InventoryArgs;
 
-/// Settings of the inventory service.
-#[derive(Debug, Clone, Args)]
-pub struct InventoryArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// PostgreSQL URL of the inventory service's own database (created if absent).
-    #[arg(
-        long = "database-url",
-        env = "ORDERFLOW_INVENTORY_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_inventory"
-    )]
-    pub database_url: String,
-    /// Address of the stock-administration gRPC API the gateway calls.
-    #[arg(
-        long = "grpc-listen",
-        env = "ORDERFLOW_INVENTORY_GRPC_LISTEN",
-        default_value = "127.0.0.1:50053"
-    )]
-    pub grpc_listen: SocketAddr,
-    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
-    #[arg(
-        long = "admin-listen",
-        env = "ORDERFLOW_INVENTORY_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9103"
-    )]
-    pub admin_listen: SocketAddr,
-}
+/// The migrations of the inventory database: the inventory service's own and the platform's.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    orderflow_platform::migrations::with_platform(sqlx::migrate!("../../migrations/inventory"))
+});
 
 pub async fn serve(args: InventoryArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(args.grpc_listen).await?;
@@ -58,7 +35,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(&args.database_url),
+        &orderflow_db::DbSettings::new(args.database_url.clone()),
         &MIGRATOR,
     )
     .await?;
@@ -67,13 +44,8 @@ pub async fn run(
     let consumer = kit
         .consumer(&[&topics.payments], handler::InventoryHandler)
         .await?;
-    let server = tonic::transport::Server::builder()
-        .add_service(InventoryServiceServer::new(grpc::InventoryApi { pool }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), {
-            let shutdown = shutdown.clone();
-            async move { shutdown.cancelled().await }
-        });
-    let server = async move { Ok(server.await?) };
+    let api = grpc::InventoryApi::new(store::Store::new(pool));
+    let server = grpc::serve(api, grpc, shutdown.clone());
     kit.run(consumer, admin, Some(Box::pin(server)), shutdown)
         .await
 }

@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use orderflow_domain::{NewOrder, OrderId, ValidationError};
+use orderflow_domain::{CustomerId, NewOrder, OrderId, ValidationError};
 use orderflow_events::Topics;
 use orderflow_proto::internal::v1::order_store_server::{OrderStore, OrderStoreServer};
 use orderflow_proto::internal::v1::{GetOrderHistoryRequest, OrderHistory};
@@ -15,19 +15,22 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::OrderError;
-use crate::store::Store;
+use crate::store::{Cursor, OrderRecord, StatusChange, Store};
 
+/// The `OrderStore` service over the order database.
 pub struct OrderApi {
     store: Store,
     topics: Topics,
 }
 
 impl OrderApi {
+    /// An API over `store` that publishes to `topics`.
     pub fn new(store: Store, topics: Topics) -> Self {
         OrderApi { store, topics }
     }
 }
 
+/// Serves `api` on `listener` until `shutdown`.
 pub async fn serve(
     api: OrderApi,
     listener: TcpListener,
@@ -46,11 +49,11 @@ const DEFAULT_PAGE: i32 = 20;
 const MAX_PAGE: i32 = 100;
 
 /// Page tokens are opaque to clients: the (created_at, order_id) of the last order shown.
-fn encode_cursor(at: DateTime<Utc>, id: uuid::Uuid) -> String {
+fn encode_cursor((at, id): Cursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
 }
 
-fn decode_cursor(token: &str) -> Result<(DateTime<Utc>, uuid::Uuid), ValidationError> {
+fn decode_cursor(token: &str) -> Result<Cursor, ValidationError> {
     let bad = || ValidationError::new("page_token", "is not a token returned by ListOrders");
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
@@ -88,8 +91,8 @@ impl OrderStore for OrderApi {
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let req = request.get_ref();
-        let customer_id = orderflow_domain::CustomerId::parse("customer_id", &req.customer_id)
-            .map_err(OrderError::from)?;
+        let customer_id =
+            CustomerId::parse("customer_id", &req.customer_id).map_err(OrderError::from)?;
         let page_size = match req.page_size {
             0 => DEFAULT_PAGE,
             n if (1..=MAX_PAGE).contains(&n) => n,
@@ -108,12 +111,12 @@ impl OrderStore for OrderApi {
         };
         let mut records = self
             .store
-            .list(customer_id.as_str(), cursor, i64::from(page_size) + 1)
+            .list(&customer_id, cursor, i64::from(page_size) + 1)
             .await?;
         let next_page_token = if records.len() > page_size as usize {
             records.truncate(page_size as usize);
             let last = records.last().expect("non-empty page");
-            encode_cursor(last.created_at, last.order_id.as_uuid())
+            encode_cursor((last.created_at, last.order_id.as_uuid()))
         } else {
             String::new()
         };
@@ -139,8 +142,44 @@ impl OrderStore for OrderApi {
         let (record, changes) = self.store.with_history(order_id, req.after_version).await?;
         Ok(Response::new(OrderHistory {
             order: Some((&record).into()),
-            changes: changes.iter().map(|c| c.to_update(order_id)).collect(),
+            changes: changes.iter().map(|c| update(order_id, c)).collect(),
         }))
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+impl From<&OrderRecord> for pb::Order {
+    fn from(o: &OrderRecord) -> pb::Order {
+        pb::Order {
+            order_id: o.order_id.to_string(),
+            customer_id: o.customer_id.to_string(),
+            items: o.items.iter().map(Into::into).collect(),
+            total: Some(o.total.into()),
+            status: pb::OrderStatus::from(o.status).into(),
+            version: o.version,
+            status_reason: o.status_reason.clone().unwrap_or_default(),
+            missing_items: o.missing_items.iter().map(Into::into).collect(),
+            created_at: Some(timestamp(o.created_at)),
+            updated_at: Some(timestamp(o.updated_at)),
+        }
+    }
+}
+
+/// One recorded change of `order_id`, as a WatchOrder stream sends it.
+fn update(order_id: OrderId, change: &StatusChange) -> pb::OrderUpdate {
+    pb::OrderUpdate {
+        order_id: order_id.to_string(),
+        version: change.version,
+        status: pb::OrderStatus::from(change.status).into(),
+        reason: change.reason.clone().unwrap_or_default(),
+        occurred_at: Some(timestamp(change.occurred_at)),
+        order: None,
     }
 }
 
@@ -152,7 +191,7 @@ mod tests {
     fn cursors_round_trip_and_garbage_names_the_field() {
         let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
         let id = uuid::Uuid::now_v7();
-        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
+        assert_eq!(decode_cursor(&encode_cursor((at, id))).unwrap(), (at, id));
         assert_eq!(decode_cursor("!!").unwrap_err().field, "page_token");
         assert_eq!(
             decode_cursor(&URL_SAFE_NO_PAD.encode("12|nope"))

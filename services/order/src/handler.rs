@@ -1,13 +1,15 @@
-//! The order service's reaction to payment and inventory outcomes.
+//! The order service's reaction to payment and inventory outcomes: each event becomes an
+//! [`OrderOutcome`], which the store applies through the state machine.
 
 use async_trait::async_trait;
-use orderflow_domain::{OrderId, OrderInput};
-use orderflow_events::{self as ev, Event};
+use orderflow_domain::{OrderOutcome, PaymentOutcome, StockSettlement};
+use orderflow_events::Event;
 use orderflow_platform::{HandleError, Handler, MessageContext};
 use sqlx::{Postgres, Transaction};
 
+use crate::error::OrderError;
 use crate::metrics::TransitionMetrics;
-use crate::store::Store;
+use crate::store;
 
 /// Applies payment and inventory outcomes through the state machine.
 pub struct OrderHandler {
@@ -15,50 +17,13 @@ pub struct OrderHandler {
 }
 
 /// What an event means for its order, or `None` for events this service does not act on.
-fn input_of(event: &Event) -> Result<Option<(OrderInput, &[ev::MissingItem])>, HandleError> {
+fn outcome_of(event: &Event) -> Result<Option<OrderOutcome>, OrderError> {
     Ok(Some(match event {
-        Event::PaymentProcessed(p) => match p.status {
-            ev::PaymentStatus::Paid => (OrderInput::PaymentSucceeded, &[][..]),
-            ev::PaymentStatus::Failed => (
-                OrderInput::PaymentFailed {
-                    reason: p
-                        .failure_reason
-                        .clone()
-                        .unwrap_or_else(|| "payment failed".into()),
-                },
-                &[][..],
-            ),
-            ev::PaymentStatus::Unknown => {
-                return Err(HandleError::invalid(
-                    "payment status UNKNOWN (written by a newer schema?)",
-                ));
-            }
-        },
-        Event::InventoryUpdated(i) => match i.status {
-            ev::InventoryStatus::Confirmed => (OrderInput::StockConfirmed, &[][..]),
-            ev::InventoryStatus::OutOfStock => {
-                if i.missing.is_empty() {
-                    return Err(HandleError::invalid("OUT_OF_STOCK without missing items"));
-                }
-                (
-                    OrderInput::StockShort {
-                        reason: ev::describe_missing(&i.missing),
-                    },
-                    &i.missing[..],
-                )
-            }
-            ev::InventoryStatus::Unknown => {
-                return Err(HandleError::invalid(
-                    "inventory status UNKNOWN (written by a newer schema?)",
-                ));
-            }
-        },
-        Event::PaymentRefunded(r) => (
-            OrderInput::Refunded {
-                reason: r.reason.clone(),
-            },
-            &[][..],
-        ),
+        Event::PaymentProcessed(payment) => PaymentOutcome::try_from(payment)?.into(),
+        Event::InventoryUpdated(update) => {
+            OrderOutcome::try_from(StockSettlement::try_from(update)?)?
+        }
+        Event::PaymentRefunded(refund) => OrderOutcome::try_from(refund)?,
         Event::OrderCreated(_) | Event::OrderStatusChanged(_) => return Ok(None),
     }))
 }
@@ -71,13 +36,9 @@ impl Handler for OrderHandler {
         event: &Event,
         _ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
-        let Some((input, missing)) = input_of(event)? else {
+        let Some(outcome) = outcome_of(event)? else {
             return Ok(Vec::new());
         };
-        let order_id = OrderId::parse("order_id", event.order_id())
-            .map_err(|e| HandleError::invalid(e.to_string()))?;
-        Store::apply(tx, order_id, &input, missing, &self.transitions)
-            .await?
-            .map_err(HandleError::invalid)
+        Ok(store::apply(tx, &outcome, &self.transitions).await?)
     }
 }

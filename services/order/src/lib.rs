@@ -2,51 +2,27 @@
 //! OrderCreated event in one transaction; payment and inventory outcomes move the order
 //! through the pure state machine, each change recorded with its OrderStatusChanged event.
 
+mod config;
 mod error;
 mod grpc;
 mod handler;
 mod metrics;
 mod store;
 
-use std::net::SocketAddr;
+use std::sync::LazyLock;
 
-use clap::Args;
-use orderflow_platform::{CommonArgs, ServiceKit};
+use orderflow_platform::ServiceKit;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use config::OrderArgs;
 pub use error::OrderError;
 
-/// The migrations of the order database.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order");
-
-/// Settings of the order service.
-#[derive(Debug, Clone, Args)]
-pub struct OrderArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// PostgreSQL URL of the order service's own database (created if absent).
-    #[arg(
-        long = "database-url",
-        env = "ORDERFLOW_ORDER_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_order"
-    )]
-    pub database_url: String,
-    /// Address of the gRPC API the gateway calls.
-    #[arg(
-        long = "grpc-listen",
-        env = "ORDERFLOW_ORDER_GRPC_LISTEN",
-        default_value = "127.0.0.1:50052"
-    )]
-    pub grpc_listen: SocketAddr,
-    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
-    #[arg(
-        long = "admin-listen",
-        env = "ORDERFLOW_ORDER_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9101"
-    )]
-    pub admin_listen: SocketAddr,
-}
+/// The migrations of the order database: the order service's own and the platform's.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    orderflow_platform::migrations::with_platform(sqlx::migrate!("../../migrations/order"))
+});
 
 /// Binds the configured addresses and runs until `shutdown`.
 pub async fn serve(args: OrderArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -64,7 +40,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(&args.database_url),
+        &orderflow_db::DbSettings::new(args.database_url.clone()),
         &MIGRATOR,
     )
     .await?;

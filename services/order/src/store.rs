@@ -1,12 +1,15 @@
-//! The order database: orders, their status history, and the outbox writes that go with
-//! every change.
+//! The order database, all of its SQL: orders, their status history, and the outbox writes
+//! that go with every change. Rows are read back into domain types; `items` and
+//! `missing_items` are stored as JSON in the shape of the Avro records.
 
 use chrono::{DateTime, Utc};
-use orderflow_domain::{NewOrder, OrderId, OrderInput, OrderStatus, Transition};
+use orderflow_domain::{
+    CustomerId, MissingItem, Money, NewOrder, OrderId, OrderLine, OrderOutcome, OrderStatus,
+    Transition,
+};
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{Outbox, OutboxSignal};
-use orderflow_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -17,14 +20,13 @@ use crate::metrics::TransitionMetrics;
 #[derive(Debug, Clone)]
 pub struct OrderRecord {
     pub order_id: OrderId,
-    pub customer_id: String,
-    pub items: Vec<ev::OrderLine>,
-    pub total_minor: i64,
-    pub currency: String,
+    pub customer_id: CustomerId,
+    pub items: Vec<OrderLine>,
+    pub total: Money,
     pub status: OrderStatus,
     pub version: i64,
     pub status_reason: Option<String>,
-    pub missing_items: Vec<ev::MissingItem>,
+    pub missing_items: Vec<MissingItem>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -38,6 +40,11 @@ pub struct StatusChange {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// Where a page of ListOrders starts: after the order created at this time with this id.
+pub type Cursor = (DateTime<Utc>, uuid::Uuid);
+
+/// The order database for the gRPC API. The consumer's writes are [`apply`], inside the
+/// consumer's transaction.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -47,25 +54,40 @@ pub struct Store {
 
 const ORDER_COLUMNS: &str = "order_id, customer_id, items, total_minor, currency, status, version, status_reason, missing_items, created_at, updated_at";
 
-fn stored_status(status: &str) -> Result<OrderStatus, OrderError> {
-    OrderStatus::parse(status)
-        .ok_or_else(|| OrderError::Internal(anyhow::anyhow!("stored status {status:?}")))
+/// Stored data that does not read back as the domain type it was written from.
+fn corrupt(order_id: OrderId, what: impl std::fmt::Display) -> OrderError {
+    OrderError::Internal(anyhow::anyhow!(
+        "order {order_id} has unknown stored {what}"
+    ))
+}
+
+/// The one reader of a stored status.
+fn stored_status(order_id: OrderId, status: &str) -> Result<OrderStatus, OrderError> {
+    status
+        .parse()
+        .map_err(|_| corrupt(order_id, format_args!("status {status:?}")))
 }
 
 fn record_from_row(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, OrderError> {
-    let status: String = row.try_get("status")?;
+    let order_id = OrderId::from(row.try_get::<uuid::Uuid, _>("order_id")?);
+    let json = |column: &str| -> Result<serde_json::Value, OrderError> { Ok(row.try_get(column)?) };
+    let items: Vec<ev::OrderLine> = serde_json::from_value(json("items")?)
+        .map_err(|e| corrupt(order_id, format_args!("items ({e})")))?;
+    let missing: Vec<ev::MissingItem> = serde_json::from_value(json("missing_items")?)
+        .map_err(|e| corrupt(order_id, format_args!("missing_items ({e})")))?;
+    let currency: String = row.try_get("currency")?;
     Ok(OrderRecord {
-        order_id: OrderId::from(row.try_get::<uuid::Uuid, _>("order_id")?),
-        customer_id: row.try_get("customer_id")?,
-        items: serde_json::from_value(row.try_get("items")?)
-            .map_err(|e| OrderError::Internal(e.into()))?,
-        total_minor: row.try_get("total_minor")?,
-        currency: row.try_get("currency")?,
-        status: stored_status(&status)?,
+        order_id,
+        customer_id: CustomerId::parse("customer_id", row.try_get("customer_id")?)
+            .map_err(|e| corrupt(order_id, e))?,
+        items: ev::convert::order_lines("items", &items).map_err(|e| corrupt(order_id, e))?,
+        total: Money::new("total", row.try_get("total_minor")?, &currency)
+            .map_err(|e| corrupt(order_id, e))?,
+        status: stored_status(order_id, row.try_get("status")?)?,
         version: row.try_get("version")?,
         status_reason: row.try_get("status_reason")?,
-        missing_items: serde_json::from_value(row.try_get("missing_items")?)
-            .map_err(|e| OrderError::Internal(e.into()))?,
+        missing_items: ev::convert::missing_items("missing_items", &missing)
+            .map_err(|e| corrupt(order_id, e))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -88,21 +110,6 @@ fn request_hash(order: &NewOrder) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn event_lines(order: &NewOrder) -> Vec<ev::OrderLine> {
-    order
-        .items
-        .iter()
-        .map(|l| ev::OrderLine {
-            sku: l.sku.to_string(),
-            quantity: l.quantity.get() as i32,
-            unit_price: ev::Money {
-                amount_minor: l.unit_price.amount_minor(),
-                currency: l.unit_price.currency().to_string(),
-            },
-        })
-        .collect()
-}
-
 fn status_event(
     order_id: OrderId,
     customer_id: &str,
@@ -111,26 +118,19 @@ fn status_event(
     reason: Option<String>,
     at: DateTime<Utc>,
 ) -> Event {
-    let status = match status {
-        OrderStatus::Pending => ev::OrderStatus::Pending,
-        OrderStatus::Paid => ev::OrderStatus::Paid,
-        OrderStatus::Failed => ev::OrderStatus::Failed,
-        OrderStatus::Completed => ev::OrderStatus::Completed,
-        OrderStatus::OutOfStock => ev::OrderStatus::OutOfStock,
-        OrderStatus::Refunded => ev::OrderStatus::Refunded,
-    };
     Event::OrderStatusChanged(ev::OrderStatusChanged {
         event_id: ev::new_event_id(),
         order_id: order_id.to_string(),
         occurred_at: at.timestamp_millis(),
         customer_id: customer_id.to_owned(),
         version,
-        status,
+        status: status.into(),
         reason,
     })
 }
 
 impl Store {
+    /// A store on `pool` that wakes the relay through `outbox_signal` after each commit.
     pub fn new(pool: PgPool, outbox_signal: OutboxSignal) -> Self {
         Store {
             pool,
@@ -139,7 +139,9 @@ impl Store {
     }
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
-    /// or returns the order an earlier request with the same idempotency key placed.
+    /// or returns the order an earlier request with the same idempotency key placed (and
+    /// `false`).
+    #[tracing::instrument(skip_all, fields(customer_id = %order.customer_id))]
     pub async fn place(
         &self,
         order: &NewOrder,
@@ -149,7 +151,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let order_id = OrderId::generate();
         let now = Utc::now();
-        let items = event_lines(order);
+        let items: Vec<ev::OrderLine> = order.items.iter().map(Into::into).collect();
         let inserted = sqlx::query(
             "INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items, total_minor, currency,
                                  payment_method, status, version, created_at, updated_at)
@@ -193,11 +195,8 @@ impl Store {
             order_id: order_id.to_string(),
             occurred_at: now.timestamp_millis(),
             customer_id: order.customer_id.to_string(),
-            items: items.clone(),
-            total: ev::Money {
-                amount_minor: order.total.amount_minor(),
-                currency: order.total.currency().to_string(),
-            },
+            items,
+            total: order.total.into(),
             payment_method: order.payment_method.to_string(),
         });
         let pending = status_event(
@@ -221,10 +220,9 @@ impl Store {
         Ok((
             OrderRecord {
                 order_id,
-                customer_id: order.customer_id.to_string(),
-                items,
-                total_minor: order.total.amount_minor(),
-                currency: order.total.currency().to_string(),
+                customer_id: order.customer_id.clone(),
+                items: order.items.clone(),
+                total: order.total,
                 status: OrderStatus::Pending,
                 version: 1,
                 status_reason: None,
@@ -236,6 +234,8 @@ impl Store {
         ))
     }
 
+    /// The order as it is now.
+    #[tracing::instrument(skip_all, fields(%order_id))]
     pub async fn get(&self, order_id: OrderId) -> Result<OrderRecord, OrderError> {
         let row = sqlx::query(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
@@ -251,6 +251,7 @@ impl Store {
     /// by one statement, so from one snapshot: the changes always reach the order's version.
     /// (Read one after the other, a change committed in between could be in the order row
     /// and missing from the changes, and a watcher would see the order end without it.)
+    #[tracing::instrument(skip_all, fields(%order_id, after))]
     pub async fn with_history(
         &self,
         order_id: OrderId,
@@ -277,7 +278,7 @@ impl Store {
             };
             changes.push(StatusChange {
                 version,
-                status: stored_status(r.try_get("change_status")?)?,
+                status: stored_status(order_id, r.try_get("change_status")?)?,
                 reason: r.try_get("change_reason")?,
                 occurred_at: r.try_get("change_occurred_at")?,
             });
@@ -285,17 +286,17 @@ impl Store {
         Ok((record, changes))
     }
 
-    /// A customer's orders, newest first, starting after `cursor`; one extra row tells
-    /// whether another page follows.
+    /// A customer's orders, newest first, starting after `cursor`, at most `limit`.
+    #[tracing::instrument(skip_all, fields(%customer_id))]
     pub async fn list(
         &self,
-        customer_id: &str,
-        cursor: Option<(DateTime<Utc>, uuid::Uuid)>,
+        customer_id: &CustomerId,
+        cursor: Option<Cursor>,
         limit: i64,
     ) -> Result<Vec<OrderRecord>, OrderError> {
         let rows = match cursor {
             None => sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE customer_id = $1 ORDER BY created_at DESC, order_id DESC LIMIT $2"))
-                .bind(customer_id)
+                .bind(customer_id.as_str())
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?,
@@ -303,7 +304,7 @@ impl Store {
                 "SELECT {ORDER_COLUMNS} FROM orders WHERE customer_id = $1 AND (created_at, order_id) < ($2, $3)
                  ORDER BY created_at DESC, order_id DESC LIMIT $4"
             ))
-            .bind(customer_id)
+            .bind(customer_id.as_str())
             .bind(at)
             .bind(id)
             .bind(limit)
@@ -312,153 +313,72 @@ impl Store {
         };
         rows.iter().map(record_from_row).collect()
     }
-
-    /// Applies an outcome to an order inside the consumer's transaction. Returns the
-    /// OrderStatusChanged events to publish; `missing` is recorded for OUT_OF_STOCK. Each
-    /// change is counted in `counted`.
-    pub async fn apply(
-        tx: &mut Transaction<'_, Postgres>,
-        order_id: OrderId,
-        input: &OrderInput,
-        missing: &[ev::MissingItem],
-        counted: &TransitionMetrics,
-    ) -> Result<Result<Vec<Event>, String>, sqlx::Error> {
-        let Some(row) = sqlx::query(
-            "SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE",
-        )
-        .bind(order_id.as_uuid())
-        .fetch_optional(&mut **tx)
-        .await?
-        else {
-            return Ok(Err(format!("unknown order {order_id}")));
-        };
-        let customer_id: String = row.get("customer_id");
-        let status: String = row.get("status");
-        let mut version: i64 = row.get("version");
-        let Some(current) = OrderStatus::parse(&status) else {
-            return Ok(Err(format!(
-                "order {order_id} has unknown stored status {status:?}"
-            )));
-        };
-        let transitions: Vec<Transition> = match orderflow_domain::apply(current, input) {
-            Ok(t) => t,
-            Err(e) => return Ok(Err(format!("order {order_id}: {e}"))),
-        };
-        if !missing.is_empty() {
-            sqlx::query("UPDATE orders SET missing_items = $2 WHERE order_id = $1")
-                .bind(order_id.as_uuid())
-                .bind(serde_json::to_value(missing).expect("missing items serialize"))
-                .execute(&mut **tx)
-                .await?;
-        }
-        let now = Utc::now();
-        let mut events = Vec::with_capacity(transitions.len());
-        let mut from = current;
-        for t in &transitions {
-            version += 1;
-            sqlx::query("INSERT INTO order_status_history (order_id, version, status, reason, occurred_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(order_id.as_uuid())
-                .bind(version)
-                .bind(t.to.as_str())
-                .bind(&t.reason)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            events.push(status_event(
-                order_id,
-                &customer_id,
-                version,
-                t.to,
-                t.reason.clone(),
-                now,
-            ));
-            tracing::info!(%order_id, from = %current, to = %t.to, version, "order status changed");
-            counted.record(from, t.to);
-            from = t.to;
-        }
-        if let Some(last) = transitions.last() {
-            sqlx::query("UPDATE orders SET status = $2, version = $3, status_reason = COALESCE($4, status_reason), updated_at = $5 WHERE order_id = $1")
-                .bind(order_id.as_uuid())
-                .bind(last.to.as_str())
-                .bind(version)
-                .bind(&last.reason)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(Ok(events))
-    }
 }
 
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
+/// Applies an outcome to its order inside the consumer's transaction, through the state
+/// machine, and returns the OrderStatusChanged events to publish. The missing items of an
+/// OUT_OF_STOCK outcome are recorded with the order; each change is counted in `counted`.
+#[tracing::instrument(skip_all, fields(order_id = %outcome.order_id))]
+pub async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    outcome: &OrderOutcome,
+    counted: &TransitionMetrics,
+) -> Result<Vec<Event>, OrderError> {
+    let order_id = outcome.order_id;
+    let row = sqlx::query(
+        "SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(order_id.as_uuid())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(OrderError::NotFound(order_id))?;
+    let customer_id: String = row.try_get("customer_id")?;
+    let mut version: i64 = row.try_get("version")?;
+    let current = stored_status(order_id, row.try_get("status")?)?;
+    let transitions: Vec<Transition> = orderflow_domain::apply(current, &outcome.input)
+        .map_err(|source| OrderError::Impossible { order_id, source })?;
+    if !outcome.missing.is_empty() {
+        let missing: Vec<ev::MissingItem> = outcome.missing.iter().map(Into::into).collect();
+        sqlx::query("UPDATE orders SET missing_items = $2 WHERE order_id = $1")
+            .bind(order_id.as_uuid())
+            .bind(serde_json::to_value(&missing).expect("missing items serialize"))
+            .execute(&mut **tx)
+            .await?;
     }
-}
-
-pub fn pb_status(status: OrderStatus) -> pb::OrderStatus {
-    match status {
-        OrderStatus::Pending => pb::OrderStatus::Pending,
-        OrderStatus::Paid => pb::OrderStatus::Paid,
-        OrderStatus::Failed => pb::OrderStatus::Failed,
-        OrderStatus::Completed => pb::OrderStatus::Completed,
-        OrderStatus::OutOfStock => pb::OrderStatus::OutOfStock,
-        OrderStatus::Refunded => pb::OrderStatus::Refunded,
+    let now = Utc::now();
+    let mut events = Vec::with_capacity(transitions.len());
+    let mut from = current;
+    for t in &transitions {
+        version += 1;
+        sqlx::query("INSERT INTO order_status_history (order_id, version, status, reason, occurred_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(order_id.as_uuid())
+            .bind(version)
+            .bind(t.to.as_str())
+            .bind(&t.reason)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        events.push(status_event(
+            order_id,
+            &customer_id,
+            version,
+            t.to,
+            t.reason.clone(),
+            now,
+        ));
+        tracing::info!(%order_id, from = %current, to = %t.to, version, "order status changed");
+        counted.record(from, t.to);
+        from = t.to;
     }
-}
-
-impl From<&OrderRecord> for pb::Order {
-    fn from(o: &OrderRecord) -> pb::Order {
-        let money = |amount_minor| {
-            Some(pb::Money {
-                amount_minor,
-                currency: o.currency.clone(),
-            })
-        };
-        pb::Order {
-            order_id: o.order_id.to_string(),
-            customer_id: o.customer_id.clone(),
-            items: o
-                .items
-                .iter()
-                .map(|l| pb::OrderLine {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    unit_price: Some(pb::Money {
-                        amount_minor: l.unit_price.amount_minor,
-                        currency: l.unit_price.currency.clone(),
-                    }),
-                })
-                .collect(),
-            total: money(o.total_minor),
-            status: pb_status(o.status) as i32,
-            version: o.version,
-            status_reason: o.status_reason.clone().unwrap_or_default(),
-            missing_items: o
-                .missing_items
-                .iter()
-                .map(|m| pb::MissingItem {
-                    sku: m.sku.clone(),
-                    requested: m.requested,
-                    available: m.available,
-                })
-                .collect(),
-            created_at: Some(timestamp(o.created_at)),
-            updated_at: Some(timestamp(o.updated_at)),
-        }
+    if let Some(last) = transitions.last() {
+        sqlx::query("UPDATE orders SET status = $2, version = $3, status_reason = COALESCE($4, status_reason), updated_at = $5 WHERE order_id = $1")
+            .bind(order_id.as_uuid())
+            .bind(last.to.as_str())
+            .bind(version)
+            .bind(&last.reason)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
     }
-}
-
-impl StatusChange {
-    pub fn to_update(&self, order_id: OrderId) -> pb::OrderUpdate {
-        pb::OrderUpdate {
-            order_id: order_id.to_string(),
-            version: self.version,
-            status: pb_status(self.status) as i32,
-            reason: self.reason.clone().unwrap_or_default(),
-            occurred_at: Some(timestamp(self.occurred_at)),
-            order: None,
-        }
-    }
+    Ok(events)
 }

@@ -5,23 +5,24 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use orderflow_domain::{Money, OrderId, OrderLine};
+use orderflow_domain::{
+    MissingItem, OrderId, PaymentResult, PlacedOrder, StockSettlement, describe_missing,
+};
 use orderflow_events::{self as ev, Event};
 use orderflow_platform::{HandleError, Handler, MessageContext};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
+use crate::error::PaymentError;
 use crate::provider::{ChargeOutcome, ChargeRequest, PaymentProvider};
+use crate::store::{self, NewCharge, NewRefund};
 
+/// Charges placed orders and refunds out-of-stock ones through `provider`.
 pub struct PaymentHandler {
     pub provider: Arc<dyn PaymentProvider>,
     /// Attempts at an unavailable provider before the payment is recorded as FAILED.
     pub charge_attempts: u32,
     /// Attempts at an unavailable provider before a refund is dead-lettered for re-drive.
     pub refund_attempts: u32,
-}
-
-fn invalid(e: impl std::fmt::Display) -> HandleError {
-    HandleError::invalid(e.to_string())
 }
 
 #[async_trait]
@@ -32,13 +33,20 @@ impl Handler for PaymentHandler {
         event: &Event,
         ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
-        match event {
-            Event::OrderCreated(order) => self.charge(tx, order, ctx).await,
-            Event::InventoryUpdated(update) if update.status == ev::InventoryStatus::OutOfStock => {
-                self.refund(tx, update, ctx).await
+        Ok(match event {
+            Event::OrderCreated(order) => {
+                let order = PlacedOrder::try_from(order).map_err(PaymentError::from)?;
+                self.charge(tx, &order, ctx).await?
             }
-            _ => Ok(Vec::new()),
-        }
+            // Only an order that ran out of stock concerns payment; other stock outcomes
+            // (confirmed, or a status from a newer schema) are not read any further.
+            Event::InventoryUpdated(update) if update.status == ev::InventoryStatus::OutOfStock => {
+                let settled = StockSettlement::try_from(update).map_err(PaymentError::from)?;
+                self.refund(tx, settled.order_id, settled.decision.missing(), ctx)
+                    .await?
+            }
+            _ => Vec::new(),
+        })
     }
 }
 
@@ -46,44 +54,23 @@ impl PaymentHandler {
     async fn charge(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        order: &ev::OrderCreated,
+        order: &PlacedOrder,
         ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError> {
-        let order_id = OrderId::parse("order_id", &order.order_id).map_err(invalid)?;
-        let total = Money::new("total", order.total.amount_minor, &order.total.currency)
-            .map_err(invalid)?;
-        if order.items.is_empty() {
-            return Err(HandleError::invalid("order has no items"));
-        }
-        for (i, line) in order.items.iter().enumerate() {
-            OrderLine::parse(
-                &format!("items[{i}]"),
-                &line.sku,
-                i64::from(line.quantity),
-                Some((line.unit_price.amount_minor, &line.unit_price.currency)),
-            )
-            .map_err(invalid)?;
-        }
-        let already: Option<String> =
-            sqlx::query_scalar("SELECT status FROM charges WHERE order_id = $1")
-                .bind(order_id.as_uuid())
-                .fetch_optional(&mut **tx)
-                .await?;
-        if let Some(status) = already {
+    ) -> Result<Vec<Event>, PaymentError> {
+        let order_id = order.order_id;
+        if let Some(status) = store::charge_status(tx, order_id).await? {
             tracing::info!(%order_id, %status, "order already charged, not charging again");
             return Ok(Vec::new());
         }
         let request = ChargeRequest {
             idempotency_key: order_id.to_string(),
-            amount_minor: total.amount_minor(),
-            currency: total.currency().to_string(),
-            payment_method: order.payment_method.clone(),
+            amount_minor: order.total.amount_minor(),
+            currency: order.total.currency().to_string(),
+            payment_method: order.payment_method.to_string(),
         };
         let outcome = match self.provider.charge(&request).await {
             Ok(outcome) => outcome,
-            Err(e) if ctx.attempt < self.charge_attempts => {
-                return Err(HandleError::Transient(e.to_string()));
-            }
+            Err(e) if ctx.attempt < self.charge_attempts => return Err(e.into()),
             Err(e) => ChargeOutcome::Declined {
                 reason: format!(
                     "payment provider unavailable after {} attempts ({e})",
@@ -91,38 +78,36 @@ impl PaymentHandler {
                 ),
             },
         };
-        let payment_id = uuid::Uuid::now_v7();
-        let (status, failure_reason, reference) = match &outcome {
-            ChargeOutcome::Approved { reference } => {
-                (ev::PaymentStatus::Paid, None, Some(reference.clone()))
-            }
-            ChargeOutcome::Declined { reason } => {
-                (ev::PaymentStatus::Failed, Some(reason.clone()), None)
-            }
+        let (result, reference) = match outcome {
+            ChargeOutcome::Approved { reference } => (PaymentResult::Paid, Some(reference)),
+            ChargeOutcome::Declined { reason } => (PaymentResult::Failed { reason }, None),
         };
-        sqlx::query(
-            "INSERT INTO charges (order_id, payment_id, amount_minor, currency, status, failure_reason, provider_reference, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        let payment_id = uuid::Uuid::now_v7();
+        store::insert_charge(
+            tx,
+            &NewCharge {
+                order_id,
+                payment_id,
+                amount: order.total,
+                result: &result,
+                provider_reference: reference.as_deref(),
+                attempts: ctx.attempt,
+            },
         )
-        .bind(order_id.as_uuid())
-        .bind(payment_id)
-        .bind(total.amount_minor())
-        .bind(total.currency().as_str())
-        .bind(if status == ev::PaymentStatus::Paid { "PAID" } else { "FAILED" })
-        .bind(&failure_reason)
-        .bind(&reference)
-        .bind(ctx.attempt as i32)
-        .execute(&mut **tx)
         .await?;
+        let (status, failure_reason) = match result {
+            PaymentResult::Paid => (ev::PaymentStatus::Paid, None),
+            PaymentResult::Failed { reason } => (ev::PaymentStatus::Failed, Some(reason)),
+        };
         tracing::info!(%order_id, ?status, reason = failure_reason.as_deref().unwrap_or(""), "payment processed");
         Ok(vec![Event::PaymentProcessed(ev::PaymentProcessed {
             event_id: ev::new_event_id(),
-            order_id: order.order_id.clone(),
+            order_id: order_id.to_string(),
             occurred_at: ev::now_millis(),
             payment_id: payment_id.to_string(),
             status,
-            amount: order.total.clone(),
-            items: order.items.clone(),
+            amount: order.total.into(),
+            items: order.items.iter().map(Into::into).collect(),
             failure_reason,
             provider_reference: reference,
         })])
@@ -131,75 +116,59 @@ impl PaymentHandler {
     async fn refund(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        update: &ev::InventoryUpdated,
+        order_id: OrderId,
+        missing: &[MissingItem],
         ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError> {
-        let order_id = OrderId::parse("order_id", &update.order_id).map_err(invalid)?;
-        let Some(charge) = sqlx::query("SELECT payment_id, amount_minor, currency, status FROM charges WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id.as_uuid())
-            .fetch_optional(&mut **tx)
+    ) -> Result<Vec<Event>, PaymentError> {
+        let charge = store::lock_charge(tx, order_id)
             .await?
-        else {
-            return Err(HandleError::invalid(format!("no charge for order {order_id}, nothing to refund")));
-        };
-        let status: String = charge.get("status");
-        if status != "PAID" {
-            return Err(HandleError::invalid(format!(
-                "order {order_id} is out of stock but its payment is {status}"
-            )));
+            .ok_or(PaymentError::NoCharge(order_id))?;
+        if !charge.is_paid() {
+            return Err(PaymentError::NotPaid {
+                order_id,
+                status: charge.status,
+            });
         }
-        let refunded: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM refunds WHERE order_id = $1)")
-                .bind(order_id.as_uuid())
-                .fetch_one(&mut **tx)
-                .await?;
-        if refunded {
+        if store::is_refunded(tx, order_id).await? {
             tracing::info!(%order_id, "already refunded");
             return Ok(Vec::new());
         }
-        let amount_minor: i64 = charge.get("amount_minor");
-        let currency: String = charge.get("currency");
-        let payment_id: uuid::Uuid = charge.get("payment_id");
         match self
             .provider
-            .refund(&order_id.to_string(), amount_minor)
+            .refund(&order_id.to_string(), charge.amount_minor)
             .await
         {
             Ok(_) => {}
-            Err(e) if ctx.attempt < self.refund_attempts => {
-                return Err(HandleError::Transient(e.to_string()));
-            }
-            Err(e) => {
-                return Err(HandleError::Permanent {
-                    class: "refund_failed",
-                    message: format!("refund failed after {} attempts: {e}", ctx.attempt),
+            Err(e) if ctx.attempt < self.refund_attempts => return Err(e.into()),
+            Err(source) => {
+                return Err(PaymentError::RefundFailed {
+                    attempts: ctx.attempt,
+                    source,
                 });
             }
         }
         let refund_id = uuid::Uuid::now_v7();
-        let reason = if update.missing.is_empty() {
-            "out of stock".to_owned()
-        } else {
-            ev::describe_missing(&update.missing)
-        };
-        sqlx::query("INSERT INTO refunds (order_id, refund_id, amount_minor, currency, reason) VALUES ($1, $2, $3, $4, $5)")
-            .bind(order_id.as_uuid())
-            .bind(refund_id)
-            .bind(amount_minor)
-            .bind(&currency)
-            .bind(&reason)
-            .execute(&mut **tx)
-            .await?;
-        tracing::info!(%order_id, amount_minor, "payment refunded");
+        let reason = describe_missing(missing);
+        store::insert_refund(
+            tx,
+            &NewRefund {
+                order_id,
+                refund_id,
+                charge: &charge,
+                reason: &reason,
+            },
+        )
+        .await?;
+        tracing::info!(%order_id, amount_minor = charge.amount_minor, "payment refunded");
         Ok(vec![Event::PaymentRefunded(ev::PaymentRefunded {
             event_id: ev::new_event_id(),
-            order_id: update.order_id.clone(),
+            order_id: order_id.to_string(),
             occurred_at: ev::now_millis(),
-            payment_id: payment_id.to_string(),
+            payment_id: charge.payment_id.to_string(),
             refund_id: refund_id.to_string(),
             amount: ev::Money {
-                amount_minor,
-                currency,
+                amount_minor: charge.amount_minor,
+                currency: charge.currency,
             },
             reason,
         })])

@@ -2,54 +2,25 @@
 //! [`provider::PaymentProvider`], and refunds it once if the inventory service reports it
 //! OUT_OF_STOCK.
 
+mod config;
+mod error;
 mod handler;
 pub mod provider;
+mod store;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use clap::Args;
-use orderflow_platform::{CommonArgs, ServiceKit};
+use orderflow_platform::ServiceKit;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The migrations of the payment database.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/payment");
+pub use config::PaymentArgs;
 
-/// Settings of the payment service.
-#[derive(Debug, Clone, Args)]
-pub struct PaymentArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// PostgreSQL URL of the payment service's own database (created if absent).
-    #[arg(
-        long = "database-url",
-        env = "ORDERFLOW_PAYMENT_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_payment"
-    )]
-    pub database_url: String,
-    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
-    #[arg(
-        long = "admin-listen",
-        env = "ORDERFLOW_PAYMENT_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9102"
-    )]
-    pub admin_listen: SocketAddr,
-    /// Attempts at an unavailable payment provider before the payment counts as FAILED.
-    #[arg(
-        long = "charge-attempts",
-        env = "ORDERFLOW_PAYMENT_CHARGE_ATTEMPTS",
-        default_value_t = 5
-    )]
-    pub charge_attempts: u32,
-    /// Attempts at an unavailable provider before a refund goes to the dead-letter topic.
-    #[arg(
-        long = "refund-attempts",
-        env = "ORDERFLOW_PAYMENT_REFUND_ATTEMPTS",
-        default_value_t = 8
-    )]
-    pub refund_attempts: u32,
-}
+/// The migrations of the payment database: the payment service's own and the platform's.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    orderflow_platform::migrations::with_platform(sqlx::migrate!("../../migrations/payment"))
+});
 
 pub async fn serve(args: PaymentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let admin = TcpListener::bind(args.admin_listen).await?;
@@ -70,7 +41,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(&args.database_url),
+        &orderflow_db::DbSettings::new(args.database_url.clone()),
         &MIGRATOR,
     )
     .await?;

@@ -2,11 +2,12 @@
 //! `orderflow serve registry`, and what the integration tests start in-process.
 
 mod api;
+mod config;
 mod error;
+mod extract;
 mod registry;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use sqlx::PgPool;
@@ -14,32 +15,15 @@ use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
 pub use api::router;
+pub use config::RegistryArgs;
 pub use error::RegistryError;
 pub use registry::{
-    DEFAULT_LEVEL, Registry, SchemaReference, SchemaRequest, SubjectVersion, VersionSelector,
+    Config, DEFAULT_LEVEL, Deleted, Mode, Registry, SchemaReference, SchemaRequest,
+    SubjectVersion, VersionSelector,
 };
 
 /// The registry's database migrations (`migrations/registry/`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/registry");
-
-/// How to run the registry; every flag can also come from the environment.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RegistryArgs {
-    /// Address the HTTP API listens on.
-    #[arg(
-        long = "listen",
-        env = "ORDERFLOW_REGISTRY_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
-    pub listen: SocketAddr,
-    /// PostgreSQL URL of the registry's own database (created and migrated on start).
-    #[arg(
-        long = "database-url",
-        env = "ORDERFLOW_REGISTRY_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_registry"
-    )]
-    pub database_url: String,
-}
 
 /// Binds, connects to and migrates the database, and serves until `shutdown` completes.
 pub async fn serve(

@@ -1,8 +1,12 @@
-//! The registry's behaviour over PostgreSQL: registration, lookup, deletion, compatibility and
-//! configuration, with Confluent Schema Registry's semantics.
+//! The registry's behaviour over PostgreSQL: registration, lookup, listing, deletion,
+//! compatibility, configuration and modes, with Confluent Schema Registry's semantics.
+
+use std::fmt;
+use std::str::FromStr;
 
 use orderflow_avro_compat::{AvroSchema, CompatibilityLevel, Direction, check_level};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Row};
 use tracing::instrument;
@@ -12,48 +16,79 @@ use crate::error::RegistryError;
 /// The level used when no global level was ever set, as in Confluent Schema Registry.
 pub const DEFAULT_LEVEL: CompatibilityLevel = CompatibilityLevel::Backward;
 
-/// Every mutation of subjects and ids holds this transaction-scoped advisory lock, so ids and
-/// versions are assigned one registration at a time and a concurrent duplicate sees the first.
+/// Every mutation of subjects, ids and modes holds this transaction-scoped advisory lock, so
+/// ids and versions are assigned one registration at a time and a concurrent duplicate sees
+/// the first.
 const REGISTRY_LOCK: i64 = 0x6f72_6466_7265_6769;
 
 /// How deep references may nest before the registry gives up (and calls it a cycle).
 const MAX_REFERENCE_DEPTH: usize = 32;
 
+/// The default context as Confluent names it in messages.
+const CONTEXT: &str = ":.:";
+
 /// A reference to a named type defined by another subject's version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SchemaReference {
     pub name: String,
     pub subject: String,
     pub version: i32,
 }
 
-/// A schema as a client submits it.
-#[derive(Debug, Clone, Deserialize)]
+/// A schema as a client submits it (register, lookup, compatibility). Unknown fields are
+/// ignored, as Confluent's `RegisterSchemaRequest` ignores them.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SchemaRequest {
-    pub schema: String,
+    #[serde(default)]
+    pub schema: Option<String>,
     #[serde(default)]
     pub schema_type: Option<String>,
     #[serde(default)]
-    pub references: Vec<SchemaReference>,
+    pub references: Option<Vec<SchemaReference>>,
+    /// Confluent's `Metadata` (`tags`, `properties`, `sensitive`), kept as given.
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    /// Confluent's `RuleSet` (`migrationRules`, `domainRules`, `encodingRules`), kept as given.
+    #[serde(default)]
+    pub rule_set: Option<Value>,
+    /// The id to register under (IMPORT mode only).
+    #[serde(default)]
+    pub id: Option<i32>,
+    /// The version to register as (IMPORT mode; otherwise it must be the next one).
+    #[serde(default)]
+    pub version: Option<i32>,
 }
 
-/// One version of a subject.
+/// One version of a subject, as Confluent's `Schema` entity serializes it (AVRO's
+/// `schemaType` is left out, as Confluent leaves it out).
 #[derive(Debug, Clone, Serialize)]
 pub struct SubjectVersion {
     pub subject: String,
-    pub id: i32,
     pub version: i32,
-    pub schema: String,
+    pub id: i32,
+    pub guid: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<SchemaReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(rename = "ruleSet", skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<Value>,
+    pub schema: String,
+    /// Whether the version is soft-deleted; not serialized.
+    #[serde(skip)]
+    pub deleted: bool,
 }
 
 /// A stored schema.
 #[derive(Debug, Clone)]
 pub struct StoredSchema {
+    pub id: i32,
+    pub guid: String,
     pub text: String,
     pub references: Vec<SchemaReference>,
+    pub metadata: Option<Value>,
+    pub rule_set: Option<Value>,
 }
 
 /// A version selector: a number or the latest.
@@ -74,13 +109,94 @@ impl VersionSelector {
             },
         }
     }
+
+    fn describe(self) -> String {
+        match self {
+            VersionSelector::Latest => "latest".to_owned(),
+            VersionSelector::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// Which versions a listing includes (Confluent's `LookupFilter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Live versions only.
+    Exclude,
+    /// Live and soft-deleted.
+    Include,
+    /// Soft-deleted only.
+    Only,
+    /// Every version, soft-deleted ones as negative numbers.
+    AsNegative,
+}
+
+/// A registry or subject mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ReadWrite,
+    ReadOnly,
+    /// Read-only too: Confluent's open-source registry treats it exactly as READONLY.
+    ReadOnlyOverride,
+    /// Registration only with a given id (and optionally version), without compatibility
+    /// checks: what migrating from another registry needs.
+    Import,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadWrite => "READWRITE",
+            Mode::ReadOnly => "READONLY",
+            Mode::ReadOnlyOverride => "READONLY_OVERRIDE",
+            Mode::Import => "IMPORT",
+        }
+    }
+
+    fn is_read_only(self) -> bool {
+        matches!(self, Mode::ReadOnly | Mode::ReadOnlyOverride)
+    }
+}
+
+impl FromStr for Mode {
+    type Err = RegistryError;
+
+    /// Case-insensitive, as Confluent upper-cases the requested mode.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Mode::ReadWrite,
+            Mode::ReadOnly,
+            Mode::ReadOnlyOverride,
+            Mode::Import,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s))
+        .ok_or(RegistryError::InvalidMode)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A subject's (or the global) configuration: what Confluent's `Config` carries that this
+/// registry acts on. `None` fields fall back to the global configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    pub level: Option<CompatibilityLevel>,
+    pub normalize: Option<bool>,
 }
 
 /// A validated submission: its model, its identity and what gets stored.
 struct Candidate {
     schema: AvroSchema,
     fingerprint: String,
-    request: SchemaRequest,
+    text: String,
+    references: Vec<SchemaReference>,
+    metadata: Option<Value>,
+    rule_set: Option<Value>,
 }
 
 /// The registry over its database.
@@ -101,47 +217,96 @@ impl Registry {
 
     /// Registers `request` under `subject`, returning its global id. A schema already live
     /// under the subject returns its id and creates no version; a schema known under another
-    /// subject keeps its id.
+    /// subject keeps its id. `force` skips the compatibility check; in IMPORT mode the request
+    /// carries the id (and optionally the version) and nothing is checked.
     #[instrument(skip_all, fields(subject = %subject))]
     pub async fn register(
         &self,
         subject: &str,
         request: SchemaRequest,
+        normalize: bool,
+        force: bool,
     ) -> Result<i32, RegistryError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(REGISTRY_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let candidate = candidate(&mut tx, request).await?;
-        if let Some(existing) =
-            live_version_of(&mut tx, subject, &candidate.fingerprint, false).await?
-        {
-            tx.commit().await?;
-            return Ok(existing.id);
+        lock(&mut tx).await?;
+        let mode = mode_in_scope(&mut tx, subject).await?;
+        refuse_if_read_only(mode, subject)?;
+        let given_id = request.id.filter(|id| *id >= 0);
+        match (given_id, mode) {
+            (Some(_), Mode::Import) | (None, Mode::ReadWrite) => {}
+            (Some(_), _) => {
+                return Err(RegistryError::OperationNotPermitted(format!(
+                    "Subject {subject} in context {CONTEXT} is not in import mode"
+                )));
+            }
+            (None, _) => {
+                return Err(RegistryError::OperationNotPermitted(format!(
+                    "Subject {subject} in context {CONTEXT} is not in read-write mode"
+                )));
+            }
         }
-        let level = effective_level(&mut tx, subject).await?;
-        let earlier = live_schemas(&mut tx, subject).await?;
-        let earlier_refs: Vec<(u32, &AvroSchema)> =
-            earlier.iter().map(|(v, s)| (*v as u32, s)).collect();
-        let violations = check_level(level, &candidate.schema, &earlier_refs);
-        if !violations.is_empty() {
-            let details: Vec<String> = violations.iter().map(ToString::to_string).collect();
-            tracing::info!(%level, violations = details.len(), "refused incompatible schema");
-            return Err(RegistryError::Incompatible(format!(
-                "Schema being registered is incompatible with an earlier schema for subject \"{subject}\" at level {level}: {}",
-                details.join("; ")
-            )));
-        }
-        let id = schema_id_for(&mut tx, &candidate).await?;
-        let version: i32 = sqlx::query_scalar(
+        let normalize = normalize || config_in_scope(&mut tx, subject).await?.normalize == Some(true);
+        let requested_version = request.version.filter(|v| *v > 0);
+        let candidate = candidate(&mut tx, request, normalize).await?;
+        let next_version: i32 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM subject_versions WHERE subject = $1",
         )
         .bind(subject)
         .fetch_one(&mut *tx)
         .await?;
+        let existing = live_version_of(&mut tx, subject, &candidate.fingerprint, false).await?;
+
+        let (id, version) = match given_id {
+            None => {
+                if let Some(existing) = existing {
+                    tx.commit().await?;
+                    return Ok(existing.id);
+                }
+                if !force {
+                    let level = effective_level(&mut tx, subject).await?;
+                    let earlier = live_schemas(&mut tx, subject).await?;
+                    let earlier_refs: Vec<(u32, &AvroSchema)> =
+                        earlier.iter().map(|(v, s)| (*v as u32, s)).collect();
+                    let violations = check_level(level, &candidate.schema, &earlier_refs);
+                    if !violations.is_empty() {
+                        let details: Vec<String> =
+                            violations.iter().map(ToString::to_string).collect();
+                        tracing::info!(%level, violations = details.len(), "refused incompatible schema");
+                        return Err(RegistryError::Incompatible(format!(
+                            "Schema being registered is incompatible with an earlier schema for subject \"{subject}\" at level {level}: {}",
+                            details.join("; ")
+                        )));
+                    }
+                }
+                if requested_version.is_some_and(|v| v != next_version) {
+                    return Err(RegistryError::InvalidSchema(
+                        "Version is not one more than previous version".to_owned(),
+                    ));
+                }
+                (schema_id_for(&mut tx, &candidate).await?, next_version)
+            }
+            Some(id) => {
+                let version = requested_version.unwrap_or(next_version);
+                if let Some(existing) = &existing {
+                    if existing.id == id && existing.version == version {
+                        tx.commit().await?;
+                        return Ok(id);
+                    }
+                    if existing.id == id {
+                        return Err(RegistryError::OperationNotPermitted(format!(
+                            "schema id {id} is already version {} of subject {subject}",
+                            existing.version
+                        )));
+                    }
+                }
+                import_schema(&mut tx, id, &candidate).await?;
+                (id, version)
+            }
+        };
         sqlx::query(
-            "INSERT INTO subject_versions (subject, version, schema_id) VALUES ($1, $2, $3)",
+            "INSERT INTO subject_versions (subject, version, schema_id) VALUES ($1, $2, $3)
+             ON CONFLICT (subject, version)
+             DO UPDATE SET schema_id = EXCLUDED.schema_id, deleted = false, created_at = now()",
         )
         .bind(subject)
         .bind(version)
@@ -149,7 +314,7 @@ impl Registry {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(id, version, "registered schema");
+        tracing::info!(id, version, imported = given_id.is_some(), "registered schema");
         Ok(id)
     }
 
@@ -159,77 +324,169 @@ impl Registry {
         &self,
         subject: &str,
         request: SchemaRequest,
+        normalize: bool,
         deleted: bool,
     ) -> Result<SubjectVersion, RegistryError> {
         let mut conn = self.pool.acquire().await?;
-        let candidate = candidate(&mut conn, request).await?;
-        ensure_subject(&mut conn, subject, deleted).await?;
-        live_version_of(&mut conn, subject, &candidate.fingerprint, deleted)
-            .await?
-            .ok_or(RegistryError::SchemaNotFound)
+        let normalize =
+            normalize || config_in_scope(&mut conn, subject).await?.normalize == Some(true);
+        let candidate = candidate(&mut conn, request, normalize).await?;
+        match live_version_of(&mut conn, subject, &candidate.fingerprint, deleted).await? {
+            Some(found) => Ok(found),
+            None => {
+                ensure_subject(&mut conn, subject, deleted).await?;
+                Err(RegistryError::SchemaNotFound)
+            }
+        }
     }
 
-    /// The schema with global id `id`. Without `deleted`, a schema whose every version was
-    /// soft-deleted is not found; a schema whose versions were all permanently deleted never is.
-    pub async fn schema_by_id(
-        &self,
-        id: i32,
-        deleted: bool,
-    ) -> Result<StoredSchema, RegistryError> {
-        let row = sqlx::query(
-            "SELECT s.schema_text, s.refs FROM schemas s WHERE s.id = $1 AND EXISTS (
-                 SELECT 1 FROM subject_versions v WHERE v.schema_id = s.id AND ($2 OR NOT v.deleted))",
-        )
+    /// The schema with global id `id`, soft-deleted or not (consumers of old data need it); a
+    /// schema whose versions were all permanently deleted is not found.
+    pub async fn schema_by_id(&self, id: i32) -> Result<StoredSchema, RegistryError> {
+        let row = sqlx::query(&format!(
+            "{SCHEMA_COLUMNS} WHERE s.id = $1 AND EXISTS (
+                 SELECT 1 FROM subject_versions v WHERE v.schema_id = s.id)"
+        ))
         .bind(id)
-        .bind(deleted)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or(RegistryError::SchemaNotFound)?;
-        Ok(StoredSchema {
-            text: row.get(0),
-            references: refs_from_json(row.get(1)),
-        })
+        .ok_or_else(|| RegistryError::SchemaIdNotFound(id.to_string()))?;
+        Ok(stored_schema(&row))
     }
 
-    /// The `(subject, version)` pairs that use schema `id`.
+    /// The highest id assigned (`fetchMaxId`).
+    pub async fn max_id(&self) -> Result<i32, RegistryError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM schemas")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The schema with `guid`.
+    pub async fn schema_by_guid(&self, guid: &str) -> Result<StoredSchema, RegistryError> {
+        let not_found = || RegistryError::SchemaIdNotFound(guid.to_owned());
+        let row = sqlx::query(&format!(
+            "{SCHEMA_COLUMNS} WHERE s.guid::text = lower($1) AND EXISTS (
+                 SELECT 1 FROM subject_versions v WHERE v.schema_id = s.id)"
+        ))
+        .bind(guid)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(not_found)?;
+        Ok(stored_schema(&row))
+    }
+
+    /// The `(subject, version)` pairs that use schema `id`, of `subject` only when given.
     pub async fn versions_of_schema(
         &self,
         id: i32,
+        subject: Option<&str>,
         deleted: bool,
     ) -> Result<Vec<(String, i32)>, RegistryError> {
-        self.schema_by_id(id, true).await?;
+        self.schema_by_id(id).await?;
         let rows = sqlx::query(
-            "SELECT subject, version FROM subject_versions WHERE schema_id = $1 AND ($2 OR NOT deleted)
+            "SELECT subject, version FROM subject_versions
+             WHERE schema_id = $1 AND ($2 OR NOT deleted) AND ($3::text IS NULL OR subject = $3)
              ORDER BY subject, version",
         )
         .bind(id)
         .bind(deleted)
+        .bind(subject)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// Every subject with a live version (or any version, with `deleted`).
-    pub async fn subjects(&self, deleted: bool) -> Result<Vec<String>, RegistryError> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT subject FROM subject_versions WHERE $1 OR NOT deleted ORDER BY subject",
-        )
-        .bind(deleted)
+    /// The subjects that use schema `id`, of `subject` only when given.
+    pub async fn subjects_of_schema(
+        &self,
+        id: i32,
+        subject: Option<&str>,
+        deleted: bool,
+    ) -> Result<Vec<String>, RegistryError> {
+        let mut subjects: Vec<String> = self
+            .versions_of_schema(id, subject, deleted)
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        subjects.dedup();
+        Ok(subjects)
+    }
+
+    /// Subjects starting with `prefix`: with a live version (`Exclude`), any (`Include`), or
+    /// whose every version is soft-deleted (`Only`).
+    pub async fn subjects(
+        &self,
+        prefix: &str,
+        filter: Deleted,
+    ) -> Result<Vec<String>, RegistryError> {
+        let having = match filter {
+            Deleted::Exclude => "bool_or(NOT deleted)",
+            Deleted::Include | Deleted::AsNegative => "true",
+            Deleted::Only => "bool_and(deleted)",
+        };
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT subject FROM subject_versions WHERE starts_with(subject, $1)
+             GROUP BY subject HAVING {having} ORDER BY subject"
+        ))
+        .bind(prefix)
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// The version numbers of `subject`.
-    pub async fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>, RegistryError> {
-        let versions: Vec<i32> = sqlx::query_scalar(
-            "SELECT version FROM subject_versions WHERE subject = $1 AND ($2 OR NOT deleted) ORDER BY version",
+    pub async fn versions(&self, subject: &str, filter: Deleted) -> Result<Vec<i32>, RegistryError> {
+        let mut conn = self.pool.acquire().await?;
+        ensure_subject(&mut conn, subject, filter == Deleted::Only || filter == Deleted::Include)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT version, deleted FROM subject_versions WHERE subject = $1 ORDER BY version",
         )
         .bind(subject)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let (version, deleted): (i32, bool) = (r.get(0), r.get(1));
+                match filter {
+                    Deleted::Exclude => (!deleted).then_some(version),
+                    Deleted::Include => Some(version),
+                    Deleted::Only => deleted.then_some(version),
+                    Deleted::AsNegative => Some(if deleted { -version } else { version }),
+                }
+            })
+            .collect())
+    }
+
+    /// Every version of every subject starting with `prefix`, by subject then version; only
+    /// each subject's latest with `latest_only`.
+    pub async fn schemas(
+        &self,
+        prefix: &str,
+        deleted: bool,
+        latest_only: bool,
+    ) -> Result<Vec<SubjectVersion>, RegistryError> {
+        let rows = sqlx::query(&format!(
+            "{VERSION_COLUMNS} WHERE starts_with(v.subject, $1) AND ($2 OR NOT v.deleted)
+             ORDER BY v.subject, v.version"
+        ))
+        .bind(prefix)
         .bind(deleted)
         .fetch_all(&self.pool)
         .await?;
-        if versions.is_empty() {
-            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        let mut versions: Vec<SubjectVersion> = rows.iter().map(subject_version).collect();
+        if latest_only {
+            // Sorted by subject then version: a version is the latest when the next row is of
+            // another subject.
+            let mut latest: Vec<SubjectVersion> = Vec::new();
+            for v in versions {
+                match latest.last_mut() {
+                    Some(last) if last.subject == v.subject => *last = v,
+                    _ => latest.push(v),
+                }
+            }
+            versions = latest;
         }
         Ok(versions)
     }
@@ -245,8 +502,44 @@ impl Registry {
         version(&mut conn, subject, selector, deleted).await
     }
 
+    /// The latest version of `subject` whose metadata properties hold every `(key, value)`.
+    pub async fn latest_with_metadata(
+        &self,
+        subject: &str,
+        properties: &[(String, String)],
+        deleted: bool,
+    ) -> Result<SubjectVersion, RegistryError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(&format!(
+            "{VERSION_COLUMNS} WHERE v.subject = $1 AND ($2 OR NOT v.deleted) ORDER BY v.version DESC"
+        ))
+        .bind(subject)
+        .bind(deleted)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        }
+        rows.iter()
+            .map(subject_version)
+            .find(|v| {
+                let props = v
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.get("properties"))
+                    .and_then(Value::as_object);
+                properties.iter().all(|(key, value)| {
+                    props
+                        .and_then(|p| p.get(key))
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v == value)
+                })
+            })
+            .ok_or(RegistryError::SchemaNotFound)
+    }
+
     /// Soft-deletes (or, with `permanent`, removes a soft-deleted) subject; returns the
-    /// versions deleted.
+    /// versions deleted. Refused while another subject's schema references one of them.
     #[instrument(skip(self))]
     pub async fn delete_subject(
         &self,
@@ -254,10 +547,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<Vec<i32>, RegistryError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(REGISTRY_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        lock(&mut tx).await?;
         let rows = sqlx::query(
             "SELECT version, deleted FROM subject_versions WHERE subject = $1 ORDER BY version",
         )
@@ -272,37 +562,48 @@ impl Registry {
             .filter(|r| !r.get::<bool, _>(1))
             .map(|r| r.get(0))
             .collect();
-        let versions = if permanent {
-            if !live.is_empty() {
-                return Err(RegistryError::SubjectNotSoftDeleted(subject.to_owned()));
+        let all: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        if permanent && !live.is_empty() {
+            return Err(RegistryError::SubjectNotSoftDeleted(subject.to_owned()));
+        }
+        if !permanent && live.is_empty() {
+            return Err(RegistryError::SubjectSoftDeleted(subject.to_owned()));
+        }
+        refuse_if_read_only(mode_in_scope(&mut tx, subject).await?, subject)?;
+        let versions = if permanent { all } else { live };
+        for &version in &versions {
+            let others: Vec<String> = referencing_subjects(&mut tx, subject, version, permanent)
+                .await?
+                .into_iter()
+                .filter(|s| s != subject)
+                .collect();
+            if !others.is_empty() {
+                return Err(RegistryError::ReferenceExists(schema_key(subject, version)));
             }
-            sqlx::query("DELETE FROM subject_versions WHERE subject = $1")
-                .bind(subject)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM compatibility_config WHERE subject = $1")
-                .bind(subject)
-                .execute(&mut *tx)
-                .await?;
-            rows.iter().map(|r| r.get(0)).collect()
+        }
+        if permanent {
+            for sql in [
+                "DELETE FROM subject_versions WHERE subject = $1",
+                "DELETE FROM compatibility_config WHERE subject = $1",
+                "DELETE FROM registry_modes WHERE subject = $1",
+            ] {
+                sqlx::query(sql).bind(subject).execute(&mut *tx).await?;
+            }
         } else {
-            if live.is_empty() {
-                return Err(RegistryError::SubjectSoftDeleted(subject.to_owned()));
-            }
             sqlx::query(
                 "UPDATE subject_versions SET deleted = true WHERE subject = $1 AND NOT deleted",
             )
             .bind(subject)
             .execute(&mut *tx)
             .await?;
-            live
-        };
+        }
         tx.commit().await?;
         tracing::info!(?versions, permanent, "deleted subject");
         Ok(versions)
     }
 
-    /// Soft-deletes (or, with `permanent`, removes a soft-deleted) version; returns its number.
+    /// Soft-deletes (or, with `permanent`, removes a soft-deleted) version; returns its
+    /// number. Refused while a schema references it.
     #[instrument(skip(self))]
     pub async fn delete_version(
         &self,
@@ -311,10 +612,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<i32, RegistryError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(REGISTRY_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        lock(&mut tx).await?;
         ensure_subject(&mut tx, subject, permanent).await?;
         let found = version(&mut tx, subject, selector, permanent).await;
         let version = match (found, selector) {
@@ -357,20 +655,24 @@ impl Registry {
                     version,
                 });
             }
-            sqlx::query("DELETE FROM subject_versions WHERE subject = $1 AND version = $2")
-                .bind(subject)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
+        }
+        refuse_if_read_only(mode_in_scope(&mut tx, subject).await?, subject)?;
+        if !referencing_ids(&mut tx, subject, version, permanent)
+            .await?
+            .is_empty()
+        {
+            return Err(RegistryError::ReferenceExists(schema_key(subject, version)));
+        }
+        let sql = if permanent {
+            "DELETE FROM subject_versions WHERE subject = $1 AND version = $2"
         } else {
-            sqlx::query(
-                "UPDATE subject_versions SET deleted = true WHERE subject = $1 AND version = $2",
-            )
+            "UPDATE subject_versions SET deleted = true WHERE subject = $1 AND version = $2"
+        };
+        sqlx::query(sql)
             .bind(subject)
             .bind(version)
             .execute(&mut *tx)
             .await?;
-        }
         tx.commit().await?;
         tracing::info!(version, permanent, "deleted version");
         Ok(version)
@@ -378,28 +680,49 @@ impl Registry {
 
     /// Checks `request` against one version of `subject` (in the directions of the subject's
     /// level) or, with no selector, against the versions the level names (as registration
-    /// would). Returns the violations as sentences; empty means compatible.
+    /// would). Returns the violations as sentences; empty means compatible. As in Confluent,
+    /// a subject without versions is compatible with anything when asked about `latest`.
     #[instrument(skip_all, fields(subject = %subject))]
     pub async fn check_compatibility(
         &self,
         subject: &str,
         selector: Option<VersionSelector>,
         request: SchemaRequest,
+        normalize: bool,
     ) -> Result<Vec<String>, RegistryError> {
         let mut conn = self.pool.acquire().await?;
-        let candidate = candidate(&mut conn, request).await?;
-        let level = effective_level(&mut conn, subject).await?;
         let earlier = match selector {
             None => live_schemas(&mut conn, subject).await?,
-            Some(selector) => {
-                let v = version(&mut conn, subject, selector, false).await?;
-                let stored = StoredSchema {
-                    text: v.schema,
-                    references: v.references,
-                };
-                vec![(v.version, parse_stored(&mut conn, &stored).await?)]
-            }
+            Some(selector) => match version(&mut conn, subject, selector, false).await {
+                Ok(v) => {
+                    let stored = StoredSchema {
+                        id: v.id,
+                        guid: v.guid,
+                        text: v.schema,
+                        references: v.references,
+                        metadata: None,
+                        rule_set: None,
+                    };
+                    vec![(v.version, parse_stored(&mut conn, &stored).await?)]
+                }
+                Err(RegistryError::SubjectNotFound(_) | RegistryError::VersionNotFound { .. })
+                    if selector == VersionSelector::Latest =>
+                {
+                    Vec::new()
+                }
+                Err(RegistryError::SubjectNotFound(_)) => {
+                    return Err(RegistryError::VersionNotFound {
+                        subject: subject.to_owned(),
+                        version: selector.describe(),
+                    });
+                }
+                Err(e) => return Err(e),
+            },
         };
+        let normalize =
+            normalize || config_in_scope(&mut conn, subject).await?.normalize == Some(true);
+        let candidate = candidate(&mut conn, request, normalize).await?;
+        let level = effective_level(&mut conn, subject).await?;
         let earlier_refs: Vec<(u32, &AvroSchema)> =
             earlier.iter().map(|(v, s)| (*v as u32, s)).collect();
         let violations = check_level(level, &candidate.schema, &earlier_refs);
@@ -415,80 +738,256 @@ impl Registry {
             .collect())
     }
 
-    /// The global level.
-    pub async fn global_level(&self) -> Result<CompatibilityLevel, RegistryError> {
+    /// The configuration set for `subject` (or the global one, for `None`); the global one
+    /// always exists, with the default level when never set.
+    pub async fn config(&self, subject: Option<&str>) -> Result<Option<Config>, RegistryError> {
         let mut conn = self.pool.acquire().await?;
-        Ok(configured_level(&mut conn, "")
-            .await?
-            .unwrap_or(DEFAULT_LEVEL))
+        let found = configured(&mut conn, subject.unwrap_or("")).await?;
+        Ok(match subject {
+            Some(_) => found,
+            None => Some(with_default_level(found.unwrap_or_default())),
+        })
     }
 
-    /// The level set for `subject`, if any.
-    pub async fn subject_level(
-        &self,
-        subject: &str,
-    ) -> Result<Option<CompatibilityLevel>, RegistryError> {
+    /// The configuration that applies to `subject`: its own, else the global one.
+    pub async fn config_in_scope(&self, subject: &str) -> Result<Config, RegistryError> {
         let mut conn = self.pool.acquire().await?;
-        configured_level(&mut conn, subject).await
+        match configured(&mut conn, subject).await? {
+            Some(config) => Ok(config),
+            None => Ok(with_default_level(
+                configured(&mut conn, "").await?.unwrap_or_default(),
+            )),
+        }
     }
 
-    /// Sets the level of `subject` (or the global level, for `None`).
+    /// Merges `update`'s set fields into the configuration of `subject` (global for `None`);
+    /// returns the result.
     #[instrument(skip(self))]
-    pub async fn set_level(
+    pub async fn set_config(
         &self,
         subject: Option<&str>,
-        level: CompatibilityLevel,
-    ) -> Result<(), RegistryError> {
-        sqlx::query(
-            "INSERT INTO compatibility_config (subject, level) VALUES ($1, $2)
-             ON CONFLICT (subject) DO UPDATE SET level = EXCLUDED.level",
+        update: Config,
+    ) -> Result<Config, RegistryError> {
+        let mut tx = self.pool.begin().await?;
+        let key = subject.unwrap_or("");
+        refuse_if_read_only(mode_in_scope(&mut tx, key).await?, key)?;
+        let row = sqlx::query(
+            "INSERT INTO compatibility_config (subject, level, normalize) VALUES ($1, $2, $3)
+             ON CONFLICT (subject) DO UPDATE SET
+                 level = COALESCE(EXCLUDED.level, compatibility_config.level),
+                 normalize = COALESCE(EXCLUDED.normalize, compatibility_config.normalize)
+             RETURNING level, normalize",
         )
-        .bind(subject.unwrap_or(""))
-        .bind(level.as_str())
-        .execute(&self.pool)
+        .bind(key)
+        .bind(update.level.map(CompatibilityLevel::as_str))
+        .bind(update.normalize)
+        .fetch_one(&mut *tx)
         .await?;
-        tracing::info!(%level, "set compatibility level");
+        tx.commit().await?;
+        tracing::info!(level = ?update.level, normalize = ?update.normalize, "set config");
+        Ok(config_row(&row))
+    }
+
+    /// Removes the configuration of `subject` (global for `None`), returning what it was.
+    pub async fn delete_config(&self, subject: Option<&str>) -> Result<Config, RegistryError> {
+        let mut tx = self.pool.begin().await?;
+        let key = subject.unwrap_or("");
+        let old = configured(&mut tx, key).await?;
+        let old = match (subject, old) {
+            (Some(s), None) => return Err(RegistryError::SubjectNotFound(s.to_owned())),
+            (None, old) => with_default_level(old.unwrap_or_default()),
+            (Some(_), Some(old)) => old,
+        };
+        refuse_if_read_only(mode_in_scope(&mut tx, key).await?, key)?;
+        sqlx::query("DELETE FROM compatibility_config WHERE subject = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    /// The mode set for `subject`, or the global mode for `None` (READWRITE when never set).
+    pub async fn mode(&self, subject: Option<&str>) -> Result<Option<Mode>, RegistryError> {
+        let mut conn = self.pool.acquire().await?;
+        let found = configured_mode(&mut conn, subject.unwrap_or("")).await?;
+        Ok(match subject {
+            Some(_) => found,
+            None => Some(found.unwrap_or(Mode::ReadWrite)),
+        })
+    }
+
+    /// The mode that applies to `subject`.
+    pub async fn mode_in_scope(&self, subject: &str) -> Result<Mode, RegistryError> {
+        let mut conn = self.pool.acquire().await?;
+        mode_in_scope(&mut conn, subject).await
+    }
+
+    /// Sets the mode of `subject` (global for `None`). Entering IMPORT requires that no live
+    /// subject is in scope (unless `force`), and then removes the soft-deleted versions there,
+    /// as Confluent does, so imported ids and versions cannot collide with them.
+    #[instrument(skip(self))]
+    pub async fn set_mode(
+        &self,
+        subject: Option<&str>,
+        mode: Mode,
+        force: bool,
+    ) -> Result<(), RegistryError> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let key = subject.unwrap_or("");
+        if mode == Mode::Import && mode_in_scope(&mut tx, key).await? != Mode::Import && !force {
+            let live: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM subject_versions
+                                WHERE NOT deleted AND ($1::text IS NULL OR subject = $1))",
+            )
+            .bind(subject)
+            .fetch_one(&mut *tx)
+            .await?;
+            if live {
+                return Err(RegistryError::OperationNotPermitted(
+                    "Cannot import since found existing subjects".to_owned(),
+                ));
+            }
+            let remaining = sqlx::query(
+                "SELECT subject, version FROM subject_versions WHERE $1::text IS NULL OR subject = $1",
+            )
+            .bind(subject)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &remaining {
+                let (s, v): (String, i32) = (row.get(0), row.get(1));
+                if !referencing_ids(&mut tx, &s, v, true).await?.is_empty() {
+                    return Err(RegistryError::ReferenceExists(schema_key(&s, v)));
+                }
+            }
+            sqlx::query("DELETE FROM subject_versions WHERE $1::text IS NULL OR subject = $1")
+                .bind(subject)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO registry_modes (subject, mode) VALUES ($1, $2)
+             ON CONFLICT (subject) DO UPDATE SET mode = EXCLUDED.mode",
+        )
+        .bind(key)
+        .bind(mode.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(%mode, "set mode");
         Ok(())
     }
 
-    /// Removes the level of `subject`, returning it.
-    pub async fn delete_subject_level(
-        &self,
-        subject: &str,
-    ) -> Result<CompatibilityLevel, RegistryError> {
-        let level: Option<String> = sqlx::query_scalar(
-            "DELETE FROM compatibility_config WHERE subject = $1 RETURNING level",
-        )
-        .bind(subject)
-        .fetch_optional(&self.pool)
-        .await?;
-        level
-            .and_then(|l| l.parse().ok())
-            .ok_or_else(|| RegistryError::SubjectConfigNotFound(subject.to_owned()))
+    /// Removes the mode of `subject` (global for `None`), returning what it was.
+    pub async fn delete_mode(&self, subject: Option<&str>) -> Result<Mode, RegistryError> {
+        let mut tx = self.pool.begin().await?;
+        let key = subject.unwrap_or("");
+        let old = configured_mode(&mut tx, key).await?;
+        let old = match (subject, old) {
+            (Some(s), None) => return Err(RegistryError::SubjectNotFound(s.to_owned())),
+            (_, old) => old.unwrap_or(Mode::ReadWrite),
+        };
+        sqlx::query("DELETE FROM registry_modes WHERE subject = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(old)
     }
 
-    /// The ids of schemas that reference `subject`'s version.
+    /// The ids of schemas that reference `subject`'s version; only those still used by a live
+    /// version unless `deleted`.
     pub async fn referenced_by(
         &self,
         subject: &str,
         selector: VersionSelector,
+        deleted: bool,
     ) -> Result<Vec<i32>, RegistryError> {
-        let v = self.version(subject, selector, false).await?;
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM schemas WHERE refs @> jsonb_build_array(jsonb_build_object('subject', $1::text, 'version', $2::int))
-             ORDER BY id",
-        )
-        .bind(subject)
-        .bind(v.version)
-        .fetch_all(&self.pool)
-        .await?)
+        let mut conn = self.pool.acquire().await?;
+        let v = version(&mut conn, subject, selector, true).await?;
+        referencing_ids(&mut conn, subject, v.version, deleted).await
     }
 }
 
-/// Validates a submission: AVRO only, references resolvable, schema valid.
+async fn lock(conn: &mut PgConnection) -> Result<(), RegistryError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(REGISTRY_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn refuse_if_read_only(mode: Mode, subject: &str) -> Result<(), RegistryError> {
+    if mode.is_read_only() {
+        let subject = if subject.is_empty() { "(global)" } else { subject };
+        return Err(RegistryError::OperationNotPermitted(format!(
+            "Subject {subject} in context {CONTEXT} is in read-only mode"
+        )));
+    }
+    Ok(())
+}
+
+/// Confluent's rendering of a subject version's key, as its 42206 message shows it.
+fn schema_key(subject: &str, version: i32) -> String {
+    format!("{{magic=1,keytype=SCHEMA,subject={subject},version={version}}}")
+}
+
+/// JSON with object keys sorted: metadata and rule sets compare by content, not key order.
+fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::from(k.as_str()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(list) => {
+            let parts: Vec<String> = list.iter().map(canonical_json).collect();
+            format!("[{}]", parts.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Checks a rule set's shape the way Confluent's `RuleSet.validate` does in essence: each
+/// rule list is an array of rules, each rule named, names unique within the set.
+fn validate_rule_set(rule_set: &Value) -> Result<(), RegistryError> {
+    let invalid = |m: String| Err(RegistryError::InvalidRuleSet(m));
+    let Some(object) = rule_set.as_object() else {
+        return invalid("ruleSet must be an object".to_owned());
+    };
+    let mut names = Vec::new();
+    for kind in ["migrationRules", "domainRules", "encodingRules"] {
+        let rules = match object.get(kind) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(rules)) => rules,
+            Some(_) => return invalid(format!("{kind} must be an array")),
+        };
+        for rule in rules {
+            let name = rule.get("name").and_then(Value::as_str).unwrap_or("");
+            if name.is_empty() {
+                return invalid(format!("a rule of {kind} has no name"));
+            }
+            if names.contains(&name) {
+                return invalid(format!("Found rule with duplicate name '{name}'"));
+            }
+            names.push(name);
+        }
+    }
+    Ok(())
+}
+
+/// Validates a submission: AVRO only, references resolvable, schema valid. With
+/// `normalize`, references are sorted and deduplicated first (Confluent's normalization);
+/// the schema's own normalized form is what identity uses either way.
 async fn candidate(
     conn: &mut PgConnection,
     request: SchemaRequest,
+    normalize: bool,
 ) -> Result<Candidate, RegistryError> {
     if let Some(kind) = &request.schema_type
         && !kind.eq_ignore_ascii_case("AVRO")
@@ -497,22 +996,49 @@ async fn candidate(
             "schema type '{kind}' is not supported: this registry stores AVRO schemas only"
         )));
     }
-    if request.schema.trim().is_empty() {
+    let text = request.schema.unwrap_or_default();
+    if text.trim().is_empty() {
         return Err(RegistryError::InvalidSchema(
             "the schema is empty".to_owned(),
         ));
     }
+    let mut references = request.references.unwrap_or_default();
+    if normalize {
+        references.sort();
+        references.dedup();
+    }
+    let metadata = request.metadata.filter(|m| !m.is_null());
+    let rule_set = request.rule_set.filter(|r| !r.is_null());
+    if let Some(rule_set) = &rule_set {
+        validate_rule_set(rule_set)?;
+    }
     let stored = StoredSchema {
-        text: request.schema.clone(),
-        references: request.references.clone(),
+        id: 0,
+        guid: String::new(),
+        text: text.clone(),
+        references: references.clone(),
+        metadata: None,
+        rule_set: None,
     };
     let schema = parse_stored(conn, &stored).await?;
-    let refs = serde_json::to_string(&request.references).unwrap_or_default();
-    let fingerprint = hex::encode(Sha256::digest(format!("{}\n{refs}", schema.normalized())));
+    let refs = serde_json::to_string(&references).unwrap_or_default();
+    let mut identity = format!("{}\n{refs}", schema.normalized());
+    // Metadata and rule sets are part of what a version is (Confluent gives a schema with
+    // other metadata a new id); schemas without them keep the fingerprints they always had.
+    if metadata.is_some() || rule_set.is_some() {
+        for part in [&metadata, &rule_set] {
+            identity.push('\n');
+            identity.push_str(&part.as_ref().map(canonical_json).unwrap_or_default());
+        }
+    }
+    let fingerprint = hex::encode(Sha256::digest(identity));
     Ok(Candidate {
         schema,
         fingerprint,
-        request,
+        text,
+        references,
+        metadata,
+        rule_set,
     })
 }
 
@@ -575,7 +1101,7 @@ async fn resolve_references(
     Ok(())
 }
 
-fn refs_from_json(value: serde_json::Value) -> Vec<SchemaReference> {
+fn refs_from_json(value: Value) -> Vec<SchemaReference> {
     serde_json::from_value(value).unwrap_or_default()
 }
 
@@ -599,16 +1125,35 @@ async fn ensure_subject(
     }
 }
 
-const VERSION_COLUMNS: &str = "SELECT v.subject, s.id, v.version, s.schema_text, s.refs
+const SCHEMA_COLUMNS: &str =
+    "SELECT s.id, s.guid::text, s.schema_text, s.refs, s.metadata, s.rule_set FROM schemas s";
+
+fn stored_schema(row: &sqlx::postgres::PgRow) -> StoredSchema {
+    StoredSchema {
+        id: row.get(0),
+        guid: row.get(1),
+        text: row.get(2),
+        references: refs_from_json(row.get(3)),
+        metadata: row.get(4),
+        rule_set: row.get(5),
+    }
+}
+
+const VERSION_COLUMNS: &str = "SELECT v.subject, s.id, v.version, s.schema_text, s.refs,
+            s.guid::text, s.metadata, s.rule_set, v.deleted
      FROM subject_versions v JOIN schemas s ON s.id = v.schema_id";
 
-fn subject_version(row: sqlx::postgres::PgRow) -> SubjectVersion {
+fn subject_version(row: &sqlx::postgres::PgRow) -> SubjectVersion {
     SubjectVersion {
         subject: row.get(0),
         id: row.get(1),
         version: row.get(2),
         schema: row.get(3),
         references: refs_from_json(row.get(4)),
+        guid: row.get(5),
+        metadata: row.get(6),
+        rule_set: row.get(7),
+        deleted: row.get(8),
     }
 }
 
@@ -640,13 +1185,11 @@ async fn version(
             .await?
         }
     };
-    row.map(subject_version)
+    row.as_ref()
+        .map(subject_version)
         .ok_or_else(|| RegistryError::VersionNotFound {
             subject: subject.to_owned(),
-            version: match selector {
-                VersionSelector::Latest => "latest".to_owned(),
-                VersionSelector::Number(n) => n.to_string(),
-            },
+            version: selector.describe(),
         })
 }
 
@@ -666,7 +1209,7 @@ async fn live_version_of(
     .bind(deleted)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(subject_version))
+    Ok(row.as_ref().map(subject_version))
 }
 
 /// The live versions of `subject`, oldest first, parsed.
@@ -682,14 +1225,92 @@ async fn live_schemas(
     .await?;
     let mut schemas = Vec::with_capacity(rows.len());
     for row in rows {
-        let v = subject_version(row);
+        let v = subject_version(&row);
         let stored = StoredSchema {
+            id: v.id,
+            guid: v.guid,
             text: v.schema,
             references: v.references,
+            metadata: None,
+            rule_set: None,
         };
         schemas.push((v.version, parse_stored(conn, &stored).await?));
     }
     Ok(schemas)
+}
+
+/// The ids of schemas referencing `subject`'s `version` and still used by some version (a
+/// live one, unless `deleted`).
+async fn referencing_ids(
+    conn: &mut PgConnection,
+    subject: &str,
+    version: i32,
+    deleted: bool,
+) -> Result<Vec<i32>, RegistryError> {
+    Ok(sqlx::query_scalar(
+        "SELECT s.id FROM schemas s
+         WHERE s.refs @> jsonb_build_array(jsonb_build_object('subject', $1::text, 'version', $2::int))
+           AND EXISTS (SELECT 1 FROM subject_versions v
+                       WHERE v.schema_id = s.id AND ($3 OR NOT v.deleted))
+         ORDER BY s.id",
+    )
+    .bind(subject)
+    .bind(version)
+    .bind(deleted)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// The subjects whose versions use a schema referencing `subject`'s `version`.
+async fn referencing_subjects(
+    conn: &mut PgConnection,
+    subject: &str,
+    version: i32,
+    deleted: bool,
+) -> Result<Vec<String>, RegistryError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT v.subject FROM schemas s JOIN subject_versions v ON v.schema_id = s.id
+         WHERE s.refs @> jsonb_build_array(jsonb_build_object('subject', $1::text, 'version', $2::int))
+           AND ($3 OR NOT v.deleted)",
+    )
+    .bind(subject)
+    .bind(version)
+    .bind(deleted)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Inserts `candidate` under the imported `id` unless it is there already. An id that holds
+/// another schema, or a schema that already has another id, is refused.
+async fn import_schema(
+    conn: &mut PgConnection,
+    id: i32,
+    candidate: &Candidate,
+) -> Result<(), RegistryError> {
+    let at_id: Option<String> = sqlx::query_scalar("SELECT fingerprint FROM schemas WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match at_id {
+        Some(fingerprint) if fingerprint == candidate.fingerprint => return Ok(()),
+        Some(_) => {
+            return Err(RegistryError::OperationNotPermitted(format!(
+                "Overwrite new schema with id {id} in context {CONTEXT} is not permitted."
+            )));
+        }
+        None => {}
+    }
+    let other: Option<i32> = sqlx::query_scalar("SELECT id FROM schemas WHERE fingerprint = $1")
+        .bind(&candidate.fingerprint)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(other) = other {
+        return Err(RegistryError::IdDoesNotMatch(format!(
+            "The schema is registered with id {other} already; this registry gives a schema one id, so it cannot be imported with id {id}"
+        )));
+    }
+    insert_schema(conn, Some(id), candidate).await?;
+    Ok(())
 }
 
 /// The id of `candidate`'s schema, stored now if it is new.
@@ -701,32 +1322,68 @@ async fn schema_id_for(
         .bind(&candidate.fingerprint)
         .fetch_optional(&mut *conn)
         .await?;
-    if let Some(id) = existing {
-        return Ok(id);
+    match existing {
+        Some(id) => Ok(id),
+        None => insert_schema(conn, None, candidate).await,
     }
-    let refs = serde_json::to_value(&candidate.request.references).unwrap_or_default();
+}
+
+/// Stores a new schema under `id`, or under `max + 1`.
+async fn insert_schema(
+    conn: &mut PgConnection,
+    id: Option<i32>,
+    candidate: &Candidate,
+) -> Result<i32, RegistryError> {
+    let refs = serde_json::to_value(&candidate.references).unwrap_or_default();
     Ok(sqlx::query_scalar(
-        "INSERT INTO schemas (id, fingerprint, schema_type, schema_text, refs)
-         SELECT COALESCE(MAX(id), 0) + 1, $1, 'AVRO', $2, $3 FROM schemas
+        "INSERT INTO schemas (id, fingerprint, schema_type, schema_text, refs, metadata, rule_set)
+         SELECT COALESCE($1, COALESCE(MAX(id), 0) + 1), $2, 'AVRO', $3, $4, $5, $6 FROM schemas
          RETURNING id",
     )
+    .bind(id)
     .bind(&candidate.fingerprint)
-    .bind(&candidate.request.schema)
+    .bind(&candidate.text)
     .bind(refs)
+    .bind(&candidate.metadata)
+    .bind(&candidate.rule_set)
     .fetch_one(&mut *conn)
     .await?)
 }
 
-async fn configured_level(
+fn config_row(row: &sqlx::postgres::PgRow) -> Config {
+    let level: Option<String> = row.get(0);
+    Config {
+        level: level.and_then(|l| l.parse().ok()),
+        normalize: row.get(1),
+    }
+}
+
+async fn configured(
     conn: &mut PgConnection,
     subject: &str,
-) -> Result<Option<CompatibilityLevel>, RegistryError> {
-    let level: Option<String> =
-        sqlx::query_scalar("SELECT level FROM compatibility_config WHERE subject = $1")
-            .bind(subject)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(level.and_then(|l| l.parse().ok()))
+) -> Result<Option<Config>, RegistryError> {
+    let row = sqlx::query("SELECT level, normalize FROM compatibility_config WHERE subject = $1")
+        .bind(subject)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(config_row))
+}
+
+fn with_default_level(config: Config) -> Config {
+    Config {
+        level: Some(config.level.unwrap_or(DEFAULT_LEVEL)),
+        ..config
+    }
+}
+
+/// The subject's settings, each falling back to the global one.
+async fn config_in_scope(conn: &mut PgConnection, subject: &str) -> Result<Config, RegistryError> {
+    let own = configured(conn, subject).await?.unwrap_or_default();
+    let global = configured(conn, "").await?.unwrap_or_default();
+    Ok(Config {
+        level: own.level.or(global.level),
+        normalize: own.normalize.or(global.normalize),
+    })
 }
 
 /// The subject's level, else the global level, else the default.
@@ -734,8 +1391,58 @@ async fn effective_level(
     conn: &mut PgConnection,
     subject: &str,
 ) -> Result<CompatibilityLevel, RegistryError> {
-    if let Some(level) = configured_level(conn, subject).await? {
-        return Ok(level);
+    Ok(config_in_scope(conn, subject)
+        .await?
+        .level
+        .unwrap_or(DEFAULT_LEVEL))
+}
+
+async fn configured_mode(
+    conn: &mut PgConnection,
+    subject: &str,
+) -> Result<Option<Mode>, RegistryError> {
+    let mode: Option<String> =
+        sqlx::query_scalar("SELECT mode FROM registry_modes WHERE subject = $1")
+            .bind(subject)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(mode.and_then(|m| m.parse().ok()))
+}
+
+/// The subject's mode, else the global mode, else READWRITE.
+async fn mode_in_scope(conn: &mut PgConnection, subject: &str) -> Result<Mode, RegistryError> {
+    if let Some(mode) = configured_mode(conn, subject).await? {
+        return Ok(mode);
     }
-    Ok(configured_level(conn, "").await?.unwrap_or(DEFAULT_LEVEL))
+    Ok(configured_mode(conn, "").await?.unwrap_or(Mode::ReadWrite))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_case_insensitively_and_refuse_unknown_ones() {
+        assert_eq!("readonly_override".parse::<Mode>().unwrap(), Mode::ReadOnlyOverride);
+        assert_eq!("IMPORT".parse::<Mode>().unwrap(), Mode::Import);
+        assert!(matches!("FORWARD".parse::<Mode>(), Err(RegistryError::InvalidMode)));
+        assert!(Mode::ReadOnlyOverride.is_read_only() && !Mode::Import.is_read_only());
+    }
+
+    #[test]
+    fn metadata_compares_by_content_not_key_order() {
+        let a: Value = serde_json::from_str(r#"{"properties":{"b":"2","a":"1"},"tags":{}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"tags":{},"properties":{"a":"1","b":"2"}}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
+
+    #[test]
+    fn rule_sets_need_named_unique_rules() {
+        let ok = serde_json::json!({"domainRules": [{"name": "a", "kind": "CONDITION"}]});
+        assert!(validate_rule_set(&ok).is_ok());
+        let unnamed = serde_json::json!({"domainRules": [{"kind": "CONDITION"}]});
+        assert!(validate_rule_set(&unnamed).is_err());
+        let twice = serde_json::json!({"domainRules": [{"name": "a"}], "migrationRules": [{"name": "a"}]});
+        assert!(validate_rule_set(&twice).is_err());
+    }
 }

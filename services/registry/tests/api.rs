@@ -787,7 +787,10 @@ async fn compatibility_endpoint_explains_with_verbose() {
         )
     );
     let probe = json!({ "schema": "\"int\"" });
-    assert_error(
+    // As in Confluent since 6.1: a subject without versions is compatible with anything when
+    // asked about `latest` (a client checks a first schema before registering it), and a
+    // numbered version that does not exist is a 40402.
+    assert_eq!(
         server
             .call(
                 Method::POST,
@@ -795,8 +798,18 @@ async fn compatibility_endpoint_explains_with_verbose() {
                 Some(probe.clone()),
             )
             .await,
+        (StatusCode::OK, json!({"is_compatible": true}))
+    );
+    assert_error(
+        server
+            .call(
+                Method::POST,
+                "/compatibility/subjects/none/versions/1",
+                Some(probe.clone()),
+            )
+            .await,
         StatusCode::NOT_FOUND,
-        40401,
+        40402,
     );
     assert_error(
         server

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use orderflow_platform::{CommonArgs, KafkaArgs};
+use orderflow_platform::{CommonArgs, EventBusArgs, KafkaArgs};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
@@ -81,13 +81,14 @@ pub fn kafka_args(brokers: String, topic_prefix: String) -> KafkaArgs {
         group_suffix: String::new(),
         instance_id: "0".into(),
         consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
+        debug: None,
     }
 }
 
 impl System {
     /// Starts the registry, the three services and the gateway, and waits until all are healthy.
     pub async fn start() -> System {
-        orderflow_platform::telemetry::init("e2e");
+        orderflow_platform::telemetry::init("e2e", Default::default());
         let prefix = format!("t{}-", orderflow_testkit::unique_suffix());
         let kafka = kafka_args(test_broker(), prefix);
         let registry_db = TestDatabase::create("registry").await;
@@ -133,9 +134,15 @@ impl System {
 
     fn common(&self) -> CommonArgs {
         CommonArgs {
+            bus: self.bus(),
+            retention: Default::default(),
+        }
+    }
+
+    fn bus(&self) -> EventBusArgs {
+        EventBusArgs {
             kafka: self.kafka.clone(),
             registry_url: self.registry_url.clone(),
-            retention: Default::default(),
         }
     }
 
@@ -172,7 +179,7 @@ impl System {
             Component::Order => {
                 let args = orderflow_order::OrderArgs {
                     common: self.common(),
-                    database_url: self.order_db.url().to_owned(),
+                    database_url: self.order_db.url().into(),
                     grpc_listen: self.order_grpc,
                     admin_listen: admin,
                 };
@@ -187,7 +194,7 @@ impl System {
             Component::Payment => {
                 let args = orderflow_payment::PaymentArgs {
                     common: self.common(),
-                    database_url: self.payment_db.url().to_owned(),
+                    database_url: self.payment_db.url().into(),
                     admin_listen: admin,
                     charge_attempts: 5,
                     refund_attempts: 8,
@@ -204,7 +211,7 @@ impl System {
             Component::Inventory => {
                 let args = orderflow_inventory::InventoryArgs {
                     common: self.common(),
-                    database_url: self.inventory_db.url().to_owned(),
+                    database_url: self.inventory_db.url().into(),
                     grpc_listen: self.inventory_grpc,
                     admin_listen: admin,
                 };
@@ -218,7 +225,7 @@ impl System {
             }
             Component::Gateway => {
                 let args = orderflow_gateway::GatewayArgs {
-                    common: self.common(),
+                    bus: self.bus(),
                     listen: self.gateway_addr,
                     admin_listen: admin,
                     order_url: format!("http://{}", self.order_grpc),
@@ -368,12 +375,7 @@ pub fn order_request(
     }
 }
 
-pub fn status_name(status: i32) -> &'static str {
-    pb::OrderStatus::try_from(status)
-        .map(|s| s.as_str_name())
-        .unwrap_or("?")
-        .trim_start_matches("ORDER_STATUS_")
-}
+pub use orderflow_proto::convert::status_name;
 
 /// Watches an order from `after_version` until its stream ends; returns (version, status).
 pub async fn watch_to_end(

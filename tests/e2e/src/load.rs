@@ -221,11 +221,8 @@ async fn read_status_topic(
         else {
             panic!("not a status event on {topic}");
         };
-        let status = format!("{:?}", e.status);
-        let status = match status.as_str() {
-            "OutOfStock" => "OUT_OF_STOCK".to_owned(),
-            other => other.to_uppercase(),
-        };
+        let status = orderflow_domain::OrderStatus::try_from(e.status)
+            .map_or("?".to_owned(), |s| s.as_str().to_owned());
         let previous = seen
             .entry(e.order_id.clone())
             .or_default()

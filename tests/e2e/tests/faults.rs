@@ -11,6 +11,7 @@ use std::time::Duration;
 use orderflow_e2e::load;
 use orderflow_e2e::process::{Databases, Proc, ProcessSystem};
 use orderflow_e2e::{status_name, wait_for};
+use orderflow_domain::OrderStatus;
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use tokio_stream::StreamExt;
@@ -216,7 +217,7 @@ async fn resilient_watch(
         }
         let ended = seen
             .last()
-            .is_some_and(|(_, s)| matches!(*s, "COMPLETED" | "FAILED" | "REFUNDED"));
+            .is_some_and(|(_, s)| s.parse().is_ok_and(OrderStatus::is_terminal));
         if ended && !broken {
             return (seen, interruptions);
         }

@@ -1,0 +1,104 @@
+//! The gateway's settings: what `orderflow serve gateway` reads (flags, environment,
+//! `--config` file; see `orderflow_platform::config`). The gateway keeps no outbox and no
+//! dedup records, so it has no retention settings.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use orderflow_platform::EventBusArgs;
+
+/// Settings of the gateway.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// The broker and registry it reads `order-status` through.
+    #[command(flatten)]
+    pub bus: EventBusArgs,
+    /// Address clients connect to.
+    #[arg(
+        long = "listen",
+        env = "ORDERFLOW_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
+    #[arg(
+        long = "admin-listen",
+        env = "ORDERFLOW_GATEWAY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9100"
+    )]
+    pub admin_listen: SocketAddr,
+    /// The order service's gRPC URL.
+    #[arg(
+        long = "order-url",
+        env = "ORDERFLOW_ORDER_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub order_url: String,
+    /// The inventory service's gRPC URL.
+    #[arg(
+        long = "inventory-url",
+        env = "ORDERFLOW_INVENTORY_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub inventory_url: String,
+    /// Longest a unary call may take, in milliseconds.
+    #[arg(
+        long = "request-timeout-ms",
+        env = "ORDERFLOW_GATEWAY_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_timeout_ms: u64,
+    /// Calls in progress at once across all connections; beyond it calls are shed.
+    #[arg(
+        long = "max-concurrent-requests",
+        env = "ORDERFLOW_GATEWAY_MAX_CONCURRENT",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_requests: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderflow_platform::config::{ConfigError, Sources, load};
+
+    fn gateway(args: &[&str], file: &str) -> Result<GatewayArgs, ConfigError> {
+        let args = args.iter().chain(&["--config", "gateway.toml"]);
+        let no_env: [(&str, &str); 0] = [];
+        let sources = Sources::fixed(args, no_env).with_file("gateway.toml", file);
+        load("orderflow serve gateway", &sources)
+    }
+
+    #[test]
+    fn the_gateway_takes_its_own_settings_and_no_retention() {
+        let args = gateway(
+            &["--listen", "0.0.0.0:50051"],
+            "order-url = \"http://order:50052\"",
+        )
+        .expect("the gateway's own settings");
+        assert_eq!(args.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(args.order_url, "http://order:50052");
+        assert_eq!(args.bus.kafka.brokers, "127.0.0.1:9092");
+
+        for retention in [
+            "--outbox-retention",
+            "--dedup-retention",
+            "--broker-retention",
+            "--purge-interval",
+            "--purge-batch",
+        ] {
+            assert!(
+                gateway(&[retention, "1h"], "").is_err(),
+                "{retention} is not a gateway flag"
+            );
+            let key = retention.trim_start_matches('-');
+            assert!(
+                matches!(
+                    gateway(&[], &format!("{key} = \"1h\"")),
+                    Err(ConfigError::UnknownKeys { .. })
+                ),
+                "{key} is not a gateway setting"
+            );
+        }
+    }
+}

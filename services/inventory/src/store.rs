@@ -1,0 +1,180 @@
+//! The inventory database, all of its SQL: stock per SKU and one reservation per settled
+//! order. The stock administration reads and writes through [`Store`]; the consumer's work
+//! runs inside its transaction through the free functions. `available >= 0` is a table
+//! constraint, a backstop behind the rule that decides.
+
+use std::collections::BTreeMap;
+
+use orderflow_domain::{
+    MAX_STOCK, OrderId, RequestedUnits, Sku, StockDecision, StockDelta, StockLevel, ValidationError,
+};
+use orderflow_events as ev;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use crate::error::InventoryError;
+
+/// PostgreSQL's code for a violated CHECK constraint.
+const CHECK_VIOLATION: &str = "23514";
+
+/// Stock administration over the inventory database.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// A store on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    /// Units of `sku` available now (0 for a SKU never stocked).
+    #[tracing::instrument(skip_all, fields(%sku))]
+    pub async fn available(&self, sku: &Sku) -> Result<i32, InventoryError> {
+        let available: Option<i32> =
+            sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+                .bind(sku.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(available.unwrap_or(0))
+    }
+
+    /// Sets the units of `sku` available; returns them.
+    #[tracing::instrument(skip_all, fields(%sku))]
+    pub async fn set(&self, sku: &Sku, level: StockLevel) -> Result<i32, InventoryError> {
+        let available: i32 = sqlx::query_scalar(
+            "INSERT INTO stock (sku, available) VALUES ($1, $2)
+             ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now() RETURNING available",
+        )
+        .bind(sku.as_str())
+        .bind(level.get() as i32)
+        .fetch_one(&self.pool)
+        .await?;
+        tracing::info!(%sku, available, "stock set");
+        Ok(available)
+    }
+
+    /// Adds `delta` to the units of `sku` in one statement, so concurrent changes add up;
+    /// returns the new level. A change that would leave 0 to [`MAX_STOCK`] changes nothing and
+    /// is an error naming `delta`.
+    #[tracing::instrument(skip_all, fields(%sku, delta = delta.get()))]
+    pub async fn adjust(&self, sku: &Sku, delta: StockDelta) -> Result<i32, InventoryError> {
+        let available: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO stock (sku, available) VALUES ($1, $2)
+             ON CONFLICT (sku) DO UPDATE SET available = stock.available + $2, updated_at = now()
+             WHERE stock.available + $2 BETWEEN 0 AND $3
+             RETURNING available",
+        )
+        .bind(sku.as_str())
+        .bind(delta.get())
+        .bind(MAX_STOCK as i32)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            // A negative delta on a SKU never stocked inserts a negative level.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some(CHECK_VIOLATION) => {
+                InventoryError::from(ValidationError::new(
+                    "delta",
+                    format!("would take {sku} below zero"),
+                ))
+            }
+            _ => InventoryError::from(e),
+        })?;
+        let available = available.ok_or_else(|| {
+            ValidationError::new(
+                "delta",
+                format!("would take {sku} below zero or above {MAX_STOCK}"),
+            )
+        })?;
+        tracing::info!(%sku, delta = delta.get(), available, "stock adjusted");
+        Ok(available)
+    }
+}
+
+/// Whether the order's stock was settled already (a repeated payment event).
+#[tracing::instrument(skip_all, fields(%order_id))]
+pub async fn is_settled(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: OrderId,
+) -> Result<bool, InventoryError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
+            .bind(order_id.as_uuid())
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+/// The units available of each requested SKU, with their rows locked until the transaction
+/// ends. Rows are locked in SKU order, so concurrent orders cannot deadlock. A SKU never
+/// stocked has no row and is left out.
+#[tracing::instrument(skip_all, fields(skus = requested.len()))]
+pub async fn lock_available(
+    tx: &mut Transaction<'_, Postgres>,
+    requested: &RequestedUnits,
+) -> Result<BTreeMap<Sku, u32>, InventoryError> {
+    let skus: Vec<&str> = requested.skus().map(Sku::as_str).collect();
+    let rows =
+        sqlx::query("SELECT sku, available FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
+            .bind(&skus)
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut levels: BTreeMap<&str, u32> = BTreeMap::new();
+    for row in &rows {
+        let available: i32 = row.try_get("available")?;
+        // Never negative (a table constraint); were it so, it would count as none.
+        levels.insert(row.try_get("sku")?, u32::try_from(available).unwrap_or(0));
+    }
+    Ok(requested
+        .skus()
+        .filter_map(|sku| levels.get(sku.as_str()).map(|n| (sku.clone(), *n)))
+        .collect())
+}
+
+/// Deducts every requested unit. Call only for a confirmed decision, with the rows locked.
+#[tracing::instrument(skip_all, fields(skus = requested.len()))]
+pub async fn deduct(
+    tx: &mut Transaction<'_, Postgres>,
+    requested: &RequestedUnits,
+) -> Result<(), InventoryError> {
+    let (skus, units): (Vec<&str>, Vec<i32>) = requested
+        .iter()
+        // RequestedUnits holds at most i32::MAX units per SKU.
+        .map(|(sku, units)| (sku.as_str(), units as i32))
+        .unzip();
+    sqlx::query(
+        "UPDATE stock SET available = available - d.quantity, updated_at = now()
+         FROM UNNEST($1::text[], $2::int[]) AS d(sku, quantity) WHERE stock.sku = d.sku",
+    )
+    .bind(&skus)
+    .bind(&units)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records the order's decision, which also marks its stock settled.
+#[tracing::instrument(skip_all, fields(%order_id))]
+pub async fn record_reservation(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: OrderId,
+    requested: &RequestedUnits,
+    decision: &StockDecision,
+) -> Result<(), InventoryError> {
+    let status = match decision {
+        StockDecision::Confirmed => "CONFIRMED",
+        StockDecision::OutOfStock { .. } => "OUT_OF_STOCK",
+    };
+    let lines: Vec<ev::StockLine> = requested.iter().map(Into::into).collect();
+    let missing: Vec<ev::MissingItem> = decision.missing().iter().map(Into::into).collect();
+    sqlx::query(
+        "INSERT INTO reservations (order_id, status, items, missing) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(order_id.as_uuid())
+    .bind(status)
+    .bind(serde_json::to_value(&lines).expect("lines serialize"))
+    .bind(serde_json::to_value(&missing).expect("missing serialize"))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

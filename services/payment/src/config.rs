@@ -1,0 +1,43 @@
+//! The payment service's settings: what `orderflow serve payment` reads (flags, environment,
+//! `--config` file; see `orderflow_platform::config`).
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use orderflow_platform::{CommonArgs, Secret};
+
+/// Settings of the payment service.
+#[derive(Debug, Clone, Args)]
+pub struct PaymentArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// PostgreSQL URL of the payment service's own database (created if absent).
+    #[arg(
+        long = "database-url",
+        env = "ORDERFLOW_PAYMENT_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_payment",
+        hide_env_values = true
+    )]
+    pub database_url: Secret,
+    /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
+    #[arg(
+        long = "admin-listen",
+        env = "ORDERFLOW_PAYMENT_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9102"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Attempts at an unavailable payment provider before the payment counts as FAILED.
+    #[arg(
+        long = "charge-attempts",
+        env = "ORDERFLOW_PAYMENT_CHARGE_ATTEMPTS",
+        default_value_t = 5
+    )]
+    pub charge_attempts: u32,
+    /// Attempts at an unavailable provider before a refund goes to the dead-letter topic.
+    #[arg(
+        long = "refund-attempts",
+        env = "ORDERFLOW_PAYMENT_REFUND_ATTEMPTS",
+        default_value_t = 8
+    )]
+    pub refund_attempts: u32,
+}

@@ -1,0 +1,26 @@
+//! The schema registry's settings: what `orderflow serve registry` reads (flags, environment,
+//! `--config` file; see `orderflow_platform::config`).
+
+use std::net::SocketAddr;
+
+use orderflow_db::Secret;
+
+/// How to run the registry; every flag can also come from the environment or a file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Address the HTTP API listens on.
+    #[arg(
+        long = "listen",
+        env = "ORDERFLOW_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL of the registry's own database (created and migrated on start).
+    #[arg(
+        long = "database-url",
+        env = "ORDERFLOW_REGISTRY_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_registry",
+        hide_env_values = true
+    )]
+    pub database_url: Secret,
+}

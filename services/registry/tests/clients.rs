@@ -1,0 +1,101 @@
+//! Clients nobody here wrote, against a real registry on its own PostgreSQL database:
+//! Confluent's Python client (`tests/python/registry`, pytest) and the npm
+//! `@kafkajs/confluent-schema-registry` client (`tests/node`, `node --test`). Each suite names
+//! the client call every test exercises; a failure shows the suite's own output.
+//!
+//! `./orderflow test` (scripts/test.sh) installs both clients: the Python virtualenv
+//! (`ORDERFLOW_PYTHON`) and the npm packages (`ORDERFLOW_NODE_MODULES`).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use orderflow_testkit::TestDatabase;
+use tokio::sync::oneshot;
+
+/// A registry on an ephemeral port with a fresh database, stopped when dropped.
+struct Registry {
+    url: String,
+    _stop: oneshot::Sender<()>,
+    _db: TestDatabase,
+}
+
+impl Registry {
+    async fn start() -> Registry {
+        let db = TestDatabase::create("registry_clients").await;
+        let settings = orderflow_db::DbSettings::new(db.url());
+        let pool = orderflow_db::connect_and_migrate(&settings, &orderflow_registry::MIGRATOR)
+            .await
+            .expect("migrate the registry database");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(orderflow_registry::run(listener, pool, async move {
+            let _ = stopped.await;
+        }));
+        Registry {
+            url,
+            _stop: stop,
+            _db: db,
+        }
+    }
+}
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Panics with the suite's output unless it passed.
+fn assert_passed(suite: &str, output: &Output) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the {suite} suite failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    println!("{stdout}");
+}
+
+async fn run(mut command: tokio::process::Command, what: &str) -> Output {
+    command.kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(600), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in 10 minutes"))
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"))
+}
+
+/// Confluent's `SchemaRegistryClient` (confluent-kafka): every method, and the
+/// AvroSerializer/AvroDeserializer round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_python_client_suite_passes() {
+    let python = std::env::var("ORDERFLOW_PYTHON").expect(
+        "ORDERFLOW_PYTHON is not set: ./orderflow test sets up the Python clients' virtualenv",
+    );
+    let registry = Registry::start().await;
+    let mut command = tokio::process::Command::new(python);
+    command
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python/registry"])
+        .current_dir(repository())
+        .env("ORDERFLOW_REGISTRY_URL", &registry.url);
+    let output = run(command, "pytest").await;
+    assert_passed("Confluent Python client", &output);
+}
+
+/// `@kafkajs/confluent-schema-registry`, the Node.js client of the KafkaJS project.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_node_client_suite_passes() {
+    let modules = std::env::var("ORDERFLOW_NODE_MODULES").expect(
+        "ORDERFLOW_NODE_MODULES is not set: ./orderflow test installs the Node client (npm ci in tests/node)",
+    );
+    let registry = Registry::start().await;
+    let mut command = tokio::process::Command::new("node");
+    command
+        .args(["--test", "--test-reporter=spec"])
+        .arg("registry.test.js")
+        .current_dir(repository().join("tests/node"))
+        .env("NODE_PATH", modules)
+        .env("ORDERFLOW_REGISTRY_URL", &registry.url);
+    let output = run(command, "node --test").await;
+    assert_passed("KafkaJS Node client", &output);
+}

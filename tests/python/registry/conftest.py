@@ -1,0 +1,31 @@
+"""Fixtures for the Confluent Python client suite: the registry under test and fresh names.
+
+The registry's URL comes from ORDERFLOW_REGISTRY_URL; services/registry/tests/clients.rs starts a
+registry on its own database and runs this suite against it.
+"""
+
+import os
+import uuid
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+
+@pytest.fixture(scope="session")
+def registry_url() -> str:
+    url = os.environ.get("ORDERFLOW_REGISTRY_URL")
+    if not url:
+        pytest.fail("ORDERFLOW_REGISTRY_URL is not set: run through `cargo test -p orderflow-registry --test clients`")
+    return url
+
+
+@pytest.fixture
+def client(registry_url: str):
+    # max.retries 0: a 5xx is a failure to see, not something to retry around.
+    with SchemaRegistryClient({"url": registry_url, "max.retries": 0}) as c:
+        yield c
+
+
+@pytest.fixture
+def subject() -> str:
+    return f"py-{uuid.uuid4().hex[:10]}-value"
