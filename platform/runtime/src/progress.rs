@@ -139,8 +139,7 @@ pub fn read(
     let committed = client.committed_offsets(list.clone(), timeout)?;
     let mut progress = Vec::new();
     for element in list.elements() {
-        let (low, high) =
-            client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+        let (low, high) = client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
         let committed = committed
             .find_partition(element.topic(), element.partition())
             .and_then(|e| match e.offset() {
@@ -299,7 +298,10 @@ mod tests {
     fn lag_counts_from_the_commit_or_the_oldest_record() {
         assert_eq!(p(0, Some(7), 10).lag(), 3);
         assert_eq!(p(0, None, 10).lag(), 10);
-        let trimmed = PartitionProgress { low: 8, ..p(0, Some(2), 10) };
+        let trimmed = PartitionProgress {
+            low: 8,
+            ..p(0, Some(2), 10)
+        };
         assert_eq!(trimmed.lag(), 2, "records removed by retention are not lag");
         assert_eq!(p(0, Some(10), 10).lag(), 0);
     }
@@ -312,8 +314,14 @@ mod tests {
         assert!(d.observe(t0 + T / 2, &[p(0, Some(5), 12)]).is_empty());
         let stalls = d.observe(t0 + T, &[p(0, Some(5), 12)]);
         assert_eq!(stalls.len(), 1);
-        assert_eq!((stalls[0].partition, stalls[0].lag, stalls[0].for_), (0, 7, T));
-        assert!(describe("payment", &stalls).contains("group payment is stalled on topic orders partition 0: lag 7"));
+        assert_eq!(
+            (stalls[0].partition, stalls[0].lag, stalls[0].for_),
+            (0, 7, T)
+        );
+        assert!(
+            describe("payment", &stalls)
+                .contains("group payment is stalled on topic orders partition 0: lag 7")
+        );
     }
 
     #[test]
@@ -322,12 +330,25 @@ mod tests {
         let t0 = Instant::now();
         d.observe(t0, &[p(0, Some(5), 9), p(1, Some(3), 3)]);
         // Partition 0 moved on (slowly); partition 1 has nothing to do.
-        assert!(d.observe(t0 + T, &[p(0, Some(6), 9), p(1, Some(3), 3)]).is_empty());
-        assert!(d.observe(t0 + T + T / 2, &[p(0, Some(6), 9), p(1, Some(3), 3)]).is_empty());
-        assert_eq!(d.observe(t0 + 2 * T, &[p(0, Some(6), 9), p(1, Some(3), 3)]).len(), 1);
+        assert!(
+            d.observe(t0 + T, &[p(0, Some(6), 9), p(1, Some(3), 3)])
+                .is_empty()
+        );
+        assert!(
+            d.observe(t0 + T + T / 2, &[p(0, Some(6), 9), p(1, Some(3), 3)])
+                .is_empty()
+        );
+        assert_eq!(
+            d.observe(t0 + 2 * T, &[p(0, Some(6), 9), p(1, Some(3), 3)])
+                .len(),
+            1
+        );
         // Caught up: no longer stalled, and a new backlog starts a new wait.
         assert!(d.observe(t0 + 3 * T, &[p(0, Some(9), 9)]).is_empty());
-        assert!(d.observe(t0 + 3 * T + T / 2, &[p(0, Some(9), 11)]).is_empty());
+        assert!(
+            d.observe(t0 + 3 * T + T / 2, &[p(0, Some(9), 11)])
+                .is_empty()
+        );
         assert_eq!(d.observe(t0 + 4 * T + T / 2, &[p(0, Some(9), 11)]).len(), 1);
     }
 
