@@ -27,14 +27,14 @@ pub struct GatewayArgs {
         default_value = "127.0.0.1:9100"
     )]
     pub admin_listen: SocketAddr,
-    /// The order service's gRPC URL.
+    /// The order service's gRPC URL; several instances: their URLs, comma-separated.
     #[arg(
         long = "order-url",
         env = "ORDERFLOW_ORDER_URL",
         default_value = "http://127.0.0.1:50052"
     )]
     pub order_url: String,
-    /// The inventory service's gRPC URL.
+    /// The inventory service's gRPC URL; several instances: their URLs, comma-separated.
     #[arg(
         long = "inventory-url",
         env = "ORDERFLOW_INVENTORY_URL",

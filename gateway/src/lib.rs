@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod feed;
 mod hub;
+mod owners;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,20 +23,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 
 pub use config::GatewayArgs;
 pub use error::GatewayError;
-
-fn channel(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    // Lazy: the gateway starts (and reports itself) even while an owner is still starting.
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
 
 pub async fn serve(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
@@ -82,13 +73,17 @@ pub async fn run(
     ));
 
     let orders = api::OrderApi {
-        orders: OrderStoreClient::new(channel(&args.order_url, timeout)?),
+        orders: OrderStoreClient::new(owners::channel(&args.order_url, timeout, shutdown.clone())?),
         hub: hub.clone(),
         shutdown: shutdown.clone(),
         streams_opened,
     };
     let inventory = api::InventoryApi {
-        inventory: InventoryServiceClient::new(channel(&args.inventory_url, timeout)?),
+        inventory: InventoryServiceClient::new(owners::channel(
+            &args.inventory_url,
+            timeout,
+            shutdown.clone(),
+        )?),
     };
 
     // Reflection (v1 and v1alpha, so any grpcurl works) over the public API and health.

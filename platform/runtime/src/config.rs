@@ -70,11 +70,14 @@ pub struct KafkaArgs {
     )]
     pub group_suffix: String,
     /// Stable id of this instance within its consumer group (static membership), so a
-    /// restarted instance takes its partitions back without waiting for a rebalance.
+    /// restarted instance takes its partitions back without waiting for a rebalance. Empty
+    /// (the default): derived from this host's name and the service's admin port, which is
+    /// unique per host and the same after a restart. Two running instances must never share
+    /// one: the broker fences the older (docs/tansu.md).
     #[arg(
         long = "instance-id",
         env = "ORDERFLOW_INSTANCE_ID",
-        default_value = "0"
+        default_value = ""
     )]
     pub instance_id: String,
     /// Most messages a consumer applies in one database transaction (one commit for many;
@@ -103,6 +106,19 @@ pub const DEFAULT_CONSUMER_BATCH: usize = 64;
 impl KafkaArgs {
     pub fn topics(&self) -> Topics {
         Topics::with_prefix(&self.topic_prefix)
+    }
+
+    /// This instance's id: the configured one, else `<host>-<admin port>`.
+    pub fn instance_id_or_derived(&self, admin: std::net::SocketAddr) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}-{}", admin.port())
     }
 
     pub fn group(&self, service: &str) -> String {
@@ -136,14 +152,46 @@ pub struct EventBusArgs {
     pub registry_url: String,
 }
 
-/// Settings every event-driven service has: the event bus, and how long its outbox and dedup
-/// records are kept.
+/// Settings every event-driven service has: the event bus, how long its outbox and dedup
+/// records are kept, and when its group counts as stalled.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     #[command(flatten)]
     pub bus: EventBusArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
+}
+
+/// How a service watches its consumer group's progress on every partition of its input
+/// topics (`orderflow_platform::progress`).
+#[derive(Debug, Clone, Args)]
+pub struct ProgressArgs {
+    /// A partition with lag whose committed offset has not moved for this many seconds is
+    /// stalled: `/health` turns degraded and names it.
+    #[arg(
+        long = "stall-threshold-secs",
+        env = "ORDERFLOW_STALL_THRESHOLD_SECS",
+        default_value_t = 60
+    )]
+    pub stall_threshold_secs: u64,
+    /// How often the group's committed offsets and the high watermarks are read.
+    #[arg(
+        long = "progress-interval-secs",
+        env = "ORDERFLOW_PROGRESS_INTERVAL_SECS",
+        default_value_t = 5
+    )]
+    pub progress_interval_secs: u64,
+}
+
+impl Default for ProgressArgs {
+    fn default() -> Self {
+        ProgressArgs {
+            stall_threshold_secs: 60,
+            progress_interval_secs: 5,
+        }
+    }
 }
 
 /// Everything `orderflow serve <component>` reads: how the process logs and stops, and the

@@ -4,7 +4,7 @@
 //! 1. decode it (Confluent-framed Avro, writer schema from the registry);
 //! 2. in one PostgreSQL transaction, record `(consumer, event_id)` in `processed_events`
 //!    (a repeat is skipped), apply the handler's effect and add the events it causes to the
-//!    outbox;
+//!    outbox ([`apply_batch`], which the benchmark's replay of the per-order writes runs too);
 //! 3. only after that commit, store the message's offset for the background commit.
 //!
 //! Delivery is at-least-once; the effect is exactly-once. A transient failure (database,
@@ -83,12 +83,45 @@ impl From<CodecError> for HandleError {
     }
 }
 
-/// Why [`ConsumerLoop::apply`] applied nothing: which message failed, whether its handler
-/// returned the error, and the error.
-struct BatchFailure {
-    at: usize,
-    in_handler: bool,
-    error: HandleError,
+/// Why [`apply_batch`] applied nothing: which message failed, whether its handler returned
+/// the error, and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("message {at} of the batch: {error}")]
+pub struct BatchFailure {
+    /// The failed message's index in the batch, or the batch's length for the statements
+    /// after the last handler.
+    pub at: usize,
+    /// Whether the message's handler returned the error.
+    pub in_handler: bool,
+    pub error: HandleError,
+}
+
+impl BatchFailure {
+    fn new(at: usize, in_handler: bool, error: HandleError) -> Self {
+        BatchFailure {
+            at,
+            in_handler,
+            error,
+        }
+    }
+}
+
+/// What [`apply_batch`] did with one message.
+#[derive(Debug)]
+pub enum Applied {
+    /// Its handler ran; these are the events it caused, added to the outbox.
+    Processed(Vec<Event>),
+    /// Its event id was recorded already (or earlier in the same batch): skipped.
+    Duplicate,
+}
+
+impl Applied {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Applied::Processed(_) => Outcome::Processed,
+            Applied::Duplicate => Outcome::Duplicate,
+        }
+    }
 }
 
 /// Where a message came from, for handlers and logs.
@@ -147,6 +180,21 @@ pub fn dead_letter_topic(origin: &str, consumer: &str) -> String {
     format!("{origin}.{consumer}{}", dlq::SUFFIX)
 }
 
+/// A consumer error after which the client is unusable, such as being fenced by a newer
+/// member with the same `group.instance.id`.
+fn is_fatal(error: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        error,
+        rdkafka::error::KafkaError::MessageConsumptionFatal(_)
+    ) || matches!(
+        error.rdkafka_error_code(),
+        Some(
+            rdkafka::types::RDKafkaErrorCode::Fatal
+                | rdkafka::types::RDKafkaErrorCode::FencedInstanceId
+        )
+    )
+}
+
 impl<H: Handler> ConsumerLoop<H> {
     /// Consumes until `shutdown`: the message in flight is finished (or, if it is stuck
     /// retrying, abandoned uncommitted), then stored offsets are committed.
@@ -191,6 +239,19 @@ impl<H: Handler> ConsumerLoop<H> {
                             tracing::warn!(error = %e, "cannot store offset");
                         }
                     }
+                }
+                Err(e) if is_fatal(&e) => {
+                    // Another process joined with this instance's id and took its place
+                    // (static membership): this consumer can never consume again.
+                    tracing::error!(consumer = %self.name, error = %e, "consumer fenced: stopped consuming");
+                    self.health.degraded(
+                        &self.component(),
+                        format!(
+                            "fenced: another instance joined group {} with this instance's id; give every instance its own --instance-id (or leave it empty to derive one from the host and admin port) and restart this one ({e})",
+                            self.group
+                        ),
+                    );
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(consumer = %self.name, error = %e, "consume error");
@@ -320,54 +381,18 @@ impl<H: Handler> ConsumerLoop<H> {
         }
     }
 
-    /// Decodes `messages` and applies them in one transaction, in order: one statement
-    /// records every event id, the handler runs for each event not seen before (an id twice
-    /// in `messages` counts once), and one statement adds every caused event to the outbox.
-    /// Returns each message's outcome once committed; on failure nothing is applied, and the
-    /// failure says which message it was (`messages.len()` for the statements after the
-    /// last handler).
+    /// Decodes `messages` and applies them in one transaction with [`apply_batch`]. Returns
+    /// each message's outcome once committed; on failure nothing is applied, and the failure
+    /// says which message it was.
     async fn apply(
         &self,
         messages: &[BorrowedMessage<'_>],
         attempt: u32,
     ) -> Result<Vec<Outcome>, BatchFailure> {
-        let failure = |at, in_handler, error| BatchFailure {
-            at,
-            in_handler,
-            error,
-        };
-        let mut events = Vec::with_capacity(messages.len());
+        let mut batch = Vec::with_capacity(messages.len());
         for (i, message) in messages.iter().enumerate() {
             let event = self.codec.decode(message.payload()).await;
-            events.push(event.map_err(|e| failure(i, false, e.into()))?);
-        }
-        let end = messages.len();
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| failure(0, false, e.into()))?;
-        let ids: Vec<&str> = events.iter().map(Event::event_id).collect();
-        let mut fresh: HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO processed_events (consumer, event_id)
-             SELECT $1, id FROM UNNEST($2::text[]) AS t(id)
-             ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(&self.name)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| failure(0, false, e.into()))?
-        .into_iter()
-        .collect();
-        let mut outcomes = Vec::with_capacity(messages.len());
-        let mut caused = Vec::with_capacity(messages.len());
-        for (i, (message, event)) in messages.iter().zip(&events).enumerate() {
-            if !fresh.remove(event.event_id()) {
-                tracing::debug!(consumer = %self.name, event_id = %event.event_id(), "duplicate event skipped");
-                outcomes.push(Outcome::Duplicate);
-                continue;
-            }
+            let event = event.map_err(|e| BatchFailure::new(i, false, e.into()))?;
             let ctx = MessageContext {
                 topic: message.topic().to_owned(),
                 partition: message.partition(),
@@ -375,28 +400,20 @@ impl<H: Handler> ConsumerLoop<H> {
                 attempt,
                 trace: trace_of(message).child(),
             };
-            let span = tracing::info_span!("message", consumer = %self.name, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
-            let events = self
-                .handler
-                .handle(&mut tx, event, &ctx)
-                .instrument(span)
-                .await
-                .map_err(|e| failure(i, true, e))?;
-            caused.push((events, ctx.trace));
-            outcomes.push(Outcome::Processed);
+            batch.push((event, ctx));
         }
-        let caused: Vec<(&[Event], &TraceParent)> = caused
-            .iter()
-            .map(|(events, trace)| (events.as_slice(), trace))
-            .collect();
-        Outbox::insert_caused(&mut tx, &self.topics, &caused)
+        let end = messages.len();
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .map_err(|e| failure(end, false, e.into()))?;
+            .map_err(|e| BatchFailure::new(0, false, e.into()))?;
+        let applied = apply_batch(&mut tx, &self.name, &self.topics, &self.handler, &batch).await?;
         tx.commit()
             .await
-            .map_err(|e| failure(end, false, e.into()))?;
+            .map_err(|e| BatchFailure::new(end, false, e.into()))?;
         self.outbox_signal.committed();
-        Ok(outcomes)
+        Ok(applied.iter().map(Applied::outcome).collect())
     }
 
     /// Publishes the message, untouched, to the dead-letter topic with headers that say where
@@ -481,8 +498,61 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 }
 
-/// Measures the lag of every assigned partition every [`LAG_INTERVAL`] until `stop`. It runs
-/// beside the loop, so the lag keeps growing while a message is stuck retrying.
+/// Applies one batch of decoded messages inside `tx`, in order, as the consumer loop does:
+/// one statement records every event id as processed by `consumer`, the handler runs for each
+/// event not seen before (an id twice in `messages` counts once), and one statement adds every
+/// caused event to the outbox, each with a child of its message's trace. The caller commits
+/// `tx` and then wakes the relay ([`OutboxSignal::committed`]); after a failure it must roll
+/// `tx` back, as part of the batch may be applied in it.
+pub async fn apply_batch<H: Handler + ?Sized>(
+    tx: &mut Transaction<'_, Postgres>,
+    consumer: &str,
+    topics: &Topics,
+    handler: &H,
+    messages: &[(Event, MessageContext)],
+) -> Result<Vec<Applied>, BatchFailure> {
+    let ids: Vec<&str> = messages.iter().map(|(event, _)| event.event_id()).collect();
+    let mut fresh: HashSet<String> = sqlx::query_scalar(
+        "INSERT INTO processed_events (consumer, event_id)
+         SELECT $1, id FROM UNNEST($2::text[]) AS t(id)
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(consumer)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|e| BatchFailure::new(0, false, e.into()))?
+    .into_iter()
+    .collect();
+    let mut applied = Vec::with_capacity(messages.len());
+    for (i, (event, ctx)) in messages.iter().enumerate() {
+        if !fresh.remove(event.event_id()) {
+            tracing::debug!(consumer = %consumer, event_id = %event.event_id(), "duplicate event skipped");
+            applied.push(Applied::Duplicate);
+            continue;
+        }
+        let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
+        let caused = handler
+            .handle(tx, event, ctx)
+            .instrument(span)
+            .await
+            .map_err(|e| BatchFailure::new(i, true, e))?;
+        applied.push(Applied::Processed(caused));
+    }
+    let caused: Vec<(&[Event], &TraceParent)> = messages
+        .iter()
+        .zip(&applied)
+        .filter_map(|((_, ctx), applied)| match applied {
+            Applied::Processed(events) => Some((events.as_slice(), &ctx.trace)),
+            Applied::Duplicate => None,
+        })
+        .collect();
+    Outbox::insert_caused(tx, topics, &caused)
+        .await
+        .map_err(|e| BatchFailure::new(messages.len(), false, e.into()))?;
+    Ok(applied)
+}
+
 /// How long a consumer may hold no partition while its input waits before it joins its
 /// group again.
 const STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -563,6 +633,8 @@ fn left_out_with_work(consumer: &StreamConsumer, topics: &[String]) -> bool {
     })
 }
 
+/// Measures the lag of every assigned partition every [`LAG_INTERVAL`] until `stop`. It runs
+/// beside the loop, so the lag keeps growing while a message is stuck retrying.
 async fn measure_lag(
     consumer: Arc<StreamConsumer>,
     metrics: ConsumerMetrics,

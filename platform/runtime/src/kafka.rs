@@ -68,7 +68,8 @@ impl Producer {
 
 /// A consumer in group `group` that never stores an offset by itself: the consumer loop
 /// stores each offset after the message's database transaction has committed, and the
-/// stored offsets are committed in the background.
+/// stored offsets are committed in the background. With an instance id it is a static member
+/// (`group.instance.id` = `<group>-<instance id>`); without one, a dynamic member.
 pub fn consumer(
     kafka: &KafkaArgs,
     group: &str,
@@ -77,10 +78,6 @@ pub fn consumer(
     config
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", group)
-        .set(
-            "group.instance.id",
-            format!("{group}-{}", kafka.instance_id),
-        )
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "500")
         .set("enable.auto.offset.store", "false")
@@ -88,6 +85,9 @@ pub fn consumer(
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         .set("fetch.error.backoff.ms", "100");
+    if !kafka.instance_id.is_empty() {
+        config.set("group.instance.id", format!("{group}-{}", kafka.instance_id));
+    }
     // librdkafka's own debug logging (`--kafka-debug cgrp`), to diagnose a broker.
     if let Some(contexts) = kafka.debug_contexts() {
         config.set("debug", contexts);

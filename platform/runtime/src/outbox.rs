@@ -27,7 +27,7 @@ use crate::trace::TraceParent;
 
 /// How often the relay looks for rows nobody woke it for: rows of another instance of the
 /// service, or rows left by a process that stopped before publishing them.
-const POLL: Duration = Duration::from_millis(500);
+pub const POLL: Duration = Duration::from_millis(500);
 
 /// Wakes this process's relay once a transaction that wrote to the outbox has committed.
 /// A wake-up given while the relay is busy is kept, so none is lost.
@@ -40,13 +40,28 @@ impl OutboxSignal {
         self.0.notify_one();
     }
 
-    async fn wait(&self) {
+    /// Waits for the next [`OutboxSignal::committed`]; returns at once for one given since
+    /// the last wait. The relay's side of the signal.
+    pub async fn wait(&self) {
         self.0.notified().await
     }
 }
 
-/// Writes events into the outbox inside the caller's transaction.
+/// The outbox's statements: writers add events inside their own transaction; the relay reads
+/// the unpublished rows and marks them published inside its.
 pub struct Outbox;
+
+/// An unpublished outbox row, as the relay reads it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub topic: String,
+    /// The event's key: its order id.
+    pub key: String,
+    /// The event as JSON.
+    pub payload: serde_json::Value,
+    pub traceparent: Option<String>,
+}
 
 impl Outbox {
     /// Adds `events` to the outbox in `tx`; they are published after `tx` commits (call
@@ -95,6 +110,64 @@ impl Outbox {
         .await?;
         Ok(())
     }
+
+    /// Reads up to `limit` unpublished rows in id order, locked until `tx` ends: a second
+    /// relay (another instance) waits instead of reordering events.
+    pub async fn lock_unpublished(
+        tx: &mut Transaction<'_, Postgres>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        sqlx::query(
+            "SELECT id, topic, event_key, payload, traceparent FROM outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+        )
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(OutboxRow {
+                id: r.try_get("id")?,
+                topic: r.try_get("topic")?,
+                key: r.try_get("event_key")?,
+                payload: r.try_get("payload")?,
+                traceparent: r.try_get("traceparent")?,
+            })
+        })
+        .collect()
+    }
+
+    /// Marks the rows `ids` (ascending, as [`Outbox::lock_unpublished`] returns them)
+    /// published in `tx`.
+    pub async fn mark_published(
+        tx: &mut Transaction<'_, Postgres>,
+        ids: &[i64],
+    ) -> Result<(), sqlx::Error> {
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(());
+        };
+        // The id range keeps the plan an index range scan: with `= ANY` alone and the
+        // table's statistics behind its growth, PostgreSQL chose sequential scans of the
+        // whole outbox under load (docs/performance.md).
+        sqlx::query(
+            "UPDATE outbox SET published_at = now()
+             WHERE id BETWEEN $2 AND $3 AND id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(first)
+        .bind(last)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// How many rows wait to be published (the partial index `outbox_unpublished` keeps it
+    /// cheap).
+    pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(pool)
+            .await
+    }
 }
 
 /// Publishes outbox rows to Kafka, in order, until shutdown; then publishes what is left.
@@ -109,15 +182,10 @@ pub struct Relay {
     batch_size: i64,
 }
 
-struct Row_ {
-    id: i64,
-    topic: String,
-    key: String,
-    payload: serde_json::Value,
-    traceparent: Option<String>,
-}
-
 impl Relay {
+    /// Most rows the relay publishes in one transaction.
+    pub const BATCH_SIZE: i64 = 500;
+
     pub fn new(
         pool: PgPool,
         producer: Producer,
@@ -135,7 +203,7 @@ impl Relay {
             health,
             metrics,
             signal,
-            batch_size: 500,
+            batch_size: Self::BATCH_SIZE,
         }
     }
 
@@ -193,13 +261,10 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// Counts the unpublished rows (the partial index `outbox_unpublished` keeps it cheap).
-    /// Called only while rows are piling up: a full batch, or a failure.
+    /// Counts the unpublished rows. Called only while rows are piling up: a full batch, or
+    /// a failure.
     async fn refresh_backlog(&self) {
-        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
-        {
+        match Outbox::backlog(&self.pool).await {
             Ok(rows) => self.metrics.set_backlog(rows),
             // The database is probably what failed; the last value stands until it is back.
             Err(e) => tracing::debug!(error = %e, "cannot count the outbox backlog"),
@@ -209,23 +274,7 @@ impl Relay {
     /// Publishes up to one batch; returns how many rows were published.
     async fn publish_batch(&self) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        // FOR UPDATE: a second relay (another instance) waits instead of reordering events.
-        let rows: Vec<Row_> = sqlx::query(
-            "SELECT id, topic, event_key, payload, traceparent FROM outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
-        )
-        .bind(self.batch_size)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| Row_ {
-            id: r.get("id"),
-            topic: r.get("topic"),
-            key: r.get("event_key"),
-            payload: r.get("payload"),
-            traceparent: r.get("traceparent"),
-        })
-        .collect();
+        let rows = Outbox::lock_unpublished(&mut tx, self.batch_size).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -259,20 +308,7 @@ impl Relay {
             .take_while(|(_, r)| r.is_ok())
             .map(|(row, _)| row.id)
             .collect();
-        if let (Some(first), Some(last)) = (acknowledged.first(), acknowledged.last()) {
-            // The id range keeps the plan an index range scan: with `= ANY` alone and the
-            // table's statistics behind its growth, PostgreSQL chose sequential scans of the
-            // whole outbox under load (docs/performance.md).
-            sqlx::query(
-                "UPDATE outbox SET published_at = now()
-                 WHERE id BETWEEN $2 AND $3 AND id = ANY($1)",
-            )
-            .bind(&acknowledged)
-            .bind(first)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Outbox::mark_published(&mut tx, &acknowledged).await?;
         tx.commit().await?;
         for row in &rows[..acknowledged.len()] {
             self.metrics.produced(&row.topic);

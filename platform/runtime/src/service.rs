@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use orderflow_events::{EventCodec, Topics};
 use rdkafka::consumer::Consumer;
@@ -17,7 +18,7 @@ use crate::health::Health;
 use crate::kafka;
 use crate::metrics::{Metrics, PipelineMetrics};
 use crate::outbox::{OutboxSignal, Relay};
-use crate::purge;
+use crate::{progress, purge};
 
 /// The shared machinery of one service instance.
 #[derive(Clone)]
@@ -33,18 +34,25 @@ pub struct ServiceKit {
     pub pipeline: PipelineMetrics,
     /// Wakes the relay after a commit that wrote to the outbox; give it to every writer.
     pub outbox_signal: OutboxSignal,
+    /// The settings, with this instance's id resolved.
     pub common: CommonArgs,
 }
 
 impl ServiceKit {
     /// Checks the settings, connects to the registry and broker and makes sure the event
-    /// topics exist.
+    /// topics exist. `admin` is the address of the instance's admin endpoint: an instance
+    /// without a configured id is named after its host and that port.
     pub async fn start(
         name: &'static str,
         common: &CommonArgs,
         pool: PgPool,
+        admin: std::net::SocketAddr,
     ) -> anyhow::Result<Self> {
         common.retention.validate()?;
+        let mut common = common.clone();
+        common.bus.kafka.instance_id = common.bus.kafka.instance_id_or_derived(admin);
+        tracing::info!(service = name, instance = %common.bus.kafka.instance_id, "instance id");
+        let common = &common;
         let topics = common.bus.kafka.topics();
         let codec = Arc::new(EventCodec::new(&common.bus.registry_url)?);
         let producer = kafka::Producer::new(&common.bus.kafka)?;
@@ -126,6 +134,19 @@ impl ServiceKit {
     ) -> anyhow::Result<()> {
         let stop_relay = CancellationToken::new();
         let relay = tokio::spawn(self.relay().run(stop_relay.clone()));
+        let watch = progress::Watch {
+            brokers: self.common.bus.kafka.brokers.clone(),
+            group: consumer.group.clone(),
+            topics: consumer.subscribed.clone(),
+            threshold: Duration::from_secs(self.common.progress.stall_threshold_secs),
+            interval: Duration::from_secs(self.common.progress.progress_interval_secs.max(1)),
+        };
+        let watching = tokio::spawn(progress::watch(
+            watch,
+            self.health.clone(),
+            progress::ProgressMetrics::register(&self.metrics),
+            shutdown.clone(),
+        ));
         let consuming = tokio::spawn(consumer.run(shutdown.clone()));
         let purging = tokio::spawn(purge::run(
             self.pool.clone(),
@@ -149,6 +170,7 @@ impl ServiceKit {
         };
         let _ = consuming.await;
         let _ = purging.await;
+        let _ = watching.await;
         stop_relay.cancel();
         let _ = relay.await;
         let _ = admin_server.await;

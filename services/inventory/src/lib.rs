@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::InventoryArgs;
+pub use handler::InventoryHandler;
+pub use store::Store;
 
 /// The migrations of the inventory database: the inventory service's own and the platform's.
 pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
@@ -39,7 +41,7 @@ pub async fn run(
         &MIGRATOR,
     )
     .await?;
-    let kit = ServiceKit::start("inventory", &args.common, pool.clone()).await?;
+    let kit = ServiceKit::start("inventory", &args.common, pool.clone(), admin.local_addr()?).await?;
     let topics = kit.topics.clone();
     let consumer = kit
         .consumer(&[&topics.payments], handler::InventoryHandler)

@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::OrderArgs;
 pub use error::OrderError;
+pub use handler::OrderHandler;
+pub use metrics::TransitionMetrics;
+pub use store::{OrderRecord, Placed, Store};
 
 /// The migrations of the order database: the order service's own and the platform's.
 pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
@@ -44,7 +47,7 @@ pub async fn run(
         &MIGRATOR,
     )
     .await?;
-    let kit = ServiceKit::start("order", &args.common, pool.clone()).await?;
+    let kit = ServiceKit::start("order", &args.common, pool.clone(), admin.local_addr()?).await?;
     let topics = kit.topics.clone();
     let handler = handler::OrderHandler {
         transitions: metrics::TransitionMetrics::register(&kit.metrics),

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::PaymentArgs;
+pub use handler::PaymentHandler;
 
 /// The migrations of the payment database: the payment service's own and the platform's.
 pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
@@ -45,7 +46,7 @@ pub async fn run(
         &MIGRATOR,
     )
     .await?;
-    let kit = ServiceKit::start("payment", &args.common, pool.clone()).await?;
+    let kit = ServiceKit::start("payment", &args.common, pool.clone(), admin.local_addr()?).await?;
     let topics = kit.topics.clone();
     let handler = handler::PaymentHandler {
         provider,

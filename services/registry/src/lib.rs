@@ -18,8 +18,8 @@ pub use api::router;
 pub use config::RegistryArgs;
 pub use error::RegistryError;
 pub use registry::{
-    Config, DEFAULT_LEVEL, Deleted, Mode, Registry, SchemaReference, SchemaRequest,
-    SubjectVersion, VersionSelector,
+    Config, DEFAULT_LEVEL, Deleted, Mode, Registry, SchemaReference, SchemaRequest, SubjectVersion,
+    VersionSelector,
 };
 
 /// The registry's database migrations (`migrations/registry/`).

@@ -79,7 +79,8 @@ pub fn kafka_args(brokers: String, topic_prefix: String) -> KafkaArgs {
         fetch_wait_ms: 25,
         linger_ms: 2,
         group_suffix: String::new(),
-        instance_id: "0".into(),
+        // Derived from the host and the admin port, as by default.
+        instance_id: String::new(),
         consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
         debug: None,
     }
@@ -136,6 +137,7 @@ impl System {
         CommonArgs {
             bus: self.bus(),
             retention: Default::default(),
+            progress: Default::default(),
         }
     }
 

@@ -367,12 +367,54 @@ impl Databases {
     }
 }
 
+/// How a [`ProcessSystem`] is laid out.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Instances of each service (order, payment, inventory) started at first.
+    pub instances: u8,
+    /// Instances the gateway knows the addresses of (it balances over those that are up),
+    /// at least `instances`: room to scale out during a test.
+    pub max_instances: u8,
+    /// Partitions of every topic.
+    pub partitions: i32,
+    /// The services' stall threshold, when not their default.
+    pub stall_threshold_secs: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            instances: 1,
+            max_instances: 1,
+            partitions: 1,
+            stall_threshold_secs: None,
+        }
+    }
+}
+
+impl Options {
+    /// `n` instances of every service on topics of `partitions` partitions.
+    pub fn scaled(n: u8, partitions: i32) -> Options {
+        Options {
+            instances: n,
+            max_instances: n.max(3),
+            partitions,
+            stall_threshold_secs: None,
+        }
+    }
+}
+
+/// One process of a component: the component and its instance number (1, 2, …). The
+/// registry and the gateway run one instance.
+pub type Instance = (Proc, u8);
+
 struct Addresses {
     registry: SocketAddr,
     gateway: SocketAddr,
-    order_grpc: SocketAddr,
-    inventory_grpc: SocketAddr,
-    admin: HashMap<Proc, SocketAddr>,
+    /// The order and inventory services' gRPC addresses, one per instance number.
+    order_grpc: Vec<SocketAddr>,
+    inventory_grpc: Vec<SocketAddr>,
+    admin: HashMap<Instance, SocketAddr>,
 }
 
 /// The system as processes.
@@ -382,8 +424,9 @@ pub struct ProcessSystem {
     pub topic_prefix: String,
     /// How a test reaches this system's broker, topics and consumer groups.
     pub kafka: orderflow_platform::KafkaArgs,
+    options: Options,
     addresses: Addresses,
-    children: HashMap<Proc, Child>,
+    children: HashMap<Instance, Child>,
     logs: Option<tempdir::TempDir>,
 }
 
@@ -407,31 +450,52 @@ fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+const SERVICES: [Proc; 3] = [Proc::Order, Proc::Payment, Proc::Inventory];
+
 impl ProcessSystem {
-    /// Starts a broker and every component, and waits until all are healthy.
+    /// Starts a broker and one instance of every component, and waits until all are healthy.
     pub async fn start(databases: Databases) -> ProcessSystem {
+        ProcessSystem::start_with(databases, Options::default()).await
+    }
+
+    /// Starts a broker and the components as `options` says, and waits until all are healthy.
+    pub async fn start_with(databases: Databases, options: Options) -> ProcessSystem {
         let broker = Broker::start().await;
+        let max = options.max_instances.max(options.instances).max(1);
+        let mut admin: HashMap<Instance, SocketAddr> = HashMap::new();
+        for p in Proc::ALL {
+            let count = if SERVICES.contains(&p) { max } else { 1 };
+            for n in 1..=count {
+                admin.insert((p, n), local(free_port()));
+            }
+        }
         let addresses = Addresses {
             registry: local(free_port()),
             gateway: local(free_port()),
-            order_grpc: local(free_port()),
-            inventory_grpc: local(free_port()),
-            admin: Proc::ALL.iter().map(|p| (*p, local(free_port()))).collect(),
+            order_grpc: (0..max).map(|_| local(free_port())).collect(),
+            inventory_grpc: (0..max).map(|_| local(free_port())).collect(),
+            admin,
         };
         let topic_prefix = format!("t{}-", orderflow_testkit::unique_suffix());
-        let kafka = crate::kafka_args(broker.address(), topic_prefix.clone());
+        let mut kafka = crate::kafka_args(broker.address(), topic_prefix.clone());
+        kafka.partitions = options.partitions;
         let mut system = ProcessSystem {
             broker,
             databases,
             topic_prefix,
             kafka,
+            options: options.clone(),
             addresses,
             children: HashMap::new(),
             logs: Some(tempdir::TempDir::new("orderflow-logs")),
         };
-        for p in Proc::ALL {
-            system.start_proc(p).await;
+        system.start_proc(Proc::Registry).await;
+        for p in SERVICES {
+            for n in 1..=options.instances.max(1) {
+                system.start_instance(p, n).await;
+            }
         }
+        system.start_proc(Proc::Gateway).await;
         system
     }
 
@@ -477,18 +541,39 @@ impl ProcessSystem {
         orderflow_proto::v1::inventory_service_client::InventoryServiceClient::new(self.channel())
     }
 
-    fn env(&self, p: Proc) -> Vec<(String, String)> {
+    /// The gateway's URLs of an owner service: every instance it may reach.
+    fn owner_urls(addresses: &[SocketAddr]) -> String {
+        addresses
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn env(&self, (p, n): Instance, instance_id: Option<&str>) -> Vec<(String, String)> {
         let a = &self.addresses;
-        let admin = a.admin[&p].to_string();
+        let admin = a.admin[&(p, n)].to_string();
+        let i = usize::from(n - 1);
         let mut env: Vec<(&str, String)> = vec![
             ("ORDERFLOW_KAFKA_BROKERS", self.broker.address()),
             ("ORDERFLOW_TOPIC_PREFIX", self.topic_prefix.clone()),
+            (
+                "ORDERFLOW_TOPIC_PARTITIONS",
+                self.options.partitions.to_string(),
+            ),
             ("ORDERFLOW_REGISTRY_URL", self.registry_url()),
             ("ORDERFLOW_FETCH_WAIT_MS", "25".into()),
-            ("ORDERFLOW_INSTANCE_ID", "0".into()),
             ("ORDERFLOW_SHUTDOWN_GRACE_SECS", "20".into()),
             ("RUST_LOG", "info".into()),
         ];
+        // Without one, the instance id is derived from the host and the admin port.
+        if let Some(id) = instance_id {
+            env.push(("ORDERFLOW_INSTANCE_ID", id.to_owned()));
+        }
+        if let Some(secs) = self.options.stall_threshold_secs {
+            env.push(("ORDERFLOW_STALL_THRESHOLD_SECS", secs.to_string()));
+            env.push(("ORDERFLOW_PROGRESS_INTERVAL_SECS", "1".into()));
+        }
         match p {
             Proc::Registry => {
                 env.push(("ORDERFLOW_REGISTRY_LISTEN", a.registry.to_string()));
@@ -496,7 +581,7 @@ impl ProcessSystem {
             }
             Proc::Order => {
                 env.push(("ORDERFLOW_ORDER_DATABASE_URL", self.database_url(p)));
-                env.push(("ORDERFLOW_ORDER_GRPC_LISTEN", a.order_grpc.to_string()));
+                env.push(("ORDERFLOW_ORDER_GRPC_LISTEN", a.order_grpc[i].to_string()));
                 env.push(("ORDERFLOW_ORDER_ADMIN_LISTEN", admin));
             }
             Proc::Payment => {
@@ -507,97 +592,148 @@ impl ProcessSystem {
                 env.push(("ORDERFLOW_INVENTORY_DATABASE_URL", self.database_url(p)));
                 env.push((
                     "ORDERFLOW_INVENTORY_GRPC_LISTEN",
-                    a.inventory_grpc.to_string(),
+                    a.inventory_grpc[i].to_string(),
                 ));
                 env.push(("ORDERFLOW_INVENTORY_ADMIN_LISTEN", admin));
             }
             Proc::Gateway => {
                 env.push(("ORDERFLOW_GATEWAY_LISTEN", a.gateway.to_string()));
                 env.push(("ORDERFLOW_GATEWAY_ADMIN_LISTEN", admin));
-                env.push(("ORDERFLOW_ORDER_URL", format!("http://{}", a.order_grpc)));
+                env.push(("ORDERFLOW_ORDER_URL", Self::owner_urls(&a.order_grpc)));
                 env.push((
                     "ORDERFLOW_INVENTORY_URL",
-                    format!("http://{}", a.inventory_grpc),
+                    Self::owner_urls(&a.inventory_grpc),
                 ));
             }
         }
         env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
-    /// The base URL of `p`'s admin endpoint (`/health`, `/metrics`).
+    /// The base URL of `p`'s admin endpoint (`/health`, `/metrics`), its first instance.
     pub fn admin_url(&self, p: Proc) -> String {
+        self.admin_url_of((p, 1))
+    }
+
+    /// The base URL of an instance's admin endpoint.
+    pub fn admin_url_of(&self, (p, n): Instance) -> String {
         match p {
             Proc::Registry => format!("http://{}", self.addresses.registry),
-            _ => format!("http://{}", self.addresses.admin[&p]),
+            _ => format!("http://{}", self.addresses.admin[&(p, n)]),
         }
     }
 
-    fn health_url(&self, p: Proc) -> String {
-        match p {
-            Proc::Registry => format!("http://{}/health", self.addresses.registry),
-            _ => format!("http://{}/health", self.addresses.admin[&p]),
-        }
-    }
-
-    /// The log file of `p` (every run appends to it).
+    /// The log file of `p`'s first instance (every run appends to it).
     pub fn log_path(&self, p: Proc) -> PathBuf {
-        self.logs
-            .as_ref()
-            .expect("logs")
-            .path()
-            .join(format!("{}.log", p.name()))
+        self.log_path_of((p, 1))
     }
 
-    /// Starts `p` and waits until it reports itself healthy.
+    /// The log file of an instance.
+    pub fn log_path_of(&self, (p, n): Instance) -> PathBuf {
+        let name = if n == 1 {
+            format!("{}.log", p.name())
+        } else {
+            format!("{}-{n}.log", p.name())
+        };
+        self.logs.as_ref().expect("logs").path().join(name)
+    }
+
+    /// Starts `p` (its first instance) and waits until it reports itself healthy.
     pub async fn start_proc(&mut self, p: Proc) {
-        assert!(!self.children.contains_key(&p), "{p:?} is already running");
+        self.start_instance(p, 1).await;
+    }
+
+    /// Starts instance `n` of `p`, its id derived from the host and its admin port, and
+    /// waits until it reports itself healthy.
+    pub async fn start_instance(&mut self, p: Proc, n: u8) {
+        self.spawn((p, n), None);
+        self.wait_healthy_of((p, n)).await;
+    }
+
+    /// Starts instance `n` of `p` with the instance id `id`, and waits until it is healthy.
+    pub async fn start_instance_as(&mut self, p: Proc, n: u8, id: &str) {
+        self.spawn((p, n), Some(id));
+        self.wait_healthy_of((p, n)).await;
+    }
+
+    fn spawn(&mut self, instance: Instance, instance_id: Option<&str>) {
+        assert!(
+            !self.children.contains_key(&instance),
+            "{instance:?} is already running"
+        );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path(p))
+            .open(self.log_path_of(instance))
             .unwrap();
         let mut command = Command::new(orderflow_bin());
         command
-            .args(["serve", p.name()])
+            .args(["serve", instance.0.name()])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
-            .envs(self.env(p))
+            .envs(self.env(instance, instance_id))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true);
         let child = command.spawn().expect("start a component");
-        self.children.insert(p, child);
-        self.wait_healthy(p).await;
+        self.children.insert(instance, child);
     }
 
     /// Waits until `p` answers 200 on `/health` (failing fast, with its log, if it exited).
     pub async fn wait_healthy(&mut self, p: Proc) {
-        let url = self.health_url(p);
-        let log = self.log_path(p);
+        self.wait_healthy_of((p, 1)).await;
+    }
+
+    /// Waits until an instance answers 200 on `/health` (failing fast if it exited).
+    pub async fn wait_healthy_of(&mut self, instance: Instance) {
+        let url = format!("{}/health", self.admin_url_of(instance));
+        let log = self.log_path_of(instance);
         let children = &mut self.children;
         let died = || {
-            let status = children.get_mut(&p)?.try_wait().ok().flatten()?;
+            let status = children.get_mut(&instance)?.try_wait().ok().flatten()?;
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             Some(format!(
-                "{p:?} exited ({status}) during start-up; log:\n{}",
+                "{instance:?} exited ({status}) during start-up; log:\n{}",
                 tail(&text)
             ))
         };
-        crate::wait_healthy_at(&format!("{p:?}"), &url, Duration::from_secs(90), died).await;
+        crate::wait_healthy_at(
+            &format!("{instance:?}"),
+            &url,
+            Duration::from_secs(90),
+            died,
+        )
+        .await;
+    }
+
+    /// The instances running now.
+    pub fn running(&self) -> Vec<Instance> {
+        let mut running: Vec<Instance> = self.children.keys().copied().collect();
+        running.sort_by_key(|(p, n)| (p.name(), *n));
+        running
     }
 
     /// Kills `p` with SIGKILL: no graceful shutdown, whatever was in flight is cut off.
     pub async fn kill(&mut self, p: Proc) {
-        let mut child = self.children.remove(&p).expect("running");
+        self.kill_instance(p, 1).await;
+    }
+
+    /// Kills instance `n` of `p` with SIGKILL.
+    pub async fn kill_instance(&mut self, p: Proc, n: u8) {
+        let mut child = self.children.remove(&(p, n)).expect("running");
         send_signal(child.id().expect("pid"), "KILL");
         let _ = wait_exit(&mut child, Duration::from_secs(10)).await;
     }
 
     /// Stops `p` with SIGTERM and returns its exit code (None if it had to be killed).
     pub async fn terminate(&mut self, p: Proc) -> Option<i32> {
-        let mut child = self.children.remove(&p).expect("running");
+        self.terminate_instance(p, 1).await
+    }
+
+    /// Stops instance `n` of `p` with SIGTERM and returns its exit code.
+    pub async fn terminate_instance(&mut self, p: Proc, n: u8) -> Option<i32> {
+        let mut child = self.children.remove(&(p, n)).expect("running");
         send_signal(child.id().expect("pid"), "TERM");
         match wait_exit(&mut child, Duration::from_secs(30)).await {
             Some(code) => code,
@@ -606,6 +742,12 @@ impl ProcessSystem {
                 None
             }
         }
+    }
+
+    /// Sends `signal` ("STOP", "CONT") to instance `n` of `p`, which keeps running.
+    pub fn signal_instance(&self, p: Proc, n: u8, signal: &str) {
+        let child = self.children.get(&(p, n)).expect("running");
+        send_signal(child.id().expect("pid"), signal);
     }
 }
 

@@ -1,0 +1,86 @@
+//! Channels from the gateway to the services that own orders and stock. An owner may run as
+//! several instances: the channel balances over those that are up. tonic's balancer cannot
+//! tell a dead instance from a live one (its connections are lazy, so a dead one still looks
+//! ready and calls to it fail), so a prober connects to each instance every second and adds
+//! it to the balancer or removes it: a killed instance costs calls at most that long, and an
+//! instance started later (scaling out) is used once it listens.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// How often each instance is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A channel to the owner at `urls`: one URL, or one per instance, comma-separated. The
+/// prober of a balanced channel stops on `shutdown`.
+pub fn channel(
+    urls: &str,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Channel> {
+    let endpoints = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            Ok(Endpoint::from_shared(url.to_owned())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(timeout)
+                .tcp_nodelay(true))
+        })
+        .collect::<anyhow::Result<Vec<Endpoint>>>()?;
+    match endpoints.as_slice() {
+        [] => anyhow::bail!("no URL in {urls:?}"),
+        // Lazy: the gateway starts (and reports itself) even while the owner is still starting.
+        [one] => Ok(one.connect_lazy()),
+        _ => {
+            let (channel, changes) = Channel::balance_channel(endpoints.len());
+            tokio::spawn(probe(endpoints, changes, shutdown));
+            Ok(channel)
+        }
+    }
+}
+
+/// Keeps the balancer's set of instances to those that accept connections.
+async fn probe(
+    endpoints: Vec<Endpoint>,
+    changes: tokio::sync::mpsc::Sender<Change<Uri, Endpoint>>,
+    shutdown: CancellationToken,
+) {
+    let mut present = vec![false; endpoints.len()];
+    loop {
+        for (endpoint, present) in endpoints.iter().zip(present.iter_mut()) {
+            let uri = endpoint.uri().clone();
+            let up = match uri.authority() {
+                Some(authority) => tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(authority.as_str()),
+                )
+                .await
+                .is_ok_and(|connected| connected.is_ok()),
+                None => false,
+            };
+            if up == *present {
+                continue;
+            }
+            let change = if up {
+                tracing::info!(%uri, "owner instance up: balancing to it");
+                Change::Insert(uri, endpoint.clone())
+            } else {
+                tracing::warn!(%uri, "owner instance down: no longer balancing to it");
+                Change::Remove(uri)
+            };
+            if changes.send(change).await.is_err() {
+                return; // The channel is gone.
+            }
+            *present = up;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+}
