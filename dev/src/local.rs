@@ -3,6 +3,7 @@
 //! services and the gateway), `down` stops it, `status` shows it. State lives in
 //! `$ORDERFLOW_HOME` (default `.orderflow/`): pid files, logs and the broker's data.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -80,11 +81,20 @@ pub struct UpArgs {
     /// Use a broker that is already running at the configured address instead of tansu.
     #[arg(long)]
     pub external_broker: bool,
+    /// Instances of each service (order, payment, inventory). Instance k > 1 listens on the
+    /// first instance's ports plus 10 × (k − 1); the gateway balances over all of them.
+    #[arg(long, env = "ORDERFLOW_INSTANCES", default_value_t = 1)]
+    pub instances: u8,
+    /// Partitions of each event topic `up` creates (topics that exist keep theirs), so that
+    /// several instances share the work.
+    #[arg(long, env = "ORDERFLOW_UP_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
 }
 
 /// One process `up` manages.
 struct Component {
-    name: &'static str,
+    /// `order` for a service's first instance, `order-2` for its second, and so on.
+    name: String,
     /// Arguments after the orderflow binary (or the tansu binary for the broker).
     args: Vec<String>,
     /// How to tell that it is up.
@@ -137,40 +147,102 @@ fn serve(component: &str) -> Vec<String> {
     vec!["serve".into(), component.into()]
 }
 
-fn components() -> anyhow::Result<Vec<Component>> {
+/// The services that run as several instances, with their input topics.
+const SERVICES: [&str; 3] = ["order", "payment", "inventory"];
+
+/// `addr` moved by `10 × (instance − 1)` ports: where instance `instance` listens.
+fn shifted(addr: SocketAddr, instance: u8) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port() + 10 * u16::from(instance - 1))
+}
+
+/// Every process of the system, registry first and gateway last, with `instances` of each
+/// service.
+fn components(instances: u8) -> anyhow::Result<Vec<Component>> {
+    let instances = instances.max(1);
     let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
     let order = settings::<orderflow_order::OrderArgs>("order")?;
     let payment = settings::<orderflow_payment::PaymentArgs>("payment")?;
     let inventory = settings::<orderflow_inventory::InventoryArgs>("inventory")?;
     let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
-    let health = |addr: std::net::SocketAddr| Probe::Http(format!("http://{addr}/health"));
-    Ok(vec![
-        Component {
-            name: "registry",
-            args: serve("registry"),
-            probe: health(registry.listen),
-        },
-        Component {
-            name: "order",
-            args: serve("order"),
-            probe: health(order.admin_listen),
-        },
-        Component {
-            name: "payment",
-            args: serve("payment"),
-            probe: health(payment.admin_listen),
-        },
-        Component {
-            name: "inventory",
-            args: serve("inventory"),
-            probe: health(inventory.admin_listen),
-        },
-        Component {
-            name: "gateway",
-            args: serve("gateway"),
-            probe: health(gateway.admin_listen),
-        },
-    ])
+    let health = |addr: SocketAddr| Probe::Http(format!("http://{addr}/health"));
+    let mut components = vec![Component {
+        name: "registry".into(),
+        args: serve("registry"),
+        probe: health(registry.listen),
+    }];
+    let mut order_urls = Vec::new();
+    let mut inventory_urls = Vec::new();
+    for k in 1..=instances {
+        let name = |service: &str| {
+            if k == 1 {
+                service.to_owned()
+            } else {
+                format!("{service}-{k}")
+            }
+        };
+        // The first instance takes its settings as they are; the others move its ports.
+        let moved = |args: &mut Vec<String>, flag: &str, addr: SocketAddr| {
+            if k > 1 {
+                args.extend([flag.to_owned(), shifted(addr, k).to_string()]);
+            }
+        };
+        let mut args = serve("order");
+        moved(&mut args, "--admin-listen", order.admin_listen);
+        moved(&mut args, "--grpc-listen", order.grpc_listen);
+        order_urls.push(format!("http://{}", shifted(order.grpc_listen, k)));
+        components.push(Component {
+            name: name("order"),
+            args,
+            probe: health(shifted(order.admin_listen, k)),
+        });
+        let mut args = serve("payment");
+        moved(&mut args, "--admin-listen", payment.admin_listen);
+        components.push(Component {
+            name: name("payment"),
+            args,
+            probe: health(shifted(payment.admin_listen, k)),
+        });
+        let mut args = serve("inventory");
+        moved(&mut args, "--admin-listen", inventory.admin_listen);
+        moved(&mut args, "--grpc-listen", inventory.grpc_listen);
+        inventory_urls.push(format!("http://{}", shifted(inventory.grpc_listen, k)));
+        components.push(Component {
+            name: name("inventory"),
+            args,
+            probe: health(shifted(inventory.admin_listen, k)),
+        });
+    }
+    let mut args = serve("gateway");
+    if instances > 1 {
+        args.extend(["--order-url".into(), order_urls.join(",")]);
+        args.extend(["--inventory-url".into(), inventory_urls.join(",")]);
+    }
+    components.push(Component {
+        name: "gateway".into(),
+        args,
+        probe: health(gateway.admin_listen),
+    });
+    Ok(components)
+}
+
+/// The instances of each service that `up` started, from the pid files it left.
+fn started_instances(home: &Path) -> u8 {
+    let names = std::fs::read_dir(home.join("run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".pid")
+                .map(str::to_owned)
+        })
+        .collect::<Vec<_>>();
+    names
+        .iter()
+        .filter_map(|n| n.rsplit_once('-')?.1.parse::<u8>().ok())
+        .max()
+        .unwrap_or(1)
 }
 
 fn say(message: impl AsRef<str>) {
@@ -320,24 +392,30 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // 2. Topics (the services also create what they need; doing it here shows it early).
     let topics = kafka.topics();
     let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
-    orderflow_platform::kafka::ensure_topics(&kafka, &names).await?;
-    say(format!("topics ready: {}", names.join(", ")));
+    let mut with_partitions = kafka.clone();
+    with_partitions.partitions = args.partitions;
+    orderflow_platform::kafka::ensure_topics(&with_partitions, &names).await?;
+    say(format!(
+        "topics ready ({} partitions where `up` created them): {}",
+        args.partitions,
+        names.join(", ")
+    ));
 
     // 3. The registry, then the schemas, then the services that need both.
-    let components = components()?;
+    let components = components(args.instances)?;
     for component in &components {
         if component.probe.ok().await {
             say(format!("{} already running", component.name));
         } else {
             let pid = spawn(
                 &home,
-                component.name,
-                logged(&home, component.name, &orderflow, &component.args)?,
+                &component.name,
+                logged(&home, &component.name, &orderflow, &component.args)?,
             )?;
             say(format!("starting {} (pid {pid})", component.name));
             let log = home.join("logs").join(format!("{}.log", component.name));
             wait_until(
-                component.name,
+                &component.name,
                 &component.probe,
                 Some(pid),
                 &log,
@@ -369,14 +447,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
     // Front to back: the gateway stops taking requests first, the broker goes last.
-    for name in [
-        "gateway",
-        "order",
-        "payment",
-        "inventory",
-        "registry",
-        "broker",
-    ] {
+    let mut names: Vec<String> = components(started_instances(&home))?
+        .into_iter()
+        .map(|c| c.name)
+        .rev()
+        .collect();
+    names.push("broker".into());
+    for name in &names {
         let Some(pid) = read_pid(&home, name) else {
             continue;
         };
@@ -411,12 +488,13 @@ pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
     let kafka = kafka_settings()?;
     let mut rows = vec![(
-        "broker",
+        "broker".to_owned(),
         read_pid(&home, "broker"),
         Probe::Tcp(broker_address(&kafka)),
     )];
-    for c in components()? {
-        rows.push((c.name, read_pid(&home, c.name), c.probe));
+    for c in components(started_instances(&home))? {
+        let pid = read_pid(&home, &c.name);
+        rows.push((c.name, pid, c.probe));
     }
     let mut healthy = true;
     for (name, pid, probe) in rows {
@@ -427,13 +505,52 @@ pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
         println!(
-            "{name:<10} pid {pid:<8} {:<9} {}",
+            "{name:<12} pid {pid:<8} {:<9} {}",
             if ok { "healthy" } else { "DOWN" },
             probe.describe()
         );
+    }
+    // Each service group's progress on every partition of its inputs, as the services
+    // themselves watch it (a stalled partition also turns their /health degraded).
+    println!();
+    let topics = kafka.topics();
+    for service in SERVICES {
+        let group = kafka.group(service);
+        let inputs = input_topics(service, &topics);
+        let brokers = kafka.brokers.clone();
+        let read_group = group.clone();
+        let progress = tokio::task::spawn_blocking(move || {
+            orderflow_platform::progress::read(
+                &brokers,
+                &read_group,
+                &inputs,
+                Duration::from_secs(5),
+            )
+        })
+        .await?;
+        match progress {
+            Ok(partitions) => {
+                let lag: i64 = partitions.iter().map(|p| p.lag()).sum();
+                let per_partition: Vec<String> = partitions
+                    .iter()
+                    .map(|p| format!("{}/{}:{}", p.topic, p.partition, p.lag()))
+                    .collect();
+                println!("group {group:<10} lag {lag:<6} {}", per_partition.join(" "));
+            }
+            Err(e) => println!("group {group:<10} lag unknown ({e})"),
+        }
     }
     if !healthy {
         anyhow::bail!("some components are not healthy");
     }
     Ok(())
+}
+
+/// The topics `service` consumes, as its library subscribes to them.
+fn input_topics(service: &str, topics: &orderflow_events::Topics) -> Vec<String> {
+    match service {
+        "order" => orderflow_order::input_topics(topics),
+        "payment" => orderflow_payment::input_topics(topics),
+        _ => orderflow_inventory::input_topics(topics),
+    }
 }

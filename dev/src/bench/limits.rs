@@ -6,24 +6,31 @@
 //! consumers' batches), so the report can put orderflow's achieved rate beside the tighter of
 //! the two.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use orderflow_events::{self as ev, Event, Topics};
+use orderflow_domain::{MAX_STOCK, NewOrder, Sku, StockLevel};
+use orderflow_events::{self as ev, Event, EventKind, Topics};
+use orderflow_inventory::InventoryHandler;
+use orderflow_order::{OrderHandler, TransitionMetrics};
+use orderflow_payment::PaymentHandler;
+use orderflow_payment::provider::{SimulatedProvider, tokens};
+use orderflow_platform::consumer::{Applied, apply_batch};
 use orderflow_platform::trace::TraceParent;
-use orderflow_platform::{KafkaArgs, Outbox, kafka};
+use orderflow_platform::{
+    Handler, KafkaArgs, MessageContext, Outbox, OutboxSignal, Relay, kafka, outbox,
+};
+use orderflow_proto::v1 as pb;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::types::chrono::Utc;
-use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Row as _, Transaction};
-use tokio::sync::Notify;
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -65,45 +72,42 @@ impl Limit {
     }
 }
 
-/// One kind of Kafka message a COMPLETED order causes: how many, on which topic, and which
-/// consumers read it (each reader is one more delivery of the same message).
+/// One kind of Kafka message a COMPLETED order causes: how many, and which consumers read it
+/// (each reader is one more delivery of the same message). Its topic is the one events of
+/// its kind travel on.
 struct OrderMessage {
-    event: &'static str,
-    topic: &'static str,
+    kind: EventKind,
     per_order: usize,
     readers: &'static [&'static str],
 }
 
 /// The Kafka messages one COMPLETED order causes, from the services' outbox writes and the
-/// topics each consumer subscribes to (`services/*/src/lib.rs`, `gateway/`).
+/// topics each consumer subscribes to (`services/*/src/lib.rs`, `gateway/`). Every replay of
+/// [`postgres_limit`] checks the counts against what the services' code published.
 const ORDER_MESSAGES: [OrderMessage; 4] = [
     // services/order/src/store.rs `Store::place`, in the same outbox insert as PENDING.
     OrderMessage {
-        event: "OrderCreated",
-        topic: "orders",
+        kind: EventKind::OrderCreated,
         per_order: 1,
         readers: &["payment"],
     },
-    // `Store::place` (PENDING, v1), `Store::apply` on PaymentProcessed (PAID, v2) and on
+    // `Store::place` (PENDING, v1), `store::apply` on PaymentProcessed (PAID, v2) and on
     // InventoryUpdated (COMPLETED, v3). Only the gateway reads order-status.
     OrderMessage {
-        event: "OrderStatusChanged",
-        topic: "order-status",
+        kind: EventKind::OrderStatusChanged,
         per_order: 3,
         readers: &["gateway"],
     },
-    // services/payment/src/handler.rs `charge`.
+    // services/payment/src/handler.rs `PaymentHandler::charge`.
     OrderMessage {
-        event: "PaymentProcessed",
-        topic: "payments",
+        kind: EventKind::PaymentProcessed,
         per_order: 1,
         readers: &["order", "inventory"],
     },
     // services/inventory/src/handler.rs; the payment service reads it too (refunds) and
     // ignores CONFIRMED.
     OrderMessage {
-        event: "InventoryUpdated",
-        topic: "inventory",
+        kind: EventKind::InventoryUpdated,
         per_order: 1,
         readers: &["order", "payment"],
     },
@@ -124,6 +128,7 @@ fn deliveries_per_order() -> usize {
 
 /// `OrderCreated→orders(payment), OrderStatusChanged×3→order-status(gateway), ...`
 fn describe_order_messages() -> String {
+    let topics = Topics::default();
     ORDER_MESSAGES
         .iter()
         .map(|m| {
@@ -132,7 +137,8 @@ fn describe_order_messages() -> String {
             } else {
                 String::new()
             };
-            format!("{}{times}→{}({})", m.event, m.topic, m.readers.join("+"))
+            let topic = topics.for_kind(m.kind);
+            format!("{:?}{times}→{topic}({})", m.kind, m.readers.join("+"))
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -319,10 +325,6 @@ fn payload(bytes: usize) -> Vec<u8> {
 
 /// SKUs the replayed orders are spread over, so one hot stock row does not serialise them.
 const SKUS: usize = 100;
-/// Stock each SKU starts with: more than any run can take.
-const SKU_STOCK: i32 = 1_000_000_000;
-/// Rows the relay takes per transaction, as `Relay::new` sets it.
-const RELAY_BATCH: usize = 500;
 
 fn sku(n: u64) -> String {
     format!("BENCH-{:03}", n % SKUS as u64)
@@ -345,10 +347,12 @@ fn bench_databases(tag: &str) -> [String; 3] {
 }
 
 /// PostgreSQL's rate for the writes one COMPLETED order causes: `concurrency` workers replay
-/// whole orders ([`ORDER_TRANSACTIONS`], the services' statements) for `duration` against
-/// fresh databases migrated with the services' migrations, on the server of
-/// `admin_database_url`, with its durability settings, while an outbox relay per database
-/// marks the rows published as the real one does. The databases are dropped afterwards.
+/// whole orders ([`ORDER_TRANSACTIONS`]) for `duration` with the services' own code (the
+/// order service's store places each order; each consumer stage runs the service's handler
+/// inside the consumer loop's batch transaction, [`apply_batch`]) against fresh databases
+/// migrated with the services' migrations, on the server of `admin_database_url`, with its
+/// durability settings, while an outbox relay per database marks the rows published with
+/// the relay's statements. The databases are dropped afterwards.
 pub async fn postgres_limit(
     admin_database_url: &str,
     concurrency: usize,
@@ -366,14 +370,14 @@ pub async fn postgres_limit(
     let names = bench_databases(&tag);
     tracing::info!(databases = ?names, concurrency, ?duration, "measuring PostgreSQL's rate for the per-order writes");
     let measured = async {
-        let pools = Pools::create(&admin, &names, concurrency).await?;
+        let services = Services::create(&admin, &names, concurrency).await?;
         let measured = async {
-            let settings = Durability::read(&pools.order.pool).await?;
-            let run = replay(&pools, concurrency, duration, batch).await?;
+            let settings = Durability::read(&services.order.db.pool).await?;
+            let run = replay(&services, concurrency, duration, batch).await?;
             anyhow::Ok((settings, run))
         }
         .await;
-        pools.close().await;
+        services.close().await;
         measured
     }
     .await;
@@ -396,10 +400,11 @@ pub async fn postgres_limit(
         run.relay_rows as f64 / run.relay_transactions as f64
     };
     let what = format!(
-        "{concurrency} workers for {seconds:.1} s replaying whole COMPLETED orders with the services' statements, \
+        "{concurrency} workers for {seconds:.1} s replaying whole COMPLETED orders with the services' code \
+         (the order service's store, each consumer's handler in the consumer loop's batch transaction), \
          {batching}, {per_order:.2} transactions per order ({transactions_list}), one line each over {SKUS} SKUs round-robin (each worker its own), \
          on three fresh databases with the services' migrations; beside them one outbox relay per database \
-         (woken in-process after each commit, up to {RELAY_BATCH} rows per transaction, no Kafka round trip): {relay} relay \
+         (woken in-process after each commit, up to {relay_batch} rows per transaction, no Kafka round trip): {relay} relay \
          transactions of {rows_per_relay:.1} rows on average, not counted in transactions/s; \
          fsync={fsync}, synchronous_commit={sync}, PostgreSQL {version}",
         transactions_list = ORDER_TRANSACTIONS.join(", "),
@@ -410,6 +415,7 @@ pub async fn postgres_limit(
                 "PlaceOrder one transaction per order and each consumer {batch} messages per transaction"
             )
         },
+        relay_batch = Relay::BATCH_SIZE,
         relay = run.relay_transactions,
         fsync = settings.fsync,
         sync = settings.synchronous_commit,
@@ -459,68 +465,171 @@ impl Durability {
 #[derive(Clone)]
 struct Db {
     pool: PgPool,
-    signal: Arc<Notify>,
+    signal: OutboxSignal,
 }
 
-impl Db {
-    fn new(pool: PgPool) -> Db {
-        Db {
-            pool,
-            signal: Arc::default(),
+/// One service's consumer on its service's database: its name (the scope of its dedup
+/// records) and its handler.
+#[derive(Clone)]
+struct Consumer {
+    name: &'static str,
+    db: Db,
+    handler: Arc<dyn Handler>,
+}
+
+impl Consumer {
+    /// Consumes the events among `published` that travel on `topic`, `batch` messages per
+    /// transaction, as the consumer loop applies the messages that arrived together: each
+    /// batch with [`apply_batch`], then the commit, then the relay is woken. Returns the
+    /// events they caused.
+    async fn consume(
+        &self,
+        topics: &Topics,
+        topic: &str,
+        published: &[Event],
+        batch: usize,
+    ) -> anyhow::Result<Vec<Event>> {
+        let messages: Vec<(Event, MessageContext)> = published
+            .iter()
+            .filter(|event| topics.for_kind(event.kind()) == topic)
+            .map(|event| {
+                let ctx = MessageContext {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    offset: 0,
+                    attempt: 1,
+                    trace: TraceParent::new_root(),
+                };
+                (event.clone(), ctx)
+            })
+            .collect();
+        let mut caused = Vec::with_capacity(messages.len());
+        for messages in messages.chunks(batch) {
+            let mut tx = self.db.pool.begin().await?;
+            let applied = apply_batch(&mut tx, self.name, topics, &*self.handler, messages)
+                .await
+                .with_context(|| format!("the {} consumer failed on {topic}", self.name))?;
+            tx.commit().await?;
+            self.db.signal.committed();
+            for applied in applied {
+                match applied {
+                    Applied::Processed(events) => caused.extend(events),
+                    Applied::Duplicate => {
+                        anyhow::bail!("the {} consumer got an event twice", self.name)
+                    }
+                }
+            }
         }
+        Ok(caused)
     }
 }
 
-/// One database per service, as each service has its own.
+/// The three services, each on its own database as in production: the order service's store
+/// for PlaceOrder and each service's consumer.
 #[derive(Clone)]
-struct Pools {
-    order: Db,
-    payment: Db,
-    inventory: Db,
+struct Services {
+    store: orderflow_order::Store,
+    order: Consumer,
+    payment: Consumer,
+    inventory: Consumer,
     topics: Topics,
 }
 
-impl Pools {
+impl Services {
     async fn create(
         admin: &PgConnectOptions,
         names: &[String; 3],
         concurrency: usize,
-    ) -> anyhow::Result<Pools> {
+    ) -> anyhow::Result<Services> {
         let [order, payment, inventory] = names;
-        let pools = Pools {
-            order: Db::new(
-                create_database(admin, order, &orderflow_order::MIGRATOR, concurrency).await?,
-            ),
-            payment: Db::new(
-                create_database(admin, payment, &orderflow_payment::MIGRATOR, concurrency).await?,
-            ),
-            inventory: Db::new(
-                create_database(
-                    admin,
-                    inventory,
-                    &orderflow_inventory::MIGRATOR,
-                    concurrency,
-                )
-                .await?,
-            ),
-            topics: Topics::default(),
+        let db = |pool| Db {
+            pool,
+            signal: OutboxSignal::default(),
         };
-        let skus: Vec<String> = (0..SKUS as u64).map(sku).collect();
-        sqlx::query(
-            "INSERT INTO stock (sku, available) SELECT sku, $2 FROM UNNEST($1::text[]) AS s(sku)",
+        let order =
+            db(create_database(admin, order, &orderflow_order::MIGRATOR, concurrency).await?);
+        let payment =
+            db(create_database(admin, payment, &orderflow_payment::MIGRATOR, concurrency).await?);
+        let inventory = db(create_database(
+            admin,
+            inventory,
+            &orderflow_inventory::MIGRATOR,
+            concurrency,
         )
-        .bind(&skus)
-        .bind(SKU_STOCK)
-        .execute(&pools.inventory.pool)
-        .await
-        .context("cannot stock the bench SKUs")?;
-        Ok(pools)
+        .await?);
+        // As much stock as the inventory service takes: more than any run can use.
+        let stock = orderflow_inventory::Store::new(inventory.pool.clone());
+        let level = StockLevel::parse("stock", i64::from(MAX_STOCK))?;
+        for n in 0..SKUS as u64 {
+            stock
+                .set(&Sku::parse("sku", &sku(n))?, level)
+                .await
+                .context("cannot stock the bench SKUs")?;
+        }
+        let payment_handler = PaymentHandler {
+            provider: Arc::new(SimulatedProvider::new()),
+            // The orders pay with an approving token, so the provider is never unavailable
+            // and the attempts are never consulted.
+            charge_attempts: 1,
+            refund_attempts: 1,
+        };
+        Ok(Services {
+            store: orderflow_order::Store::new(order.pool.clone(), order.signal.clone()),
+            order: Consumer {
+                name: "order",
+                db: order,
+                handler: Arc::new(OrderHandler {
+                    transitions: TransitionMetrics::default(),
+                }),
+            },
+            payment: Consumer {
+                name: "payment",
+                db: payment,
+                handler: Arc::new(payment_handler),
+            },
+            inventory: Consumer {
+                name: "inventory",
+                db: inventory,
+                handler: Arc::new(InventoryHandler),
+            },
+            topics: Topics::default(),
+        })
+    }
+
+    fn databases(&self) -> [&Db; 3] {
+        [&self.order.db, &self.payment.db, &self.inventory.db]
     }
 
     async fn close(&self) {
-        self.order.pool.close().await;
-        self.payment.pool.close().await;
-        self.inventory.pool.close().await;
+        for db in self.databases() {
+            db.pool.close().await;
+        }
+    }
+
+    /// Places order `n`, one unit of `sku` paid with an approving token, as PlaceOrder does
+    /// with a valid request: the order service's store writes the order and its events in
+    /// one transaction and wakes the relay. Returns the events it published.
+    async fn place(&self, n: u64, sku: &str) -> anyhow::Result<Vec<Event>> {
+        let request = pb::PlaceOrderRequest {
+            customer_id: format!("bench-customer-{}", n % 1000),
+            items: vec![pb::OrderLine {
+                sku: sku.to_owned(),
+                quantity: 1,
+                unit_price: Some(pb::Money {
+                    amount_minor: 1999,
+                    currency: "EUR".to_owned(),
+                }),
+            }],
+            payment_method: tokens::VISA.to_owned(),
+            idempotency_key: Uuid::new_v4().to_string(),
+        };
+        let order = NewOrder::try_from(&request)?;
+        let placed = self.store.place(&order, &self.topics).await?;
+        anyhow::ensure!(
+            placed.created,
+            "order {n} collided with an earlier one's idempotency key"
+        );
+        Ok(placed.events)
     }
 }
 
@@ -575,32 +684,32 @@ struct Replay {
     relay_rows: u64,
 }
 
-/// Runs the workers until `duration` is over (each finishes the order it is in) beside one
+/// Runs the workers until `duration` is over (each finishes the orders it is in) beside one
 /// relay per database.
 async fn replay(
-    pools: &Pools,
+    services: &Services,
     concurrency: usize,
     duration: Duration,
     batch: usize,
 ) -> anyhow::Result<Replay> {
     let stop = CancellationToken::new();
     let mut relays = JoinSet::new();
-    for pool in [&pools.order, &pools.payment, &pools.inventory] {
-        relays.spawn(relay(pool.pool.clone(), pool.signal.clone(), stop.clone()));
+    for db in services.databases() {
+        relays.spawn(relay(db.clone(), stop.clone()));
     }
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = JoinSet::new();
     for worker in 0..concurrency {
-        let (pools, next) = (pools.clone(), next.clone());
+        let (services, next) = (services.clone(), next.clone());
         let skus = worker_skus(worker, concurrency);
         workers.spawn(async move {
             let mut orders = 0u64;
             while Instant::now() < deadline {
                 let first = next.fetch_add(batch as u64, Ordering::Relaxed);
                 let ns: Vec<u64> = (first..first + batch as u64).collect();
-                complete_orders(&pools, &ns, &skus, batch).await?;
+                complete_orders(&services, &ns, &skus, batch).await?;
                 orders += batch as u64;
             }
             anyhow::Ok(orders)
@@ -642,399 +751,116 @@ async fn replay(
     })
 }
 
-/// The database side of `Relay::run` (crates/platform/src/outbox.rs) without the broker:
-/// woken after each commit by the writers' [`OutboxSignal`] (or a 500 ms poll), it marks up to [`RELAY_BATCH`] rows
-/// published per transaction with the relay's statements. Returns (transactions that
-/// published rows, rows).
-async fn relay(
-    pool: PgPool,
-    signal: Arc<Notify>,
-    stop: CancellationToken,
-) -> anyhow::Result<(u64, u64)> {
+/// The database side of `Relay::run` without the broker: woken after each commit by the
+/// writers' [`OutboxSignal`] (or the relay's poll), it publishes up to [`Relay::BATCH_SIZE`]
+/// rows per transaction, and counts the backlog after a full batch, with the relay's
+/// statements. Returns (transactions that published rows, rows).
+async fn relay(db: Db, stop: CancellationToken) -> anyhow::Result<(u64, u64)> {
     let (mut transactions, mut rows) = (0u64, 0u64);
     loop {
-        let published = relay_batch(&pool).await?;
+        let published = relay_batch(&db.pool).await?;
         if published > 0 {
             transactions += 1;
             rows += published as u64;
         }
-        if published == RELAY_BATCH {
+        if published as i64 == Relay::BATCH_SIZE {
+            Outbox::backlog(&db.pool).await?;
             continue;
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = signal.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = db.signal.wait() => {}
+            _ = tokio::time::sleep(outbox::POLL) => {}
         }
     }
     Ok((transactions, rows))
 }
 
-/// `Relay::publish_batch`'s statements; the rows are read as the relay reads them.
+/// One transaction of `Relay::publish_batch` with every row acknowledged at once: the rows
+/// are locked and read, then marked published.
 async fn relay_batch(pool: &PgPool) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    let ids: Vec<i64> = sqlx::query(
-        "SELECT id, topic, event_key, payload, traceparent FROM outbox
-         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
-    )
-    .bind(RELAY_BATCH as i64)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| r.get("id"))
-    .collect();
-    if ids.is_empty() {
+    let rows = Outbox::lock_unpublished(&mut tx, Relay::BATCH_SIZE).await?;
+    if rows.is_empty() {
         return Ok(0);
     }
-    sqlx::query(
-        "UPDATE outbox SET published_at = now() WHERE id BETWEEN $2 AND $3 AND id = ANY($1)",
-    )
-    .bind(&ids)
-    .bind(ids[0])
-    .bind(ids[ids.len() - 1])
-    .execute(&mut *tx)
-    .await?;
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    Outbox::mark_published(&mut tx, &ids).await?;
     tx.commit().await?;
     Ok(ids.len())
 }
 
 /// Replays the transactions of `ns.len()` orders that end COMPLETED, stage by stage in causal
-/// order, each with the statements of the code it copies. Each order is placed in its own
-/// transaction, as PlaceOrder does; each consumer stage applies the orders' messages `batch`
-/// at a time in one transaction, as the consumer loop applies up to `ORDERFLOW_CONSUMER_BATCH`
-/// messages that arrived together (`batch` 1 is one transaction per message). Order `n`
-/// takes one unit of `skus[n mod skus.len()]`.
+/// order, each with the services' own code. Each order is placed in its own transaction, as
+/// PlaceOrder does; each consumer stage reads the events published to its topic and applies
+/// them `batch` at a time in one transaction, as the consumer loop applies up to
+/// `ORDERFLOW_CONSUMER_BATCH` messages that arrived together (`batch` 1 is one transaction
+/// per message). Order `n` takes one unit of `skus[n mod skus.len()]`. Fails unless every
+/// order ended COMPLETED having published what [`ORDER_MESSAGES`] counts.
 async fn complete_orders(
-    pools: &Pools,
+    services: &Services,
     ns: &[u64],
     skus: &[String],
     batch: usize,
 ) -> anyhow::Result<()> {
-    let topics = &pools.topics;
-    let mut created = Vec::with_capacity(ns.len());
+    let Services {
+        order,
+        payment,
+        inventory,
+        topics,
+        ..
+    } = services;
+    let mut placed = Vec::with_capacity(2 * ns.len());
     for &n in ns {
-        created.push(place(pools, n, &skus[n as usize % skus.len()]).await?);
+        placed.extend(services.place(n, &skus[n as usize % skus.len()]).await?);
     }
-    let mut paid = Vec::with_capacity(ns.len());
-    for orders in created.chunks(batch) {
-        let mut tx = pools.payment.pool.begin().await?;
-        for order in orders {
-            paid.push(charge(&mut tx, topics, order).await?);
-        }
-        commit(tx, &pools.payment).await?;
-    }
-    for (orders, payments) in created.chunks(batch).zip(paid.chunks(batch)) {
-        let mut tx = pools.order.pool.begin().await?;
-        for (order, payment) in orders.iter().zip(payments) {
-            let (event, status) = (&payment.event_id, ev::OrderStatus::Paid);
-            advance_order(&mut tx, topics, event, order, 2, status).await?;
-        }
-        commit(tx, &pools.order).await?;
-    }
-    let mut settled = Vec::with_capacity(ns.len());
-    for payments in paid.chunks(batch) {
-        let mut tx = pools.inventory.pool.begin().await?;
-        for payment in payments {
-            settled.push(deduct_stock(&mut tx, topics, payment).await?);
-        }
-        commit(tx, &pools.inventory).await?;
-    }
-    for (orders, updates) in created.chunks(batch).zip(settled.chunks(batch)) {
-        let mut tx = pools.order.pool.begin().await?;
-        for (order, update) in orders.iter().zip(updates) {
-            let (event, status) = (&update.event_id, ev::OrderStatus::Completed);
-            advance_order(&mut tx, topics, event, order, 3, status).await?;
-        }
-        commit(tx, &pools.order).await?;
-    }
+    let charged = payment
+        .consume(topics, &topics.orders, &placed, batch)
+        .await?;
+    let paid = order
+        .consume(topics, &topics.payments, &charged, batch)
+        .await?;
+    let settled = inventory
+        .consume(topics, &topics.payments, &charged, batch)
+        .await?;
+    let completed = order
+        .consume(topics, &topics.inventory, &settled, batch)
+        .await?;
     // The payment service reads `inventory` for refunds; a CONFIRMED update still costs its
     // dedup record.
-    for updates in settled.chunks(batch) {
-        let mut tx = pools.payment.pool.begin().await?;
-        for update in updates {
-            consumed(&mut tx, "payment", &update.event_id).await?;
-        }
-        commit(tx, &pools.payment).await?;
-    }
-    Ok(())
-}
-
-/// The consumer loop's first statement for each message (crates/platform/src/consumer.rs
-/// `apply_in`): the dedup record.
-async fn consumed(
-    tx: &mut Transaction<'_, Postgres>,
-    consumer: &str,
-    event_id: &str,
-) -> anyhow::Result<()> {
-    let fresh = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event_id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    anyhow::ensure!(fresh, "event {event_id} was already processed");
-    Ok(())
-}
-
-/// Adds the caused events to the outbox with the real `Outbox::insert`.
-async fn caused(
-    tx: &mut Transaction<'_, Postgres>,
-    topics: &Topics,
-    events: &[Event],
-) -> anyhow::Result<()> {
-    Outbox::insert(tx, topics, events, &TraceParent::new_root()).await?;
-    Ok(())
-}
-
-/// Commits and wakes the database's relay, as the services do.
-async fn commit(tx: Transaction<'_, Postgres>, db: &Db) -> anyhow::Result<()> {
-    tx.commit().await?;
-    db.signal.notify_one();
-    Ok(())
-}
-
-fn status_event(
-    created: &ev::OrderCreated,
-    version: i64,
-    status: ev::OrderStatus,
-    at: i64,
-) -> Event {
-    Event::OrderStatusChanged(ev::OrderStatusChanged {
-        event_id: ev::new_event_id(),
-        order_id: created.order_id.clone(),
-        occurred_at: at,
-        customer_id: created.customer_id.clone(),
-        version,
-        status,
-        reason: None,
-    })
-}
-
-/// services/order/src/store.rs `Store::place` for a new order.
-async fn place(pools: &Pools, n: u64, sku: &str) -> anyhow::Result<ev::OrderCreated> {
-    let order_id = Uuid::now_v7();
-    let now = Utc::now();
-    let items = vec![ev::OrderLine {
-        sku: sku.to_owned(),
-        quantity: 1,
-        unit_price: ev::Money {
-            amount_minor: 1999,
-            currency: "EUR".to_owned(),
-        },
-    }];
-    let created = ev::OrderCreated {
-        event_id: ev::new_event_id(),
-        order_id: order_id.to_string(),
-        occurred_at: now.timestamp_millis(),
-        customer_id: format!("bench-customer-{}", n % 1000),
-        items,
-        total: ev::Money {
-            amount_minor: 1999,
-            currency: "EUR".to_owned(),
-        },
-        payment_method: "pm_card_visa".to_owned(),
-    };
-    // A client's idempotency key, and a stand-in of the request fingerprint's length (its
-    // SHA-256 is CPU work, not database work).
-    let idempotency_key = Uuid::new_v4().to_string();
-    let request_hash = format!("{}{}", order_id.simple(), order_id.simple());
-    let mut tx = pools.order.pool.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items, total_minor, currency,
-                             payment_method, status, version, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', 1, $9, $9)
-         ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(&created.customer_id)
-    .bind(&idempotency_key)
-    .bind(&request_hash)
-    .bind(serde_json::to_value(&created.items)?)
-    .bind(created.total.amount_minor)
-    .bind(&created.total.currency)
-    .bind(&created.payment_method)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    anyhow::ensure!(inserted, "order {order_id} collided with an earlier one");
-    sqlx::query("INSERT INTO order_status_history (order_id, version, status, occurred_at) VALUES ($1, 1, 'PENDING', $2)")
-        .bind(order_id)
-        .bind(now)
-        .execute(&mut *tx)
+    let refunds = payment
+        .consume(topics, &topics.inventory, &settled, batch)
         .await?;
-    let pending = status_event(&created, 1, ev::OrderStatus::Pending, created.occurred_at);
-    caused(
-        &mut tx,
-        &pools.topics,
-        &[Event::OrderCreated(created.clone()), pending],
-    )
-    .await?;
-    commit(tx, &pools.order).await?;
-    Ok(created)
+    let published = [placed, charged, paid, settled, completed, refunds].concat();
+    check_published(ns.len(), &published)
 }
 
-/// The payment service on OrderCreated (services/payment/src/handler.rs `charge`), approved.
-async fn charge(
-    tx: &mut Transaction<'_, Postgres>,
-    topics: &Topics,
-    created: &ev::OrderCreated,
-) -> anyhow::Result<ev::PaymentProcessed> {
-    let order_id: Uuid = created.order_id.parse()?;
-    consumed(tx, "payment", &created.event_id).await?;
-    let already: Option<String> =
-        sqlx::query_scalar("SELECT status FROM charges WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    anyhow::ensure!(already.is_none(), "order {order_id} was already charged");
-    let payment_id = Uuid::now_v7();
-    let reference = Some(format!("sim_ch_{order_id}"));
-    sqlx::query(
-        "INSERT INTO charges (order_id, payment_id, amount_minor, currency, status, failure_reason, provider_reference, attempts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(order_id)
-    .bind(payment_id)
-    .bind(created.total.amount_minor)
-    .bind(&created.total.currency)
-    .bind("PAID")
-    .bind(None::<String>)
-    .bind(&reference)
-    .bind(1i32)
-    .execute(&mut **tx)
-    .await?;
-    let paid = ev::PaymentProcessed {
-        event_id: ev::new_event_id(),
-        order_id: created.order_id.clone(),
-        occurred_at: ev::now_millis(),
-        payment_id: payment_id.to_string(),
-        status: ev::PaymentStatus::Paid,
-        amount: created.total.clone(),
-        items: created.items.clone(),
-        failure_reason: None,
-        provider_reference: reference,
-    };
-    caused(tx, topics, &[Event::PaymentProcessed(paid.clone())]).await?;
-    Ok(paid)
-}
-
-/// The order service on an outcome that moves the order one status on
-/// (services/order/src/store.rs `Store::apply`).
-async fn advance_order(
-    tx: &mut Transaction<'_, Postgres>,
-    topics: &Topics,
-    event_id: &str,
-    created: &ev::OrderCreated,
-    expected_version: i64,
-    to: ev::OrderStatus,
-) -> anyhow::Result<()> {
-    let order_id: Uuid = created.order_id.parse()?;
-    let status = match orderflow_domain::OrderStatus::try_from(to) {
-        Ok(s @ (orderflow_domain::OrderStatus::Paid | orderflow_domain::OrderStatus::Completed)) => {
-            s.as_str()
-        }
-        _ => anyhow::bail!("the replay never moves an order to {to:?}"),
-    };
-    consumed(tx, "order", event_id).await?;
-    let row = sqlx::query(
-        "SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let version = row.get::<i64, _>("version") + 1;
-    anyhow::ensure!(
-        version == expected_version,
-        "order {order_id} is at version {} before {status}",
-        version - 1
-    );
-    let now = Utc::now();
-    sqlx::query("INSERT INTO order_status_history (order_id, version, status, reason, occurred_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(order_id)
-        .bind(version)
-        .bind(status)
-        .bind(None::<String>)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE orders SET status = $2, version = $3, status_reason = COALESCE($4, status_reason), updated_at = $5 WHERE order_id = $1")
-        .bind(order_id)
-        .bind(status)
-        .bind(version)
-        .bind(None::<String>)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    let changed = status_event(created, version, to, now.timestamp_millis());
-    caused(tx, topics, &[changed]).await
-}
-
-/// The inventory service on PaymentProcessed PAID (services/inventory/src/handler.rs), with
-/// stock to spare.
-async fn deduct_stock(
-    tx: &mut Transaction<'_, Postgres>,
-    topics: &Topics,
-    paid: &ev::PaymentProcessed,
-) -> anyhow::Result<ev::InventoryUpdated> {
-    let order_id: Uuid = paid.order_id.parse()?;
-    consumed(tx, "inventory", &paid.event_id).await?;
-    let done: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
-            .bind(order_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    anyhow::ensure!(!done, "stock was already settled for order {order_id}");
-    let skus: Vec<&str> = paid.items.iter().map(|l| l.sku.as_str()).collect();
-    let quantities: Vec<i32> = paid.items.iter().map(|l| l.quantity).collect();
-    let rows =
-        sqlx::query("SELECT sku, available FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
-            .bind(&skus)
-            .fetch_all(&mut **tx)
-            .await?;
-    anyhow::ensure!(
-        rows.len() == skus.len() && rows.iter().all(|r| r.get::<i32, _>("available") > 0),
-        "the bench SKUs ran out of stock"
-    );
-    sqlx::query(
-        "UPDATE stock SET available = available - d.quantity, updated_at = now()
-         FROM UNNEST($1::text[], $2::int[]) AS d(sku, quantity) WHERE stock.sku = d.sku",
-    )
-    .bind(&skus)
-    .bind(&quantities)
-    .execute(&mut **tx)
-    .await?;
-    let lines: Vec<ev::StockLine> = paid
-        .items
+/// Checks that `orders` orders ended COMPLETED having published, kind by kind, what
+/// [`ORDER_MESSAGES`] says one COMPLETED order publishes.
+fn check_published(orders: usize, published: &[Event]) -> anyhow::Result<()> {
+    let completed = published
         .iter()
-        .map(|l| ev::StockLine {
-            sku: l.sku.clone(),
-            quantity: l.quantity,
-        })
+        .filter(
+            |e| matches!(e, Event::OrderStatusChanged(c) if c.status == ev::OrderStatus::Completed),
+        )
+        .count();
+    anyhow::ensure!(
+        completed == orders,
+        "{completed} of {orders} replayed orders ended COMPLETED"
+    );
+    let mut counted: HashMap<EventKind, usize> = HashMap::new();
+    for event in published {
+        *counted.entry(event.kind()).or_default() += 1;
+    }
+    let expected: HashMap<EventKind, usize> = ORDER_MESSAGES
+        .iter()
+        .map(|m| (m.kind, m.per_order * orders))
         .collect();
-    sqlx::query(
-        "INSERT INTO reservations (order_id, status, items, missing) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(order_id)
-    .bind("CONFIRMED")
-    .bind(serde_json::to_value(&lines)?)
-    .bind(serde_json::to_value(Vec::<ev::MissingItem>::new())?)
-    .execute(&mut **tx)
-    .await?;
-    let updated = ev::InventoryUpdated {
-        event_id: ev::new_event_id(),
-        order_id: paid.order_id.clone(),
-        occurred_at: ev::now_millis(),
-        status: ev::InventoryStatus::Confirmed,
-        items: lines,
-        missing: Vec::new(),
-    };
-    caused(tx, topics, &[Event::InventoryUpdated(updated.clone())]).await?;
-    Ok(updated)
+    anyhow::ensure!(
+        counted == expected,
+        "{orders} replayed orders published {counted:?}; ORDER_MESSAGES counts {expected:?}"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1050,6 +876,92 @@ mod tests {
             "OrderCreated→orders(payment), OrderStatusChanged×3→order-status(gateway), \
              PaymentProcessed→payments(order+inventory), InventoryUpdated→inventory(order+payment)"
         );
+    }
+
+    fn status(status: ev::OrderStatus) -> Event {
+        Event::OrderStatusChanged(ev::OrderStatusChanged {
+            event_id: ev::new_event_id(),
+            order_id: "o1".into(),
+            occurred_at: 0,
+            customer_id: "c1".into(),
+            version: 1,
+            status,
+            reason: None,
+        })
+    }
+
+    /// The events one order publishes through the services: placed and paid, then its stock
+    /// is CONFIRMED (it completes) or OUT_OF_STOCK (it is refunded).
+    fn one_order(confirmed: bool) -> Vec<Event> {
+        let money = ev::Money {
+            amount_minor: 1999,
+            currency: "EUR".into(),
+        };
+        let mut events = vec![
+            Event::OrderCreated(ev::OrderCreated {
+                event_id: ev::new_event_id(),
+                order_id: "o1".into(),
+                occurred_at: 0,
+                customer_id: "c1".into(),
+                items: Vec::new(),
+                total: money.clone(),
+                payment_method: tokens::VISA.into(),
+            }),
+            status(ev::OrderStatus::Pending),
+            Event::PaymentProcessed(ev::PaymentProcessed {
+                event_id: ev::new_event_id(),
+                order_id: "o1".into(),
+                occurred_at: 0,
+                payment_id: "p1".into(),
+                status: ev::PaymentStatus::Paid,
+                amount: money.clone(),
+                items: Vec::new(),
+                failure_reason: None,
+                provider_reference: None,
+            }),
+            status(ev::OrderStatus::Paid),
+            Event::InventoryUpdated(ev::InventoryUpdated {
+                event_id: ev::new_event_id(),
+                order_id: "o1".into(),
+                occurred_at: 0,
+                status: if confirmed {
+                    ev::InventoryStatus::Confirmed
+                } else {
+                    ev::InventoryStatus::OutOfStock
+                },
+                items: Vec::new(),
+                missing: Vec::new(),
+            }),
+        ];
+        if confirmed {
+            events.push(status(ev::OrderStatus::Completed));
+        } else {
+            events.push(status(ev::OrderStatus::OutOfStock));
+            events.push(Event::PaymentRefunded(ev::PaymentRefunded {
+                event_id: ev::new_event_id(),
+                order_id: "o1".into(),
+                occurred_at: 0,
+                payment_id: "p1".into(),
+                refund_id: "r1".into(),
+                amount: money,
+                reason: "out of stock".into(),
+            }));
+            events.push(status(ev::OrderStatus::Refunded));
+        }
+        events
+    }
+
+    #[test]
+    fn a_replay_counts_only_if_its_orders_completed_as_order_messages_says() {
+        let two = [one_order(true), one_order(true)].concat();
+        check_published(2, &two).unwrap();
+        // One order too many claimed, one that was refunded, one message missing.
+        assert!(check_published(3, &two).is_err());
+        let refunded = [one_order(true), one_order(false)].concat();
+        assert!(check_published(2, &refunded).is_err());
+        let mut missing = two.clone();
+        missing.retain(|e| e.kind() != EventKind::OrderCreated);
+        assert!(check_published(2, &missing).is_err());
     }
 
     #[test]

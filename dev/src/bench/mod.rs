@@ -129,10 +129,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::local::up(args.up.clone()).await?;
     }
     let machine = machine();
+    // What runs, as the broker sees it: partitions of the `orders` topic.
+    let partitions = {
+        let (brokers, topic) = (args.kafka.brokers.clone(), args.kafka.topics().orders);
+        tokio::task::spawn_blocking(move || {
+            orderflow_platform::progress::read(
+                &brokers,
+                "bench-probe",
+                &[topic],
+                Duration::from_secs(5),
+            )
+        })
+        .await?
+        .map(|p| p.len().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+    };
     let configuration = vec![
+        ("topic partitions".to_owned(), partitions),
         (
-            "topic partitions".to_owned(),
-            args.kafka.partitions.to_string(),
+            "instances per service".to_owned(),
+            if args.no_up {
+                "as already running".to_owned()
+            } else {
+                args.up.instances.to_string()
+            },
         ),
         (
             "consumer fetch.wait.max.ms".to_owned(),

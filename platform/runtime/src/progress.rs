@@ -183,12 +183,12 @@ impl ProgressMetrics {
             stalled: Family::default(),
         };
         metrics.register(
-            "orderflow_group_lag",
+            "group_lag",
             "Records a consumer group has not processed, per partition of its input topics (all of them, not only this instance's)",
             m.lag.clone(),
         );
         metrics.register(
-            "orderflow_group_stalled_partitions",
+            "group_stalled_partitions",
             "Partitions with lag whose committed offset has not moved for longer than the stall threshold",
             m.stalled.clone(),
         );

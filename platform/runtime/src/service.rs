@@ -91,9 +91,11 @@ impl ServiceKit {
     /// created up front.
     pub async fn consumer<H: Handler>(
         &self,
-        topics: &[&str],
+        topics: &[String],
         handler: H,
     ) -> anyhow::Result<ConsumerLoop<H>> {
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let topics = topics.as_slice();
         let dlq: Vec<String> = topics
             .iter()
             .map(|t| dead_letter_topic(t, self.name))

@@ -23,6 +23,11 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
     orderflow_platform::migrations::with_platform(sqlx::migrate!("../../migrations/inventory"))
 });
 
+/// The topics this service consumes.
+pub fn input_topics(topics: &orderflow_events::Topics) -> Vec<String> {
+    vec![topics.payments.clone()]
+}
+
 pub async fn serve(args: InventoryArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(args.grpc_listen).await?;
     let admin = TcpListener::bind(args.admin_listen).await?;
@@ -41,10 +46,11 @@ pub async fn run(
         &MIGRATOR,
     )
     .await?;
-    let kit = ServiceKit::start("inventory", &args.common, pool.clone(), admin.local_addr()?).await?;
+    let kit =
+        ServiceKit::start("inventory", &args.common, pool.clone(), admin.local_addr()?).await?;
     let topics = kit.topics.clone();
     let consumer = kit
-        .consumer(&[&topics.payments], handler::InventoryHandler)
+        .consumer(&input_topics(&topics), handler::InventoryHandler)
         .await?;
     let api = grpc::InventoryApi::new(store::Store::new(pool));
     let server = grpc::serve(api, grpc, shutdown.clone());

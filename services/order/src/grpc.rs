@@ -69,10 +69,10 @@ impl OrderStore for OrderApi {
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let order = NewOrder::try_from(request.get_ref()).map_err(OrderError::from)?;
-        let (record, created) = self.store.place(&order, &self.topics).await?;
+        let placed = self.store.place(&order, &self.topics).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
-            order: Some((&record).into()),
-            created,
+            order: Some((&placed.record).into()),
+            created: placed.created,
         }))
     }
 

@@ -28,6 +28,11 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 });
 
 /// Binds the configured addresses and runs until `shutdown`.
+/// The topics this service consumes.
+pub fn input_topics(topics: &orderflow_events::Topics) -> Vec<String> {
+    vec![topics.payments.clone(), topics.inventory.clone()]
+}
+
 pub async fn serve(args: OrderArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(args.grpc_listen).await?;
     let admin = TcpListener::bind(args.admin_listen).await?;
@@ -52,9 +57,7 @@ pub async fn run(
     let handler = handler::OrderHandler {
         transitions: metrics::TransitionMetrics::register(&kit.metrics),
     };
-    let consumer = kit
-        .consumer(&[&topics.payments, &topics.inventory], handler)
-        .await?;
+    let consumer = kit.consumer(&input_topics(&topics), handler).await?;
 
     let api = grpc::OrderApi::new(
         store::Store::new(pool, kit.outbox_signal.clone()),

@@ -40,6 +40,18 @@ pub struct StatusChange {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// What [`Store::place`] did.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The new order, or the one an earlier request with the same idempotency key placed.
+    pub record: OrderRecord,
+    /// Whether this request placed it.
+    pub created: bool,
+    /// The events added to the outbox with it: OrderCreated and the first
+    /// OrderStatusChanged (none when an earlier request placed it).
+    pub events: Vec<Event>,
+}
+
 /// Where a page of ListOrders starts: after the order created at this time with this id.
 pub type Cursor = (DateTime<Utc>, uuid::Uuid);
 
@@ -139,14 +151,9 @@ impl Store {
     }
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
-    /// or returns the order an earlier request with the same idempotency key placed (and
-    /// `false`).
+    /// or returns the order an earlier request with the same idempotency key placed.
     #[tracing::instrument(skip_all, fields(customer_id = %order.customer_id))]
-    pub async fn place(
-        &self,
-        order: &NewOrder,
-        topics: &Topics,
-    ) -> Result<(OrderRecord, bool), OrderError> {
+    pub async fn place(&self, order: &NewOrder, topics: &Topics) -> Result<Placed, OrderError> {
         let hash = request_hash(order);
         let mut tx = self.pool.begin().await?;
         let order_id = OrderId::generate();
@@ -183,7 +190,11 @@ impl Store {
                     order.idempotency_key.to_string(),
                 ));
             }
-            return Ok((record_from_row(&row)?, false));
+            return Ok(Placed {
+                record: record_from_row(&row)?,
+                created: false,
+                events: Vec::new(),
+            });
         }
         sqlx::query("INSERT INTO order_status_history (order_id, version, status, occurred_at) VALUES ($1, 1, 'PENDING', $2)")
             .bind(order_id.as_uuid())
@@ -207,18 +218,13 @@ impl Store {
             None,
             now,
         );
-        Outbox::insert(
-            &mut tx,
-            topics,
-            &[created, pending],
-            &TraceParent::new_root(),
-        )
-        .await?;
+        let events = vec![created, pending];
+        Outbox::insert(&mut tx, topics, &events, &TraceParent::new_root()).await?;
         tx.commit().await?;
         self.outbox_signal.committed();
         tracing::info!(%order_id, customer_id = %order.customer_id, "order placed");
-        Ok((
-            OrderRecord {
+        Ok(Placed {
+            record: OrderRecord {
                 order_id,
                 customer_id: order.customer_id.clone(),
                 items: order.items.clone(),
@@ -230,8 +236,9 @@ impl Store {
                 created_at: now,
                 updated_at: now,
             },
-            true,
-        ))
+            created: true,
+            events,
+        })
     }
 
     /// The order as it is now.

@@ -23,6 +23,11 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
     orderflow_platform::migrations::with_platform(sqlx::migrate!("../../migrations/payment"))
 });
 
+/// The topics this service consumes.
+pub fn input_topics(topics: &orderflow_events::Topics) -> Vec<String> {
+    vec![topics.orders.clone(), topics.inventory.clone()]
+}
+
 pub async fn serve(args: PaymentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let admin = TcpListener::bind(args.admin_listen).await?;
     run(
@@ -53,8 +58,6 @@ pub async fn run(
         charge_attempts: args.charge_attempts,
         refund_attempts: args.refund_attempts,
     };
-    let consumer = kit
-        .consumer(&[&topics.orders, &topics.inventory], handler)
-        .await?;
+    let consumer = kit.consumer(&input_topics(&topics), handler).await?;
     kit.run(consumer, admin, None, shutdown).await
 }
