@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting and lints, unit and integration tests
 # against a real tansu broker, the project's registry and PostgreSQL, the Python client,
-# and the schema-evolution gate (offline, then online against a freshly started registry).
+# Confluent's Python and the KafkaJS Node registry clients, the compatibility checker against
+# Apache Avro's reference implementation, and the schema-evolution gate (offline, then online
+# against a freshly started registry).
 # Expects scripts/bootstrap.sh to have run (./orderflow test does that first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,22 @@ if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
   cp "$REQ" "$VENV/requirements.txt"
 fi
 export ORDERFLOW_PYTHON="$VENV/bin/python"
+
+# The Node.js registry client (tests/node), installed with `npm ci` from its lock file into a
+# folder named by the lock's hash, so a changed lock installs afresh and an unchanged one not.
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get install -y -qq nodejs npm >/dev/null 2>&1 || sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+NODE_LOCK=tests/node/package-lock.json
+NODE_DIR="$ORDERFLOW_CACHE/node-$(sha256sum "$NODE_LOCK" | cut -c1-16)"
+if [ ! -d "$NODE_DIR/node_modules" ]; then
+  say "installing the Node registry client into $NODE_DIR"
+  rm -rf "$NODE_DIR.tmp" && mkdir -p "$NODE_DIR.tmp"
+  cp tests/node/package.json "$NODE_LOCK" "$NODE_DIR.tmp/"
+  (cd "$NODE_DIR.tmp" && npm ci --silent --no-audit --no-fund)
+  rm -rf "$NODE_DIR" && mv "$NODE_DIR.tmp" "$NODE_DIR"
+fi
+export ORDERFLOW_NODE_MODULES="$NODE_DIR/node_modules"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CLEANUP=()

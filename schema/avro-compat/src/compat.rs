@@ -351,10 +351,14 @@ fn promotes(writer: Primitive, reader: Primitive) -> bool {
 }
 
 /// Named types match on their unqualified names (as Avro's Java implementation does), or when
-/// one of the reader's aliases names the writer's type.
+/// one of the reader's aliases names the writer's type. An alias is a full name: one written
+/// without a namespace was resolved relative to the reader type's namespace when parsed, as
+/// the specification says, so `"aliases": ["R"]` on a type in the null namespace does not
+/// name `b.R`.
 fn names_match(reader: &NamedType, writer: &NamedType) -> bool {
     reader.name.name == writer.name.name
-        || reader.aliases.iter().any(|a| {
-            a.full() == writer.name.full() || (a.namespace.is_none() && a.name == writer.name.name)
-        })
+        || reader
+            .aliases
+            .iter()
+            .any(|a| a.full() == writer.name.full())
 }

@@ -580,3 +580,21 @@ fn no_earlier_versions_means_nothing_to_check() {
         assert!(check_level(level, &v.v1, &[]).is_empty());
     }
 }
+
+/// An alias is a full name, resolved relative to the aliased type's namespace (found by the
+/// differential test against Apache Avro: an unqualified alias once matched any namespace).
+#[test]
+fn an_alias_names_one_full_name() {
+    let writer = schema(r#"{"type":"record","name":"b.Old","fields":[]}"#);
+    let in_null_namespace =
+        schema(r#"{"type":"record","name":"New","aliases":["Old"],"fields":[]}"#);
+    assert_eq!(
+        rules(&in_null_namespace, &writer),
+        vec![("New".to_owned(), Rule::NameMismatch)]
+    );
+    let relative =
+        schema(r#"{"type":"record","name":"New","namespace":"b","aliases":["Old"],"fields":[]}"#);
+    assert!(can_read(&relative, &writer));
+    let qualified = schema(r#"{"type":"record","name":"New","aliases":["b.Old"],"fields":[]}"#);
+    assert!(can_read(&qualified, &writer));
+}

@@ -81,7 +81,9 @@ pub fn router(registry: Registry) -> Router {
         )
         .route(
             "/mode",
-            get(global_mode).put(set_global_mode).delete(delete_global_mode),
+            get(global_mode)
+                .put(set_global_mode)
+                .delete(delete_global_mode),
         )
         .route(
             "/mode/{subject}",
@@ -442,10 +444,7 @@ async fn delete_version(
 
 /// Confluent's answer: `is_compatible`, and the reasons only with `verbose`. An invalid
 /// candidate is a 42201, or with `verbose` an incompatible answer naming what is wrong.
-fn compatibility_answer(
-    result: Result<Vec<String>, RegistryError>,
-    verbose: bool,
-) -> ApiResult {
+fn compatibility_answer(result: Result<Vec<String>, RegistryError>, verbose: bool) -> ApiResult {
     let messages = match result {
         Ok(messages) => messages,
         Err(e @ RegistryError::InvalidSchema(_)) if verbose => vec![e.to_string()],

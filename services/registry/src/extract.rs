@@ -32,7 +32,11 @@ impl Params {
     #[cfg(test)]
     fn parse(query: &str) -> Params {
         let uri: axum::http::Uri = format!("/?{query}").parse().unwrap();
-        Params(Query::<Vec<(String, String)>>::try_from_uri(&uri).unwrap().0)
+        Params(
+            Query::<Vec<(String, String)>>::try_from_uri(&uri)
+                .unwrap()
+                .0,
+        )
     }
 
     /// The first value of `name`.
@@ -122,12 +126,13 @@ where
     type Rejection = RegistryError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => RegistryError::SchemaTooLarge,
-                _ => RegistryError::BadRequest(rejection.body_text()),
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => RegistryError::SchemaTooLarge,
+                    _ => RegistryError::BadRequest(rejection.body_text()),
+                })?;
         parse_body(&bytes).map(JsonBody)
     }
 }
@@ -238,7 +243,8 @@ mod tests {
 
     #[test]
     fn bodies_fail_with_confluents_codes() {
-        let codes = |body: &str| match parse_body::<crate::registry::SchemaRequest>(body.as_bytes()) {
+        let codes = |body: &str| match parse_body::<crate::registry::SchemaRequest>(body.as_bytes())
+        {
             Ok(_) => 200,
             Err(e) => e.codes().1,
         };

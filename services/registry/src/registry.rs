@@ -227,27 +227,27 @@ impl Registry {
         normalize: bool,
         force: bool,
     ) -> Result<i32, RegistryError> {
+        let given_id = request.id.filter(|id| *id >= 0);
+        let requested_version = request.version.filter(|v| *v > 0);
+        // Validation, and the answer for a schema the subject has already (what every
+        // serializer asks at start), need no lock: only creating a version takes it.
+        let mut conn = self.pool.acquire().await?;
+        check_register_mode(mode_in_scope(&mut conn, subject).await?, subject, given_id)?;
+        let normalize =
+            normalize || config_in_scope(&mut conn, subject).await?.normalize == Some(true);
+        let candidate = candidate(&mut conn, request, normalize).await?;
+        if given_id.is_none()
+            && let Some(existing) =
+                live_version_of(&mut conn, subject, &candidate.fingerprint, false).await?
+        {
+            return Ok(existing.id);
+        }
+        drop(conn);
+
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
-        let mode = mode_in_scope(&mut tx, subject).await?;
-        refuse_if_read_only(mode, subject)?;
-        let given_id = request.id.filter(|id| *id >= 0);
-        match (given_id, mode) {
-            (Some(_), Mode::Import) | (None, Mode::ReadWrite) => {}
-            (Some(_), _) => {
-                return Err(RegistryError::OperationNotPermitted(format!(
-                    "Subject {subject} in context {CONTEXT} is not in import mode"
-                )));
-            }
-            (None, _) => {
-                return Err(RegistryError::OperationNotPermitted(format!(
-                    "Subject {subject} in context {CONTEXT} is not in read-write mode"
-                )));
-            }
-        }
-        let normalize = normalize || config_in_scope(&mut tx, subject).await?.normalize == Some(true);
-        let requested_version = request.version.filter(|v| *v > 0);
-        let candidate = candidate(&mut tx, request, normalize).await?;
+        // The mode may have changed while unlocked.
+        check_register_mode(mode_in_scope(&mut tx, subject).await?, subject, given_id)?;
         let next_version: i32 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM subject_versions WHERE subject = $1",
         )
@@ -314,7 +314,12 @@ impl Registry {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(id, version, imported = given_id.is_some(), "registered schema");
+        tracing::info!(
+            id,
+            version,
+            imported = given_id.is_some(),
+            "registered schema"
+        );
         Ok(id)
     }
 
@@ -356,9 +361,11 @@ impl Registry {
 
     /// The highest id assigned (`fetchMaxId`).
     pub async fn max_id(&self) -> Result<i32, RegistryError> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM schemas")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM schemas")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// The schema with `guid`.
@@ -435,10 +442,18 @@ impl Registry {
     }
 
     /// The version numbers of `subject`.
-    pub async fn versions(&self, subject: &str, filter: Deleted) -> Result<Vec<i32>, RegistryError> {
+    pub async fn versions(
+        &self,
+        subject: &str,
+        filter: Deleted,
+    ) -> Result<Vec<i32>, RegistryError> {
         let mut conn = self.pool.acquire().await?;
-        ensure_subject(&mut conn, subject, filter == Deleted::Only || filter == Deleted::Include)
-            .await?;
+        ensure_subject(
+            &mut conn,
+            subject,
+            filter == Deleted::Only || filter == Deleted::Include,
+        )
+        .await?;
         let rows = sqlx::query(
             "SELECT version, deleted FROM subject_versions WHERE subject = $1 ORDER BY version",
         )
@@ -691,34 +706,33 @@ impl Registry {
         normalize: bool,
     ) -> Result<Vec<String>, RegistryError> {
         let mut conn = self.pool.acquire().await?;
-        let earlier = match selector {
-            None => live_schemas(&mut conn, subject).await?,
-            Some(selector) => match version(&mut conn, subject, selector, false).await {
-                Ok(v) => {
-                    let stored = StoredSchema {
-                        id: v.id,
-                        guid: v.guid,
-                        text: v.schema,
-                        references: v.references,
-                        metadata: None,
-                        rule_set: None,
-                    };
-                    vec![(v.version, parse_stored(&mut conn, &stored).await?)]
-                }
-                Err(RegistryError::SubjectNotFound(_) | RegistryError::VersionNotFound { .. })
-                    if selector == VersionSelector::Latest =>
-                {
-                    Vec::new()
-                }
-                Err(RegistryError::SubjectNotFound(_)) => {
-                    return Err(RegistryError::VersionNotFound {
-                        subject: subject.to_owned(),
-                        version: selector.describe(),
-                    });
-                }
-                Err(e) => return Err(e),
-            },
-        };
+        let earlier =
+            match selector {
+                None => live_schemas(&mut conn, subject).await?,
+                Some(selector) => match version(&mut conn, subject, selector, false).await {
+                    Ok(v) => {
+                        let stored = StoredSchema {
+                            id: v.id,
+                            guid: v.guid,
+                            text: v.schema,
+                            references: v.references,
+                            metadata: None,
+                            rule_set: None,
+                        };
+                        vec![(v.version, parse_stored(&mut conn, &stored).await?)]
+                    }
+                    Err(
+                        RegistryError::SubjectNotFound(_) | RegistryError::VersionNotFound { .. },
+                    ) if selector == VersionSelector::Latest => Vec::new(),
+                    Err(RegistryError::SubjectNotFound(_)) => {
+                        return Err(RegistryError::VersionNotFound {
+                            subject: subject.to_owned(),
+                            version: selector.describe(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
         let normalize =
             normalize || config_in_scope(&mut conn, subject).await?.normalize == Some(true);
         let candidate = candidate(&mut conn, request, normalize).await?;
@@ -918,9 +932,32 @@ async fn lock(conn: &mut PgConnection) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Confluent's rule for registering: never in a read-only mode; with an id only in IMPORT,
+/// without one only in READWRITE.
+fn check_register_mode(
+    mode: Mode,
+    subject: &str,
+    given_id: Option<i32>,
+) -> Result<(), RegistryError> {
+    refuse_if_read_only(mode, subject)?;
+    match (given_id, mode) {
+        (Some(_), Mode::Import) | (None, Mode::ReadWrite) => Ok(()),
+        (Some(_), _) => Err(RegistryError::OperationNotPermitted(format!(
+            "Subject {subject} in context {CONTEXT} is not in import mode"
+        ))),
+        (None, _) => Err(RegistryError::OperationNotPermitted(format!(
+            "Subject {subject} in context {CONTEXT} is not in read-write mode"
+        ))),
+    }
+}
+
 fn refuse_if_read_only(mode: Mode, subject: &str) -> Result<(), RegistryError> {
     if mode.is_read_only() {
-        let subject = if subject.is_empty() { "(global)" } else { subject };
+        let subject = if subject.is_empty() {
+            "(global)"
+        } else {
+            subject
+        };
         return Err(RegistryError::OperationNotPermitted(format!(
             "Subject {subject} in context {CONTEXT} is in read-only mode"
         )));
@@ -1423,16 +1460,24 @@ mod tests {
 
     #[test]
     fn modes_parse_case_insensitively_and_refuse_unknown_ones() {
-        assert_eq!("readonly_override".parse::<Mode>().unwrap(), Mode::ReadOnlyOverride);
+        assert_eq!(
+            "readonly_override".parse::<Mode>().unwrap(),
+            Mode::ReadOnlyOverride
+        );
         assert_eq!("IMPORT".parse::<Mode>().unwrap(), Mode::Import);
-        assert!(matches!("FORWARD".parse::<Mode>(), Err(RegistryError::InvalidMode)));
+        assert!(matches!(
+            "FORWARD".parse::<Mode>(),
+            Err(RegistryError::InvalidMode)
+        ));
         assert!(Mode::ReadOnlyOverride.is_read_only() && !Mode::Import.is_read_only());
     }
 
     #[test]
     fn metadata_compares_by_content_not_key_order() {
-        let a: Value = serde_json::from_str(r#"{"properties":{"b":"2","a":"1"},"tags":{}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"tags":{},"properties":{"a":"1","b":"2"}}"#).unwrap();
+        let a: Value =
+            serde_json::from_str(r#"{"properties":{"b":"2","a":"1"},"tags":{}}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"tags":{},"properties":{"a":"1","b":"2"}}"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
     }
 
@@ -1442,7 +1487,8 @@ mod tests {
         assert!(validate_rule_set(&ok).is_ok());
         let unnamed = serde_json::json!({"domainRules": [{"kind": "CONDITION"}]});
         assert!(validate_rule_set(&unnamed).is_err());
-        let twice = serde_json::json!({"domainRules": [{"name": "a"}], "migrationRules": [{"name": "a"}]});
+        let twice =
+            serde_json::json!({"domainRules": [{"name": "a"}], "migrationRules": [{"name": "a"}]});
         assert!(validate_rule_set(&twice).is_err());
     }
 }

@@ -75,7 +75,14 @@ async fn confluent_python_client_suite_passes() {
     let registry = Registry::start().await;
     let mut command = tokio::process::Command::new(python);
     command
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python/registry"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/python/registry",
+        ])
         .current_dir(repository())
         .env("ORDERFLOW_REGISTRY_URL", &registry.url);
     let output = run(command, "pytest").await;
