@@ -51,8 +51,9 @@ pub struct KafkaArgs {
         default_value_t = 1
     )]
     pub partitions: i32,
-    /// Longest time a fetch waits for data. Some brokers (tansu) hold every fetch this long,
-    /// so it bounds each hop's latency; lower costs broker CPU while idle.
+    /// Longest time a fetch waits for data. Apache Kafka and the patched local broker answer
+    /// as soon as data arrives (unpatched tansu 0.6.0 held every fetch this long); an idle
+    /// consumer fetches again after each wait, so lower costs broker CPU while idle.
     #[arg(
         long = "fetch-wait-ms",
         env = "ORDERFLOW_FETCH_WAIT_MS",

@@ -86,7 +86,10 @@ pub fn consumer(
         .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         .set("fetch.error.backoff.ms", "100");
     if !kafka.instance_id.is_empty() {
-        config.set("group.instance.id", format!("{group}-{}", kafka.instance_id));
+        config.set(
+            "group.instance.id",
+            format!("{group}-{}", kafka.instance_id),
+        );
     }
     // librdkafka's own debug logging (`--kafka-debug cgrp`), to diagnose a broker.
     if let Some(contexts) = kafka.debug_contexts() {
