@@ -44,17 +44,37 @@ impl Proc {
     }
 }
 
-/// A port that is free now, for a component started later. It is drawn below Linux's
-/// ephemeral range (32768–60999): a port the kernel hands out can be taken again by any
-/// outgoing connection before the component binds it, which once failed a test with
-/// "Address already in use".
+/// A port that is free now and reserved for this test, for a component started later.
+///
+/// It is drawn below Linux's ephemeral range (32768–60999): a port the kernel hands out can
+/// be taken again by any outgoing connection before the component binds it. And it is
+/// reserved across processes: nextest runs every test in its own process, so two tests
+/// running at once could draw the same free port for components that bind it only later
+/// (the multi-instance tests hold ~20 such ports each; one run in three failed with "Address
+/// already in use" before the reservation). A reservation is a file created exclusively in
+/// a shared folder; it lapses after an hour, far longer than any test.
 fn free_port() -> u16 {
     const FIRST: u16 = 20_000;
     const SPAN: u16 = 12_000;
+    const LAPSES: Duration = Duration::from_secs(3600);
+    let folder = std::env::temp_dir().join("orderflow-test-ports");
+    std::fs::create_dir_all(&folder).expect("create the port reservation folder");
     loop {
         let random = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into().unwrap());
         let port = FIRST + random % SPAN;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let reservation = folder.join(port.to_string());
+        let lapsed = std::fs::metadata(&reservation)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().unwrap_or_default() > LAPSES);
+        if lapsed {
+            let _ = std::fs::remove_file(&reservation);
+        }
+        let reserved = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&reservation)
+            .is_ok();
+        if reserved && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
