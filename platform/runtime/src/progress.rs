@@ -246,15 +246,20 @@ pub async fn watch(
             _ = ticks.tick() => {}
         }
         let read_watch = watch.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             read(
                 &read_watch.brokers,
                 &read_watch.group,
                 &read_watch.topics,
                 Duration::from_secs(5),
             )
-        })
-        .await;
+        });
+        // A read can take a while against a slow broker (one request per partition); it
+        // must never hold up a shutdown, which lets the process go within its grace period.
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = reading => result,
+        };
         let partitions = match result {
             Ok(Ok(partitions)) => partitions,
             Ok(Err(error)) => {

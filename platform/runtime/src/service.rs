@@ -172,7 +172,8 @@ impl ServiceKit {
         };
         let _ = consuming.await;
         let _ = purging.await;
-        let _ = watching.await;
+        // Watching progress is not work in flight: stop it rather than wait for a read.
+        watching.abort();
         stop_relay.cancel();
         let _ = relay.await;
         let _ = admin_server.await;
