@@ -566,13 +566,14 @@ impl Services {
                 .await
                 .context("cannot stock the bench SKUs")?;
         }
-        let payment_handler = PaymentHandler {
-            provider: Arc::new(SimulatedProvider::new()),
-            // The orders pay with an approving token, so the provider is never unavailable
-            // and the attempts are never consulted.
-            charge_attempts: 1,
-            refund_attempts: 1,
-        };
+        // The orders pay with an approving token, so the provider is never unavailable
+        // and the attempt budgets (1, 1) are never consulted.
+        let payment_handler = PaymentHandler::new(
+            Arc::new(SimulatedProvider::new()),
+            payment.pool.clone(),
+            1,
+            1,
+        );
         Ok(Services {
             store: orderflow_order::Store::new(order.pool.clone(), order.signal.clone()),
             order: Consumer {

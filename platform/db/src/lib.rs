@@ -164,8 +164,16 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// True for errors that go away by themselves (server down, connection lost, serialization
-/// conflicts), as opposed to errors in the statement or the data.
+/// True for errors a later retry of the same work can get past, as opposed to errors in the
+/// statement or its data, which fail the same way every time.
+///
+/// The consumer loop retries a transient error without skipping the message and dead-letters
+/// the rest, so the line is drawn by what a retry can fix: anything the server's state causes
+/// (connection lost, a failover that left the database read-only, resources, I/O, an internal
+/// error, an operator's intervention, a lock or serialization conflict, a missing grant an
+/// operator can add) is transient, and so is a SQLSTATE class this function does not know. A
+/// dead letter is for a message whose content can never be applied; sending in-flight messages
+/// there because the server had a bad minute would lose orders that only needed to wait.
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
@@ -173,23 +181,176 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(e) => {
-            // Class 08 connection exception, 40 transaction rollback (serialization, deadlock),
-            // 53 insufficient resources, 57 operator intervention (admin shutdown, cannot connect now).
-            e.code().is_some_and(|c| {
-                c.starts_with("08")
-                    || c.starts_with("40")
-                    || c.starts_with("53")
-                    || c.starts_with("57")
-            })
-        }
+        sqlx::Error::Database(e) => e.code().is_none_or(|code| is_transient_sqlstate(&code)),
         _ => false,
+    }
+}
+
+/// Whether retrying can get past an error with this SQLSTATE (see [`is_transient`]).
+fn is_transient_sqlstate(code: &str) -> bool {
+    match code {
+        // Class 25 is mostly a caller's mistake (25P02: a statement after a failed one), except
+        // 25006, a read-only transaction (a failover, or a standby before promotion), and the
+        // server ending an idle or overlong transaction (25P03, 25P04).
+        "25006" | "25P03" | "25P04" => true,
+        // Class 42 is the statement's fault, except a missing privilege an operator can grant.
+        "42501" => true,
+        // Class 55: an object in use or a lock not available now; the rest (a prerequisite
+        // state, an unsafe enum value, a parameter that cannot change) stays as it is.
+        "55006" | "55P03" => true,
+        _ => !matches!(
+            code.get(..2).unwrap_or(code),
+            // 0A feature not supported, 20 case not found, 21 cardinality, 22 data exception,
+            // 23 integrity constraint, 24 cursor state, 25 transaction state, 26 statement name,
+            // 27 triggered data change, 2B/2D/2F transaction and routine rules, 34 cursor name,
+            // 38/39 external routines, 3B savepoint, 3F schema name, 42 syntax or access rule,
+            // 44 WITH CHECK OPTION, 54 program limit exceeded, 55 prerequisite state,
+            // P0 PL/pgSQL raise.
+            "0A" | "0B"
+                | "0F"
+                | "0L"
+                | "0P"
+                | "0Z"
+                | "20"
+                | "21"
+                | "22"
+                | "23"
+                | "24"
+                | "25"
+                | "26"
+                | "27"
+                | "2B"
+                | "2D"
+                | "2F"
+                | "34"
+                | "38"
+                | "39"
+                | "3B"
+                | "3F"
+                | "42"
+                | "44"
+                | "54"
+                | "55"
+                | "P0"
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server error carrying only a SQLSTATE, as PostgreSQL reports it.
+    #[derive(Debug)]
+    struct ServerError(&'static str);
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error with SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "server error"
+        }
+
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn with_code(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(ServerError(code)))
+    }
+
+    /// Each SQLSTATE is classified by whether retrying the same statement later can succeed:
+    /// the server's state (failover, resources, I/O, an internal error, an operator) changes
+    /// by itself or by an operator's hand, the statement and its data do not.
+    #[test]
+    fn sqlstates_are_transient_when_a_retry_can_succeed() {
+        let transient = [
+            ("08006", "connection failure"),
+            ("08P01", "protocol violation"),
+            ("25006", "read-only transaction: a failover or a standby"),
+            (
+                "25P03",
+                "idle-in-transaction timeout: the session was ended",
+            ),
+            ("28P01", "authentication failed: credentials being rotated"),
+            ("3D000", "database does not exist (yet): being restored"),
+            ("40001", "serialization failure"),
+            ("40P01", "deadlock detected"),
+            (
+                "42501",
+                "insufficient privilege: a grant an operator can fix",
+            ),
+            ("53100", "disk full"),
+            ("53200", "out of memory"),
+            ("53300", "too many connections"),
+            ("55006", "object in use"),
+            ("55P03", "lock not available"),
+            ("57014", "query canceled (statement timeout)"),
+            ("57P01", "admin shutdown"),
+            ("57P03", "cannot connect now"),
+            ("58000", "system error"),
+            ("58030", "I/O error"),
+            ("72000", "snapshot too old"),
+            ("F0000", "configuration file error"),
+            ("XX000", "internal error"),
+            (
+                "XX001",
+                "data corrupted: needs an operator, not a dead letter",
+            ),
+        ];
+        let permanent = [
+            ("0A000", "feature not supported"),
+            ("21000", "cardinality violation"),
+            ("22001", "string too long"),
+            ("22P02", "invalid text representation"),
+            ("23502", "not-null violation"),
+            ("23505", "unique violation"),
+            ("23514", "check violation"),
+            ("25P02", "in failed transaction: a bug in the caller"),
+            ("42601", "syntax error"),
+            ("42703", "undefined column"),
+            ("42P01", "undefined table"),
+            ("54000", "program limit exceeded"),
+            ("P0001", "raise exception"),
+        ];
+        for (code, what) in transient {
+            assert!(
+                is_transient(&with_code(code)),
+                "{code} ({what}) must be retried"
+            );
+        }
+        for (code, what) in permanent {
+            assert!(
+                !is_transient(&with_code(code)),
+                "{code} ({what}) can never succeed"
+            );
+        }
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+    }
 
     #[test]
     fn secrets_never_print_their_value() {

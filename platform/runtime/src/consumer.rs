@@ -130,7 +130,10 @@ pub struct MessageContext {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    /// How many times this message has been tried, starting at 1.
+    /// How many times this message has been tried, starting at 1, whatever failed before
+    /// (the database, a commit, the registry, the handler): for logs and backoff. It restarts
+    /// with the process, so it is no budget for calls to an outside party; a handler that
+    /// needs one counts those calls itself, where it makes them.
     pub attempt: u32,
     pub trace: TraceParent,
 }
@@ -146,6 +149,21 @@ pub trait Handler: Send + Sync + 'static {
         event: &Event,
         ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError>;
+
+    /// Locks, inside `tx` and before any of them is handled, the rows that `events` (a
+    /// batch's new events, in partition order) will lock, in one order that does not depend
+    /// on the batch (e.g. sorted by key). Handling locks rows message by message, so without
+    /// it two instances whose batches share rows (the same SKUs, the same orders) lock them
+    /// in arrival order, each can hold what the other needs next, and PostgreSQL breaks the
+    /// deadlock by failing one batch, which then falls back to one message at a time. Events
+    /// the handler would refuse may be skipped here. The default locks nothing.
+    async fn lock_batch(
+        &self,
+        _tx: &mut Transaction<'_, Postgres>,
+        _events: &[&Event],
+    ) -> Result<(), HandleError> {
+        Ok(())
+    }
 }
 
 /// Runs one consumer group over some topics until shutdown.
@@ -499,9 +517,11 @@ impl<H: Handler> ConsumerLoop<H> {
 }
 
 /// Applies one batch of decoded messages inside `tx`, in order, as the consumer loop does:
-/// one statement records every event id as processed by `consumer`, the handler runs for each
-/// event not seen before (an id twice in `messages` counts once), and one statement adds every
-/// caused event to the outbox, each with a child of its message's trace. The caller commits
+/// one statement records every event id as processed by `consumer`, the handler locks the
+/// rows the new events need in a stable order ([`Handler::lock_batch`], for a batch of more
+/// than one), the handler runs for each event not seen before (an id twice in `messages`
+/// counts once), and one statement adds every caused event to the outbox, each with a child
+/// of its message's trace. The caller commits
 /// `tx` and then wakes the relay ([`OutboxSignal::committed`]); after a failure it must roll
 /// `tx` back, as part of the batch may be applied in it.
 pub async fn apply_batch<H: Handler + ?Sized>(
@@ -512,9 +532,11 @@ pub async fn apply_batch<H: Handler + ?Sized>(
     messages: &[(Event, MessageContext)],
 ) -> Result<Vec<Applied>, BatchFailure> {
     let ids: Vec<&str> = messages.iter().map(|(event, _)| event.event_id()).collect();
+    // Inserted in id order: two transactions recording the same ids (a batch delivered twice
+    // across a rebalance) wait for each other in one order instead of deadlocking.
     let mut fresh: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO processed_events (consumer, event_id)
-         SELECT $1, id FROM UNNEST($2::text[]) AS t(id)
+         SELECT $1, id FROM UNNEST($2::text[]) AS t(id) ORDER BY id
          ON CONFLICT DO NOTHING RETURNING event_id",
     )
     .bind(consumer)
@@ -524,6 +546,19 @@ pub async fn apply_batch<H: Handler + ?Sized>(
     .map_err(|e| BatchFailure::new(0, false, e.into()))?
     .into_iter()
     .collect();
+    // The new events, each once; one alone has nothing to be ordered against.
+    let mut seen = HashSet::new();
+    let new_events: Vec<&Event> = messages
+        .iter()
+        .map(|(event, _)| event)
+        .filter(|event| fresh.contains(event.event_id()) && seen.insert(event.event_id()))
+        .collect();
+    if new_events.len() > 1 {
+        handler
+            .lock_batch(tx, &new_events)
+            .await
+            .map_err(|e| BatchFailure::new(0, false, e))?;
+    }
     let mut applied = Vec::with_capacity(messages.len());
     for (i, (event, ctx)) in messages.iter().enumerate() {
         if !fresh.remove(event.event_id()) {

@@ -1,7 +1,8 @@
 //! The inventory service's reaction to payments: for a PAID order, deduct every line or
 //! none. The decision is the domain's [`settle`]; the store locks the order's rows in SKU
-//! order first (no deadlocks between concurrent orders), and the `available >= 0`
-//! constraint backs the rule, so stock never goes below zero.
+//! order first, and a batch's rows all at once in SKU order before its first order (no
+//! deadlocks between concurrent orders or batches), and the `available >= 0` constraint
+//! backs the rule, so stock never goes below zero.
 
 use async_trait::async_trait;
 use orderflow_domain::{PaymentOutcome, PaymentResult, StockDecision, StockRequest, settle};
@@ -62,5 +63,26 @@ impl Handler for InventoryHandler {
             Event::PaymentProcessed(payment) => Ok(self.settle(tx, payment).await?),
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// Locks the stock rows of every paid order in the batch at once, in SKU order: each
+    /// order locks its own SKUs in that order, but a batch's orders one after another would
+    /// lock them in arrival order, and two instances sharing SKUs could deadlock.
+    async fn lock_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[&Event],
+    ) -> Result<(), HandleError> {
+        let skus: Vec<&str> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::PaymentProcessed(p) if p.status == ev::PaymentStatus::Paid => {
+                    Some(p.items.iter().map(|line| line.sku.as_str()))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        Ok(store::lock_skus(tx, &skus).await?)
     }
 }

@@ -131,6 +131,24 @@ pub async fn lock_available(
         .collect())
 }
 
+/// Locks the stock rows of `skus` (any order, repeats allowed) until the transaction ends,
+/// in SKU order, the order [`lock_available`] locks in, so transactions that lock some of the
+/// same rows wait for each other instead of deadlocking. A SKU never stocked has no row.
+#[tracing::instrument(skip_all, fields(skus = skus.len()))]
+pub async fn lock_skus(
+    tx: &mut Transaction<'_, Postgres>,
+    skus: &[&str],
+) -> Result<(), InventoryError> {
+    if skus.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT 1 FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
+        .bind(skus)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Deducts every requested unit. Call only for a confirmed decision, with the rows locked.
 #[tracing::instrument(skip_all, fields(skus = requested.len()))]
 pub async fn deduct(

@@ -2,7 +2,7 @@
 //! [`OrderOutcome`], which the store applies through the state machine.
 
 use async_trait::async_trait;
-use orderflow_domain::{OrderOutcome, PaymentOutcome, StockSettlement};
+use orderflow_domain::{OrderId, OrderOutcome, PaymentOutcome, StockSettlement};
 use orderflow_events::Event;
 use orderflow_platform::{HandleError, Handler, MessageContext};
 use sqlx::{Postgres, Transaction};
@@ -40,5 +40,22 @@ impl Handler for OrderHandler {
             return Ok(Vec::new());
         };
         Ok(store::apply(tx, &outcome, &self.transitions).await?)
+    }
+
+    /// Locks every order the batch moves at once, in order-id order: applied one after
+    /// another, a batch would lock them in arrival order, and two instances (one consuming an
+    /// order's `payments` partition, the other its `inventory` partition) could deadlock.
+    async fn lock_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[&Event],
+    ) -> Result<(), HandleError> {
+        let orders: Vec<OrderId> = events
+            .iter()
+            .filter(|event| !matches!(event, Event::OrderCreated(_) | Event::OrderStatusChanged(_)))
+            // An invalid id is refused when its event is handled.
+            .filter_map(|event| OrderId::parse("order_id", event.order_id()).ok())
+            .collect();
+        Ok(store::lock_orders(tx, &orders).await?)
     }
 }

@@ -322,6 +322,25 @@ impl Store {
     }
 }
 
+/// Locks the rows of `orders` (any order, repeats allowed) until the transaction ends, in
+/// order-id order, so transactions that move some of the same orders wait for each other
+/// instead of deadlocking. An unknown order has no row.
+#[tracing::instrument(skip_all, fields(orders = orders.len()))]
+pub async fn lock_orders(
+    tx: &mut Transaction<'_, Postgres>,
+    orders: &[OrderId],
+) -> Result<(), OrderError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = orders.iter().map(OrderId::as_uuid).collect();
+    sqlx::query("SELECT 1 FROM orders WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Applies an outcome to its order inside the consumer's transaction, through the state
 /// machine, and returns the OrderStatusChanged events to publish. The missing items of an
 /// OUT_OF_STOCK outcome are recorded with the order; each change is counted in `counted`.

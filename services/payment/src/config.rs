@@ -26,14 +26,17 @@ pub struct PaymentArgs {
         default_value = "127.0.0.1:9102"
     )]
     pub admin_listen: SocketAddr,
-    /// Attempts at an unavailable payment provider before the payment counts as FAILED.
+    /// Failed charge calls at the payment provider (counted durably per order; database
+    /// errors do not count) before the charge is resolved at the provider: a capture found
+    /// there makes the order PAID, otherwise the charge is voided and the order FAILED.
     #[arg(
         long = "charge-attempts",
         env = "ORDERFLOW_PAYMENT_CHARGE_ATTEMPTS",
         default_value_t = 5
     )]
     pub charge_attempts: u32,
-    /// Attempts at an unavailable provider before a refund goes to the dead-letter topic.
+    /// Failed refund calls at the payment provider (counted durably per order; database
+    /// errors do not count) before a refund goes to the dead-letter topic for a redrive.
     #[arg(
         long = "refund-attempts",
         env = "ORDERFLOW_PAYMENT_REFUND_ATTEMPTS",

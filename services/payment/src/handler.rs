@@ -1,6 +1,13 @@
 //! The payment service's reaction to events: charge on OrderCreated, refund on
 //! InventoryUpdated OUT_OF_STOCK. One charge row and at most one refund row per order, so
 //! a redelivered or re-published event never charges or refunds twice.
+//!
+//! A provider call that fails (an error, a timeout) has an *unknown* outcome: the money may
+//! have been taken. It is retried (every call is idempotent per order), and its failure is
+//! counted durably against the provider's budget; database and commit errors never are. Once
+//! the budget is spent the outcome is resolved at the provider: a capture it holds makes the
+//! order PAID; otherwise the charge is voided, so nothing can capture later, and only then is
+//! the order FAILED. No FAILED order keeps money at the provider, and no PAID order lacks it.
 
 use std::sync::Arc;
 
@@ -10,19 +17,109 @@ use orderflow_domain::{
 };
 use orderflow_events::{self as ev, Event};
 use orderflow_platform::{HandleError, Handler, MessageContext};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::PaymentError;
-use crate::provider::{ChargeOutcome, ChargeRequest, PaymentProvider};
-use crate::store::{self, NewCharge, NewRefund};
+use crate::provider::{
+    ChargeOutcome, ChargeRequest, ChargeState, PaymentProvider, ProviderUnavailable, VoidOutcome,
+};
+use crate::store::{self, NewCharge, NewRefund, Operation};
 
 /// Charges placed orders and refunds out-of-stock ones through `provider`.
 pub struct PaymentHandler {
-    pub provider: Arc<dyn PaymentProvider>,
-    /// Attempts at an unavailable provider before the payment is recorded as FAILED.
-    pub charge_attempts: u32,
-    /// Attempts at an unavailable provider before a refund is dead-lettered for re-drive.
-    pub refund_attempts: u32,
+    provider: Arc<dyn PaymentProvider>,
+    /// The payment database, for what must outlive the consumer's transaction: the count of
+    /// failed provider calls.
+    pool: PgPool,
+    /// Failed charge calls before the charge is resolved at the provider and, with nothing
+    /// captured, recorded FAILED.
+    charge_attempts: u32,
+    /// Failed refund calls before a refund is dead-lettered for a redrive.
+    refund_attempts: u32,
+}
+
+impl PaymentHandler {
+    /// A handler charging through `provider`, counting failed provider calls in `pool`'s
+    /// database against `charge_attempts` and `refund_attempts` (each at least 1).
+    pub fn new(
+        provider: Arc<dyn PaymentProvider>,
+        pool: PgPool,
+        charge_attempts: u32,
+        refund_attempts: u32,
+    ) -> Self {
+        PaymentHandler {
+            provider,
+            pool,
+            charge_attempts: charge_attempts.max(1),
+            refund_attempts: refund_attempts.max(1),
+        }
+    }
+}
+
+/// A charge the provider has settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Captured, under this reference.
+    Paid { reference: String },
+    /// Nothing is captured, and nothing can be any more.
+    Failed { reason: String },
+}
+
+/// Why a charge is not settled yet. Either way the same event is delivered again.
+#[derive(Debug)]
+pub(crate) enum Unsettled {
+    /// The charge call failed: its outcome is unknown, and it counts against the budget.
+    ChargeFailed(ProviderUnavailable),
+    /// The budget is spent, and resolving the charge at the provider (lookup, void) failed:
+    /// asked again until it answers, without counting.
+    Unresolved(ProviderUnavailable),
+}
+
+/// One try at settling a charge, talking only to the provider. `failures` is how many charge
+/// calls for the order failed before; below `budget` the charge is (idempotently) made, at
+/// the budget it is resolved by [`resolve`].
+pub(crate) async fn settle_charge(
+    provider: &dyn PaymentProvider,
+    request: &ChargeRequest,
+    failures: u32,
+    budget: u32,
+) -> Result<Settled, Unsettled> {
+    if failures >= budget {
+        return resolve(provider, &request.idempotency_key, failures)
+            .await
+            .map_err(Unsettled::Unresolved);
+    }
+    match provider.charge(request).await {
+        Ok(ChargeOutcome::Approved { reference }) => Ok(Settled::Paid { reference }),
+        Ok(ChargeOutcome::Declined { reason }) => Ok(Settled::Failed { reason }),
+        Err(e) => Err(Unsettled::ChargeFailed(e)),
+    }
+}
+
+/// Settles a charge whose calls failed `failures` times: what the provider holds under the
+/// key decides, and a charge it does not hold is voided first, so a request still in flight
+/// can never capture after the order is FAILED.
+async fn resolve(
+    provider: &dyn PaymentProvider,
+    key: &str,
+    failures: u32,
+) -> Result<Settled, ProviderUnavailable> {
+    let gave_up = format!("payment provider unavailable after {failures} attempts");
+    let voided = |reference: &str| Settled::Failed {
+        reason: format!("{gave_up}; charge {reference} voided"),
+    };
+    match provider.lookup(key).await? {
+        ChargeState::Captured { reference } => return Ok(Settled::Paid { reference }),
+        ChargeState::Declined { reason } => return Ok(Settled::Failed { reason }),
+        ChargeState::Reversed { reference } => return Ok(voided(&reference)),
+        ChargeState::NotFound => {}
+    }
+    Ok(match provider.void(key).await? {
+        VoidOutcome::NothingCaptured => Settled::Failed {
+            reason: format!("{gave_up}; nothing captured"),
+        },
+        VoidOutcome::Voided { reference } => voided(&reference),
+    })
 }
 
 #[async_trait]
@@ -31,18 +128,18 @@ impl Handler for PaymentHandler {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         event: &Event,
-        ctx: &MessageContext,
+        _ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
         Ok(match event {
             Event::OrderCreated(order) => {
                 let order = PlacedOrder::try_from(order).map_err(PaymentError::from)?;
-                self.charge(tx, &order, ctx).await?
+                self.charge(tx, &order).await?
             }
             // Only an order that ran out of stock concerns payment; other stock outcomes
             // (confirmed, or a status from a newer schema) are not read any further.
             Event::InventoryUpdated(update) if update.status == ev::InventoryStatus::OutOfStock => {
                 let settled = StockSettlement::try_from(update).map_err(PaymentError::from)?;
-                self.refund(tx, settled.order_id, settled.decision.missing(), ctx)
+                self.refund(tx, settled.order_id, settled.decision.missing())
                     .await?
             }
             _ => Vec::new(),
@@ -55,7 +152,6 @@ impl PaymentHandler {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         order: &PlacedOrder,
-        ctx: &MessageContext,
     ) -> Result<Vec<Event>, PaymentError> {
         let order_id = order.order_id;
         if let Some(status) = store::charge_status(tx, order_id).await? {
@@ -68,19 +164,43 @@ impl PaymentHandler {
             currency: order.total.currency().to_string(),
             payment_method: order.payment_method.to_string(),
         };
-        let outcome = match self.provider.charge(&request).await {
-            Ok(outcome) => outcome,
-            Err(e) if ctx.attempt < self.charge_attempts => return Err(e.into()),
-            Err(e) => ChargeOutcome::Declined {
-                reason: format!(
-                    "payment provider unavailable after {} attempts ({e})",
-                    ctx.attempt
-                ),
-            },
+        let provider = self.provider.as_ref();
+        let mut failures = store::provider_failures(tx, order_id, Operation::Charge).await?;
+        let settled = match settle_charge(provider, &request, failures, self.charge_attempts).await
+        {
+            Ok(settled) => settled,
+            Err(Unsettled::ChargeFailed(e)) => {
+                failures = store::count_provider_failure(
+                    &self.pool,
+                    order_id,
+                    Operation::Charge,
+                    &e.to_string(),
+                )
+                .await?;
+                tracing::warn!(%order_id, failures, budget = self.charge_attempts, error = %e, "charge call failed, outcome unknown");
+                if failures < self.charge_attempts {
+                    return Err(e.into());
+                }
+                // The budget is spent with this call: resolve the charge now.
+                match settle_charge(provider, &request, failures, self.charge_attempts).await {
+                    Ok(settled) => settled,
+                    Err(Unsettled::ChargeFailed(e) | Unsettled::Unresolved(e)) => {
+                        return Err(e.into());
+                    }
+                }
+            }
+            Err(Unsettled::Unresolved(e)) => return Err(e.into()),
         };
-        let (result, reference) = match outcome {
-            ChargeOutcome::Approved { reference } => (PaymentResult::Paid, Some(reference)),
-            ChargeOutcome::Declined { reason } => (PaymentResult::Failed { reason }, None),
+        // The charge calls made: those that failed, and the one that answered if it was a
+        // charge (past the budget, a lookup or a void answers instead).
+        let attempts = if failures < self.charge_attempts {
+            failures + 1
+        } else {
+            failures
+        };
+        let (result, reference) = match settled {
+            Settled::Paid { reference } => (PaymentResult::Paid, Some(reference)),
+            Settled::Failed { reason } => (PaymentResult::Failed { reason }, None),
         };
         let payment_id = uuid::Uuid::now_v7();
         store::insert_charge(
@@ -91,7 +211,7 @@ impl PaymentHandler {
                 amount: order.total,
                 result: &result,
                 provider_reference: reference.as_deref(),
-                attempts: ctx.attempt,
+                attempts,
             },
         )
         .await?;
@@ -118,7 +238,6 @@ impl PaymentHandler {
         tx: &mut Transaction<'_, Postgres>,
         order_id: OrderId,
         missing: &[MissingItem],
-        ctx: &MessageContext,
     ) -> Result<Vec<Event>, PaymentError> {
         let charge = store::lock_charge(tx, order_id)
             .await?
@@ -133,19 +252,27 @@ impl PaymentHandler {
             tracing::info!(%order_id, "already refunded");
             return Ok(Vec::new());
         }
-        match self
+        if let Err(e) = self
             .provider
             .refund(&order_id.to_string(), charge.amount_minor)
             .await
         {
-            Ok(_) => {}
-            Err(e) if ctx.attempt < self.refund_attempts => return Err(e.into()),
-            Err(source) => {
-                return Err(PaymentError::RefundFailed {
-                    attempts: ctx.attempt,
-                    source,
-                });
-            }
+            let failures = store::count_provider_failure(
+                &self.pool,
+                order_id,
+                Operation::Refund,
+                &e.to_string(),
+            )
+            .await?;
+            tracing::warn!(%order_id, failures, budget = self.refund_attempts, error = %e, "refund call failed");
+            return Err(if failures < self.refund_attempts {
+                e.into()
+            } else {
+                PaymentError::RefundFailed {
+                    attempts: failures,
+                    source: e,
+                }
+            });
         }
         let refund_id = uuid::Uuid::now_v7();
         let reason = describe_missing(missing);
@@ -172,5 +299,116 @@ impl PaymentHandler {
             },
             reason,
         })])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{SimulatedProvider, tokens};
+
+    const EVERY_TOKEN: [&str; 9] = [
+        tokens::VISA,
+        tokens::MASTERCARD,
+        tokens::DECLINED,
+        tokens::INSUFFICIENT_FUNDS,
+        tokens::FLAKY,
+        tokens::UNAVAILABLE,
+        tokens::REPLY_LOST,
+        tokens::PROVIDER_DOWN,
+        "pm_unknown",
+    ];
+
+    /// Settles a charge the way the handler does across deliveries (a failed charge call
+    /// counted, anything unsettled tried again), and returns the settlement with the failures
+    /// counted.
+    async fn settle(
+        provider: &SimulatedProvider,
+        request: &ChargeRequest,
+        budget: u32,
+    ) -> (Settled, u32) {
+        let mut failures = 0;
+        for _ in 0..100 {
+            match settle_charge(provider, request, failures, budget).await {
+                Ok(settled) => return (settled, failures),
+                Err(Unsettled::ChargeFailed(_)) => failures += 1,
+                Err(Unsettled::Unresolved(_)) => {}
+            }
+        }
+        panic!("{} never settled", request.payment_method);
+    }
+
+    /// The handler's charge logic against the simulated provider, for every token and budget:
+    /// a FAILED settlement leaves nothing captured, a PAID one holds the amount under the
+    /// reference it records, and settling again (a commit lost after settling) gives the same
+    /// answer and changes nothing at the provider.
+    #[tokio::test]
+    async fn settlements_agree_with_what_the_provider_holds() {
+        for budget in 1..=7 {
+            for token in EVERY_TOKEN {
+                let provider = SimulatedProvider::new();
+                let request = ChargeRequest {
+                    idempotency_key: format!("order-{token}-{budget}"),
+                    amount_minor: 700,
+                    currency: "EUR".into(),
+                    payment_method: token.into(),
+                };
+                let case = format!("{token} with a budget of {budget}");
+                let (settled, failures) = settle(&provider, &request, budget).await;
+                assert!(failures <= budget, "{case}: {failures} failures counted");
+                let held = provider.ledger(&request.idempotency_key).net_captured_minor;
+                match &settled {
+                    Settled::Paid { reference } => {
+                        assert_eq!(held, 700, "{case}: PAID holds the amount");
+                        assert_eq!(reference, &format!("sim_ch_{}", request.idempotency_key));
+                    }
+                    Settled::Failed { reason } => {
+                        assert_eq!(held, 0, "{case}: FAILED ({reason}) holds nothing")
+                    }
+                }
+                let again = settle_charge(&provider, &request, failures, budget).await;
+                assert_eq!(again.ok().as_ref(), Some(&settled), "{case}: settled again");
+                assert_eq!(
+                    provider.ledger(&request.idempotency_key).net_captured_minor,
+                    held,
+                    "{case}: settling again changed the books"
+                );
+            }
+        }
+    }
+
+    /// The outcomes a user sees with the default budget of 5.
+    #[tokio::test]
+    async fn unknown_outcomes_resolve_at_the_provider() {
+        let provider = SimulatedProvider::new();
+        let request = |token: &str| ChargeRequest {
+            idempotency_key: token.into(),
+            amount_minor: 700,
+            currency: "EUR".into(),
+            payment_method: token.into(),
+        };
+        let paid = |(s, _): (Settled, u32)| matches!(s, Settled::Paid { .. });
+        // Captured, reply lost: the retried (idempotent) charge finds the capture.
+        assert!(paid(
+            settle(&provider, &request(tokens::REPLY_LOST), 5).await
+        ));
+        // Captured, then down past the budget: the lookup finds it once the provider is back.
+        assert!(paid(
+            settle(&provider, &request(tokens::PROVIDER_DOWN), 5).await
+        ));
+        // Never captured: voided after 5 failed calls, then FAILED with the reason.
+        let (settled, failures) = settle(&provider, &request(tokens::UNAVAILABLE), 5).await;
+        assert_eq!(failures, 5);
+        assert_eq!(
+            settled,
+            Settled::Failed {
+                reason: "payment provider unavailable after 5 attempts; nothing captured".into()
+            }
+        );
+        // Captured, reply lost, and a budget of one call: the capture is found, not voided.
+        let provider = SimulatedProvider::new();
+        assert!(paid(
+            settle(&provider, &request(tokens::REPLY_LOST), 1).await
+        ));
     }
 }

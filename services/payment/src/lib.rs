@@ -53,11 +53,12 @@ pub async fn run(
     .await?;
     let kit = ServiceKit::start("payment", &args.common, pool.clone(), admin.local_addr()?).await?;
     let topics = kit.topics.clone();
-    let handler = handler::PaymentHandler {
+    let handler = handler::PaymentHandler::new(
         provider,
-        charge_attempts: args.charge_attempts,
-        refund_attempts: args.refund_attempts,
-    };
+        pool.clone(),
+        args.charge_attempts,
+        args.refund_attempts,
+    );
     let consumer = kit.consumer(&input_topics(&topics), handler).await?;
     kit.run(consumer, admin, None, shutdown).await
 }

@@ -1,9 +1,10 @@
 //! The payment database, all of its SQL: one charge per order (its primary key is the order
-//! id) and at most one refund per order. Every function runs inside the consumer's
-//! transaction.
+//! id), at most one refund per order, and the failed provider calls per order. Every function
+//! runs inside the consumer's transaction, except [`count_provider_failure`], which must
+//! outlive it.
 
 use orderflow_domain::{Money, OrderId, PaymentResult};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::error::PaymentError;
 
@@ -15,7 +16,7 @@ pub struct NewCharge<'a> {
     pub amount: Money,
     pub result: &'a PaymentResult,
     pub provider_reference: Option<&'a str>,
-    /// Delivery attempts it took (the provider may have been unavailable before).
+    /// Charge calls it took at the provider (it may have failed to answer before).
     pub attempts: u32,
 }
 
@@ -138,4 +139,61 @@ pub async fn insert_refund(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A provider call whose failures count against a budget of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Charge,
+    Refund,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Charge => "charge",
+            Operation::Refund => "refund",
+        }
+    }
+}
+
+/// How many `operation` calls for the order failed at the provider so far.
+#[tracing::instrument(skip_all, fields(%order_id, ?operation))]
+pub async fn provider_failures(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: OrderId,
+    operation: Operation,
+) -> Result<u32, PaymentError> {
+    let failures: Option<i32> = sqlx::query_scalar(
+        "SELECT failures FROM provider_failures WHERE order_id = $1 AND operation = $2",
+    )
+    .bind(order_id.as_uuid())
+    .bind(operation.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(failures.map_or(0, |n| n.unsigned_abs()))
+}
+
+/// Counts one failed `operation` call for the order and returns the failures so far. It is
+/// committed on its own (on `pool`, not in the consumer's transaction): the call was made
+/// whatever becomes of that transaction, and a restart must not forget it.
+#[tracing::instrument(skip_all, fields(%order_id, ?operation))]
+pub async fn count_provider_failure(
+    pool: &PgPool,
+    order_id: OrderId,
+    operation: Operation,
+    error: &str,
+) -> Result<u32, PaymentError> {
+    let failures: i32 = sqlx::query_scalar(
+        "INSERT INTO provider_failures (order_id, operation, failures, last_error) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (order_id, operation) DO UPDATE
+         SET failures = provider_failures.failures + 1, last_error = EXCLUDED.last_error, updated_at = now()
+         RETURNING failures",
+    )
+    .bind(order_id.as_uuid())
+    .bind(operation.as_str())
+    .bind(error)
+    .fetch_one(pool)
+    .await?;
+    Ok(failures.unsigned_abs())
 }

@@ -53,7 +53,14 @@ pub struct System {
     order_grpc: SocketAddr,
     inventory_grpc: SocketAddr,
     running: HashMap<Component, Running>,
+    /// The payment provider, outside the payment service: it keeps what it captured across
+    /// the service's restarts, and a test reads its ledger.
+    pub provider: std::sync::Arc<orderflow_payment::provider::SimulatedProvider>,
+    configure_gateway: Option<GatewaySettings>,
 }
+
+/// Changes a test makes to the gateway's settings (limits, keepalive).
+pub type GatewaySettings = Box<dyn Fn(&mut orderflow_gateway::GatewayArgs) + Send + Sync>;
 
 /// The test broker's address.
 pub fn test_broker() -> String {
@@ -89,6 +96,12 @@ pub fn kafka_args(brokers: String, topic_prefix: String) -> KafkaArgs {
 impl System {
     /// Starts the registry, the three services and the gateway, and waits until all are healthy.
     pub async fn start() -> System {
+        System::start_with(None).await
+    }
+
+    /// As [`System::start`], with the gateway's settings changed by `configure_gateway`
+    /// (also when it is started again).
+    pub async fn start_with(configure_gateway: Option<GatewaySettings>) -> System {
         orderflow_platform::telemetry::init("e2e", Default::default());
         let prefix = format!("t{}-", orderflow_testkit::unique_suffix());
         let kafka = kafka_args(test_broker(), prefix);
@@ -121,6 +134,8 @@ impl System {
             order_grpc,
             inventory_grpc,
             running: HashMap::new(),
+            provider: Default::default(),
+            configure_gateway,
         };
         for component in [
             Component::Order,
@@ -146,6 +161,16 @@ impl System {
             kafka: self.kafka.clone(),
             registry_url: self.registry_url.clone(),
         }
+    }
+
+    /// The order service's gRPC URL (the owner the gateway forwards to).
+    pub fn order_url(&self) -> String {
+        format!("http://{}", self.order_grpc)
+    }
+
+    /// The inventory service's gRPC URL.
+    pub fn inventory_url(&self) -> String {
+        format!("http://{}", self.inventory_grpc)
     }
 
     /// The base URL of `component`'s admin endpoint (`/health`, `/metrics`).
@@ -201,11 +226,9 @@ impl System {
                     charge_attempts: 5,
                     refund_attempts: 8,
                 };
-                let provider =
-                    std::sync::Arc::new(orderflow_payment::provider::SimulatedProvider::new());
                 tokio::spawn(orderflow_payment::run(
                     args,
-                    provider,
+                    self.provider.clone(),
                     admin_listener,
                     stop.clone(),
                 ))
@@ -226,7 +249,7 @@ impl System {
                 ))
             }
             Component::Gateway => {
-                let args = orderflow_gateway::GatewayArgs {
+                let mut args = orderflow_gateway::GatewayArgs {
                     bus: self.bus(),
                     listen: self.gateway_addr,
                     admin_listen: admin,
@@ -234,7 +257,14 @@ impl System {
                     inventory_url: format!("http://{}", self.inventory_grpc),
                     request_timeout_ms: 10_000,
                     max_concurrent_requests: 1024,
+                    max_watch_streams: 10_000,
+                    max_watch_streams_per_connection: 100,
+                    keepalive_interval_secs: 30,
+                    keepalive_timeout_secs: 10,
                 };
+                if let Some(configure) = &self.configure_gateway {
+                    configure(&mut args);
+                }
                 let listener = rebind(self.gateway_addr).await;
                 tokio::spawn(orderflow_gateway::run(
                     args,

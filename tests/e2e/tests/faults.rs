@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use orderflow_domain::OrderStatus;
 use orderflow_e2e::load;
 use orderflow_e2e::process::{Databases, Proc, ProcessSystem};
 use orderflow_e2e::{status_name, wait_for};
-use orderflow_domain::OrderStatus;
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use tokio_stream::StreamExt;
@@ -302,4 +302,101 @@ async fn gateway_killed_while_clients_watch() {
             "the watcher's stream was never interrupted, so the test proved nothing"
         );
     }
+}
+
+/// The sum of every series of `name` (a labelled counter) on an admin endpoint's `/metrics`;
+/// 0 when the family has no series yet.
+async fn metric_sum(admin_url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+/// Messages the services dead-lettered so far.
+async fn dead_letters(system: &ProcessSystem) -> f64 {
+    let mut total = 0.0;
+    for p in [Proc::Order, Proc::Payment, Proc::Inventory] {
+        total += metric_sum(&system.admin_url(p), "orderflow_dead_letters_total")
+            .await
+            .expect("the service's metrics");
+    }
+    total
+}
+
+/// Switches the database of `p` to read-only (or back), as a failover does to the clients of
+/// a demoted primary: new transactions are read-only, and the open connections are cut, so
+/// the pool reconnects into read-only sessions. Writes then fail with SQLSTATE 25006.
+async fn set_read_only(system: &ProcessSystem, p: Proc, read_only: bool) {
+    let options: sqlx::postgres::PgConnectOptions =
+        system.database_url(p).parse().expect("database url");
+    let name = options.get_database().expect("a database name").to_owned();
+    let admin = sqlx::PgPool::connect(&orderflow_testkit::admin_database_url())
+        .await
+        .expect("connect to the server");
+    let setting = if read_only { "on" } else { "off" };
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" SET default_transaction_read_only = {setting}"
+    ))
+    .execute(&admin)
+    .await
+    .expect("alter database");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .execute(&admin)
+    .await
+    .expect("terminate the database's connections");
+    admin.close().await;
+}
+
+/// Issue 11, finding 8: `victim`'s database turns read-only under load, as during a failover.
+/// Messages in flight fail with SQLSTATE 25006, which a retry can get past: the service
+/// retries them, dead-letters nothing, and once the database is writable again every order
+/// ends as it must, exactly once.
+async fn read_only_database_under_load(victim: Proc) {
+    let (system, progress, running) = start(Databases::shared().await).await;
+    load::wait_progress(&progress, 10).await;
+    let admin = system.admin_url(victim);
+    let retries = "orderflow_consumer_retries_total";
+    let retried_before = metric_sum(&admin, retries).await.expect("metrics");
+    set_read_only(&system, victim, true).await;
+    // The service meets the read-only database: it retries, or (the defect) dead-letters.
+    wait_for(
+        "the service to retry writes to its read-only database",
+        Duration::from_secs(60),
+        || async {
+            let retried = metric_sum(&admin, retries).await? > retried_before + 2.0;
+            (retried || dead_letters(&system).await > 0.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        dead_letters(&system).await,
+        0.0,
+        "messages dead-lettered while {victim:?}'s database was read-only"
+    );
+    set_read_only(&system, victim, false).await;
+    finish(&system, running).await;
+    assert_eq!(dead_letters(&system).await, 0.0, "messages dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_database_read_only_under_load() {
+    read_only_database_under_load(Proc::Inventory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_database_read_only_under_load() {
+    read_only_database_under_load(Proc::Payment).await;
 }
