@@ -12,14 +12,15 @@ use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryService;
 use orderflow_proto::v1::order_service_server::OrderService;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::error::GatewayError;
-use crate::hub::Hub;
+use crate::hub::{Change, Hub};
+use crate::streams::StreamLimits;
 
 /// Whether a message's status ends the order's life (a stream ends after it).
 fn is_terminal(status: i32) -> bool {
@@ -30,6 +31,10 @@ fn is_terminal(status: i32) -> bool {
 pub struct OrderApi {
     pub orders: OrderStoreClient<Channel>,
     pub hub: Arc<Hub>,
+    /// True once the status feed is positioned: a watch served before could miss a change.
+    pub feed_ready: watch::Receiver<bool>,
+    /// Bounds on open WatchOrder streams.
+    pub streams: Arc<StreamLimits>,
     pub shutdown: CancellationToken,
     /// WatchOrder streams opened (the hub gauges those still open).
     pub streams_opened: Counter,
@@ -86,6 +91,8 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        // The client's connection, for the per-connection bound.
+        let connection = request.remote_addr();
         let req = request.into_inner();
         let order_id = OrderId::parse("order_id", &req.order_id)
             .map_err(GatewayError::from)?
@@ -97,6 +104,11 @@ impl OrderService for OrderApi {
             ))
             .into());
         }
+        if !*self.feed_ready.borrow() {
+            return Err(GatewayError::FeedNotReady.into());
+        }
+        // Held by the stream's task: the place is taken until the stream ends.
+        let permit = self.streams.try_open(connection)?;
         // Subscribe before reading the history, so no change falls between the two.
         let mut subscription = self.hub.subscribe(&order_id);
         let mut orders = self.orders.clone();
@@ -111,9 +123,18 @@ impl OrderService for OrderApi {
         let order = history
             .order
             .ok_or_else(|| Status::internal("order service returned no order"))?;
+        if req.after_version > order.version {
+            // Changes up to after_version would be taken as seen: the stream would never end.
+            return Err(GatewayError::AheadOfOrder {
+                after_version: req.after_version,
+                current: order.version,
+            }
+            .into());
+        }
         let (tx, rx) = mpsc::channel(16);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut watcher = Watcher {
                 tx,
                 last_version: req.after_version,
@@ -148,17 +169,21 @@ impl OrderService for OrderApi {
                         )))).await;
                         return;
                     }
+                    // The client went away (its stream was reset, or its connection closed,
+                    // e.g. after unanswered keepalive pings).
                     _ = watcher.tx.closed() => return,
                     next = subscription.receiver.recv() => next,
                 };
                 let ok = match next {
-                    Ok(update) if update.version <= watcher.last_version => true,
-                    Ok(update) if update.version == watcher.last_version + 1 => {
-                        watcher.send(update).await
+                    Ok(Change::Update(update)) if update.version <= watcher.last_version => true,
+                    Ok(Change::Update(update)) if update.version == watcher.last_version + 1 => {
+                        watcher.send(Arc::unwrap_or_clone(update)).await
                     }
-                    // A gap (missed or reordered change) or a lagging receiver: read the
-                    // missing changes from the owner, in order.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => watcher.catch_up().await,
+                    // A gap (missed or reordered change), a lagging receiver, or a feed that
+                    // skipped an event or was repositioned: read the missing changes from the
+                    // owner, in order.
+                    Ok(Change::Update(_) | Change::Resync)
+                    | Err(broadcast::error::RecvError::Lagged(_)) => watcher.catch_up().await,
                     Err(broadcast::error::RecvError::Closed) => false,
                 };
                 if !ok {

@@ -55,6 +55,39 @@ pub struct GatewayArgs {
         default_value_t = 1024
     )]
     pub max_concurrent_requests: usize,
+    /// WatchOrder streams open at once across all connections; beyond it a new one is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "max-watch-streams",
+        env = "ORDERFLOW_GATEWAY_MAX_WATCH_STREAMS",
+        default_value_t = 10_000
+    )]
+    pub max_watch_streams: usize,
+    /// WatchOrder streams open at once on one client connection; beyond it a new one is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "max-watch-streams-per-connection",
+        env = "ORDERFLOW_GATEWAY_MAX_WATCH_STREAMS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_watch_streams_per_connection: usize,
+    /// Seconds between HTTP/2 keepalive pings to each client; a client that does not answer
+    /// one within `--keepalive-timeout-secs` is gone, and its streams end.
+    #[arg(
+        long = "keepalive-interval-secs",
+        env = "ORDERFLOW_GATEWAY_KEEPALIVE_INTERVAL_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub keepalive_interval_secs: u64,
+    /// Seconds a client has to answer a keepalive ping.
+    #[arg(
+        long = "keepalive-timeout-secs",
+        env = "ORDERFLOW_GATEWAY_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub keepalive_timeout_secs: u64,
 }
 
 #[cfg(test)]

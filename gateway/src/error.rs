@@ -11,15 +11,61 @@ pub enum GatewayError {
     /// An owning service answered with an error; its status is already client-safe.
     #[error("{}", .0.message())]
     Downstream(#[from] Status),
+    /// The `order-status` feed is not positioned yet: a watch served now could miss a change.
+    #[error("the order status feed is not ready yet; retry shortly")]
+    FeedNotReady,
+    /// A bound on open WatchOrder streams is reached.
+    #[error("too many open WatchOrder streams {scope} (limit {limit})")]
+    TooManyStreams { scope: &'static str, limit: usize },
+    /// WatchOrder resumes after a version the order has not reached.
+    #[error("after_version {after_version} is beyond the order's current version {current}")]
+    AheadOfOrder { after_version: i64, current: i64 },
 }
 
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Status {
-        match e {
+        match &e {
             GatewayError::Invalid(v) => Status::invalid_argument(v.to_string()),
             GatewayError::Downstream(status) => {
                 Status::new(status.code(), status.message().to_owned())
             }
+            GatewayError::FeedNotReady => Status::unavailable(e.to_string()),
+            GatewayError::TooManyStreams { .. } => Status::resource_exhausted(e.to_string()),
+            GatewayError::AheadOfOrder { .. } => Status::out_of_range(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn watch_refusals_map_to_their_codes_and_say_why() {
+        let cases = [
+            (GatewayError::FeedNotReady, Code::Unavailable, "status feed"),
+            (
+                GatewayError::TooManyStreams {
+                    scope: "on this connection",
+                    limit: 2,
+                },
+                Code::ResourceExhausted,
+                "on this connection (limit 2)",
+            ),
+            (
+                GatewayError::AheadOfOrder {
+                    after_version: 9,
+                    current: 2,
+                },
+                Code::OutOfRange,
+                "after_version 9 is beyond the order's current version 2",
+            ),
+        ];
+        for (error, code, message) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert!(status.message().contains(message), "{}", status.message());
         }
     }
 }

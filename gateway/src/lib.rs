@@ -8,6 +8,7 @@ mod error;
 mod feed;
 mod hub;
 mod owners;
+mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,22 +60,27 @@ pub async fn run(
     );
     let hub = hub::Hub::new(watchers);
     let codec = Arc::new(EventCodec::new(&args.bus.registry_url)?);
-    orderflow_platform::kafka::ensure_topics(
-        &args.bus.kafka,
-        &[args.bus.kafka.topics().order_status],
-    )
-    .await?;
+    // The feed creates its topic and positions itself in the background (retrying while the
+    // broker is away); until then WatchOrder is refused and the order service reported
+    // NOT_SERVING, while calls that need no feed are served.
+    let (feed_ready, ready) = tokio::sync::watch::channel(false);
     let feed = tokio::spawn(feed::run(
         args.bus.kafka.clone(),
         codec,
         hub.clone(),
         health.clone(),
+        feed_ready,
         shutdown.clone(),
     ));
 
     let orders = api::OrderApi {
         orders: OrderStoreClient::new(owners::channel(&args.order_url, timeout, shutdown.clone())?),
         hub: hub.clone(),
+        feed_ready: ready.clone(),
+        streams: streams::StreamLimits::new(
+            args.max_watch_streams,
+            args.max_watch_streams_per_connection,
+        ),
         shutdown: shutdown.clone(),
         streams_opened,
     };
@@ -98,11 +104,29 @@ pub async fn run(
         .build_v1alpha()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<OrderServiceServer<api::OrderApi>>()
-        .await;
-    health_reporter
         .set_serving::<InventoryServiceServer<api::InventoryApi>>()
         .await;
+    // The order service (WatchOrder) and the server as a whole: SERVING once the status feed
+    // is positioned, as `/health` reports.
+    health_reporter
+        .set_not_serving::<OrderServiceServer<api::OrderApi>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    tokio::spawn({
+        let mut ready = ready;
+        async move {
+            if ready.wait_for(|ready| *ready).await.is_ok() {
+                health_reporter
+                    .set_serving::<OrderServiceServer<api::OrderApi>>()
+                    .await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+        }
+    });
 
     let layers = ServiceBuilder::new()
         // One span per call, with method and status in the logs.
@@ -124,6 +148,11 @@ pub async fn run(
     let result = tonic::transport::Server::builder()
         // Bounds each call until its response starts; WatchOrder streams outlive it.
         .timeout(timeout)
+        // Pings every client connection; one that does not answer in time is closed, which
+        // ends its streams: a client that vanished without closing (a dead host, a dropped
+        // NAT entry) holds no stream for long.
+        .http2_keepalive_interval(Some(Duration::from_secs(args.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(args.keepalive_timeout_secs)))
         .layer(layers)
         .add_service(OrderServiceServer::new(orders))
         .add_service(InventoryServiceServer::new(inventory))

@@ -103,13 +103,20 @@ pub fn plain_consumer(
     kafka: &KafkaArgs,
     client_id: &str,
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    ClientConfig::new()
+    plain_config(kafka, client_id).create()
+}
+
+/// The settings of [`plain_consumer`], for a reader that needs one more (say, its own
+/// `auto.offset.reset`) before creating it.
+pub fn plain_config(kafka: &KafkaArgs, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", client_id)
         .set("client.id", client_id)
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
-        .create()
+        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string());
+    config
 }
 
 /// Creates the topics that do not exist yet. Some brokers do not auto-create topics.

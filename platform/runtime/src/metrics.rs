@@ -155,6 +155,8 @@ pub struct PipelineMetrics {
     lag: Family<PartitionLabels, Gauge>,
     produced: Family<TopicLabels, Counter>,
     outbox_backlog: Gauge,
+    quarantined: Family<TopicLabels, Counter>,
+    quarantine_rows: Gauge,
     purged: Family<TableLabels, Counter>,
 }
 
@@ -168,6 +170,8 @@ impl PipelineMetrics {
             lag: Family::default(),
             produced: Family::default(),
             outbox_backlog: Gauge::default(),
+            quarantined: Family::default(),
+            quarantine_rows: Gauge::default(),
             purged: Family::default(),
         };
         metrics.register(
@@ -205,6 +209,16 @@ impl PipelineMetrics {
             "outbox_backlog",
             "Outbox rows not yet published",
             pipeline.outbox_backlog.clone(),
+        );
+        metrics.register(
+            "outbox_quarantined",
+            "Outbox rows set aside because they can never be published, by topic",
+            pipeline.quarantined.clone(),
+        );
+        metrics.register(
+            "outbox_quarantine_rows",
+            "Outbox rows set aside now: each holds back its order's later events",
+            pipeline.quarantine_rows.clone(),
         );
         metrics.register(
             "retention_purged_rows",
@@ -382,6 +396,21 @@ impl RelayMetrics {
     pub fn set_backlog(&self, rows: i64) {
         self.pipeline.outbox_backlog.set(rows);
     }
+
+    /// Counts one row of `topic` set aside because it can never be published.
+    pub fn quarantined(&self, topic: &str) {
+        self.pipeline
+            .quarantined
+            .get_or_create(&TopicLabels {
+                topic: topic.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of outbox rows set aside now.
+    pub fn set_quarantine_rows(&self, rows: i64) {
+        self.pipeline.quarantine_rows.set(rows);
+    }
 }
 
 /// What the retention purge records.
@@ -426,6 +455,8 @@ mod tests {
         relay.produced("orders");
         relay.produced("order-status");
         relay.set_backlog(7);
+        relay.quarantined("orders");
+        relay.set_quarantine_rows(1);
         pipeline.purge().purged_outbox(5);
 
         let text = metrics.render();
@@ -444,6 +475,8 @@ mod tests {
             r#"orderflow_events_produced_total{topic="orders"} 1"#,
             r#"orderflow_events_produced_total{topic="order-status"} 1"#,
             r#"orderflow_outbox_backlog 7"#,
+            r#"orderflow_outbox_quarantined_total{topic="orders"} 1"#,
+            r#"orderflow_outbox_quarantine_rows 1"#,
             r#"orderflow_retention_purged_rows_total{table="outbox"} 5"#,
             r#"orderflow_retention_purged_rows_total{table="processed_events"} 0"#,
         ] {

@@ -1,5 +1,6 @@
-//! The platform's tables (`outbox`, `processed_events`), defined once and migrated into every
-//! event-driven service's database together with the service's own tables.
+//! The platform's tables (`outbox`, `outbox_quarantine`, `processed_events`), defined once and
+//! migrated into every event-driven service's database together with the service's own
+//! tables.
 
 use std::borrow::Cow;
 
@@ -68,7 +69,13 @@ mod tests {
             .filter(|m| m.version > PLATFORM_VERSION_BASE)
             .map(|m| m.description.as_ref())
             .collect();
-        assert_eq!(platform, ["platform outbox and processed events"]);
+        assert_eq!(
+            platform,
+            [
+                "platform outbox and processed events",
+                "platform outbox quarantine"
+            ]
+        );
         assert!(
             order.iter().any(|m| m.sql.contains("CREATE TABLE outbox")),
             "the outbox is created"

@@ -4,11 +4,19 @@
 //! acknowledged them. A crash between the two publishes a row again, never loses it;
 //! consumers deduplicate on the event id.
 //!
+//! A row that can never be published (its payload is not an event, or the registry refuses
+//! its encoding for good) is set aside in `outbox_quarantine` with the reason, counted, and
+//! reported on health, rather than fail every batch: the relay publishes around it, and only
+//! the later rows of the same order (event key) wait behind it, so no order's events are
+//! published out of order. Repairing the row (or marking it published) and deleting its
+//! quarantine record releases them.
+//!
 //! The writer wakes the relay of its own process after the commit ([`OutboxSignal`]), not
 //! with `NOTIFY`: a notifying commit takes a server-wide lock that stops PostgreSQL from
 //! flushing concurrent commits together, which halved the commit rate here
 //! (docs/performance.md). Rows written by other processes are found by a short poll.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +32,9 @@ use crate::health::Health;
 use crate::kafka::Producer;
 use crate::metrics::RelayMetrics;
 use crate::trace::TraceParent;
+
+/// The component under which health reports rows set aside.
+const QUARANTINE: &str = "outbox-quarantine";
 
 /// How often the relay looks for rows nobody woke it for: rows of another instance of the
 /// service, or rows left by a process that stopped before publishing them.
@@ -112,14 +123,18 @@ impl Outbox {
     }
 
     /// Reads up to `limit` unpublished rows in id order, locked until `tx` ends: a second
-    /// relay (another instance) waits instead of reordering events.
+    /// relay (another instance) waits instead of reordering events. Rows held back by a
+    /// quarantined row of their order (that row itself and every later one) are left out.
     pub async fn lock_unpublished(
         tx: &mut Transaction<'_, Postgres>,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, sqlx::Error> {
         sqlx::query(
-            "SELECT id, topic, event_key, payload, traceparent FROM outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+            "SELECT id, topic, event_key, payload, traceparent FROM outbox o
+             WHERE published_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q
+                               WHERE q.event_key = o.event_key AND q.outbox_id <= o.id)
+             ORDER BY id LIMIT $1 FOR UPDATE",
         )
         .bind(limit)
         .fetch_all(&mut **tx)
@@ -161,6 +176,49 @@ impl Outbox {
         Ok(())
     }
 
+    /// Sets `row` aside with `reason` in `tx`: from then on it and the later rows of its
+    /// order are not read for publishing until its quarantine record is deleted. A second
+    /// relay that read the row before the first committed finds it already there.
+    pub async fn quarantine(
+        tx: &mut Transaction<'_, Postgres>,
+        row: &OutboxRow,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO outbox_quarantine (outbox_id, event_key, topic, reason)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (outbox_id) DO NOTHING",
+        )
+        .bind(row.id)
+        .bind(&row.key)
+        .bind(&row.topic)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The rows set aside now: how many, and the first of them.
+    pub async fn quarantined(pool: &PgPool) -> Result<Quarantine, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT count(*) OVER () AS rows, outbox_id, event_key, topic, reason
+             FROM outbox_quarantine ORDER BY outbox_id LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Quarantine::default());
+        };
+        Ok(Quarantine {
+            rows: row.try_get("rows")?,
+            first: Some(QuarantinedRow {
+                id: row.try_get("outbox_id")?,
+                key: row.try_get("event_key")?,
+                topic: row.try_get("topic")?,
+                reason: row.try_get("reason")?,
+            }),
+        })
+    }
+
     /// How many rows wait to be published (the partial index `outbox_unpublished` keeps it
     /// cheap).
     pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
@@ -168,6 +226,53 @@ impl Outbox {
             .fetch_one(pool)
             .await
     }
+}
+
+/// The outbox rows set aside, as [`Outbox::quarantined`] reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quarantine {
+    pub rows: i64,
+    /// The one set aside first.
+    pub first: Option<QuarantinedRow>,
+}
+
+/// One row set aside, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedRow {
+    pub id: i64,
+    pub key: String,
+    pub topic: String,
+    pub reason: String,
+}
+
+impl Quarantine {
+    /// What health reports while rows are set aside.
+    fn problem(&self) -> Option<String> {
+        let first = self.first.as_ref()?;
+        let rows = if self.rows == 1 { "row" } else { "rows" };
+        Some(format!(
+            "{} outbox {rows} set aside, each holding back its order's later events; first: \
+             row {} (order {}, topic {}): {}",
+            self.rows, first.id, first.key, first.topic, first.reason
+        ))
+    }
+}
+
+/// Why one row could not be encoded.
+enum RowError {
+    /// It never will be: set it aside.
+    Permanent(String),
+    /// It may be later (the registry is unavailable): stop the batch here and retry.
+    Transient(anyhow::Error),
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Rows read (a full batch means more may wait).
+    read: usize,
+    /// Rows set aside.
+    quarantined: usize,
 }
 
 /// Publishes outbox rows to Kafka, in order, until shutdown; then publishes what is left.
@@ -210,21 +315,33 @@ impl Relay {
     /// Runs until `shutdown`, then drains the outbox (bounded by the caller's grace period).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures = 0u32;
+        // Rows set aside by an earlier run still hold their orders back: say so from the start.
+        let mut quarantined = self.refresh_quarantine().await;
         loop {
             match self.publish_batch().await {
-                Ok(n) => {
+                Ok(batch) => {
                     if failures > 0 {
                         self.health.recovered("outbox-relay");
                         tracing::info!("outbox relay recovered");
                     }
                     failures = 0;
-                    if n as i64 == self.batch_size {
+                    // While rows are set aside, look each round whether an operator released
+                    // them (a count of a small table).
+                    if batch.quarantined > 0 || quarantined > 0 {
+                        quarantined = self.refresh_quarantine().await;
+                    }
+                    if batch.read as i64 == self.batch_size {
                         self.refresh_backlog().await;
                         continue;
                     }
-                    // A short batch was everything unpublished when it was read, and all of
-                    // it was acknowledged: the backlog is empty without counting it.
-                    self.metrics.set_backlog(0);
+                    if quarantined > 0 {
+                        // Rows held back behind a quarantined one are still unpublished.
+                        self.refresh_backlog().await;
+                    } else {
+                        // A short batch was everything unpublished when it was read, and all
+                        // of it was acknowledged: the backlog is empty without counting it.
+                        self.metrics.set_backlog(0);
+                    }
                     if shutdown.is_cancelled() {
                         break;
                     }
@@ -245,6 +362,8 @@ impl Relay {
                     tracing::warn!(error = %e, attempt = failures, ?delay, "outbox relay cannot publish, retrying");
                     self.health.degraded("outbox-relay", e.to_string());
                     self.refresh_backlog().await;
+                    // The failed batch may have set rows aside before it failed.
+                    quarantined = self.refresh_quarantine().await;
                     if shutdown.is_cancelled() && failures > 3 {
                         tracing::error!(
                             "giving up on the outbox at shutdown; rows stay and publish on next start"
@@ -261,8 +380,27 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// Counts the unpublished rows. Called only while rows are piling up: a full batch, or
-    /// a failure.
+    /// Reads the quarantine into the metrics and health; returns how many rows are set aside.
+    /// If the database cannot say now, at least one is assumed, so the caller asks again.
+    async fn refresh_quarantine(&self) -> i64 {
+        match Outbox::quarantined(&self.pool).await {
+            Ok(quarantine) => {
+                self.metrics.set_quarantine_rows(quarantine.rows);
+                match quarantine.problem() {
+                    Some(problem) => self.health.degraded(QUARANTINE, problem),
+                    None => self.health.recovered(QUARANTINE),
+                }
+                quarantine.rows
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the outbox quarantine");
+                1
+            }
+        }
+    }
+
+    /// Counts the unpublished rows. Called only while rows are piling up: a full batch, a
+    /// failure, or rows held back behind a quarantined one.
     async fn refresh_backlog(&self) {
         match Outbox::backlog(&self.pool).await {
             Ok(rows) => self.metrics.set_backlog(rows),
@@ -271,21 +409,54 @@ impl Relay {
         }
     }
 
-    /// Publishes up to one batch; returns how many rows were published.
-    async fn publish_batch(&self) -> anyhow::Result<usize> {
+    /// Encodes one row, telling a row that can never be published from a registry that may
+    /// answer later.
+    async fn encode(&self, row: &OutboxRow) -> Result<Vec<u8>, RowError> {
+        let event: Event = serde_json::from_value(row.payload.clone())
+            .map_err(|e| RowError::Permanent(format!("not an event: {e}")))?;
+        self.codec
+            .encode(&self.topics, &event)
+            .await
+            .map_err(|e| match e.is_transient() {
+                true => RowError::Transient(anyhow::anyhow!("outbox row {}: {e}", row.id)),
+                false => RowError::Permanent(e.to_string()),
+            })
+    }
+
+    /// Publishes up to one batch. A row that can never be published is set aside and the
+    /// later rows of its order skipped; the rows of other orders are published. A row the
+    /// registry cannot encode now ends the batch there: the rows before it are published,
+    /// then the error is returned.
+    async fn publish_batch(&self) -> anyhow::Result<Batch> {
         let mut tx = self.pool.begin().await?;
         let rows = Outbox::lock_unpublished(&mut tx, self.batch_size).await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Batch::default());
         }
-        let mut encoded = Vec::with_capacity(rows.len());
+        let mut held: HashSet<&str> = HashSet::new();
+        let mut quarantined = Vec::new();
+        let mut sending: Vec<(&OutboxRow, Vec<u8>)> = Vec::with_capacity(rows.len());
+        let mut unavailable = None;
         for row in &rows {
-            let event: Event = serde_json::from_value(row.payload.clone())
-                .map_err(|e| anyhow::anyhow!("outbox row {} is not an event: {e}", row.id))?;
-            encoded.push(self.codec.encode(&self.topics, &event).await?);
+            if held.contains(row.key.as_str()) {
+                continue;
+            }
+            match self.encode(row).await {
+                Ok(payload) => sending.push((row, payload)),
+                Err(RowError::Permanent(reason)) => {
+                    tracing::error!(row = row.id, key = %row.key, topic = %row.topic, %reason, "outbox row set aside: it can never be published; later events of its order wait behind it");
+                    Outbox::quarantine(&mut tx, row, &reason).await?;
+                    held.insert(&row.key);
+                    quarantined.push(row);
+                }
+                Err(RowError::Transient(e)) => {
+                    unavailable = Some(e);
+                    break;
+                }
+            }
         }
         let producer = self.producer.get();
-        let deliveries = rows.iter().zip(&encoded).map(|(row, payload)| {
+        let deliveries = sending.iter().map(|(row, payload)| {
             let mut headers = OwnedHeaders::new();
             if let Some(tp) = &row.traceparent {
                 headers = headers.insert(Header {
@@ -302,21 +473,31 @@ impl Relay {
         let results = join_all(deliveries).await;
         // Mark only the acknowledged prefix: anything after a failure is sent again, after
         // the rows before it, so per-order order holds (duplicates are deduplicated).
-        let acknowledged: Vec<i64> = rows
+        let acknowledged: Vec<i64> = sending
             .iter()
             .zip(&results)
             .take_while(|(_, r)| r.is_ok())
-            .map(|(row, _)| row.id)
+            .map(|((row, _), _)| row.id)
             .collect();
         Outbox::mark_published(&mut tx, &acknowledged).await?;
         tx.commit().await?;
-        for row in &rows[..acknowledged.len()] {
+        for (row, _) in &sending[..acknowledged.len()] {
             self.metrics.produced(&row.topic);
         }
-        if let Some((row, Err((e, _)))) = rows.iter().zip(results).find(|(_, r)| r.is_err()) {
+        for row in &quarantined {
+            self.metrics.quarantined(&row.topic);
+        }
+        if let Some(((row, _), Err((e, _)))) = sending.iter().zip(results).find(|(_, r)| r.is_err())
+        {
             self.producer.renew();
             anyhow::bail!("broker did not acknowledge outbox row {}: {e}", row.id);
         }
-        Ok(acknowledged.len())
+        if let Some(e) = unavailable {
+            return Err(e);
+        }
+        Ok(Batch {
+            read: rows.len(),
+            quarantined: quarantined.len(),
+        })
     }
 }
