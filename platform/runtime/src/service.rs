@@ -20,6 +20,9 @@ use crate::metrics::{Metrics, PipelineMetrics};
 use crate::outbox::{OutboxSignal, Relay};
 use crate::{progress, purge};
 
+/// How long the API server may drain its connections after shutdown before they are closed.
+const API_DRAIN: Duration = Duration::from_secs(5);
+
 /// The shared machinery of one service instance.
 #[derive(Clone)]
 pub struct ServiceKit {
@@ -164,7 +167,25 @@ impl ServiceKit {
         });
         tracing::info!(service = self.name, "ready");
         let api_result = match api {
-            Some(api) => api.await,
+            Some(api) => {
+                // The API server drains gracefully on shutdown, but a connection that never
+                // closes must not hold the process: hyper since 1.5.1 can wait forever on a
+                // connection that sent nothing yet (hyper issue 4170), such as the gateway's
+                // reachability probe; two SIGTERMed order instances overran their 20 s grace
+                // that way in the scale tests. After API_DRAIN the remaining connections are
+                // closed, and clients retry on another instance.
+                let overdue = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(API_DRAIN).await;
+                };
+                tokio::select! {
+                    result = api => result,
+                    _ = overdue => {
+                        tracing::warn!(drain = ?API_DRAIN, "API connections still open after the drain period: closing them");
+                        Ok(())
+                    }
+                }
+            }
             None => {
                 shutdown.cancelled().await;
                 Ok(())
