@@ -243,6 +243,25 @@ async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
         "the rows of other orders are published around the bad ones"
     );
 
+    // The broker may hand the rows out before the relay's transaction has committed, and
+    // health and the gauge follow the commit: wait for health to say so.
+    let problem = wait_for(
+        "health to report the rows set aside",
+        Duration::from_secs(10),
+        || {
+            let health = health.clone();
+            async move {
+                health
+                    .problems()
+                    .into_iter()
+                    .find(|(component, _)| component == "outbox-quarantine")
+                    .map(|(_, reason)| reason)
+            }
+        },
+    )
+    .await;
+    assert!(problem.contains("2 outbox rows set aside"), "{problem}");
+    assert!(problem.contains(&format!("row {bad_a}")), "{problem}");
     let quarantined: HashMap<i64, String> =
         sqlx::query_as("SELECT outbox_id, reason FROM outbox_quarantine")
             .fetch_all(&pool)
@@ -272,16 +291,6 @@ async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
         sample(&text, "orderflow_outbox_quarantine_rows "),
         Some(2.0),
         "{text}"
-    );
-    let problem = health
-        .problems()
-        .into_iter()
-        .find(|(component, _)| component == "outbox-quarantine");
-    assert!(
-        problem
-            .as_ref()
-            .is_some_and(|(_, reason)| reason.contains("2 outbox rows")),
-        "{problem:?}"
     );
 
     // Other orders keep flowing.
