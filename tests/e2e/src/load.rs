@@ -62,6 +62,27 @@ pub async fn place(gateway_url: &str, i: usize) -> String {
     .expect("PlaceOrder")
 }
 
+/// A load running in the background: the orders it placed, once it is done.
+pub type Running = tokio::task::JoinHandle<Vec<Placed>>;
+
+/// Stocks `system` for the seed mix and starts placing `orders` of it in the background,
+/// one every `interval`; the counter says how many are placed so far.
+pub async fn start(
+    system: &ProcessSystem,
+    orders: usize,
+    interval: Duration,
+) -> (Arc<AtomicUsize>, Running) {
+    stock_up(&system.gateway_url()).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let running = tokio::spawn(run_load(
+        system.gateway_url(),
+        orders,
+        interval,
+        progress.clone(),
+    ));
+    (progress, running)
+}
+
 /// Waits until `progress` (e.g. orders placed) reaches at least `n`.
 pub async fn wait_progress(progress: &AtomicUsize, n: usize) {
     crate::wait_for(

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 const ORDERS: usize = 40;
 const INTERVAL: Duration = Duration::from_millis(50);
 
-type Load = tokio::task::JoinHandle<Vec<load::Placed>>;
+type Load = load::Running;
 
 /// Starts the system and a load of `orders` orders in the background.
 async fn start_with(
@@ -28,14 +28,7 @@ async fn start_with(
     orders: usize,
 ) -> (ProcessSystem, Arc<AtomicUsize>, Load) {
     let system = ProcessSystem::start(databases).await;
-    load::stock_up(&system.gateway_url()).await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let running = tokio::spawn(load::run_load(
-        system.gateway_url(),
-        orders,
-        INTERVAL,
-        progress.clone(),
-    ));
+    let (progress, running) = load::start(&system, orders, INTERVAL).await;
     (system, progress, running)
 }
 

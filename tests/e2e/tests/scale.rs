@@ -22,19 +22,12 @@ const INTERVAL: Duration = Duration::from_millis(50);
 /// (10 s), a rebalance, and the backlog.
 const BOUND: Duration = Duration::from_secs(90);
 
-type Load = tokio::task::JoinHandle<Vec<load::Placed>>;
+type Load = load::Running;
 
 /// Two instances of each service (room for a third), and a load of `orders` in the background.
 async fn start_scaled(orders: usize, options: Options) -> (ProcessSystem, Arc<AtomicUsize>, Load) {
     let system = ProcessSystem::start_with(Databases::shared().await, options).await;
-    load::stock_up(&system.gateway_url()).await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let running = tokio::spawn(load::run_load(
-        system.gateway_url(),
-        orders,
-        INTERVAL,
-        progress.clone(),
-    ));
+    let (progress, running) = load::start(&system, orders, INTERVAL).await;
     (system, progress, running)
 }
 
