@@ -23,6 +23,9 @@ use crate::{progress, purge};
 /// How long the API server may drain its connections after shutdown before they are closed.
 const API_DRAIN: Duration = Duration::from_secs(5);
 
+/// How long the relay may publish what is left after shutdown, within the process's grace.
+const RELAY_DRAIN: Duration = Duration::from_secs(8);
+
 /// The shared machinery of one service instance.
 #[derive(Clone)]
 pub struct ServiceKit {
@@ -191,13 +194,30 @@ impl ServiceKit {
                 Ok(())
             }
         };
+        tracing::info!(service = self.name, "shutdown: api stopped");
         let _ = consuming.await;
         let _ = purging.await;
+        tracing::info!(service = self.name, "shutdown: consumer and purge stopped");
         // Watching progress is not work in flight: stop it rather than wait for a read.
         watching.abort();
         stop_relay.cancel();
-        let _ = relay.await;
-        let _ = admin_server.await;
+        // The relay publishes what is left, for a bounded time: a row it has not marked
+        // published stays in the outbox, and another instance's relay (or this one's next
+        // start) publishes it; consumers drop the copy if it was delivered already.
+        let mut relay = relay;
+        if tokio::time::timeout(RELAY_DRAIN, &mut relay).await.is_err() {
+            relay.abort();
+            tracing::warn!(service = self.name, drain = ?RELAY_DRAIN, "outbox relay still publishing at shutdown: leaving the rest to the next relay");
+        }
+        tracing::info!(service = self.name, "shutdown: relay stopped");
+        // The admin endpoint drains like the API (and can hang the same way): bounded too.
+        let mut admin_server = admin_server;
+        if tokio::time::timeout(API_DRAIN, &mut admin_server)
+            .await
+            .is_err()
+        {
+            admin_server.abort();
+        }
         self.pool.close().await;
         tracing::info!(service = self.name, "stopped");
         api_result
