@@ -163,6 +163,14 @@ pub struct CommonArgs {
     pub retention: RetentionArgs,
     #[command(flatten)]
     pub progress: ProgressArgs,
+    /// Most connections the service's pool opens to its database. Every instance has its
+    /// own pool: size them so that all instances fit the server's `max_connections`.
+    #[arg(
+        long = "database-max-connections",
+        env = "ORDERFLOW_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub database_max_connections: u32,
 }
 
 /// How a service watches its consumer group's progress on every partition of its input

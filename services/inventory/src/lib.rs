@@ -42,7 +42,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(args.database_url.clone()),
+        &orderflow_db::DbSettings {
+            max_connections: args.common.database_max_connections,
+            ..orderflow_db::DbSettings::new(args.database_url.clone())
+        },
         &MIGRATOR,
     )
     .await?;

@@ -153,6 +153,7 @@ impl System {
             bus: self.bus(),
             retention: Default::default(),
             progress: Default::default(),
+            database_max_connections: 10,
         }
     }
 

@@ -590,6 +590,11 @@ impl ProcessSystem {
         if let Some(id) = instance_id {
             env.push(("ORDERFLOW_INSTANCE_ID", id.to_owned()));
         }
+        // Every instance has its own pool; two multi-instance systems at once must still fit
+        // PostgreSQL's default 100 connections (they did not with 10 per pool).
+        if SERVICES.contains(&p) {
+            env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "4".into()));
+        }
         if let Some(secs) = self.options.stall_threshold_secs {
             env.push(("ORDERFLOW_STALL_THRESHOLD_SECS", secs.to_string()));
             env.push(("ORDERFLOW_PROGRESS_INTERVAL_SECS", "1".into()));
