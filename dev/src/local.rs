@@ -87,7 +87,14 @@ pub struct UpArgs {
     pub instances: u8,
     /// Partitions of each event topic `up` creates (topics that exist keep theirs), so that
     /// several instances share the work.
-    #[arg(long, env = "ORDERFLOW_UP_PARTITIONS", default_value_t = 6)]
+    // Its own id: `bench` also takes the services' Kafka settings, whose `partitions` is
+    // `--topic-partitions`.
+    #[arg(
+        long = "partitions",
+        id = "up-partitions",
+        env = "ORDERFLOW_UP_PARTITIONS",
+        default_value_t = 6
+    )]
     pub partitions: i32,
 }
 

@@ -51,3 +51,15 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command's flags are consistent (clap checks unique ids, e.g. `bench`, which
+    /// takes both `up`'s and the services' Kafka settings).
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
