@@ -24,7 +24,10 @@ use crate::{progress, purge};
 const API_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long the relay may publish what is left after shutdown, within the process's grace.
-const RELAY_DRAIN: Duration = Duration::from_secs(8);
+const RELAY_DRAIN: Duration = Duration::from_secs(6);
+
+/// How long the consumer loop (and the purge) may finish after shutdown.
+const CONSUMER_DRAIN: Duration = Duration::from_secs(4);
 
 /// The shared machinery of one service instance.
 #[derive(Clone)]
@@ -195,8 +198,24 @@ impl ServiceKit {
             }
         };
         tracing::info!(service = self.name, "shutdown: api stopped");
-        let _ = consuming.await;
-        let _ = purging.await;
+        // The consumer finishes its batch and commits for a bounded time: an aborted batch is
+        // uncommitted, so it is delivered again (to another instance) and applied once. Seen
+        // in the scale tests: a SIGTERMed payment instance's consumer outlasted the grace.
+        let mut consuming = consuming;
+        if tokio::time::timeout(CONSUMER_DRAIN, &mut consuming)
+            .await
+            .is_err()
+        {
+            consuming.abort();
+            tracing::warn!(service = self.name, drain = ?CONSUMER_DRAIN, "consumer still busy at shutdown: its uncommitted messages go to the next owner");
+        }
+        let mut purging = purging;
+        if tokio::time::timeout(CONSUMER_DRAIN, &mut purging)
+            .await
+            .is_err()
+        {
+            purging.abort();
+        }
         tracing::info!(service = self.name, "shutdown: consumer and purge stopped");
         // Watching progress is not work in flight: stop it rather than wait for a read.
         watching.abort();
