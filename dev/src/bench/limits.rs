@@ -19,7 +19,6 @@ use orderflow_order::{OrderHandler, TransitionMetrics};
 use orderflow_payment::PaymentHandler;
 use orderflow_payment::provider::{SimulatedProvider, tokens};
 use orderflow_platform::consumer::{Applied, apply_batch};
-use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{
     Handler, KafkaArgs, MessageContext, Outbox, OutboxSignal, Relay, kafka, outbox,
 };
@@ -492,16 +491,7 @@ impl Consumer {
         let messages: Vec<(Event, MessageContext)> = published
             .iter()
             .filter(|event| topics.for_kind(event.kind()) == topic)
-            .map(|event| {
-                let ctx = MessageContext {
-                    topic: topic.to_owned(),
-                    partition: 0,
-                    offset: 0,
-                    attempt: 1,
-                    trace: TraceParent::new_root(),
-                };
-                (event.clone(), ctx)
-            })
+            .map(|event| (event.clone(), MessageContext::replayed(topic, 1)))
             .collect();
         let mut caused = Vec::with_capacity(messages.len());
         for messages in messages.chunks(batch) {

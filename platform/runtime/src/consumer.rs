@@ -138,6 +138,20 @@ pub struct MessageContext {
     pub trace: TraceParent,
 }
 
+impl MessageContext {
+    /// The context of attempt `attempt` at a message of `topic` that did not come from the
+    /// broker (a replay, a test): partition 0, offset 0, a new trace.
+    pub fn replayed(topic: &str, attempt: u32) -> Self {
+        MessageContext {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: 0,
+            attempt,
+            trace: TraceParent::new_root(),
+        }
+    }
+}
+
 /// A service's reaction to the events it consumes.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {

@@ -2,13 +2,10 @@
 //! that share SKUs at the same time, as the consumer loop applies them (`apply_batch` in one
 //! transaction each), must not deadlock.
 
-use std::time::Duration;
-
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_inventory::InventoryHandler;
 use orderflow_platform::MessageContext;
 use orderflow_platform::consumer::apply_batch;
-use orderflow_platform::trace::TraceParent;
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
@@ -42,13 +39,7 @@ fn paid(skus: &[&str]) -> Event {
 }
 
 fn ctx() -> MessageContext {
-    MessageContext {
-        topic: "payments".into(),
-        partition: 0,
-        offset: 0,
-        attempt: 1,
-        trace: TraceParent::new_root(),
-    }
+    MessageContext::replayed("payments", 1)
 }
 
 /// Applies `events` as one batch in one transaction and commits it, as the consumer loop's
@@ -71,16 +62,6 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
             Err(failure.to_string())
         }
     }
-}
-
-/// Deadlocks PostgreSQL counted in the current database.
-async fn deadlocks(pool: &PgPool) -> i64 {
-    // Backends report their statistics at most once a second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        .fetch_one(pool)
-        .await
-        .expect("read pg_stat_database")
 }
 
 /// Finding 9 of issue 11: two batches over the same SKUs in opposite orders (one instance
@@ -109,7 +90,7 @@ async fn batches_over_shared_skus_in_opposite_orders_do_not_deadlock() {
     .execute(&pool)
     .await
     .unwrap();
-    let before = deadlocks(&pool).await;
+    let before = orderflow_testkit::deadlocks(&pool).await;
 
     let mut failures = Vec::new();
     for round in 0..3 {
@@ -148,5 +129,9 @@ async fn batches_over_shared_skus_in_opposite_orders_do_not_deadlock() {
         .await
         .unwrap();
     assert_eq!(available, vec![994, 994, 991]);
-    assert_eq!(deadlocks(&pool).await - before, 0, "deadlocks detected");
+    assert_eq!(
+        orderflow_testkit::deadlocks(&pool).await - before,
+        0,
+        "deadlocks detected"
+    );
 }

@@ -3,26 +3,17 @@
 //! `inventory`, as partition assignments can fall), as the consumer loop applies them
 //! (`apply_batch` in one transaction each), must not deadlock.
 
-use std::time::Duration;
-
 use orderflow_domain::NewOrder;
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_order::{OrderHandler, Store, TransitionMetrics};
 use orderflow_platform::consumer::apply_batch;
-use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
 fn ctx() -> MessageContext {
-    MessageContext {
-        topic: "t".into(),
-        partition: 0,
-        offset: 0,
-        attempt: 1,
-        trace: TraceParent::new_root(),
-    }
+    MessageContext::replayed("t", 1)
 }
 
 fn paid(order_id: &str) -> Event {
@@ -78,16 +69,6 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
     }
 }
 
-/// Deadlocks PostgreSQL counted in the current database.
-async fn deadlocks(pool: &PgPool) -> i64 {
-    // Backends report their statistics at most once a second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        .fetch_one(pool)
-        .await
-        .expect("read pg_stat_database")
-}
-
 /// Finding 9 of issue 11: one instance applies the payments of orders x and y, another the
 /// stock results of y and x, each status change slowed inside its transaction so the two
 /// batches overlap. Every batch commits as a whole, every order completes, and PostgreSQL
@@ -137,7 +118,7 @@ async fn batches_over_the_same_orders_in_opposite_orders_do_not_deadlock() {
     .execute(&pool)
     .await
     .unwrap();
-    let before = deadlocks(&pool).await;
+    let before = orderflow_testkit::deadlocks(&pool).await;
 
     let mut failures = Vec::new();
     let mut placed = Vec::new();
@@ -168,5 +149,9 @@ async fn batches_over_the_same_orders_in_opposite_orders_do_not_deadlock() {
                 .unwrap();
         assert_eq!((status.as_str(), version), ("COMPLETED", 3), "{order_id}");
     }
-    assert_eq!(deadlocks(&pool).await - before, 0, "deadlocks detected");
+    assert_eq!(
+        orderflow_testkit::deadlocks(&pool).await - before,
+        0,
+        "deadlocks detected"
+    );
 }

@@ -13,7 +13,6 @@ use orderflow_events::{self as ev, Event, Topics};
 use orderflow_payment::PaymentHandler;
 use orderflow_payment::provider::{PaymentProvider, SimulatedProvider, tokens};
 use orderflow_platform::consumer::{Applied, apply_batch};
-use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{HandleError, MessageContext};
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
@@ -100,13 +99,7 @@ impl Bench {
         fault: impl Fn(u32) -> Fault,
     ) -> (End, u32) {
         for attempt in 1..=60 {
-            let ctx = MessageContext {
-                topic: "t".into(),
-                partition: 0,
-                offset: 0,
-                attempt,
-                trace: TraceParent::new_root(),
-            };
+            let ctx = MessageContext::replayed("t", attempt);
             let fault = fault(attempt);
             if fault == Fault::DatabaseDown {
                 continue;
@@ -362,13 +355,7 @@ async fn the_provider_budget_survives_a_restart() {
     // Three deliveries, then the process dies: every later delivery is the new process's.
     for attempt in 1..=3 {
         let mut tx = bench.pool.begin().await.unwrap();
-        let ctx = MessageContext {
-            topic: "t".into(),
-            partition: 0,
-            offset: 0,
-            attempt,
-            trace: TraceParent::new_root(),
-        };
+        let ctx = MessageContext::replayed("t", attempt);
         let result = apply_batch(
             &mut tx,
             "payment",

@@ -106,3 +106,13 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Deadlocks PostgreSQL has counted in the current database of `pool`, once the backends
+/// have reported their statistics (at most once a second).
+pub async fn deadlocks(pool: &sqlx::PgPool) -> i64 {
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("read pg_stat_database")
+}
