@@ -301,6 +301,16 @@ impl<H: Handler> ConsumerLoop<H> {
             tracing::debug!(consumer = %self.name, error = %e, "final commit");
         }
         tracing::info!(consumer = %self.name, "consumer stopped");
+        // Dropping the last handle closes the librdkafka consumer, which blocks while it
+        // leaves its group: never on an async worker (a SIGTERMed instance hung there past its
+        // grace in the scale tests), and a slow close is left to finish in the background.
+        let name = self.name.clone();
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(consumer);
+            tracing::debug!(consumer = %name, "consumer closed");
+        })
+        .await;
     }
 
     fn component(&self) -> String {
