@@ -6,6 +6,7 @@
 //! This covers partitions the instance does not own, which its own consumer lag cannot show.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -122,11 +123,24 @@ pub fn read(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionProgress>, rdkafka::error::KafkaError> {
-    let client: BaseConsumer = ClientConfig::new()
+    read_with(&reader(brokers, group)?, topics, timeout)
+}
+
+/// A client that reads `group`'s committed offsets without joining it; reusable across reads.
+pub fn reader(brokers: &str, group: &str) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .create()?;
+        .create()
+}
+
+/// [`read`] with a client made by [`reader`]. Blocking: call it from `spawn_blocking`.
+pub fn read_with(
+    client: &BaseConsumer,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<PartitionProgress>, rdkafka::error::KafkaError> {
     let mut list = TopicPartitionList::new();
     for topic in topics {
         let metadata = client.fetch_metadata(Some(topic), timeout)?;
@@ -238,6 +252,7 @@ pub async fn watch(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut detector = StallDetector::new(watch.threshold);
+    let mut client: Option<Arc<BaseConsumer>> = None;
     let mut ticks = tokio::time::interval(watch.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -245,14 +260,21 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let read_watch = watch.clone();
+        // One client for the whole watch (made at the first tick, again after a failure to
+        // make it), not a new connection to the broker every interval.
+        let client = match &client {
+            Some(client) => Arc::clone(client),
+            None => match reader(&watch.brokers, &watch.group) {
+                Ok(made) => client.insert(Arc::new(made)).clone(),
+                Err(error) => {
+                    tracing::debug!(group = %watch.group, %error, "cannot make the progress reader");
+                    continue;
+                }
+            },
+        };
+        let topics = watch.topics.clone();
         let reading = tokio::task::spawn_blocking(move || {
-            read(
-                &read_watch.brokers,
-                &read_watch.group,
-                &read_watch.topics,
-                Duration::from_secs(5),
-            )
+            read_with(&client, &topics, Duration::from_secs(5))
         });
         // A read can take a while against a slow broker (one request per partition); it
         // must never hold up a shutdown, which lets the process go within its grace period.
