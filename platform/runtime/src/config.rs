@@ -52,12 +52,13 @@ pub struct KafkaArgs {
     )]
     pub partitions: i32,
     /// Longest time a fetch waits for data. Apache Kafka and the patched local broker answer
-    /// as soon as data arrives (unpatched tansu 0.6.0 held every fetch this long); an idle
-    /// consumer fetches again after each wait, so lower costs broker CPU while idle.
+    /// as soon as data arrives (unpatched tansu 0.6.0 held every fetch this long), so a long
+    /// wait costs no latency; an idle consumer fetches again after each wait, so a short one
+    /// costs broker CPU while idle. 500 ms is Apache Kafka's default.
     #[arg(
         long = "fetch-wait-ms",
         env = "ORDERFLOW_FETCH_WAIT_MS",
-        default_value_t = 25
+        default_value_t = 500
     )]
     pub fetch_wait_ms: u32,
     /// Producer linger: how long to wait to batch messages.
@@ -825,7 +826,7 @@ mod tests {
         let kafka = &settings.component.bus.kafka;
         assert_eq!(kafka.brokers, "127.0.0.1:9092");
         assert_eq!(kafka.topic_prefix, "");
-        assert_eq!(kafka.fetch_wait_ms, 25);
+        assert_eq!(kafka.fetch_wait_ms, 500);
         assert_eq!(kafka.consumer_batch, DEFAULT_CONSUMER_BATCH);
         assert_eq!(kafka.debug_contexts(), None);
         assert_eq!(settings.component.bus.registry_url, "http://127.0.0.1:8081");

@@ -76,14 +76,14 @@ async fn bind_any() -> TcpListener {
         .expect("bind a free port")
 }
 
-/// The Kafka settings of a test system: its own topic prefix on `brokers`, one partition, the
-/// local broker's 25 ms fetch wait and the services' defaults otherwise.
+/// The Kafka settings of a test system: its own topic prefix on `brokers`, one partition and
+/// the services' defaults otherwise.
 pub fn kafka_args(brokers: String, topic_prefix: String) -> KafkaArgs {
     KafkaArgs {
         brokers,
         topic_prefix,
         partitions: 1,
-        fetch_wait_ms: 25,
+        fetch_wait_ms: 500,
         linger_ms: 2,
         group_suffix: String::new(),
         // Derived from the host and the admin port, as by default.

@@ -582,7 +582,6 @@ impl ProcessSystem {
                 self.options.partitions.to_string(),
             ),
             ("ORDERFLOW_REGISTRY_URL", self.registry_url()),
-            ("ORDERFLOW_FETCH_WAIT_MS", "25".into()),
             ("ORDERFLOW_SHUTDOWN_GRACE_SECS", "20".into()),
             ("RUST_LOG", "info".into()),
         ];
