@@ -4,16 +4,20 @@
 use std::time::Duration;
 
 use orderflow_dev::bench::limits::postgres_limit;
+use orderflow_platform::Published;
 
+/// With each way the relay can treat acknowledged outbox rows.
 #[tokio::test]
 async fn the_postgres_limit_replays_orders_that_complete_through_the_services_code() {
     let url = orderflow_testkit::admin_database_url();
     let batch = 4;
-    let limit = postgres_limit(&url, 2, Duration::from_millis(500), batch)
-        .await
-        .expect("the replay completes its orders");
-    // PlaceOrder alone, then the five consumer transactions shared by a batch.
-    assert_eq!(limit.per_order, 1.0 + 5.0 / batch as f64);
-    assert!(limit.orders_per_sec > 0.0, "{limit:?}");
-    assert_eq!(limit.name, "postgres, batches of 4");
+    for published in [Published::Deleted, Published::Kept] {
+        let limit = postgres_limit(&url, 2, Duration::from_millis(500), batch, published)
+            .await
+            .expect("the replay completes its orders");
+        // PlaceOrder alone, then the five consumer transactions shared by a batch.
+        assert_eq!(limit.per_order, 1.0 + 5.0 / batch as f64);
+        assert!(limit.orders_per_sec > 0.0, "{limit:?}");
+        assert_eq!(limit.name, "postgres, batches of 4");
+    }
 }

@@ -14,22 +14,38 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Snapshot {
     at: Instant,
     by_component: BTreeMap<String, f64>,
+    /// Resident memory per component, in MiB, summed over its processes.
+    resident_mib: BTreeMap<String, f64>,
     machine_busy: f64,
 }
 
 /// Cores used on average between two snapshots.
 #[derive(Debug, Clone, Serialize)]
 pub struct Usage {
+    /// How long the measurement lasted.
+    pub wall_secs: f64,
     /// Cores busy on the whole machine (everything, including the kernel).
     pub machine_cores: f64,
+    /// CPU seconds the whole machine spent in that time.
+    pub machine_cpu_secs: f64,
+    /// Cores used by the system itself: broker, PostgreSQL and every `orderflow serve`
+    /// component, not the load generator nor the machine's other processes.
+    pub system_cores: f64,
     /// Cores used by each component, largest first.
     pub by_component: Vec<(String, f64)>,
+    /// Resident memory of each component at the end, in MiB (PostgreSQL: all its
+    /// processes, shared buffers counted in each that touched them).
+    pub resident_mib: Vec<(String, f64)>,
 }
+
+/// Components that are not part of the system under test.
+const NOT_THE_SYSTEM: [&str; 2] = ["load generator", "other"];
 
 impl Snapshot {
     pub fn take() -> Snapshot {
         let me = std::process::id();
         let mut by_component = BTreeMap::new();
+        let mut resident_mib = BTreeMap::new();
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
                 let Some(pid) = entry
@@ -43,12 +59,15 @@ impl Snapshot {
                 else {
                     continue;
                 };
+                *resident_mib.entry(component.clone()).or_insert(0.0) +=
+                    resident_kib(pid).unwrap_or(0.0) / 1024.0;
                 *by_component.entry(component).or_insert(0.0) += seconds;
             }
         }
         Snapshot {
             at: Instant::now(),
             by_component,
+            resident_mib,
             machine_busy: machine_busy_seconds().unwrap_or(0.0),
         }
     }
@@ -64,16 +83,30 @@ impl Snapshot {
                 let before = self.by_component.get(name).copied().unwrap_or(0.0);
                 (
                     name.clone(),
-                    ((after - before).max(0.0) / wall * 100.0).round() / 100.0,
+                    ((after - before).max(0.0) / wall * 1000.0).round() / 1000.0,
                 )
             })
             .filter(|(_, cores)| *cores > 0.0)
             .collect();
         by_component.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let machine_cpu_secs = (later.machine_busy - self.machine_busy).max(0.0);
+        let system_cores = by_component
+            .iter()
+            .filter(|(name, _)| !NOT_THE_SYSTEM.contains(&name.as_str()))
+            .map(|(_, cores)| cores)
+            .sum::<f64>();
         Usage {
-            machine_cores: ((later.machine_busy - self.machine_busy) / wall * 100.0).round()
-                / 100.0,
+            wall_secs: wall,
+            machine_cores: (machine_cpu_secs / wall * 100.0).round() / 100.0,
+            machine_cpu_secs,
+            system_cores: (system_cores * 1000.0).round() / 1000.0,
             by_component,
+            resident_mib: later
+                .resident_mib
+                .iter()
+                .filter(|(name, _)| name.as_str() != "other")
+                .map(|(name, mib)| (name.clone(), mib.round()))
+                .collect(),
         }
     }
 }
@@ -88,6 +121,13 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// Resident memory of process `pid` (`VmRSS`), in KiB.
+fn resident_kib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Which part of the system process `pid` is: the broker, PostgreSQL, one of the

@@ -20,7 +20,7 @@ use orderflow_payment::PaymentHandler;
 use orderflow_payment::provider::{SimulatedProvider, tokens};
 use orderflow_platform::consumer::{Applied, apply_batch};
 use orderflow_platform::{
-    Handler, KafkaArgs, MessageContext, Outbox, OutboxSignal, Relay, kafka, outbox,
+    Handler, KafkaArgs, MessageContext, Outbox, OutboxSignal, Published, Relay, kafka, outbox,
 };
 use orderflow_proto::v1 as pb;
 use rdkafka::consumer::Consumer as _;
@@ -357,6 +357,7 @@ pub async fn postgres_limit(
     concurrency: usize,
     duration: Duration,
     batch: usize,
+    published: Published,
 ) -> anyhow::Result<Limit> {
     anyhow::ensure!(
         concurrency > 0 && concurrency <= SKUS && batch > 0,
@@ -372,7 +373,7 @@ pub async fn postgres_limit(
         let services = Services::create(&admin, &names, concurrency).await?;
         let measured = async {
             let settings = Durability::read(&services.order.db.pool).await?;
-            let run = replay(&services, concurrency, duration, batch).await?;
+            let run = replay(&services, concurrency, duration, batch, published).await?;
             anyhow::Ok((settings, run))
         }
         .await;
@@ -403,7 +404,7 @@ pub async fn postgres_limit(
          (the order service's store, each consumer's handler in the consumer loop's batch transaction), \
          {batching}, {per_order:.2} transactions per order ({transactions_list}), one line each over {SKUS} SKUs round-robin (each worker its own), \
          on three fresh databases with the services' migrations; beside them one outbox relay per database \
-         (woken in-process after each commit, up to {relay_batch} rows per transaction, no Kafka round trip): {relay} relay \
+         (woken in-process after each commit, up to {relay_batch} rows per transaction, no Kafka round trip, acknowledged rows {acknowledged}): {relay} relay \
          transactions of {rows_per_relay:.1} rows on average, not counted in transactions/s; \
          fsync={fsync}, synchronous_commit={sync}, PostgreSQL {version}",
         transactions_list = ORDER_TRANSACTIONS.join(", "),
@@ -415,6 +416,10 @@ pub async fn postgres_limit(
             )
         },
         relay_batch = Relay::BATCH_SIZE,
+        acknowledged = match published {
+            Published::Deleted => "deleted",
+            Published::Kept => "marked published",
+        },
         relay = run.relay_transactions,
         fsync = settings.fsync,
         sync = settings.synchronous_commit,
@@ -682,11 +687,12 @@ async fn replay(
     concurrency: usize,
     duration: Duration,
     batch: usize,
+    published: Published,
 ) -> anyhow::Result<Replay> {
     let stop = CancellationToken::new();
     let mut relays = JoinSet::new();
     for db in services.databases() {
-        relays.spawn(relay(db.clone(), stop.clone()));
+        relays.spawn(relay(db.clone(), published, stop.clone()));
     }
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -746,15 +752,19 @@ async fn replay(
 /// writers' [`OutboxSignal`] (or the relay's poll), it publishes up to [`Relay::BATCH_SIZE`]
 /// rows per transaction, and counts the backlog after a full batch, with the relay's
 /// statements. Returns (transactions that published rows, rows).
-async fn relay(db: Db, stop: CancellationToken) -> anyhow::Result<(u64, u64)> {
+async fn relay(
+    db: Db,
+    published: Published,
+    stop: CancellationToken,
+) -> anyhow::Result<(u64, u64)> {
     let (mut transactions, mut rows) = (0u64, 0u64);
     loop {
-        let published = relay_batch(&db.pool).await?;
-        if published > 0 {
+        let acknowledged = relay_batch(&db.pool, published).await?;
+        if acknowledged > 0 {
             transactions += 1;
-            rows += published as u64;
+            rows += acknowledged as u64;
         }
-        if published as i64 == Relay::BATCH_SIZE {
+        if acknowledged as i64 == Relay::BATCH_SIZE {
             Outbox::backlog(&db.pool).await?;
             continue;
         }
@@ -768,15 +778,15 @@ async fn relay(db: Db, stop: CancellationToken) -> anyhow::Result<(u64, u64)> {
 }
 
 /// One transaction of `Relay::publish_batch` with every row acknowledged at once: the rows
-/// are locked and read, then marked published.
-async fn relay_batch(pool: &PgPool) -> anyhow::Result<usize> {
+/// are locked and read, then deleted or marked published as `published` says.
+async fn relay_batch(pool: &PgPool, published: Published) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let rows = Outbox::lock_unpublished(&mut tx, Relay::BATCH_SIZE).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-    Outbox::mark_published(&mut tx, &ids).await?;
+    Outbox::acknowledged(&mut tx, &ids, published).await?;
     tx.commit().await?;
     Ok(ids.len())
 }

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use orderflow_platform::KafkaArgs;
+use orderflow_platform::config::{DEFAULT_OUTBOX_RETENTION, parse_duration};
+use orderflow_platform::{KafkaArgs, Published};
 use serde::Serialize;
 
 #[derive(Args)]
@@ -66,6 +67,17 @@ pub struct BenchArgs {
     /// Use the system as it is: do not run `up` first.
     #[arg(long)]
     pub no_up: bool,
+    /// The services' outbox retention, as `up` starts them (the same flag and variable): the
+    /// PostgreSQL limit's relay deletes acknowledged rows (`0s`) or marks them published, as
+    /// the services do.
+    #[arg(
+        long = "outbox-retention",
+        env = "ORDERFLOW_OUTBOX_RETENTION",
+        default_value = DEFAULT_OUTBOX_RETENTION,
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub outbox_retention: Duration,
     #[command(flatten)]
     pub up: crate::local::UpArgs,
     #[command(flatten)]
@@ -118,6 +130,20 @@ struct Report {
     max_sustained_per_sec: Option<f64>,
     /// orderflow's best achieved rate as a fraction of the tighter limit.
     fraction_of_limit: Option<f64>,
+    /// What the system costs with no load at all, after the warm-up.
+    idle: Option<cpu::Usage>,
+}
+
+/// How long the idle measurement lasts, after a pause for the warm-up's work to drain.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The CPU the system uses while nothing is offered.
+async fn idle_usage() -> cpu::Usage {
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let before = cpu::Snapshot::take();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    before.usage_until(&cpu::Snapshot::take())
 }
 
 fn sustained(run: &runs::RunResult) -> bool {
@@ -168,6 +194,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         ("producer".to_owned(), "idempotent, acks=all".to_owned()),
         (
+            "outbox rows once acknowledged".to_owned(),
+            match Published::for_retention(args.outbox_retention) {
+                Published::Deleted => "deleted".to_owned(),
+                Published::Kept => {
+                    format!("marked published, purged after {:?}", args.outbox_retention)
+                }
+            },
+        ),
+        (
             "gateway connections".to_owned(),
             args.connections.to_string(),
         ),
@@ -191,11 +226,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "measuring PostgreSQL's limit for the per-order write pattern (consumer batches of {batch}) ..."
         );
         let ten_seconds = Duration::from_secs(10);
-        limits.push(limits::postgres_limit(&args.postgres, 8, ten_seconds, batch).await?);
+        let published = Published::for_retention(args.outbox_retention);
+        limits
+            .push(limits::postgres_limit(&args.postgres, 8, ten_seconds, batch, published).await?);
         if batch > 1 {
             eprintln!("measuring it again with one transaction per message, for comparison ...");
             limits.push(
-                limits::postgres_limit(&args.postgres, 8, ten_seconds, 1)
+                limits::postgres_limit(&args.postgres, 8, ten_seconds, 1, published)
                     .await?
                     .for_comparison(),
             );
@@ -214,6 +251,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     // A short warm-up, not reported: connections, schema ids and consumer groups settle.
     runs::run("warm-up", &gateway, &skus, 50.0, Duration::from_secs(2)).await?;
+    eprintln!(
+        "idle: the system's CPU with nothing offered, for {}s ...",
+        IDLE_WINDOW.as_secs()
+    );
+    let idle = Some(idle_usage().await);
     eprintln!(
         "fixed rate: {} orders/s for {}s ...",
         args.rate, args.seconds
@@ -270,6 +312,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         runs,
         max_sustained_per_sec: max_sustained,
         fraction_of_limit: fraction,
+        idle,
     };
     print_table(&report);
     if let Some(dir) = args.out.parent() {
@@ -352,11 +395,41 @@ fn print_table(report: &Report) {
             .map(|(name, cores)| format!("{name} {cores:.2}"))
             .collect();
         println!(
-            "    CPU cores: machine {:.2} of {}; {}",
+            "    CPU cores: machine {:.2} of {}{}; {}",
             r.cpu.machine_cores,
             report.machine.cores,
+            r.machine_cpu_ms_per_order
+                .map(|ms| format!(" ({ms:.2} ms of machine CPU per completed order)"))
+                .unwrap_or_default(),
             by_component.join(", ")
         );
+        let resident: Vec<String> = r
+            .cpu
+            .resident_mib
+            .iter()
+            .map(|(name, mib)| format!("{name} {mib:.0}"))
+            .collect();
+        println!("    resident MiB at the end: {}", resident.join(", "));
+    }
+    if let Some(idle) = &report.idle {
+        let by_component: Vec<String> = idle
+            .by_component
+            .iter()
+            .map(|(name, cores)| format!("{name} {cores:.3}"))
+            .collect();
+        println!(
+            "\nidle ({:.0} s, nothing offered): the system {:.3} cores, machine {:.2}; {}",
+            idle.wall_secs,
+            idle.system_cores,
+            idle.machine_cores,
+            by_component.join(", ")
+        );
+        let resident: Vec<String> = idle
+            .resident_mib
+            .iter()
+            .map(|(name, mib)| format!("{name} {mib:.0}"))
+            .collect();
+        println!("  resident MiB while idle: {}", resident.join(", "));
     }
     if let Some(max) = report.max_sustained_per_sec {
         println!("\nhighest sustained rate: {max} orders/s");

@@ -31,6 +31,8 @@ pub struct RunResult {
     pub correctness: String,
     /// Cores each component used on average while the run offered load and drained.
     pub cpu: super::cpu::Usage,
+    /// The whole machine's CPU time in that window per completed order, in milliseconds.
+    pub machine_cpu_ms_per_order: Option<f64>,
 }
 
 /// The bench SKUs of one run: orders are spread round-robin so one hot stock row does not
@@ -119,6 +121,8 @@ pub async fn run(
         time_to_terminal: Percentiles::of(results.iter().filter_map(|r| r.terminal).collect()),
         correct: all_completed && stock_ok,
         correctness,
+        machine_cpu_ms_per_order: (completed > 0)
+            .then(|| cpu.machine_cpu_secs * 1000.0 / completed as f64),
         cpu,
     })
 }

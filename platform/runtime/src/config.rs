@@ -235,7 +235,8 @@ impl<T: Args> ServeArgs<T> {
     }
 }
 
-const DEFAULT_OUTBOX_RETENTION: &str = "24h";
+/// `--outbox-retention`'s default: acknowledged rows are deleted at once.
+pub const DEFAULT_OUTBOX_RETENTION: &str = "0s";
 /// Kafka's default `log.retention.hours` (168).
 const DEFAULT_BROKER_RETENTION: &str = "7d";
 const DEFAULT_DEDUP_RETENTION: &str = DEFAULT_BROKER_RETENTION;
@@ -253,7 +254,8 @@ const DEFAULT_PURGE_BATCH: i64 = 10_000;
 /// purging a record while its event can still arrive would apply the event twice.
 #[derive(Debug, Clone, Args)]
 pub struct RetentionArgs {
-    /// How long published outbox rows are kept (e.g. `24h`, `30m`, `7d`). Unpublished rows
+    /// How long published outbox rows are kept (e.g. `24h`, `30m`, `7d`); `0s`, the
+    /// default, deletes each row as soon as the broker has acknowledged it. Unpublished rows
     /// are never purged, whatever their age.
     #[arg(
         long = "outbox-retention",
@@ -783,7 +785,11 @@ mod tests {
     #[test]
     fn flags_set_every_retention_setting() {
         let defaults = RetentionArgs::default();
-        assert_eq!(defaults.outbox, Duration::from_secs(24 * 3600));
+        assert_eq!(
+            defaults.outbox,
+            Duration::ZERO,
+            "acknowledged rows are deleted at once"
+        );
         assert_eq!(defaults.dedup, Duration::from_secs(7 * 86_400));
         assert_eq!(defaults.broker, defaults.dedup);
         assert_eq!(defaults.purge_interval, Duration::from_secs(300));

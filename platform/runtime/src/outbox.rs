@@ -1,7 +1,7 @@
 //! The transactional outbox. A service writes its state change and the events it causes in
 //! one PostgreSQL transaction ([`Outbox::insert`]); the [`Relay`] publishes the rows in id
-//! order with an idempotent producer and marks them published only once the broker has
-//! acknowledged them. A crash between the two publishes a row again, never loses it;
+//! order with an idempotent producer and deletes them (or marks them published, with an
+//! outbox retention) only once the broker has acknowledged them. A crash between the two publishes a row again, never loses it;
 //! consumers deduplicate on the event id.
 //!
 //! A row that can never be published (its payload is not an event, or the registry refuses
@@ -152,11 +152,18 @@ impl Outbox {
         .collect()
     }
 
-    /// Marks the rows `ids` (ascending, as [`Outbox::lock_unpublished`] returns them)
-    /// published in `tx`.
-    pub async fn mark_published(
+    /// Records in `tx` that the broker acknowledged the rows `ids` (ascending, as
+    /// [`Outbox::lock_unpublished`] returns them): deletes them, or, when `keep` is
+    /// [`Published::Kept`], marks them published for the retention purge to delete later.
+    ///
+    /// Deleting is the default (`--outbox-retention 0s`) because it writes least: a delete
+    /// sets one field of each row, while marking writes a new version of the row and an
+    /// entry in each of its indexes, and the purge then deletes it anyway
+    /// (docs/performance.md). The broker's topic is the record of what was published.
+    pub async fn acknowledged(
         tx: &mut Transaction<'_, Postgres>,
         ids: &[i64],
+        keep: Published,
     ) -> Result<(), sqlx::Error> {
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
             return Ok(());
@@ -164,15 +171,19 @@ impl Outbox {
         // The id range keeps the plan an index range scan: with `= ANY` alone and the
         // table's statistics behind its growth, PostgreSQL chose sequential scans of the
         // whole outbox under load (docs/performance.md).
-        sqlx::query(
-            "UPDATE outbox SET published_at = now()
-             WHERE id BETWEEN $2 AND $3 AND id = ANY($1)",
-        )
-        .bind(ids)
-        .bind(first)
-        .bind(last)
-        .execute(&mut **tx)
-        .await?;
+        let statement = match keep {
+            Published::Deleted => "DELETE FROM outbox WHERE id BETWEEN $2 AND $3 AND id = ANY($1)",
+            Published::Kept => {
+                "UPDATE outbox SET published_at = now()
+                 WHERE id BETWEEN $2 AND $3 AND id = ANY($1)"
+            }
+        };
+        sqlx::query(statement)
+            .bind(ids)
+            .bind(first)
+            .bind(last)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -225,6 +236,26 @@ impl Outbox {
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             .fetch_one(pool)
             .await
+    }
+}
+
+/// What becomes of an outbox row once the broker has acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Deleted at once (`--outbox-retention 0s`, the default).
+    Deleted,
+    /// Marked published and deleted by the retention purge once it is older than the
+    /// outbox retention.
+    Kept,
+}
+
+impl Published {
+    /// What `--outbox-retention` asks for.
+    pub fn for_retention(outbox_retention: Duration) -> Self {
+        match outbox_retention.is_zero() {
+            true => Published::Deleted,
+            false => Published::Kept,
+        }
     }
 }
 
@@ -284,6 +315,7 @@ pub struct Relay {
     health: Health,
     metrics: RelayMetrics,
     signal: OutboxSignal,
+    published: Published,
     batch_size: i64,
 }
 
@@ -308,8 +340,16 @@ impl Relay {
             health,
             metrics,
             signal,
+            published: Published::Deleted,
             batch_size: Self::BATCH_SIZE,
         }
+    }
+
+    /// What the relay does with the rows the broker acknowledged: deletes them (the
+    /// default), or keeps them marked published for the retention purge.
+    pub fn acknowledged_rows(mut self, published: Published) -> Self {
+        self.published = published;
+        self
     }
 
     /// Runs until `shutdown`, then drains the outbox (bounded by the caller's grace period).
@@ -479,7 +519,7 @@ impl Relay {
             .take_while(|(_, r)| r.is_ok())
             .map(|((row, _), _)| row.id)
             .collect();
-        Outbox::mark_published(&mut tx, &acknowledged).await?;
+        Outbox::acknowledged(&mut tx, &acknowledged, self.published).await?;
         tx.commit().await?;
         for (row, _) in &sending[..acknowledged.len()] {
             self.metrics.produced(&row.topic);

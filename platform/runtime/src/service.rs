@@ -17,7 +17,7 @@ use crate::consumer::{ConsumerLoop, Handler, dead_letter_topic};
 use crate::health::Health;
 use crate::kafka;
 use crate::metrics::{Metrics, PipelineMetrics};
-use crate::outbox::{OutboxSignal, Relay};
+use crate::outbox::{OutboxSignal, Published, Relay};
 use crate::{progress, purge};
 
 /// How long the API server may drain its connections after shutdown before they are closed.
@@ -94,6 +94,7 @@ impl ServiceKit {
             self.pipeline.relay(&self.topics.all()),
             self.outbox_signal.clone(),
         )
+        .acknowledged_rows(Published::for_retention(self.common.retention.outbox))
     }
 
     /// A consumer loop over `topics`, in this service's group, with its dead-letter topics

@@ -15,7 +15,7 @@ use orderflow_platform::kafka::{self, Producer};
 use orderflow_platform::metrics::{Metrics, PipelineMetrics};
 use orderflow_platform::migrations::with_platform;
 use orderflow_platform::trace::TraceParent;
-use orderflow_platform::{KafkaArgs, Outbox, OutboxSignal, Relay};
+use orderflow_platform::{KafkaArgs, Outbox, OutboxSignal, Published, Relay};
 use orderflow_testkit::{TestDatabase, wait_for};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -52,7 +52,7 @@ fn kafka_args() -> KafkaArgs {
             .expect("ORDERFLOW_TEST_BROKER: the address of the test broker"),
         topic_prefix: format!("t{}-", orderflow_testkit::unique_suffix()),
         partitions: 1,
-        fetch_wait_ms: 25,
+        fetch_wait_ms: 500,
         linger_ms: 2,
         group_suffix: String::new(),
         instance_id: String::new(),
@@ -344,4 +344,78 @@ async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
     .await;
     stop.cancel();
     relay.await.unwrap();
+}
+
+/// An order database and its own topics, made for one test.
+async fn order_database_and_topics(name: &str) -> (TestDatabase, PgPool, KafkaArgs, Topics) {
+    let db = TestDatabase::create(name).await;
+    let pool = orderflow_db::connect_and_migrate(
+        &orderflow_db::DbSettings::new(db.url()),
+        &ORDER_MIGRATIONS,
+    )
+    .await
+    .expect("order database");
+    let kafka = kafka_args();
+    let topics = kafka.topics();
+    let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
+    kafka::ensure_topics(&kafka, &names).await.unwrap();
+    (db, pool, kafka, topics)
+}
+
+/// The relay deletes what the broker acknowledged (the default, `--outbox-retention 0s`), or
+/// keeps it marked published for the purge (a longer retention); unpublished rows stay either
+/// way, and nothing is published twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_rows_are_deleted_or_kept_as_the_retention_says() {
+    for published in [Published::Deleted, Published::Kept] {
+        let (_db, pool, kafka, topics) = order_database_and_topics("outbox_ack").await;
+        let relay = Relay::new(
+            pool.clone(),
+            Producer::new(&kafka).unwrap(),
+            Arc::new(EventCodec::with_resolver(FixedResolver::new())),
+            topics.clone(),
+            Health::new(),
+            PipelineMetrics::register(&Metrics::new()).relay(&topics.all()),
+            OutboxSignal::default(),
+        )
+        .acknowledged_rows(published);
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(relay.run(stop.clone()));
+        let ids = insert(
+            &pool,
+            &topics,
+            &[status("A", 1), status("B", 1), status("A", 2)],
+        )
+        .await;
+
+        let mut statuses = Reader::new(&kafka, &topics.order_status);
+        let key = |k: &str, v: i64| (k.to_owned(), v);
+        assert_eq!(
+            statuses.read(3, Duration::from_secs(20)).await,
+            [key("A", 1), key("B", 1), key("A", 2)],
+            "{published:?}"
+        );
+        let rows = |pool: PgPool| async move {
+            sqlx::query_as::<_, (i64, bool)>(
+                "SELECT id, published_at IS NOT NULL FROM outbox ORDER BY id",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        };
+        let expected: Vec<(i64, bool)> = match published {
+            Published::Deleted => vec![],
+            Published::Kept => ids.iter().map(|id| (*id, true)).collect(),
+        };
+        wait_for("the acknowledged rows", Duration::from_secs(10), || {
+            let pool = pool.clone();
+            let expected = expected.clone();
+            async move { (rows(pool).await == expected).then_some(()) }
+        })
+        .await;
+        stop.cancel();
+        relay.await.unwrap();
+        // Nothing more was published: each event went out once.
+        assert_eq!(statuses.read(4, Duration::from_secs(2)).await.len(), 3);
+    }
 }
