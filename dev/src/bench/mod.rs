@@ -48,8 +48,10 @@ pub struct BenchArgs {
     /// Skip measuring the broker's and PostgreSQL's limits.
     #[arg(long)]
     pub no_limits: bool,
-    /// Gateway connections the load is spread over.
-    #[arg(long, default_value_t = 8)]
+    /// Gateway connections the load is spread over. Each order is watched to its end on one
+    /// of them, and the gateway allows 100 open WatchOrder streams per connection by default:
+    /// 32 connections keep 3,200 orders in flight, enough for a saturated step.
+    #[arg(long, default_value_t = 32)]
     pub connections: usize,
     /// SKUs the orders are spread over (round-robin).
     #[arg(long, default_value_t = 50)]
