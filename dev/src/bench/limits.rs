@@ -416,10 +416,7 @@ pub async fn postgres_limit(
             )
         },
         relay_batch = Relay::BATCH_SIZE,
-        acknowledged = match published {
-            Published::Deleted => "deleted",
-            Published::Kept => "marked published",
-        },
+        acknowledged = published,
         relay = run.relay_transactions,
         fsync = settings.fsync,
         sync = settings.synchronous_commit,

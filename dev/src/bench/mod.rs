@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use orderflow_platform::config::{DEFAULT_OUTBOX_RETENTION, parse_duration};
-use orderflow_platform::{KafkaArgs, Published};
+use orderflow_platform::{KafkaArgs, Published, RetentionArgs};
 use serde::Serialize;
 
 #[derive(Args)]
@@ -69,17 +68,10 @@ pub struct BenchArgs {
     /// Use the system as it is: do not run `up` first.
     #[arg(long)]
     pub no_up: bool,
-    /// The services' outbox retention, as `up` starts them (the same flag and variable): the
-    /// PostgreSQL limit's relay deletes acknowledged rows (`0s`) or marks them published, as
-    /// the services do.
-    #[arg(
-        long = "outbox-retention",
-        env = "ORDERFLOW_OUTBOX_RETENTION",
-        default_value = DEFAULT_OUTBOX_RETENTION,
-        value_name = "DURATION",
-        value_parser = parse_duration
-    )]
-    pub outbox_retention: Duration,
+    /// The services' retention settings, as `up` starts them (the same flags and variables):
+    /// the PostgreSQL limit's relay treats acknowledged outbox rows as the services do.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     #[command(flatten)]
     pub up: crate::local::UpArgs,
     #[command(flatten)]
@@ -197,11 +189,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ("producer".to_owned(), "idempotent, acks=all".to_owned()),
         (
             "outbox rows once acknowledged".to_owned(),
-            match Published::for_retention(args.outbox_retention) {
-                Published::Deleted => "deleted".to_owned(),
-                Published::Kept => {
-                    format!("marked published, purged after {:?}", args.outbox_retention)
-                }
+            match Published::for_retention(args.retention.outbox) {
+                Published::Deleted => Published::Deleted.to_string(),
+                Published::Kept => format!(
+                    "{}, purged after {:?}",
+                    Published::Kept,
+                    args.retention.outbox
+                ),
             },
         ),
         (
@@ -228,7 +222,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "measuring PostgreSQL's limit for the per-order write pattern (consumer batches of {batch}) ..."
         );
         let ten_seconds = Duration::from_secs(10);
-        let published = Published::for_retention(args.outbox_retention);
+        let published = Published::for_retention(args.retention.outbox);
         limits
             .push(limits::postgres_limit(&args.postgres, 8, ten_seconds, batch, published).await?);
         if batch > 1 {
@@ -334,6 +328,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// "name value, name value, …" with `decimals` decimals.
+fn per_component(figures: &[(String, f64)], decimals: usize) -> String {
+    figures
+        .iter()
+        .map(|(name, value)| format!("{name} {value:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print_table(report: &Report) {
     let m = &report.machine;
     println!(
@@ -390,12 +393,6 @@ fn print_table(report: &Report) {
         for e in &r.first_errors {
             println!("    error: {e}");
         }
-        let by_component: Vec<String> = r
-            .cpu
-            .by_component
-            .iter()
-            .map(|(name, cores)| format!("{name} {cores:.2}"))
-            .collect();
         println!(
             "    CPU cores: machine {:.2} of {}{}; {}",
             r.cpu.machine_cores,
@@ -403,35 +400,25 @@ fn print_table(report: &Report) {
             r.machine_cpu_ms_per_order
                 .map(|ms| format!(" ({ms:.2} ms of machine CPU per completed order)"))
                 .unwrap_or_default(),
-            by_component.join(", ")
+            per_component(&r.cpu.by_component, 2)
         );
-        let resident: Vec<String> = r
-            .cpu
-            .resident_mib
-            .iter()
-            .map(|(name, mib)| format!("{name} {mib:.0}"))
-            .collect();
-        println!("    resident MiB at the end: {}", resident.join(", "));
+        println!(
+            "    resident MiB at the end: {}",
+            per_component(&r.cpu.resident_mib, 0)
+        );
     }
     if let Some(idle) = &report.idle {
-        let by_component: Vec<String> = idle
-            .by_component
-            .iter()
-            .map(|(name, cores)| format!("{name} {cores:.3}"))
-            .collect();
         println!(
             "\nidle ({:.0} s, nothing offered): the system {:.3} cores, machine {:.2}; {}",
             idle.wall_secs,
             idle.system_cores,
             idle.machine_cores,
-            by_component.join(", ")
+            per_component(&idle.by_component, 3)
         );
-        let resident: Vec<String> = idle
-            .resident_mib
-            .iter()
-            .map(|(name, mib)| format!("{name} {mib:.0}"))
-            .collect();
-        println!("  resident MiB while idle: {}", resident.join(", "));
+        println!(
+            "  resident MiB while idle: {}",
+            per_component(&idle.resident_mib, 0)
+        );
     }
     if let Some(max) = report.max_sustained_per_sec {
         println!("\nhighest sustained rate: {max} orders/s");

@@ -236,7 +236,7 @@ impl<T: Args> ServeArgs<T> {
 }
 
 /// `--outbox-retention`'s default: acknowledged rows are deleted at once.
-pub const DEFAULT_OUTBOX_RETENTION: &str = "0s";
+const DEFAULT_OUTBOX_RETENTION: &str = "0s";
 /// Kafka's default `log.retention.hours` (168).
 const DEFAULT_BROKER_RETENTION: &str = "7d";
 const DEFAULT_DEDUP_RETENTION: &str = DEFAULT_BROKER_RETENTION;

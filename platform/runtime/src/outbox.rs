@@ -1,8 +1,8 @@
 //! The transactional outbox. A service writes its state change and the events it causes in
 //! one PostgreSQL transaction ([`Outbox::insert`]); the [`Relay`] publishes the rows in id
 //! order with an idempotent producer and deletes them (or marks them published, with an
-//! outbox retention) only once the broker has acknowledged them. A crash between the two publishes a row again, never loses it;
-//! consumers deduplicate on the event id.
+//! outbox retention) only once the broker has acknowledged them. A crash between the two
+//! publishes a row again, never loses it; consumers deduplicate on the event id.
 //!
 //! A row that can never be published (its payload is not an event, or the registry refuses
 //! its encoding for good) is set aside in `outbox_quarantine` with the reason, counted, and
@@ -247,6 +247,15 @@ pub enum Published {
     /// Marked published and deleted by the retention purge once it is older than the
     /// outbox retention.
     Kept,
+}
+
+impl std::fmt::Display for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Published::Deleted => "deleted",
+            Published::Kept => "marked published",
+        })
+    }
 }
 
 impl Published {

@@ -181,10 +181,9 @@ fn sample(text: &str, line_start: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(line_start)?.trim().parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
-    orderflow_platform::telemetry::init("outbox-test", Default::default());
-    let db = TestDatabase::create("outbox").await;
+/// An order database and its own topics, made for one test.
+async fn order_database_and_topics(name: &str) -> (TestDatabase, PgPool, KafkaArgs, Topics) {
+    let db = TestDatabase::create(name).await;
     let pool = orderflow_db::connect_and_migrate(
         &orderflow_db::DbSettings::new(db.url()),
         &ORDER_MIGRATIONS,
@@ -193,16 +192,15 @@ async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
     .expect("order database");
     let kafka = kafka_args();
     let topics = kafka.topics();
-    kafka::ensure_topics(
-        &kafka,
-        &topics
-            .all()
-            .iter()
-            .map(|t| t.to_string())
-            .collect::<Vec<_>>(),
-    )
-    .await
-    .unwrap();
+    let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
+    kafka::ensure_topics(&kafka, &names).await.unwrap();
+    (db, pool, kafka, topics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
+    orderflow_platform::telemetry::init("outbox-test", Default::default());
+    let (_db, pool, kafka, topics) = order_database_and_topics("outbox").await;
 
     // In id order. A: published, then a row that is no event, then A's next change, which
     // must wait behind it. C: a refund whose schema the registry refuses for good, then C's
@@ -344,22 +342,6 @@ async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
     .await;
     stop.cancel();
     relay.await.unwrap();
-}
-
-/// An order database and its own topics, made for one test.
-async fn order_database_and_topics(name: &str) -> (TestDatabase, PgPool, KafkaArgs, Topics) {
-    let db = TestDatabase::create(name).await;
-    let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(db.url()),
-        &ORDER_MIGRATIONS,
-    )
-    .await
-    .expect("order database");
-    let kafka = kafka_args();
-    let topics = kafka.topics();
-    let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
-    kafka::ensure_topics(&kafka, &names).await.unwrap();
-    (db, pool, kafka, topics)
 }
 
 /// The relay deletes what the broker acknowledged (the default, `--outbox-retention 0s`), or

@@ -215,6 +215,29 @@ async fn a_second_process_with_the_same_instance_id_fences_the_first() {
     .await;
 }
 
+/// A consumer of `topic` in `group` whose fetches wait up to `wait_ms` for data, and a
+/// producer that sends each record at once.
+fn waiting_consumer_and_producer(
+    topic: &str,
+    group: &str,
+    wait_ms: u64,
+) -> (StreamConsumer, FutureProducer) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", test_broker())
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", wait_ms.to_string())
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", test_broker())
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    (consumer, producer)
+}
+
 /// A fetch is answered as soon as a record is there, not after the consumer's whole
 /// `fetch.wait.max.ms` (tansu 0.6.0 held every fetch that long, which bounded each hop of an
 /// order at the wait).
@@ -222,19 +245,7 @@ async fn a_second_process_with_the_same_instance_id_fences_the_first() {
 async fn a_fetch_is_answered_when_a_record_arrives() {
     const WAIT_MS: u64 = 3_000;
     let (topic, group) = topic_and_group(1).await;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", test_broker())
-        .set("group.id", &group)
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", WAIT_MS.to_string())
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", test_broker())
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
+    let (consumer, producer) = waiting_consumer_and_producer(&topic, &group, WAIT_MS);
     let mut latencies = BTreeMap::new();
     for i in 0..5 {
         // Let the consumer settle into waiting on an empty partition first.
@@ -269,19 +280,7 @@ async fn a_fetch_is_answered_when_a_record_arrives() {
 async fn a_waiting_fetch_is_woken_by_the_append() {
     const RECORDS: usize = 15;
     let (topic, group) = topic_and_group(1).await;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", test_broker())
-        .set("group.id", &group)
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "3000")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", test_broker())
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
+    let (consumer, producer) = waiting_consumer_and_producer(&topic, &group, 3_000);
     let mut latencies = Vec::with_capacity(RECORDS);
     for i in 0..RECORDS {
         // Let the consumer settle into a waiting fetch first; the uneven gaps keep the
