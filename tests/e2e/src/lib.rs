@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use orderflow_platform::{CommonArgs, EventBusArgs, KafkaArgs};
+use orderflow_platform::{CommonArgs, EventBusArgs, KafkaArgs, RetentionArgs};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
@@ -151,7 +151,14 @@ impl System {
     fn common(&self) -> CommonArgs {
         CommonArgs {
             bus: self.bus(),
-            retention: Default::default(),
+            // Published outbox rows are kept, unlike the default: tests here read them back
+            // (one OrderCreated per idempotent PlaceOrder) and copy them to deliver an event
+            // twice. The process-based fault and scale suites run the default, which deletes
+            // each row once the broker acknowledges it.
+            retention: RetentionArgs {
+                outbox: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            },
             progress: Default::default(),
             database_max_connections: 10,
         }
