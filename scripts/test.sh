@@ -61,7 +61,9 @@ say "compose file (validated offline; no Docker engine runs here)"
 if ! command -v docker-compose >/dev/null 2>&1; then
   apt-get install -y -qq docker-compose >/dev/null 2>&1 || sudo apt-get install -y -qq docker-compose >/dev/null
 fi
-docker-compose -f compose/docker-compose.yml config -q
+# The gateway's identity-provider settings are required; any values validate the file.
+ORDERFLOW_JWKS_URL=https://idp.example/.well-known/jwks.json ORDERFLOW_JWT_ISSUER=https://idp.example/ \
+  docker-compose -f compose/docker-compose.yml config -q
 say "alert rules (promtool check and unit tests)"
 if ! command -v promtool >/dev/null 2>&1; then
   # Debian's prometheus package ships promtool; its service is not started here.

@@ -1,10 +1,11 @@
 //! `orderflow`: the production binary. `serve <component>` runs one component (what a
 //! container, a unit file or `orderflow-dev up` starts); `schema` is the schema-evolution
-//! gate; `dlq` inspects and redrives dead letters. Development tooling (up, down, status,
-//! demo, bench) is the `orderflow-dev` binary's (dev/).
+//! gate; `dlq` inspects and redrives dead letters; `token` signs a bearer token. Development
+//! tooling (up, down, status, demo, bench) is the `orderflow-dev` binary's (dev/).
 
 mod dlq;
 mod schema;
+mod token;
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -38,6 +39,8 @@ enum Command {
     /// Dead letters: list the topics, show their messages, redrive them once fixed.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Print a bearer token for a customer, signed with the development key (or --signing-key).
+    Token(token::TokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -91,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(component) => serve(component).await,
         Command::Schema(command) => schema::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
+        Command::Token(args) => token::run(args),
     }
 }
 

@@ -1,11 +1,14 @@
 //! `orderflow demo`: the seed scenario against a running gateway. A SKU gets 10 units; an
 //! approved order of 3 completes (stock 7), a declined order fails (stock still 7), an
 //! approved order of 8 is out of stock and refunded (stock still 7). Every stream is printed;
-//! the command fails if any outcome differs.
+//! the command fails if any outcome differs. It acts as a customer and as an operator with
+//! tokens signed by the development key `up` made, and shows that another customer cannot
+//! see the customer's order.
 
 use std::time::Duration;
 
 use clap::Args;
+use orderflow_auth::{BearerChannel, LocalIssuer};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
@@ -24,21 +27,27 @@ pub struct DemoArgs {
     /// How long to wait for each order to reach its end.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// Where `up` keeps its state (the development signing key among it).
+    #[command(flatten)]
+    pub home: crate::local::HomeArgs,
 }
+
+/// The customer the demo places its orders as.
+const CUSTOMER: &str = "demo-customer";
 
 use orderflow_proto::convert::status_name;
 
 async fn place_and_watch(
-    orders: &mut OrderServiceClient<Channel>,
+    orders: &mut OrderServiceClient<BearerChannel>,
     label: &str,
     sku: &str,
     quantity: i32,
     payment_method: &str,
     timeout: Duration,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<(String, Vec<String>)> {
     let placed = orders
         .place_order(pb::PlaceOrderRequest {
-            customer_id: "demo-customer".into(),
+            customer_id: CUSTOMER.into(),
             items: vec![pb::OrderLine {
                 sku: sku.into(),
                 quantity,
@@ -90,15 +99,19 @@ async fn place_and_watch(
     tokio::time::timeout(timeout, watch)
         .await
         .map_err(|_| anyhow::anyhow!("{label}: no terminal status within {timeout:?}"))??;
-    Ok(seen)
+    Ok((order.order_id, seen))
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let channel = Channel::from_shared(args.gateway.clone())?
         .connect()
         .await?;
-    let mut orders = OrderServiceClient::new(channel.clone());
-    let mut inventory = InventoryServiceClient::new(channel);
+    let key = args.home.home.join(orderflow_auth::DEV_SIGNING_KEY_FILE);
+    let issuer = LocalIssuer::read(&key)
+        .map_err(|e| e.context("run `./orderflow up` first: it makes the development key"))?;
+    let mut orders = OrderServiceClient::new(issuer.customer(CUSTOMER).on(channel.clone()));
+    let mut inventory = InventoryServiceClient::new(issuer.operator().on(channel.clone()));
+    let mut someone_else = OrderServiceClient::new(issuer.customer("someone-else").on(channel));
     let timeout = Duration::from_secs(args.timeout_secs);
     let sku = format!(
         "demo-widget-{}",
@@ -120,8 +133,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("3. more than is in stock", 8, "pm_card_visa", "REFUNDED"),
     ];
     for (label, quantity, payment_method, want) in steps {
-        let seen =
+        let (order_id, seen) =
             place_and_watch(&mut orders, label, &sku, quantity, payment_method, timeout).await?;
+        // Another customer learns nothing about the order, not even that it exists.
+        let peek = someone_else
+            .get_order(pb::GetOrderRequest {
+                order_id: order_id.clone(),
+            })
+            .await;
+        match peek {
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                println!("  another customer asking for it: NOT_FOUND");
+            }
+            other => failures.push(format!(
+                "{label}: another customer reading order {order_id} got {other:?}, not NOT_FOUND"
+            )),
+        }
         let stock = inventory
             .get_stock(pb::GetStockRequest { sku: sku.clone() })
             .await?

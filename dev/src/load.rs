@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use orderflow_auth::{Bearer, BearerChannel, LocalIssuer};
 use orderflow_domain::OrderStatus;
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -131,12 +132,18 @@ impl Mix {
 #[derive(Clone)]
 pub struct Gateway {
     channels: Vec<Channel>,
+    /// Signs each customer's token; none for a gateway that runs without authentication.
+    issuer: Option<Arc<LocalIssuer>>,
 }
 
 impl Gateway {
     /// `connections` connections to `url`, made when first used, so a load can start while
     /// the gateway is still coming up (or is down, in a fault test).
-    pub fn lazy(url: &str, connections: usize) -> anyhow::Result<Gateway> {
+    pub fn lazy(
+        url: &str,
+        connections: usize,
+        issuer: Option<Arc<LocalIssuer>>,
+    ) -> anyhow::Result<Gateway> {
         let mut channels = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
             channels.push(
@@ -147,16 +154,25 @@ impl Gateway {
                     .connect_lazy(),
             );
         }
-        Ok(Gateway { channels })
+        Ok(Gateway { channels, issuer })
     }
 
-    /// The order API on connection `i` (modulo the connections).
-    pub fn orders(&self, i: usize) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.channels[i % self.channels.len()].clone())
+    /// The order API on connection `i` (modulo the connections), as `customer`.
+    pub fn orders(&self, i: usize, customer: &str) -> OrderServiceClient<BearerChannel> {
+        let bearer = match &self.issuer {
+            Some(issuer) => issuer.customer(customer),
+            None => Bearer::none(),
+        };
+        OrderServiceClient::new(bearer.on(self.channels[i % self.channels.len()].clone()))
     }
 
-    pub fn inventory(&self) -> InventoryServiceClient<Channel> {
-        InventoryServiceClient::new(self.channels[0].clone())
+    /// The inventory API, as an operator.
+    pub fn inventory(&self) -> InventoryServiceClient<BearerChannel> {
+        let bearer = match &self.issuer {
+            Some(issuer) => issuer.operator(),
+            None => Bearer::none(),
+        };
+        InventoryServiceClient::new(bearer.on(self.channels[0].clone()))
     }
 
     /// Sets each SKU's stock.
@@ -196,7 +212,7 @@ pub fn is_terminal(status: i32) -> bool {
 /// (gateway or order service down), as a well-behaved client does, for at most `patience`.
 /// Returns the order id. A refusal of the request itself is an error at once.
 pub async fn place_with_retry(
-    client: &mut OrderServiceClient<Channel>,
+    client: &mut OrderServiceClient<BearerChannel>,
     request: pb::PlaceOrderRequest,
     patience: Duration,
 ) -> anyhow::Result<String> {
@@ -212,7 +228,11 @@ pub async fn place_with_retry(
             Err(status)
                 if matches!(
                     status.code(),
-                    Code::InvalidArgument | Code::AlreadyExists | Code::NotFound
+                    Code::InvalidArgument
+                        | Code::AlreadyExists
+                        | Code::NotFound
+                        | Code::Unauthenticated
+                        | Code::PermissionDenied
                 ) =>
             {
                 anyhow::bail!("PlaceOrder refused a valid request: {status:?}")
@@ -229,6 +249,8 @@ pub async fn place_with_retry(
 #[derive(Debug, Clone)]
 pub struct Placed {
     pub order_id: String,
+    /// Who placed it (and so may read it).
+    pub customer: String,
     pub quantity: i32,
     pub expect: Outcome,
 }
@@ -243,14 +265,16 @@ pub async fn paced(
     interval: Duration,
     progress: Arc<AtomicUsize>,
 ) -> anyhow::Result<Vec<Placed>> {
-    let mut client = gateway.orders(0);
     let mut placed = Vec::with_capacity(count);
     for i in 0..count {
         let order = mix.order(i);
+        let customer = order.request.customer_id.clone();
+        let mut client = gateway.orders(0, &customer);
         let order_id =
             place_with_retry(&mut client, order.request, Duration::from_secs(180)).await?;
         placed.push(Placed {
             order_id,
+            customer,
             quantity: order.quantity,
             expect: order.expect,
         });
@@ -266,14 +290,13 @@ pub async fn wait_all_terminal(
     placed: &[Placed],
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let client = gateway.orders(0);
     let mut pending: Vec<&Placed> = placed.iter().collect();
     let deadline = tokio::time::Instant::now() + timeout;
     while !pending.is_empty() {
         let mut still = Vec::new();
         for p in pending {
-            let order = client
-                .clone()
+            let order = gateway
+                .orders(0, &p.customer)
                 .get_order(pb::GetOrderRequest {
                     order_id: p.order_id.clone(),
                 })
@@ -314,7 +337,7 @@ pub struct Watched {
 
 /// Places `order` when it is due and watches it until its terminal status.
 async fn place_and_watch(
-    mut orders: OrderServiceClient<Channel>,
+    mut orders: OrderServiceClient<BearerChannel>,
     due: Instant,
     order: Planned,
     watch_timeout: Duration,
@@ -389,10 +412,11 @@ pub async fn open_loop(
     for i in 0..count {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
+        let order = mix.order(i);
         let task = place_and_watch(
-            gateway.orders(i),
+            gateway.orders(i, &order.request.customer_id),
             due,
-            mix.order(i),
+            order,
             Duration::from_secs(60),
         );
         let results = results.clone();

@@ -164,7 +164,7 @@ fn shifted(addr: SocketAddr, instance: u8) -> SocketAddr {
 
 /// Every process of the system, registry first and gateway last, with `instances` of each
 /// service.
-fn components(instances: u8) -> anyhow::Result<Vec<Component>> {
+fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let instances = instances.max(1);
     let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
     let order = settings::<orderflow_order::OrderArgs>("order")?;
@@ -220,6 +220,12 @@ fn components(instances: u8) -> anyhow::Result<Vec<Component>> {
         });
     }
     let mut args = serve("gateway");
+    // Tokens signed with the development key, unless the gateway is set up otherwise.
+    let auth = &gateway.auth;
+    if auth.jwks_file.is_none() && auth.jwks_url.is_none() && !auth.insecure_no_auth {
+        let jwks = home.join(orderflow_auth::DEV_JWKS_FILE);
+        args.extend(["--jwks-file".into(), jwks.display().to_string()]);
+    }
     if instances > 1 {
         args.extend(["--order-url".into(), order_urls.join(",")]);
         args.extend(["--inventory-url".into(), inventory_urls.join(",")]);
@@ -408,8 +414,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         names.join(", ")
     ));
 
-    // 3. The registry, then the schemas, then the services that need both.
-    let components = components(args.instances)?;
+    // 3. The development signing key the gateway trusts (`orderflow token` signs with it).
+    let key = home.join(orderflow_auth::DEV_SIGNING_KEY_FILE);
+    let signing =
+        orderflow_auth::SigningKey::ensure(&key, &home.join(orderflow_auth::DEV_JWKS_FILE))?;
+    say(format!(
+        "development signing key {} (kid {}): `./orderflow token --customer alice` prints a token",
+        key.display(),
+        signing.kid()
+    ));
+
+    // 4. The registry, then the schemas, then the services that need both.
+    let components = components(args.instances, &home)?;
     for component in &components {
         if component.probe.ok().await {
             say(format!("{} already running", component.name));
@@ -454,7 +470,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
     // Front to back: the gateway stops taking requests first, the broker goes last.
-    let mut names: Vec<String> = components(started_instances(&home))?
+    let mut names: Vec<String> = components(started_instances(&home), &home)?
         .into_iter()
         .map(|c| c.name)
         .rev()
@@ -499,7 +515,7 @@ pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
         read_pid(&home, "broker"),
         Probe::Tcp(broker_address(&kafka)),
     )];
-    for c in components(started_instances(&home))? {
+    for c in components(started_instances(&home), &home)? {
         let pid = read_pid(&home, &c.name);
         rows.push((c.name, pid, c.probe));
     }

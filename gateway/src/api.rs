@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::access::Access;
 use crate::error::GatewayError;
 use crate::hub::{Change, Hub};
 use crate::streams::StreamLimits;
@@ -46,11 +47,14 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        NewOrder::try_from(request.get_ref()).map_err(GatewayError::from)?;
+        let access = Access::of(&request)?;
+        let mut order = request.into_inner();
+        order.customer_id = access.customer_for(&order.customer_id)?;
+        NewOrder::try_from(&order).map_err(GatewayError::from)?;
         let response = self
             .orders
             .clone()
-            .place_order(request.into_inner())
+            .place_order(order)
             .await
             .map_err(GatewayError::from)?;
         Ok(Response::new(response.into_inner()))
@@ -60,26 +64,34 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::Order>, Status> {
+        let access = Access::of(&request)?;
         OrderId::parse("order_id", &request.get_ref().order_id).map_err(GatewayError::from)?;
-        let response = self
+        let order = self
             .orders
             .clone()
             .get_order(request.into_inner())
             .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(response.into_inner()))
+            .map_err(GatewayError::from)?
+            .into_inner();
+        if !access.may_read(&order.customer_id) {
+            return Err(GatewayError::NotFound(order.order_id).into());
+        }
+        Ok(Response::new(order))
     }
 
     async fn list_orders(
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        orderflow_domain::CustomerId::parse("customer_id", &request.get_ref().customer_id)
+        let access = Access::of(&request)?;
+        let mut list = request.into_inner();
+        list.customer_id = access.customer_for(&list.customer_id)?;
+        orderflow_domain::CustomerId::parse("customer_id", &list.customer_id)
             .map_err(GatewayError::from)?;
         let response = self
             .orders
             .clone()
-            .list_orders(request.into_inner())
+            .list_orders(list)
             .await
             .map_err(GatewayError::from)?;
         Ok(Response::new(response.into_inner()))
@@ -91,6 +103,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let access = Access::of(&request)?;
         // The client's connection, for the per-connection bound.
         let connection = request.remote_addr();
         let req = request.into_inner();
@@ -108,7 +121,7 @@ impl OrderService for OrderApi {
             return Err(GatewayError::FeedNotReady.into());
         }
         // Held by the stream's task: the place is taken until the stream ends.
-        let permit = self.streams.try_open(connection)?;
+        let permit = self.streams.try_open(connection, access.identity())?;
         // Subscribe before reading the history, so no change falls between the two.
         let mut subscription = self.hub.subscribe(&order_id);
         let mut orders = self.orders.clone();
@@ -123,6 +136,9 @@ impl OrderService for OrderApi {
         let order = history
             .order
             .ok_or_else(|| Status::internal("order service returned no order"))?;
+        if !access.may_read(&order.customer_id) {
+            return Err(GatewayError::NotFound(order.order_id).into());
+        }
         if req.after_version > order.version {
             // Changes up to after_version would be taken as seen: the stream would never end.
             return Err(GatewayError::AheadOfOrder {
@@ -265,6 +281,7 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::SetStockRequest>,
     ) -> Result<Response<pb::StockLevel>, Status> {
+        Access::of(&request)?.require_operator("SetStock")?;
         Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
         if request.get_ref().available < 0 {
             return Err(GatewayError::from(ValidationError::new(
@@ -287,6 +304,7 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::AdjustStockRequest>,
     ) -> Result<Response<pb::StockLevel>, Status> {
+        Access::of(&request)?.require_operator("AdjustStock")?;
         Sku::parse("sku", &request.get_ref().sku).map_err(GatewayError::from)?;
         Ok(Response::new(
             self.inventory

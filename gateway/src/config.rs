@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use orderflow_auth::AuthArgs;
 use orderflow_platform::EventBusArgs;
 
 /// Settings of the gateway.
@@ -13,6 +14,9 @@ pub struct GatewayArgs {
     /// The broker and registry it reads `order-status` through.
     #[command(flatten)]
     pub bus: EventBusArgs,
+    /// How callers prove who they are.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Address clients connect to.
     #[arg(
         long = "listen",
@@ -71,6 +75,43 @@ pub struct GatewayArgs {
         default_value_t = 100
     )]
     pub max_watch_streams_per_connection: usize,
+    /// WatchOrder streams one caller may have open at once, over all its connections;
+    /// beyond it a new one is refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "max-watch-streams-per-caller",
+        env = "ORDERFLOW_GATEWAY_MAX_WATCH_STREAMS_PER_CALLER",
+        default_value_t = 50
+    )]
+    pub max_watch_streams_per_caller: usize,
+    /// Calls per second one caller may make on average (per client address when
+    /// authentication is off); beyond it calls are refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "rate-limit-per-sec",
+        env = "ORDERFLOW_GATEWAY_RATE_LIMIT_PER_SEC",
+        default_value_t = 50
+    )]
+    pub rate_limit_per_sec: u32,
+    /// Calls one caller may make at once above the average rate.
+    #[arg(
+        long = "rate-limit-burst",
+        env = "ORDERFLOW_GATEWAY_RATE_LIMIT_BURST",
+        default_value_t = 100
+    )]
+    pub rate_limit_burst: u32,
+    /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond it).
+    #[arg(
+        long = "max-message-bytes",
+        env = "ORDERFLOW_GATEWAY_MAX_MESSAGE_BYTES",
+        default_value_t = 256 * 1024
+    )]
+    pub max_message_bytes: usize,
+    /// Largest request metadata (all headers together) accepted, in bytes.
+    #[arg(
+        long = "max-metadata-bytes",
+        env = "ORDERFLOW_GATEWAY_MAX_METADATA_BYTES",
+        default_value_t = 16 * 1024
+    )]
+    pub max_metadata_bytes: u32,
     /// Seconds between HTTP/2 keepalive pings to each client; a client that does not answer
     /// one within `--keepalive-timeout-secs` is gone, and its streams end.
     #[arg(

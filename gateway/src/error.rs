@@ -20,6 +20,27 @@ pub enum GatewayError {
     /// WatchOrder resumes after a version the order has not reached.
     #[error("after_version {after_version} is beyond the order's current version {current}")]
     AheadOfOrder { after_version: i64, current: i64 },
+    /// No valid bearer token; the message says which check failed.
+    #[error(transparent)]
+    Unauthenticated(#[from] orderflow_auth::AuthError),
+    /// A request field names a customer other than the authenticated one.
+    #[error("customer_id {requested:?} is not the authenticated caller ({caller:?})")]
+    NotTheCaller { requested: String, caller: String },
+    /// A call that needs the operator role.
+    #[error("{0} needs the operator role")]
+    OperatorOnly(&'static str),
+    /// Another customer's order: worded exactly as an unknown order, so ids leak nothing.
+    #[error("order {0} not found")]
+    NotFound(String),
+    /// The caller's request rate limit is reached.
+    #[error("request rate limit of {per_second}/s reached; retry in {retry_after_ms} ms")]
+    RateLimited {
+        per_second: f64,
+        retry_after_ms: u128,
+    },
+    /// A handler ran without the authentication interceptor: a wiring defect.
+    #[error("internal error")]
+    NoAccessDecision,
 }
 
 impl From<GatewayError> for Status {
@@ -32,6 +53,16 @@ impl From<GatewayError> for Status {
             GatewayError::FeedNotReady => Status::unavailable(e.to_string()),
             GatewayError::TooManyStreams { .. } => Status::resource_exhausted(e.to_string()),
             GatewayError::AheadOfOrder { .. } => Status::out_of_range(e.to_string()),
+            GatewayError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
+            GatewayError::NotTheCaller { .. } | GatewayError::OperatorOnly(_) => {
+                Status::permission_denied(e.to_string())
+            }
+            GatewayError::NotFound(_) => Status::not_found(e.to_string()),
+            GatewayError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+            GatewayError::NoAccessDecision => {
+                tracing::error!("a public call reached its handler without an access decision");
+                Status::internal(e.to_string())
+            }
         }
     }
 }

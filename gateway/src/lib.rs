@@ -2,12 +2,14 @@
 //! to the owning service (orders to the order service, stock to the inventory service), and
 //! serves WatchOrder streams from the `order-status` topic through an in-memory fan-out.
 
+mod access;
 mod api;
 mod config;
 mod error;
 mod feed;
 mod hub;
 mod owners;
+mod rate;
 mod streams;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tower::ServiceBuilder;
 
 pub use config::GatewayArgs;
@@ -44,6 +47,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.request_timeout_ms);
+    let authenticate = access::Authenticate {
+        verifier: verifier(&args.auth, shutdown.clone()).await?,
+        rate: Arc::new(rate::RateLimiter::new(
+            args.rate_limit_per_sec,
+            args.rate_limit_burst,
+        )),
+    };
     let health = Health::new();
     let metrics = Metrics::new();
     let watchers = Gauge::default();
@@ -80,6 +90,7 @@ pub async fn run(
         streams: streams::StreamLimits::new(
             args.max_watch_streams,
             args.max_watch_streams_per_connection,
+            args.max_watch_streams_per_caller,
         ),
         shutdown: shutdown.clone(),
         streams_opened,
@@ -153,9 +164,18 @@ pub async fn run(
         // NAT entry) holds no stream for long.
         .http2_keepalive_interval(Some(Duration::from_secs(args.keepalive_interval_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(args.keepalive_timeout_secs)))
+        // Bounds what one request's headers may hold (a token is well under 2 KiB).
+        .http2_max_header_list_size(args.max_metadata_bytes)
         .layer(layers)
-        .add_service(OrderServiceServer::new(orders))
-        .add_service(InventoryServiceServer::new(inventory))
+        .add_service(InterceptedService::new(
+            OrderServiceServer::new(orders).max_decoding_message_size(args.max_message_bytes),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            InventoryServiceServer::new(inventory)
+                .max_decoding_message_size(args.max_message_bytes),
+            authenticate,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -167,4 +187,27 @@ pub async fn run(
     let _ = feed.await;
     let _ = admin_server.await;
     Ok(result?)
+}
+
+/// The token verifier the settings ask for, with its keys loaded (and re-read in the
+/// background); None, loudly, when authentication is switched off.
+async fn verifier(
+    auth: &orderflow_auth::AuthArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<Arc<orderflow_auth::Verifier>>> {
+    if auth.insecure_no_auth {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--insecure-no-auth): any caller may place, read and watch \
+             any customer's orders and set stock. Never run this way on a reachable network."
+        );
+        return Ok(None);
+    }
+    let keys = orderflow_auth::KeySet::load(auth.key_source()?).await?;
+    keys.refresh_every(auth.refresh(), shutdown);
+    tracing::info!(
+        issuer = %auth.issuer,
+        audience = %auth.audience,
+        "callers authenticate with bearer tokens"
+    );
+    Ok(Some(Arc::new(orderflow_auth::Verifier::new(keys, auth))))
 }

@@ -1,4 +1,4 @@
-//! Bounds on open WatchOrder streams, in total and per client connection. The concurrency
+//! Bounds on open WatchOrder streams: in total, per client connection and per caller. The concurrency
 //! limit of the tower stack cannot bound them: its permit is released when WatchOrder returns
 //! its stream, long before the stream ends.
 
@@ -12,6 +12,7 @@ use crate::error::GatewayError;
 pub struct StreamLimits {
     total: usize,
     per_connection: usize,
+    per_identity: usize,
     open: Mutex<Open>,
 }
 
@@ -20,34 +21,47 @@ struct Open {
     total: usize,
     /// Keyed by the client's address: one TCP connection each.
     by_connection: HashMap<SocketAddr, usize>,
+    /// Keyed by the authenticated customer.
+    by_identity: HashMap<String, usize>,
 }
 
 /// One open stream's place; given back when dropped (the stream's task ends).
 pub struct StreamPermit {
     limits: Arc<StreamLimits>,
     connection: Option<SocketAddr>,
+    identity: Option<String>,
 }
 
 impl StreamLimits {
-    pub fn new(total: usize, per_connection: usize) -> Arc<StreamLimits> {
+    pub fn new(total: usize, per_connection: usize, per_identity: usize) -> Arc<StreamLimits> {
         Arc::new(StreamLimits {
             total,
             per_connection,
+            per_identity,
             open: Mutex::default(),
         })
     }
 
     /// A place for one more stream on `connection` (unknown for a transport without peer
-    /// addresses: then only the total bounds it), or `TooManyStreams`.
+    /// addresses) for `identity` (none when authentication is off), or `TooManyStreams`.
     pub fn try_open(
         self: &Arc<Self>,
         connection: Option<SocketAddr>,
+        identity: Option<&str>,
     ) -> Result<StreamPermit, GatewayError> {
         let mut open = self.open.lock().expect("stream limits lock");
         if open.total >= self.total {
             return Err(GatewayError::TooManyStreams {
                 scope: "on this gateway",
                 limit: self.total,
+            });
+        }
+        if let Some(identity) = identity
+            && open.by_identity.get(identity).copied().unwrap_or(0) >= self.per_identity
+        {
+            return Err(GatewayError::TooManyStreams {
+                scope: "for this caller",
+                limit: self.per_identity,
             });
         }
         if let Some(connection) = connection {
@@ -60,10 +74,14 @@ impl StreamLimits {
             }
             *on_connection += 1;
         }
+        if let Some(identity) = identity {
+            *open.by_identity.entry(identity.to_owned()).or_default() += 1;
+        }
         open.total += 1;
         Ok(StreamPermit {
             limits: self.clone(),
             connection,
+            identity: identity.map(str::to_owned),
         })
     }
 }
@@ -78,6 +96,14 @@ impl Drop for StreamPermit {
             *on_connection -= 1;
             if *on_connection == 0 {
                 open.by_connection.remove(&connection);
+            }
+        }
+        if let Some(identity) = &self.identity
+            && let Some(for_identity) = open.by_identity.get_mut(identity)
+        {
+            *for_identity -= 1;
+            if *for_identity == 0 {
+                open.by_identity.remove(identity);
             }
         }
     }
@@ -101,26 +127,45 @@ mod tests {
 
     #[test]
     fn streams_are_bounded_per_connection_and_in_total() {
-        let limits = StreamLimits::new(3, 2);
-        let a1 = limits.try_open(client(1)).unwrap();
-        let _a2 = limits.try_open(client(1)).unwrap();
-        assert_eq!(refused(limits.try_open(client(1))), "on this connection");
-        let _b1 = limits.try_open(client(2)).unwrap();
-        assert_eq!(refused(limits.try_open(client(3))), "on this gateway");
-        assert_eq!(refused(limits.try_open(None)), "on this gateway");
+        let limits = StreamLimits::new(3, 2, 10);
+        let a1 = limits.try_open(client(1), None).unwrap();
+        let _a2 = limits.try_open(client(1), None).unwrap();
+        assert_eq!(
+            refused(limits.try_open(client(1), None)),
+            "on this connection"
+        );
+        let _b1 = limits.try_open(client(2), None).unwrap();
+        assert_eq!(refused(limits.try_open(client(3), None)), "on this gateway");
+        assert_eq!(refused(limits.try_open(None, None)), "on this gateway");
         drop(a1);
-        let _a3 = limits.try_open(client(1)).unwrap();
-        assert_eq!(refused(limits.try_open(client(1))), "on this gateway");
+        let _a3 = limits.try_open(client(1), None).unwrap();
+        assert_eq!(refused(limits.try_open(client(1), None)), "on this gateway");
+    }
+
+    #[test]
+    fn streams_are_bounded_per_caller_across_connections() {
+        let limits = StreamLimits::new(10, 10, 2);
+        let a1 = limits.try_open(client(1), Some("alice")).unwrap();
+        let _a2 = limits.try_open(client(2), Some("alice")).unwrap();
+        assert_eq!(
+            refused(limits.try_open(client(3), Some("alice"))),
+            "for this caller"
+        );
+        let _b1 = limits.try_open(client(1), Some("bob")).unwrap();
+        drop(a1);
+        let _a3 = limits.try_open(client(3), Some("alice")).unwrap();
     }
 
     #[test]
     fn a_refused_stream_takes_no_place_and_closed_connections_are_forgotten() {
-        let limits = StreamLimits::new(10, 1);
-        let first = limits.try_open(client(1)).unwrap();
-        refused(limits.try_open(client(1)));
+        let limits = StreamLimits::new(10, 1, 1);
+        let first = limits.try_open(client(1), Some("alice")).unwrap();
+        refused(limits.try_open(client(1), Some("bob")));
+        refused(limits.try_open(client(2), Some("alice")));
         drop(first);
         let open = limits.open.lock().unwrap();
         assert_eq!(open.total, 0);
         assert!(open.by_connection.is_empty());
+        assert!(open.by_identity.is_empty());
     }
 }

@@ -1,6 +1,6 @@
 """A client generated from proto/ with grpcio-tools places an order and watches it to the end.
 
-Usage: client_test.py --gateway HOST:PORT --sku SKU
+Usage: client_test.py --gateway HOST:PORT --sku SKU --token BEARER_TOKEN
 Generates the Python stubs from proto/ into a temporary folder first, so it always tests
 the repository's current API. Exits non-zero if the order does not end COMPLETED with
 gap-free versions.
@@ -37,7 +37,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gateway", required=True)
     parser.add_argument("--sku", required=True)
+    parser.add_argument("--token", required=True, help="a bearer token; the order is placed as its subject")
     args = parser.parse_args()
+    auth = (("authorization", f"Bearer {args.token}"),)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp)
@@ -51,19 +53,23 @@ def main() -> int:
         with grpc.insecure_channel(args.gateway) as channel:
             orders = rpc.OrderServiceStub(channel)
             placed = orders.PlaceOrder(
+                # No customer_id: the gateway takes the customer from the token.
                 pb.PlaceOrderRequest(
-                    customer_id="python-client",
                     items=[pb.OrderLine(sku=args.sku, quantity=2, unit_price=pb.Money(amount_minor=1250, currency="EUR"))],
                     payment_method="pm_card_visa",
                     idempotency_key=str(uuid.uuid4()),
                 ),
                 timeout=10,
+                metadata=auth,
             )
             order = placed.order
+            if order.customer_id != "python-client":
+                print(f"placed as {order.customer_id!r}, not as the token's subject", file=sys.stderr)
+                return 1
             print(f"placed {order.order_id} status={pb.OrderStatus.Name(order.status)} total={order.total.amount_minor} {order.total.currency}")
             versions = []
             last = None
-            for update in orders.WatchOrder(pb.WatchOrderRequest(order_id=order.order_id), timeout=60):
+            for update in orders.WatchOrder(pb.WatchOrderRequest(order_id=order.order_id), timeout=60, metadata=auth):
                 last = pb.OrderStatus.Name(update.status).removeprefix("ORDER_STATUS_")
                 versions.append(update.version)
                 print(f"  v{update.version} {last}")
@@ -73,7 +79,7 @@ def main() -> int:
             if versions != list(range(versions[0], versions[0] + len(versions))):
                 print(f"versions are not gap-free: {versions}", file=sys.stderr)
                 return 1
-            fetched = orders.GetOrder(pb.GetOrderRequest(order_id=order.order_id), timeout=10)
+            fetched = orders.GetOrder(pb.GetOrderRequest(order_id=order.order_id), timeout=10, metadata=auth)
             print(f"GetOrder: {pb.OrderStatus.Name(fetched.status)} v{fetched.version}")
     return 0
 

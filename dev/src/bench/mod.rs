@@ -9,6 +9,7 @@ pub mod limits;
 mod runs;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -235,7 +236,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    let gateway = crate::load::Gateway::lazy(&args.gateway, args.connections)?;
+    let key = args.up.home.home.join(orderflow_auth::DEV_SIGNING_KEY_FILE);
+    let issuer = orderflow_auth::LocalIssuer::read(&key)?;
+    let gateway =
+        crate::load::Gateway::lazy(&args.gateway, args.connections, Some(Arc::new(issuer)))?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let skus = runs::skus(&run_id, args.skus);
     let stock: Vec<(String, i32)> = skus

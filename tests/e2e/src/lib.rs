@@ -10,8 +10,11 @@ pub mod process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use orderflow_auth::{AuthArgs, BearerChannel, LocalIssuer, SigningKey};
 use orderflow_platform::{CommonArgs, EventBusArgs, KafkaArgs, RetentionArgs};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -24,6 +27,44 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub use orderflow_testkit::wait_for;
+
+/// What a test system's gateway trusts: a signing key of its own, its JWKS in a file, and
+/// tokens signed with it for any customer (and for an operator).
+pub struct Credentials {
+    pub issuer: Arc<LocalIssuer>,
+    /// The JWKS the gateway verifies against (removed when dropped).
+    pub jwks: PathBuf,
+}
+
+impl Credentials {
+    pub fn new() -> Credentials {
+        let key = SigningKey::generate();
+        let jwks = std::env::temp_dir().join(format!("orderflow-e2e-jwks-{}.json", key.kid()));
+        std::fs::write(&jwks, key.jwks().to_string()).expect("write the test JWKS");
+        Credentials {
+            issuer: Arc::new(LocalIssuer::new(key)),
+            jwks,
+        }
+    }
+
+    /// The gateway's authentication settings: these keys, the development issuer and
+    /// audience.
+    pub fn auth_args(&self) -> AuthArgs {
+        AuthArgs::with_jwks_file(self.jwks.clone())
+    }
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Credentials::new()
+    }
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.jwks);
+    }
+}
 
 /// The components a [`System`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +98,10 @@ pub struct System {
     /// the service's restarts, and a test reads its ledger.
     pub provider: std::sync::Arc<orderflow_payment::provider::SimulatedProvider>,
     configure_gateway: Option<GatewaySettings>,
+    /// The keys the gateway trusts, and tokens signed with them.
+    pub credentials: Credentials,
+    /// Listeners bound for components not started yet.
+    reserved: HashMap<SocketAddr, TcpListener>,
 }
 
 /// Changes a test makes to the gateway's settings (limits, keepalive).
@@ -119,9 +164,19 @@ impl System {
             let stop = registry_stop.clone();
             async move { stop.cancelled().await }
         }));
-        let order_grpc = bind_any().await.local_addr().unwrap();
-        let inventory_grpc = bind_any().await.local_addr().unwrap();
-        let gateway_addr = bind_any().await.local_addr().unwrap();
+        // Bound now and held until each component starts: a port picked and let go could be
+        // taken meanwhile by any socket of a test running beside this one.
+        let reserved: HashMap<SocketAddr, TcpListener> =
+            [bind_any().await, bind_any().await, bind_any().await]
+                .into_iter()
+                .map(|l| (l.local_addr().unwrap(), l))
+                .collect();
+        let [order_grpc, inventory_grpc, gateway_addr]: [SocketAddr; 3] = reserved
+            .keys()
+            .copied()
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap();
         let mut system = System {
             kafka,
             registry_url,
@@ -136,6 +191,8 @@ impl System {
             running: HashMap::new(),
             provider: Default::default(),
             configure_gateway,
+            credentials: Credentials::new(),
+            reserved,
         };
         for component in [
             Component::Order,
@@ -195,21 +252,6 @@ impl System {
         let stop = CancellationToken::new();
         let admin_listener = bind_any().await;
         let admin = admin_listener.local_addr().unwrap();
-        // The gRPC ports stay the same across restarts, so the gateway's channels reconnect.
-        let rebind = |addr: SocketAddr| async move {
-            let mut tries = 0;
-            loop {
-                match TcpListener::bind(addr).await {
-                    Ok(l) => return l,
-                    // The previous instance's socket may take a moment to close.
-                    Err(_) if tries < 50 => {
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => panic!("cannot bind {addr} again: {e}"),
-                }
-            }
-        };
         let task = match component {
             Component::Order => {
                 let args = orderflow_order::OrderArgs {
@@ -218,7 +260,7 @@ impl System {
                     grpc_listen: self.order_grpc,
                     admin_listen: admin,
                 };
-                let grpc = rebind(self.order_grpc).await;
+                let grpc = self.listener(self.order_grpc).await;
                 tokio::spawn(orderflow_order::run(
                     args,
                     grpc,
@@ -248,7 +290,7 @@ impl System {
                     grpc_listen: self.inventory_grpc,
                     admin_listen: admin,
                 };
-                let grpc = rebind(self.inventory_grpc).await;
+                let grpc = self.listener(self.inventory_grpc).await;
                 tokio::spawn(orderflow_inventory::run(
                     args,
                     grpc,
@@ -259,6 +301,7 @@ impl System {
             Component::Gateway => {
                 let mut args = orderflow_gateway::GatewayArgs {
                     bus: self.bus(),
+                    auth: self.credentials.auth_args(),
                     listen: self.gateway_addr,
                     admin_listen: admin,
                     order_url: format!("http://{}", self.order_grpc),
@@ -267,13 +310,18 @@ impl System {
                     max_concurrent_requests: 1024,
                     max_watch_streams: 10_000,
                     max_watch_streams_per_connection: 100,
+                    max_watch_streams_per_caller: 50,
+                    rate_limit_per_sec: 50,
+                    rate_limit_burst: 100,
+                    max_message_bytes: 256 * 1024,
+                    max_metadata_bytes: 16 * 1024,
                     keepalive_interval_secs: 30,
                     keepalive_timeout_secs: 10,
                 };
                 if let Some(configure) = &self.configure_gateway {
                     configure(&mut args);
                 }
-                let listener = rebind(self.gateway_addr).await;
+                let listener = self.listener(self.gateway_addr).await;
                 tokio::spawn(orderflow_gateway::run(
                     args,
                     listener,
@@ -285,6 +333,27 @@ impl System {
         self.running
             .insert(component, Running { stop, task, admin });
         self.wait_healthy(component).await;
+    }
+
+    /// The listener for a component's gRPC address: the one bound when the system was made
+    /// (held since, so no other socket can take the port meanwhile), or the same address
+    /// bound again on a restart.
+    async fn listener(&mut self, addr: SocketAddr) -> TcpListener {
+        if let Some(listener) = self.reserved.remove(&addr) {
+            return listener;
+        }
+        let mut tries = 0;
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => return l,
+                // The previous instance's socket may take a moment to close.
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        }
     }
 
     /// Waits until `component` reports itself healthy (and fails fast if it died).
@@ -328,12 +397,16 @@ impl System {
             .expect("connect to the gateway")
     }
 
-    pub async fn orders(&self) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.channel().await)
+    /// The order API as `customer`.
+    pub async fn orders(&self, customer: &str) -> OrderServiceClient<BearerChannel> {
+        let bearer = self.credentials.issuer.customer(customer);
+        OrderServiceClient::new(bearer.on(self.channel().await))
     }
 
-    pub async fn inventory(&self) -> InventoryServiceClient<Channel> {
-        InventoryServiceClient::new(self.channel().await)
+    /// The inventory API as an operator.
+    pub async fn inventory(&self) -> InventoryServiceClient<BearerChannel> {
+        let bearer = self.credentials.issuer.operator();
+        InventoryServiceClient::new(bearer.on(self.channel().await))
     }
 }
 
@@ -373,7 +446,11 @@ pub async fn wait_healthy_at(
 }
 
 /// Sets a SKU's stock through the gateway.
-pub async fn set_stock(mut inventory: InventoryServiceClient<Channel>, sku: &str, units: i32) {
+pub async fn set_stock(
+    mut inventory: InventoryServiceClient<BearerChannel>,
+    sku: &str,
+    units: i32,
+) {
     inventory
         .set_stock(pb::SetStockRequest {
             sku: sku.into(),
@@ -384,7 +461,7 @@ pub async fn set_stock(mut inventory: InventoryServiceClient<Channel>, sku: &str
 }
 
 /// A SKU's stock, read through the gateway.
-pub async fn stock(mut inventory: InventoryServiceClient<Channel>, sku: &str) -> i32 {
+pub async fn stock(mut inventory: InventoryServiceClient<BearerChannel>, sku: &str) -> i32 {
     inventory
         .get_stock(pb::GetStockRequest { sku: sku.into() })
         .await
@@ -419,7 +496,7 @@ pub use orderflow_proto::convert::status_name;
 
 /// Watches an order from `after_version` until its stream ends; returns (version, status).
 pub async fn watch_to_end(
-    orders: &mut OrderServiceClient<Channel>,
+    orders: &mut OrderServiceClient<BearerChannel>,
     order_id: &str,
     after_version: i64,
 ) -> Vec<(i64, &'static str)> {

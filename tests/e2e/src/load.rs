@@ -19,14 +19,9 @@ pub use orderflow_dev::load::{Gateway, Mix, Outcome, Placed};
 /// Units of the seed mix's `plenty` SKU: more than any test takes.
 pub const PLENTY_UNITS: i32 = 100_000;
 
-/// The gateway at `url` for a load: one lazily made connection.
-pub fn gateway(url: &str) -> Gateway {
-    Gateway::lazy(url, 1).expect("gateway url")
-}
-
 /// Sets the stock of the seed mix: `plenty` that never runs out, `none` with nothing.
-pub async fn stock_up(gateway_url: &str) {
-    gateway(gateway_url)
+pub async fn stock_up(gateway: &Gateway) {
+    gateway
         .stock_up(&Mix::seed().stock(PLENTY_UNITS))
         .await
         .expect("SetStock");
@@ -34,27 +29,21 @@ pub async fn stock_up(gateway_url: &str) {
 
 /// Places `count` orders of the seed mix, one every `interval`, counting them in `progress`.
 pub async fn run_load(
-    gateway_url: String,
+    gateway: Gateway,
     count: usize,
     interval: Duration,
     progress: Arc<AtomicUsize>,
 ) -> Vec<Placed> {
-    orderflow_dev::load::paced(
-        &gateway(&gateway_url),
-        &Mix::seed(),
-        count,
-        interval,
-        progress,
-    )
-    .await
-    .expect("the load")
+    orderflow_dev::load::paced(&gateway, &Mix::seed(), count, interval, progress)
+        .await
+        .expect("the load")
 }
 
 /// Order `i` of the seed mix, placed (retried while the system cannot answer); its id.
-pub async fn place(gateway_url: &str, i: usize) -> String {
+pub async fn place(gateway: &Gateway, i: usize) -> String {
     let order = Mix::seed().order(i);
     orderflow_dev::load::place_with_retry(
-        &mut gateway(gateway_url).orders(0),
+        &mut gateway.orders(0, &order.request.customer_id),
         order.request,
         Duration::from_secs(180),
     )
@@ -72,14 +61,10 @@ pub async fn start(
     orders: usize,
     interval: Duration,
 ) -> (Arc<AtomicUsize>, Running) {
-    stock_up(&system.gateway_url()).await;
+    let gateway = system.load_gateway();
+    stock_up(&gateway).await;
     let progress = Arc::new(AtomicUsize::new(0));
-    let running = tokio::spawn(run_load(
-        system.gateway_url(),
-        orders,
-        interval,
-        progress.clone(),
-    ));
+    let running = tokio::spawn(run_load(gateway, orders, interval, progress.clone()));
     (progress, running)
 }
 
@@ -94,8 +79,8 @@ pub async fn wait_progress(progress: &AtomicUsize, n: usize) {
 }
 
 /// Waits until every order is terminal (read through the gateway).
-pub async fn wait_all_terminal(gateway_url: &str, placed: &[Placed], timeout: Duration) {
-    orderflow_dev::load::wait_all_terminal(&gateway(gateway_url), placed, timeout)
+pub async fn wait_all_terminal(gateway: &Gateway, placed: &[Placed], timeout: Duration) {
+    orderflow_dev::load::wait_all_terminal(gateway, placed, timeout)
         .await
         .expect("every order terminal");
 }

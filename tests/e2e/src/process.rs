@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use orderflow_auth::BearerChannel;
+use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
+use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use orderflow_testkit::TestDatabase;
 use tokio::process::{Child, Command};
 
@@ -448,6 +451,8 @@ pub struct ProcessSystem {
     addresses: Addresses,
     children: HashMap<Instance, Child>,
     logs: Option<tempdir::TempDir>,
+    /// The keys the gateway trusts, and tokens signed with them.
+    pub credentials: crate::Credentials,
 }
 
 impl Drop for ProcessSystem {
@@ -508,6 +513,7 @@ impl ProcessSystem {
             addresses,
             children: HashMap::new(),
             logs: Some(tempdir::TempDir::new("orderflow-logs")),
+            credentials: crate::Credentials::new(),
         };
         system.start_proc(Proc::Registry).await;
         for p in SERVICES {
@@ -546,19 +552,27 @@ impl ProcessSystem {
             .connect_lazy()
     }
 
-    pub async fn orders(
-        &self,
-    ) -> orderflow_proto::v1::order_service_client::OrderServiceClient<tonic::transport::Channel>
-    {
-        orderflow_proto::v1::order_service_client::OrderServiceClient::new(self.channel())
+    /// The order API as `customer`.
+    pub async fn orders(&self, customer: &str) -> OrderServiceClient<BearerChannel> {
+        let bearer = self.credentials.issuer.customer(customer);
+        OrderServiceClient::new(bearer.on(self.channel()))
     }
 
-    pub async fn inventory(
-        &self,
-    ) -> orderflow_proto::v1::inventory_service_client::InventoryServiceClient<
-        tonic::transport::Channel,
-    > {
-        orderflow_proto::v1::inventory_service_client::InventoryServiceClient::new(self.channel())
+    /// The inventory API as an operator.
+    pub async fn inventory(&self) -> InventoryServiceClient<BearerChannel> {
+        let bearer = self.credentials.issuer.operator();
+        InventoryServiceClient::new(bearer.on(self.channel()))
+    }
+
+    /// A load generator's view of the gateway: one lazily made connection, with tokens for
+    /// every customer of the load.
+    pub fn load_gateway(&self) -> crate::load::Gateway {
+        crate::load::Gateway::lazy(
+            &self.gateway_url(),
+            1,
+            Some(self.credentials.issuer.clone()),
+        )
+        .expect("gateway url")
     }
 
     /// The gateway's URLs of an owner service: every instance it may reach.
@@ -622,6 +636,10 @@ impl ProcessSystem {
             }
             Proc::Gateway => {
                 env.push(("ORDERFLOW_GATEWAY_LISTEN", a.gateway.to_string()));
+                env.push((
+                    "ORDERFLOW_JWKS_FILE",
+                    self.credentials.jwks.display().to_string(),
+                ));
                 env.push(("ORDERFLOW_GATEWAY_ADMIN_LISTEN", admin));
                 env.push(("ORDERFLOW_ORDER_URL", Self::owner_urls(&a.order_grpc)));
                 env.push((

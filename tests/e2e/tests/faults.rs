@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use orderflow_auth::Bearer;
 use orderflow_domain::OrderStatus;
 use orderflow_e2e::load;
 use orderflow_e2e::process::{Databases, Proc, ProcessSystem};
@@ -38,7 +39,7 @@ async fn start(databases: Databases) -> (ProcessSystem, Arc<AtomicUsize>, Load) 
 
 async fn finish(system: &ProcessSystem, running: Load) {
     let placed = running.await.expect("load task");
-    load::wait_all_terminal(&system.gateway_url(), &placed, Duration::from_secs(180)).await;
+    load::wait_all_terminal(&system.load_gateway(), &placed, Duration::from_secs(180)).await;
     load::verify(system, &placed).await;
 }
 
@@ -165,6 +166,7 @@ async fn postgres_restarted_mid_load() {
 /// seen) whenever the stream breaks. Returns every (version, status) received.
 async fn resilient_watch(
     gateway_url: String,
+    bearer: Bearer,
     order_id: String,
     after_version: i64,
     connected: Arc<AtomicUsize>,
@@ -186,7 +188,8 @@ async fn resilient_watch(
             order_id: order_id.clone(),
             after_version: last,
         };
-        let mut stream = match OrderServiceClient::new(channel).watch_order(request).await {
+        let mut client = OrderServiceClient::new(bearer.clone().on(channel));
+        let mut stream = match client.watch_order(request).await {
             Ok(response) => response.into_inner(),
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -226,21 +229,18 @@ async fn resilient_watch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_killed_while_clients_watch() {
     let mut system = ProcessSystem::start(Databases::shared().await).await;
-    load::stock_up(&system.gateway_url()).await;
+    load::stock_up(&system.load_gateway()).await;
     system.terminate(Proc::Inventory).await;
-    let client = OrderServiceClient::new(
-        Channel::from_shared(system.gateway_url())
-            .unwrap()
-            .connect_lazy(),
-    );
-    let mut order_ids = Vec::new();
-    for i in 0..6 {
-        // Orders 0, 1, 2, 5 of the load mix complete; keep to those.
-        order_ids.push(load::place(&system.gateway_url(), [0, 1, 2, 5, 6, 7][i]).await);
+    let gateway = system.load_gateway();
+    let mut orders = Vec::new();
+    // Orders 0, 1, 2, 5, 6, 7 of the load mix complete; keep to those.
+    for i in [0, 1, 2, 5, 6, 7] {
+        let customer = load::Mix::seed().order(i).request.customer_id;
+        orders.push((load::place(&gateway, i).await, customer));
     }
-    for id in &order_ids {
+    for (id, customer) in &orders {
         wait_for("orders to be paid", Duration::from_secs(60), || {
-            let mut client = client.clone();
+            let mut client = gateway.orders(0, customer);
             let id = id.clone();
             async move {
                 (client
@@ -257,12 +257,13 @@ async fn gateway_killed_while_clients_watch() {
     }
     // Three watchers per order, each starting after PENDING; wait until all are streaming.
     let connected = Arc::new(AtomicUsize::new(0));
-    let watchers: Vec<_> = order_ids
+    let watchers: Vec<_> = orders
         .iter()
-        .flat_map(|id| std::iter::repeat_n(id.clone(), 3))
-        .map(|id| {
+        .flat_map(|order| std::iter::repeat_n(order.clone(), 3))
+        .map(|(id, customer)| {
             tokio::spawn(resilient_watch(
                 system.gateway_url(),
+                system.credentials.issuer.customer(&customer),
                 id,
                 1,
                 connected.clone(),

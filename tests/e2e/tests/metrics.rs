@@ -74,7 +74,7 @@ async fn wait_for_metrics(system: &System, component: Component, expected: &[Exp
 }
 
 async fn place_and_finish(system: &System, request: pb::PlaceOrderRequest) -> &'static str {
-    let mut orders = system.orders().await;
+    let mut orders = system.orders(&request.customer_id).await;
     let placed = orders
         .place_order(request)
         .await

@@ -97,7 +97,7 @@ async fn place(
     method: &str,
 ) -> pb::Order {
     let response = system
-        .orders()
+        .orders(customer)
         .await
         .place_order(order_request(customer, sku, quantity, method))
         .await
@@ -112,7 +112,7 @@ async fn place(
 /// Every status of a placed order until its stream ends, versions checked gap-free.
 async fn statuses(system: &ProcessSystem, placed: &pb::Order) -> Vec<&'static str> {
     let mut seen = vec![(placed.version, status_name(placed.status))];
-    let mut orders = system.orders().await;
+    let mut orders = system.orders(&placed.customer_id).await;
     seen.extend(watch_to_end(&mut orders, &placed.order_id, placed.version).await);
     let versions: Vec<i64> = seen.iter().map(|(v, _)| *v).collect();
     assert_eq!(

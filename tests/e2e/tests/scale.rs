@@ -36,7 +36,7 @@ async fn start_scaled(orders: usize, options: Options) -> (ProcessSystem, Arc<At
 async fn finish(system: &ProcessSystem, running: Load, fault: Instant) {
     let placed = running.await.expect("load task");
     let left = BOUND.saturating_sub(fault.elapsed());
-    load::wait_all_terminal(&system.gateway_url(), &placed, left).await;
+    load::wait_all_terminal(&system.load_gateway(), &placed, left).await;
     eprintln!("every order terminal {:?} after the fault", fault.elapsed());
     load::verify(system, &placed).await;
 }

@@ -39,14 +39,17 @@ async fn read_to_end(
     );
 }
 
+/// The customer of [`live_order`]'s order.
+const WATCHER: &str = "watcher";
+
 /// Places an order with the inventory service stopped, so it stays PAID (version 2) for as
 /// long as the test needs a live order; returns its id.
 async fn live_order(system: &mut System) -> String {
     orderflow_e2e::set_stock(system.inventory().await, "gear", 100).await;
     system.stop_component(Component::Inventory).await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders(WATCHER).await;
     let order_id = orders
-        .place_order(order_request("watcher", "gear", 1, "pm_card_visa"))
+        .place_order(order_request(WATCHER, "gear", 1, "pm_card_visa"))
         .await
         .expect("PlaceOrder")
         .into_inner()
@@ -100,11 +103,12 @@ async fn wait_open_streams(system: &System, n: f64, within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_ends_with_the_terminal_status_after_the_registry_was_down() {
     let mut system = ProcessSystem::start(Databases::shared().await).await;
-    load::stock_up(&system.gateway_url()).await;
-    let mut orders = system.orders().await;
+    load::stock_up(&system.load_gateway()).await;
+    // The customer of the seed mix's order 0.
+    let mut orders = system.orders("load-0").await;
     // One order through every service, so each has the schemas it needs cached and keeps
     // working without the registry.
-    let warm_up = load::place(&system.gateway_url(), 0).await;
+    let warm_up = load::place(&system.load_gateway(), 0).await;
     let seen = watch_to_end(&mut orders, &warm_up, 0).await;
     assert_eq!(seen.last(), Some(&(3, "COMPLETED")));
 
@@ -114,7 +118,7 @@ async fn a_watch_ends_with_the_terminal_status_after_the_registry_was_down() {
     system.terminate(Proc::Registry).await;
     // The payment service holds the order at PENDING until the watch is open.
     system.signal_instance(Proc::Payment, 1, "STOP");
-    let order_id = load::place(&system.gateway_url(), 0).await;
+    let order_id = load::place(&system.load_gateway(), 0).await;
     let mut stream = orders
         .watch_order(watch_request(&order_id, 0))
         .await
@@ -151,7 +155,7 @@ async fn a_watch_ends_with_the_terminal_status_after_the_registry_was_down() {
 async fn an_undecodable_status_event_makes_its_watchers_read_their_history() {
     let mut system = System::start().await;
     let order_id = live_order(&mut system).await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders(WATCHER).await;
     let mut stream = orders
         .watch_order(watch_request(&order_id, 0))
         .await
@@ -197,7 +201,7 @@ async fn an_undecodable_status_event_makes_its_watchers_read_their_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_is_refused_until_the_status_feed_is_positioned() {
     let system = System::start().await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders("early").await;
     orderflow_e2e::set_stock(system.inventory().await, "nut", 10).await;
     let order_id = orders
         .place_order(order_request("early", "nut", 1, "pm_card_visa"))
@@ -225,6 +229,7 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
             kafka,
             registry_url: system.registry_url.clone(),
         },
+        auth: system.credentials.auth_args(),
         listen: listener.local_addr().unwrap(),
         admin_listen: admin.local_addr().unwrap(),
         order_url: system.order_url(),
@@ -233,6 +238,11 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
         max_concurrent_requests: 1024,
         max_watch_streams: 10_000,
         max_watch_streams_per_connection: 100,
+        max_watch_streams_per_caller: 50,
+        rate_limit_per_sec: 50,
+        rate_limit_burst: 100,
+        max_message_bytes: 256 * 1024,
+        max_metadata_bytes: 16 * 1024,
         keepalive_interval_secs: 30,
         keepalive_timeout_secs: 10,
     };
@@ -242,7 +252,8 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
 
     let channel = Channel::from_shared(gateway_url).unwrap().connect_lazy();
     let health = HealthClient::new(channel.clone());
-    let mut early = OrderServiceClient::new(channel);
+    let mut early =
+        OrderServiceClient::new(system.credentials.issuer.customer("early").on(channel));
     let check = tonic_health::pb::HealthCheckRequest {
         service: "orderflow.v1.OrderService".into(),
     };
@@ -298,7 +309,7 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
 async fn after_version_beyond_the_order_is_out_of_range() {
     let mut system = System::start().await;
     let order_id = live_order(&mut system).await;
-    let mut orders = system.orders().await;
+    let mut orders = system.orders(WATCHER).await;
     for after_version in [3, 1_000] {
         let refused = orders
             .watch_order(watch_request(&order_id, after_version))
@@ -329,8 +340,8 @@ async fn watch_streams_beyond_the_bounds_are_refused() {
     let mut system = System::start_with(Some(limits)).await;
     let order_id = live_order(&mut system).await;
     // `orders()` opens a new connection each time.
-    let mut first = system.orders().await;
-    let mut second = system.orders().await;
+    let mut first = system.orders(WATCHER).await;
+    let mut second = system.orders(WATCHER).await;
     let mut open = Vec::new();
     for _ in 0..2 {
         open.push(
@@ -435,11 +446,12 @@ async fn a_vanished_client_s_stream_is_reaped() {
         .connect()
         .await
         .expect("connect through the proxy");
-    let mut stream = OrderServiceClient::new(channel)
-        .watch_order(watch_request(&order_id, 0))
-        .await
-        .expect("WatchOrder")
-        .into_inner();
+    let mut stream =
+        OrderServiceClient::new(system.credentials.issuer.customer(WATCHER).on(channel))
+            .watch_order(watch_request(&order_id, 0))
+            .await
+            .expect("WatchOrder")
+            .into_inner();
     let snapshot = stream.next().await.expect("a snapshot").expect("snapshot");
     assert_eq!(snapshot.version, 2);
     wait_open_streams(&system, 1.0, Duration::from_secs(10)).await;

@@ -1,0 +1,377 @@
+//! Who may do what at the gateway, end to end: every refusal a client can meet, with the
+//! exact status it sees, and proof that a refused call stored nothing.
+
+use std::time::Duration;
+
+use orderflow_auth::{Bearer, BearerChannel, Claims, DEV_AUDIENCE, DEV_ISSUER, SigningKey};
+use orderflow_e2e::{GatewaySettings, System, order_request, set_stock, stock, watch_to_end};
+use orderflow_proto::v1 as pb;
+use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
+use orderflow_proto::v1::order_service_client::OrderServiceClient;
+use sqlx::Row;
+use tonic::{Code, Status};
+
+/// The order API with `bearer` on every call.
+async fn orders_with(system: &System, bearer: Bearer) -> OrderServiceClient<BearerChannel> {
+    OrderServiceClient::new(bearer.on(system.channel().await))
+}
+
+async fn inventory_with(system: &System, bearer: Bearer) -> InventoryServiceClient<BearerChannel> {
+    InventoryServiceClient::new(bearer.on(system.channel().await))
+}
+
+/// Orders (and their outbox events) stored by the order service.
+async fn stored_orders(system: &System) -> (i64, i64) {
+    let db = system.order_db.pool().await;
+    let row = sqlx::query("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+fn assert_refused(result: Result<impl std::fmt::Debug, Status>, code: Code, message: &str) {
+    let status = result.expect_err("refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(message),
+        "{:?} does not say {message:?}",
+        status.message()
+    );
+}
+
+/// Without a valid token nothing is served, and each refusal says which check failed: no
+/// token, an expired one, one signed by another key, one for another audience, another
+/// issuer, a token that is not a JWT. Nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_a_valid_token_are_unauthenticated_and_store_nothing() {
+    let system = System::start().await;
+    let mut expired = Claims::new("alice", DEV_ISSUER, DEV_AUDIENCE, 300);
+    expired.exp -= 3600;
+    let elsewhere = SigningKey::generate();
+    let key = system.credentials.issuer.key();
+    let cases = [
+        (Bearer::none(), "missing bearer token"),
+        (Bearer::new(&key.sign(&expired)), "expired"),
+        (
+            Bearer::new(&elsewhere.sign(&Claims::new("alice", DEV_ISSUER, DEV_AUDIENCE, 300))),
+            "not among the trusted keys",
+        ),
+        (
+            Bearer::new(&key.sign(&Claims::new("alice", DEV_ISSUER, "another-api", 300))),
+            "audience",
+        ),
+        (
+            Bearer::new(&key.sign(&Claims::new(
+                "alice",
+                "https://idp.example",
+                DEV_AUDIENCE,
+                300,
+            ))),
+            "issuer",
+        ),
+        (Bearer::new("not-a-jwt"), "not a well-formed JWT"),
+    ];
+    for (bearer, message) in cases {
+        let mut orders = orders_with(&system, bearer.clone()).await;
+        assert_refused(
+            orders
+                .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
+                .await,
+            Code::Unauthenticated,
+            message,
+        );
+        assert_refused(
+            orders
+                .get_order(pb::GetOrderRequest {
+                    order_id: uuid::Uuid::new_v4().to_string(),
+                })
+                .await,
+            Code::Unauthenticated,
+            message,
+        );
+        assert_refused(
+            orders.list_orders(pb::ListOrdersRequest::default()).await,
+            Code::Unauthenticated,
+            message,
+        );
+        assert_refused(
+            orders
+                .watch_order(pb::WatchOrderRequest {
+                    order_id: uuid::Uuid::new_v4().to_string(),
+                    after_version: 0,
+                })
+                .await,
+            Code::Unauthenticated,
+            message,
+        );
+        let mut inventory = inventory_with(&system, bearer).await;
+        assert_refused(
+            inventory
+                .get_stock(pb::GetStockRequest {
+                    sku: "widget".into(),
+                })
+                .await,
+            Code::Unauthenticated,
+            message,
+        );
+    }
+    assert_eq!(stored_orders(&system).await, (0, 0));
+}
+
+/// Alice cannot read, watch or list Bob's orders: his order is NOT_FOUND with the very
+/// message an unknown id gets, and listing another customer is refused; her own list holds
+/// only her orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_sees_only_its_own_orders() {
+    let system = System::start().await;
+    set_stock(system.inventory().await, "widget", 10).await;
+    let mut bob = system.orders("bob").await;
+    let bobs = bob
+        .place_order(order_request("bob", "widget", 1, "pm_card_visa"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let mut alice = system.orders("alice").await;
+    let alices = alice
+        .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let unknown_message = alice
+        .get_order(pb::GetOrderRequest {
+            order_id: unknown.clone(),
+        })
+        .await
+        .unwrap_err()
+        .message()
+        .replace(&unknown, "<id>");
+    let refused = alice
+        .get_order(pb::GetOrderRequest {
+            order_id: bobs.order_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(
+        refused.message().replace(&bobs.order_id, "<id>"),
+        unknown_message,
+        "another customer's order reads exactly as an unknown one"
+    );
+    let refused = alice
+        .watch_order(pb::WatchOrderRequest {
+            order_id: bobs.order_id.clone(),
+            after_version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    assert_eq!(
+        refused.message().replace(&bobs.order_id, "<id>"),
+        unknown_message
+    );
+    assert_refused(
+        alice
+            .list_orders(pb::ListOrdersRequest {
+                customer_id: "bob".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "customer_id \"bob\" is not the authenticated caller",
+    );
+    let listed = alice
+        .list_orders(pb::ListOrdersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    let ids: Vec<&str> = listed.iter().map(|o| o.order_id.as_str()).collect();
+    assert_eq!(ids, [alices.order_id.as_str()]);
+
+    // Bob still sees his own, to its end.
+    let seen = watch_to_end(&mut bob, &bobs.order_id, 0).await;
+    assert_eq!(seen.last().map(|s| s.1), Some("COMPLETED"));
+}
+
+/// PlaceOrder acts as the token's subject: an empty customer_id means the caller, another
+/// customer's is refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_placed_as_the_token_s_subject_only() {
+    let system = System::start().await;
+    let mut alice = system.orders("alice").await;
+    assert_refused(
+        alice
+            .place_order(order_request("bob", "widget", 1, "pm_card_visa"))
+            .await,
+        Code::PermissionDenied,
+        "customer_id \"bob\" is not the authenticated caller (\"alice\")",
+    );
+    assert_eq!(stored_orders(&system).await, (0, 0));
+
+    let placed = alice
+        .place_order(order_request("", "widget", 1, "pm_card_chargeDeclined"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(placed.customer_id, "alice");
+}
+
+/// Stock administration needs the operator role: a customer's SetStock and AdjustStock are
+/// PERMISSION_DENIED and change nothing; reading stock is open to any customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_operator_administers_stock() {
+    let system = System::start().await;
+    set_stock(system.inventory().await, "widget", 10).await;
+    let mut customer = inventory_with(&system, system.credentials.issuer.customer("alice")).await;
+    assert_refused(
+        customer
+            .set_stock(pb::SetStockRequest {
+                sku: "widget".into(),
+                available: 1_000,
+            })
+            .await,
+        Code::PermissionDenied,
+        "SetStock needs the operator role",
+    );
+    assert_refused(
+        customer
+            .adjust_stock(pb::AdjustStockRequest {
+                sku: "widget".into(),
+                delta: -10,
+            })
+            .await,
+        Code::PermissionDenied,
+        "AdjustStock needs the operator role",
+    );
+    let level = customer
+        .get_stock(pb::GetStockRequest {
+            sku: "widget".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(level.available, 10);
+    assert_eq!(stock(system.inventory().await, "widget").await, 10);
+}
+
+/// A caller over its rate limit gets RESOURCE_EXHAUSTED (saying when to retry) and the
+/// refused calls store nothing; another caller is not slowed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_rate_limit_is_refused() {
+    let slow: GatewaySettings = Box::new(|args| {
+        args.rate_limit_per_sec = 1;
+        args.rate_limit_burst = 3;
+    });
+    let system = System::start_with(Some(slow)).await;
+    let mut alice = system.orders("alice").await;
+    let mut outcomes = Vec::new();
+    for _ in 0..6 {
+        outcomes.push(
+            alice
+                .place_order(order_request(
+                    "alice",
+                    "widget",
+                    1,
+                    "pm_card_chargeDeclined",
+                ))
+                .await,
+        );
+    }
+    let placed = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert!((3..=4).contains(&placed), "{placed} placed: {outcomes:?}");
+    let refused = outcomes.into_iter().find(|o| o.is_err()).unwrap();
+    assert_refused(
+        refused,
+        Code::ResourceExhausted,
+        "rate limit of 1/s reached; retry in",
+    );
+    assert_eq!(stored_orders(&system).await.0, placed as i64);
+
+    let mut bob = system.orders("bob").await;
+    bob.place_order(order_request("bob", "widget", 1, "pm_card_chargeDeclined"))
+        .await
+        .expect("another caller has a bucket of its own");
+}
+
+/// A caller's open WatchOrder streams are bounded across all its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_s_open_streams_are_bounded() {
+    let two: GatewaySettings = Box::new(|args| args.max_watch_streams_per_caller = 2);
+    let system = System::start_with(Some(two)).await;
+    let mut alice = system.orders("alice").await;
+    let order = alice
+        .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let watch = || pb::WatchOrderRequest {
+        order_id: order.order_id.clone(),
+        after_version: 0,
+    };
+    // Two connections: the bound is the caller's, not the connection's.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut client = system.orders("alice").await;
+        open.push(client.watch_order(watch()).await.unwrap().into_inner());
+    }
+    let mut third = system.orders("alice").await;
+    assert_refused(
+        third.watch_order(watch()).await,
+        Code::ResourceExhausted,
+        "too many open WatchOrder streams for this caller (limit 2)",
+    );
+    drop(open);
+    // The places are given back once the streams end.
+    orderflow_e2e::wait_for("a place to be free", Duration::from_secs(10), || {
+        let mut third = third.clone();
+        let request = watch();
+        async move { third.watch_order(request).await.ok().map(|_| ()) }
+    })
+    .await;
+}
+
+/// Oversized requests are refused before they reach a handler: a message over the limit
+/// (OUT_OF_RANGE, tonic's code for it) and headers over the limit; neither stores anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_and_metadata_are_refused() {
+    let small: GatewaySettings = Box::new(|args| {
+        args.max_message_bytes = 4 * 1024;
+        args.max_metadata_bytes = 4 * 1024;
+    });
+    let system = System::start_with(Some(small)).await;
+    let mut alice = system.orders("alice").await;
+    let mut big = order_request("alice", "widget", 1, "pm_card_visa");
+    big.items = (0..100)
+        .map(|i| pb::OrderLine {
+            sku: format!("sku-{i:0>40}"),
+            ..big.items[0].clone()
+        })
+        .collect();
+    assert_refused(
+        alice.place_order(big).await,
+        Code::OutOfRange,
+        "message length too large",
+    );
+
+    let mut request = tonic::Request::new(order_request("alice", "widget", 1, "pm_card_visa"));
+    request
+        .metadata_mut()
+        .insert("x-padding", "x".repeat(8 * 1024).parse().unwrap());
+    // Refused by HTTP/2 itself, before gRPC: 431 Request Header Fields Too Large, which a
+    // gRPC client sees as UNKNOWN.
+    let refused = alice.place_order(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unknown, "{refused:?}");
+    assert!(refused.message().contains("431"), "{refused:?}");
+    assert_eq!(stored_orders(&system).await, (0, 0));
+}
