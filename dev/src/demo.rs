@@ -21,7 +21,7 @@ pub struct DemoArgs {
     #[arg(
         long,
         env = "ORDERFLOW_GATEWAY_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:50051"
     )]
     pub gateway: String,
     /// How long to wait for each order to reach its end.
@@ -103,9 +103,11 @@ async fn place_and_watch(
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(args.gateway.clone())?
-        .connect()
-        .await?;
+    let mut endpoint = Channel::from_shared(args.gateway.clone())?;
+    if let Some(tls) = crate::local::client_tls(&args.home.home, &args.gateway)? {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect().await?;
     let key = args.home.home.join(orderflow_auth::DEV_SIGNING_KEY_FILE);
     let issuer = LocalIssuer::read(&key)
         .map_err(|e| e.context("run `./orderflow up` first: it makes the development key"))?;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// How an order must end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,22 +137,25 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// `connections` connections to `url`, made when first used, so a load can start while
-    /// the gateway is still coming up (or is down, in a fault test).
+    /// `connections` connections to `url` (over TLS when `tls` is given), made when first
+    /// used, so a load can start while the gateway is still coming up (or is down, in a
+    /// fault test).
     pub fn lazy(
         url: &str,
         connections: usize,
+        tls: Option<ClientTlsConfig>,
         issuer: Option<Arc<LocalIssuer>>,
     ) -> anyhow::Result<Gateway> {
         let mut channels = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
-            channels.push(
-                Endpoint::from_shared(url.to_owned())?
-                    .tcp_nodelay(true)
-                    .connect_timeout(Duration::from_secs(1))
-                    .timeout(Duration::from_secs(10))
-                    .connect_lazy(),
-            );
+            let mut endpoint = Endpoint::from_shared(url.to_owned())?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(10));
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone())?;
+            }
+            channels.push(endpoint.connect_lazy());
         }
         Ok(Gateway { channels, issuer })
     }

@@ -157,6 +157,62 @@ fn serve(component: &str) -> Vec<String> {
 /// The services that run as several instances, with their input topics.
 const SERVICES: [&str; 3] = ["order", "payment", "inventory"];
 
+/// The certificates `up` makes (`<home>/tls`), and the flags that give them to a component
+/// whose settings name none of their own.
+struct LocalTls {
+    files: orderflow_tls::LocalCaFiles,
+}
+
+impl LocalTls {
+    /// Flags for `name` to serve TLS with its local certificate; the services also ask
+    /// their callers for one. None when its settings name a certificate or plaintext.
+    fn serve(&self, name: &str, settings: &orderflow_tls::ServerTls) -> Vec<String> {
+        if settings.plaintext || settings.cert.is_some() {
+            return Vec::new();
+        }
+        let (cert, key) = self.files.identity(name);
+        let mut args = vec![
+            "--tls-cert-file".into(),
+            path(&cert),
+            "--tls-key-file".into(),
+            path(&key),
+        ];
+        if name != "gateway" && settings.client_ca.is_none() {
+            args.extend(["--tls-client-ca-file".into(), path(&self.files.ca())]);
+        }
+        args
+    }
+
+    /// The URL of a service's gRPC API at `addr`.
+    fn url(&self, addr: SocketAddr, settings: &orderflow_tls::ServerTls) -> String {
+        let scheme = if settings.plaintext { "http" } else { "https" };
+        format!("{scheme}://{addr}")
+    }
+}
+
+/// What a client of the gateway at `url` trusts: for an `https://` URL, the local CA `up`
+/// made in `home`.
+pub fn client_tls(
+    home: &Path,
+    url: &str,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let tls = orderflow_tls::ClientTls {
+        ca: home.join("tls/ca.pem"),
+        identity: None,
+    };
+    let config = tls
+        .config()
+        .map_err(|e| e.context("run `./orderflow up` first: it makes the local CA"))?;
+    Ok(Some(config))
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
 /// `addr` moved by `10 × (instance − 1)` ports: where instance `instance` listens.
 fn shifted(addr: SocketAddr, instance: u8) -> SocketAddr {
     SocketAddr::new(addr.ip(), addr.port() + 10 * u16::from(instance - 1))
@@ -172,6 +228,12 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let inventory = settings::<orderflow_inventory::InventoryArgs>("inventory")?;
     let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     let health = |addr: SocketAddr| Probe::Http(format!("http://{addr}/health"));
+    let tls = LocalTls {
+        files: orderflow_tls::LocalCa::ensure(
+            &home.join("tls"),
+            &["gateway", "order", "inventory"],
+        )?,
+    };
     let mut components = vec![Component {
         name: "registry".into(),
         args: serve("registry"),
@@ -196,7 +258,8 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
         let mut args = serve("order");
         moved(&mut args, "--admin-listen", order.admin_listen);
         moved(&mut args, "--grpc-listen", order.grpc_listen);
-        order_urls.push(format!("http://{}", shifted(order.grpc_listen, k)));
+        args.extend(tls.serve("order", &order.tls));
+        order_urls.push(tls.url(shifted(order.grpc_listen, k), &order.tls));
         components.push(Component {
             name: name("order"),
             args,
@@ -212,7 +275,8 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
         let mut args = serve("inventory");
         moved(&mut args, "--admin-listen", inventory.admin_listen);
         moved(&mut args, "--grpc-listen", inventory.grpc_listen);
-        inventory_urls.push(format!("http://{}", shifted(inventory.grpc_listen, k)));
+        args.extend(tls.serve("inventory", &inventory.tls));
+        inventory_urls.push(tls.url(shifted(inventory.grpc_listen, k), &inventory.tls));
         components.push(Component {
             name: name("inventory"),
             args,
@@ -224,12 +288,17 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let auth = &gateway.auth;
     if auth.jwks_file.is_none() && auth.jwks_url.is_none() && !auth.insecure_no_auth {
         let jwks = home.join(orderflow_auth::DEV_JWKS_FILE);
-        args.extend(["--jwks-file".into(), jwks.display().to_string()]);
+        args.extend(["--jwks-file".into(), path(&jwks)]);
     }
-    if instances > 1 {
-        args.extend(["--order-url".into(), order_urls.join(",")]);
-        args.extend(["--inventory-url".into(), inventory_urls.join(",")]);
+    args.extend(tls.serve("gateway", &gateway.tls));
+    if gateway.owner_ca.is_none() && !order.tls.plaintext {
+        let (cert, key) = tls.files.identity("gateway");
+        args.extend(["--owner-ca-file".into(), path(&tls.files.ca())]);
+        args.extend(["--owner-cert-file".into(), path(&cert)]);
+        args.extend(["--owner-key-file".into(), path(&key)]);
     }
+    args.extend(["--order-url".into(), order_urls.join(",")]);
+    args.extend(["--inventory-url".into(), inventory_urls.join(",")]);
     components.push(Component {
         name: "gateway".into(),
         args,
@@ -461,7 +530,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     say("orderflow is up");
     println!("gateway: {}", gateway.listen);
-    println!("try:     grpcurl -plaintext {} list", gateway.listen);
+    let ca = args.home.home.join("tls/ca.pem");
+    println!(
+        "try:     grpcurl -cacert {} {} list",
+        ca.display(),
+        gateway.listen
+    );
+    println!("         ./orderflow token --customer alice   (a bearer token for the calls)");
     println!("         ./orderflow demo");
     println!("logs:    {}", home.join("logs").display());
     Ok(())

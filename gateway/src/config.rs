@@ -3,6 +3,7 @@
 //! dedup records, so it has no retention settings.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Args;
 use orderflow_auth::AuthArgs;
@@ -17,6 +18,28 @@ pub struct GatewayArgs {
     /// How callers prove who they are.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// TLS of the public API (client certificates optional, when a client CA is given).
+    #[command(flatten)]
+    pub tls: orderflow_tls::ServerTls,
+    /// The CA of the order and inventory services' certificates; their URLs are then
+    /// `https://`. Without it they are called in plaintext.
+    #[arg(long = "owner-ca-file", env = "ORDERFLOW_OWNER_CA_FILE")]
+    pub owner_ca: Option<PathBuf>,
+    /// The certificate the gateway presents to the order and inventory services, which
+    /// serve only callers with one (mutual TLS).
+    #[arg(
+        long = "owner-cert-file",
+        env = "ORDERFLOW_OWNER_CERT_FILE",
+        requires = "owner_key"
+    )]
+    pub owner_cert: Option<PathBuf>,
+    /// The private key of `--owner-cert-file`.
+    #[arg(
+        long = "owner-key-file",
+        env = "ORDERFLOW_OWNER_KEY_FILE",
+        requires = "owner_cert"
+    )]
+    pub owner_key: Option<PathBuf>,
     /// Address clients connect to.
     #[arg(
         long = "listen",
@@ -129,6 +152,15 @@ pub struct GatewayArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub keepalive_timeout_secs: u64,
+}
+
+impl GatewayArgs {
+    /// The TLS the gateway calls the order and inventory services with, if any.
+    pub fn owner_tls(&self) -> Option<orderflow_tls::ClientTls> {
+        let ca = self.owner_ca.clone()?;
+        let identity = self.owner_cert.clone().zip(self.owner_key.clone());
+        Some(orderflow_tls::ClientTls { ca, identity })
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.request_timeout_ms);
+    let tls = args
+        .tls
+        .config("gateway", orderflow_tls::ClientCerts::IfConfigured)?;
+    let owner_tls = args.owner_tls().map(|tls| tls.config()).transpose()?;
     let authenticate = access::Authenticate {
         verifier: verifier(&args.auth, shutdown.clone()).await?,
         rate: Arc::new(rate::RateLimiter::new(
@@ -84,7 +88,12 @@ pub async fn run(
     ));
 
     let orders = api::OrderApi {
-        orders: OrderStoreClient::new(owners::channel(&args.order_url, timeout, shutdown.clone())?),
+        orders: OrderStoreClient::new(owners::channel(
+            &args.order_url,
+            timeout,
+            owner_tls.clone(),
+            shutdown.clone(),
+        )?),
         hub: hub.clone(),
         feed_ready: ready.clone(),
         streams: streams::StreamLimits::new(
@@ -99,6 +108,7 @@ pub async fn run(
         inventory: InventoryServiceClient::new(owners::channel(
             &args.inventory_url,
             timeout,
+            owner_tls,
             shutdown.clone(),
         )?),
     };
@@ -156,7 +166,11 @@ pub async fn run(
         async move { admin_health.serve(admin, metrics.router(), shutdown).await }
     });
     tracing::info!(addr = %listener.local_addr()?, "gateway ready");
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    let result = server
         // Bounds each call until its response starts; WatchOrder streams outlive it.
         .timeout(timeout)
         // Pings every client connection; one that does not answer in time is closed, which

@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
 /// How often each instance is probed.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A channel to the owner at `urls`: one URL, or one per instance, comma-separated. The
-/// prober of a balanced channel stops on `shutdown`.
+/// A channel to the owner at `urls`: one URL, or one per instance, comma-separated; over
+/// TLS when `tls` is given (the URLs are then `https://`). The prober of a balanced channel
+/// stops on `shutdown`.
 pub fn channel(
     urls: &str,
     timeout: Duration,
+    tls: Option<ClientTlsConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Channel> {
     let endpoints = urls
@@ -26,10 +28,21 @@ pub fn channel(
         .map(str::trim)
         .filter(|url| !url.is_empty())
         .map(|url| {
-            Ok(Endpoint::from_shared(url.to_owned())?
+            let https = url.starts_with("https://");
+            let endpoint = Endpoint::from_shared(url.to_owned())?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(timeout)
-                .tcp_nodelay(true))
+                .tcp_nodelay(true);
+            match (&tls, https) {
+                (Some(tls), true) => Ok(endpoint.tls_config(tls.clone())?),
+                (None, false) => Ok(endpoint),
+                (Some(_), false) => anyhow::bail!(
+                    "{url}: with --owner-ca-file the owners are called over TLS; use https://"
+                ),
+                (None, true) => {
+                    anyhow::bail!("{url}: an https:// owner needs --owner-ca-file to verify it")
+                }
+            }
         })
         .collect::<anyhow::Result<Vec<Endpoint>>>()?;
     match endpoints.as_slice() {

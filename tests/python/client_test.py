@@ -1,6 +1,6 @@
 """A client generated from proto/ with grpcio-tools places an order and watches it to the end.
 
-Usage: client_test.py --gateway HOST:PORT --sku SKU --token BEARER_TOKEN
+Usage: client_test.py --gateway HOST:PORT --ca CA_PEM --sku SKU --token BEARER_TOKEN
 Generates the Python stubs from proto/ into a temporary folder first, so it always tests
 the repository's current API. Exits non-zero if the order does not end COMPLETED with
 gap-free versions.
@@ -36,6 +36,7 @@ def generate_stubs(out: pathlib.Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gateway", required=True)
+    parser.add_argument("--ca", required=True, help="the CA certificate the gateway's certificate is signed by")
     parser.add_argument("--sku", required=True)
     parser.add_argument("--token", required=True, help="a bearer token; the order is placed as its subject")
     args = parser.parse_args()
@@ -50,7 +51,8 @@ def main() -> int:
         pb = importlib.import_module("orderflow.v1.orderflow_pb2")
         rpc = importlib.import_module("orderflow.v1.orderflow_pb2_grpc")
 
-        with grpc.insecure_channel(args.gateway) as channel:
+        credentials = grpc.ssl_channel_credentials(root_certificates=pathlib.Path(args.ca).read_bytes())
+        with grpc.secure_channel(args.gateway, credentials) as channel:
             orders = rpc.OrderServiceStub(channel)
             placed = orders.PlaceOrder(
                 # No customer_id: the gateway takes the customer from the token.

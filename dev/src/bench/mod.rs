@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         env = "ORDERFLOW_GATEWAY_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:50051"
     )]
     pub gateway: String,
     /// The offered rate of the fixed-rate run, in orders per second.
@@ -238,8 +238,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let key = args.up.home.home.join(orderflow_auth::DEV_SIGNING_KEY_FILE);
     let issuer = orderflow_auth::LocalIssuer::read(&key)?;
+    let tls = crate::local::client_tls(&args.up.home.home, &args.gateway)?;
     let gateway =
-        crate::load::Gateway::lazy(&args.gateway, args.connections, Some(Arc::new(issuer)))?;
+        crate::load::Gateway::lazy(&args.gateway, args.connections, tls, Some(Arc::new(issuer)))?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let skus = runs::skus(&run_id, args.skus);
     let stock: Vec<(String, i32)> = skus

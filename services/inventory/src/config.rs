@@ -33,4 +33,8 @@ pub struct InventoryArgs {
         default_value = "127.0.0.1:9103"
     )]
     pub admin_listen: SocketAddr,
+    /// TLS of the gRPC API; only callers with a certificate from the client CA (the
+    /// gateway) are served.
+    #[command(flatten)]
+    pub tls: orderflow_tls::ServerTls,
 }

@@ -41,6 +41,11 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Checked first: a service that would refuse every call should not start.
+    let tls = args.tls.config(
+        "inventory service's gRPC API",
+        orderflow_tls::ClientCerts::Required,
+    )?;
     let pool = orderflow_db::connect_and_migrate(
         &orderflow_db::DbSettings {
             max_connections: args.common.database_max_connections,
@@ -56,7 +61,7 @@ pub async fn run(
         .consumer(&input_topics(&topics), handler::InventoryHandler)
         .await?;
     let api = grpc::InventoryApi::new(store::Store::new(pool));
-    let server = grpc::serve(api, grpc, shutdown.clone());
+    let server = grpc::serve(api, grpc, tls, shutdown.clone());
     kit.run(consumer, admin, Some(Box::pin(server)), shutdown)
         .await
 }

@@ -30,13 +30,18 @@ impl OrderApi {
     }
 }
 
-/// Serves `api` on `listener` until `shutdown`.
+/// Serves `api` on `listener` (over TLS unless `tls` is None) until `shutdown`.
 pub async fn serve(
     api: OrderApi,
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(OrderStoreServer::new(api))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.cancelled().await

@@ -47,6 +47,11 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Checked first: a service that would refuse every call should not start.
+    let tls = args.tls.config(
+        "order service's gRPC API",
+        orderflow_tls::ClientCerts::Required,
+    )?;
     let pool = orderflow_db::connect_and_migrate(
         &orderflow_db::DbSettings {
             max_connections: args.common.database_max_connections,
@@ -66,7 +71,7 @@ pub async fn run(
         store::Store::new(pool, kit.outbox_signal.clone()),
         kit.topics.clone(),
     );
-    let server = grpc::serve(api, grpc, shutdown.clone());
+    let server = grpc::serve(api, grpc, tls, shutdown.clone());
     kit.run(consumer, admin, Some(Box::pin(server)), shutdown)
         .await
 }

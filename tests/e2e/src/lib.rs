@@ -20,30 +20,41 @@ use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use orderflow_testkit::TestDatabase;
+use orderflow_tls::{ClientTls, LocalCa, LocalCaFiles, ServerTls};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 
 pub use orderflow_testkit::wait_for;
 
-/// What a test system's gateway trusts: a signing key of its own, its JWKS in a file, and
-/// tokens signed with it for any customer (and for an operator).
+/// What a test system's components trust, made for it alone: a token signing key (its JWKS
+/// in a file) with tokens for any customer and for an operator, and a local CA with a
+/// certificate for the gateway and for each service that serves gRPC. Removed when dropped.
 pub struct Credentials {
     pub issuer: Arc<LocalIssuer>,
-    /// The JWKS the gateway verifies against (removed when dropped).
+    /// The JWKS the gateway verifies against.
     pub jwks: PathBuf,
+    pub tls: LocalCaFiles,
+    dir: PathBuf,
 }
 
 impl Credentials {
     pub fn new() -> Credentials {
         let key = SigningKey::generate();
-        let jwks = std::env::temp_dir().join(format!("orderflow-e2e-jwks-{}.json", key.kid()));
+        let dir = std::env::temp_dir().join(format!("orderflow-e2e-credentials-{}", key.kid()));
+        std::fs::create_dir_all(&dir).expect("a directory for the test credentials");
+        let jwks = dir.join("jwks.json");
         std::fs::write(&jwks, key.jwks().to_string()).expect("write the test JWKS");
+        let tls = LocalCa::ensure(&dir.join("tls"), &["gateway", "order", "inventory"])
+            .expect("the test certificates");
         Credentials {
             issuer: Arc::new(LocalIssuer::new(key)),
             jwks,
+            tls,
+            dir,
         }
     }
 
@@ -51,6 +62,36 @@ impl Credentials {
     /// audience.
     pub fn auth_args(&self) -> AuthArgs {
         AuthArgs::with_jwks_file(self.jwks.clone())
+    }
+
+    /// The TLS a component serves with; the services ask callers for a certificate.
+    pub fn server_tls(&self, name: &str) -> ServerTls {
+        let (cert, key) = self.tls.identity(name);
+        ServerTls {
+            cert: Some(cert),
+            key: Some(key),
+            client_ca: (name != "gateway").then(|| self.tls.ca()),
+            plaintext: false,
+        }
+    }
+
+    /// What a client of the gateway trusts.
+    pub fn client_tls(&self) -> ClientTlsConfig {
+        ClientTls {
+            ca: self.tls.ca(),
+            identity: None,
+        }
+        .config()
+        .expect("the test CA")
+    }
+
+    /// Sets the gateway's TLS: its own certificate, and mutual TLS to the services.
+    pub fn secure_gateway(&self, args: &mut orderflow_gateway::GatewayArgs) {
+        args.tls = self.server_tls("gateway");
+        args.owner_ca = Some(self.tls.ca());
+        let (cert, key) = self.tls.identity("gateway");
+        args.owner_cert = Some(cert);
+        args.owner_key = Some(key);
     }
 }
 
@@ -62,7 +103,7 @@ impl Default for Credentials {
 
 impl Drop for Credentials {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.jwks);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -230,12 +271,17 @@ impl System {
 
     /// The order service's gRPC URL (the owner the gateway forwards to).
     pub fn order_url(&self) -> String {
-        format!("http://{}", self.order_grpc)
+        format!("https://{}", self.order_grpc)
     }
 
     /// The inventory service's gRPC URL.
     pub fn inventory_url(&self) -> String {
-        format!("http://{}", self.inventory_grpc)
+        format!("https://{}", self.inventory_grpc)
+    }
+
+    /// The gateway's URL.
+    pub fn gateway_url(&self) -> String {
+        format!("https://{}", self.gateway_addr)
     }
 
     /// The base URL of `component`'s admin endpoint (`/health`, `/metrics`).
@@ -259,6 +305,7 @@ impl System {
                     database_url: self.order_db.url().into(),
                     grpc_listen: self.order_grpc,
                     admin_listen: admin,
+                    tls: self.credentials.server_tls("order"),
                 };
                 let grpc = self.listener(self.order_grpc).await;
                 tokio::spawn(orderflow_order::run(
@@ -289,6 +336,7 @@ impl System {
                     database_url: self.inventory_db.url().into(),
                     grpc_listen: self.inventory_grpc,
                     admin_listen: admin,
+                    tls: self.credentials.server_tls("inventory"),
                 };
                 let grpc = self.listener(self.inventory_grpc).await;
                 tokio::spawn(orderflow_inventory::run(
@@ -304,8 +352,12 @@ impl System {
                     auth: self.credentials.auth_args(),
                     listen: self.gateway_addr,
                     admin_listen: admin,
-                    order_url: format!("http://{}", self.order_grpc),
-                    inventory_url: format!("http://{}", self.inventory_grpc),
+                    tls: Default::default(),
+                    owner_ca: None,
+                    owner_cert: None,
+                    owner_key: None,
+                    order_url: self.order_url(),
+                    inventory_url: self.inventory_url(),
                     request_timeout_ms: 10_000,
                     max_concurrent_requests: 1024,
                     max_watch_streams: 10_000,
@@ -318,6 +370,7 @@ impl System {
                     keepalive_interval_secs: 30,
                     keepalive_timeout_secs: 10,
                 };
+                self.credentials.secure_gateway(&mut args);
                 if let Some(configure) = &self.configure_gateway {
                     configure(&mut args);
                 }
@@ -389,8 +442,11 @@ impl System {
         }
     }
 
+    /// A new connection to the gateway, over TLS.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.gateway_addr))
+        Channel::from_shared(self.gateway_url())
+            .unwrap()
+            .tls_config(self.credentials.client_tls())
             .unwrap()
             .connect()
             .await

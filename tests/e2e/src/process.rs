@@ -471,6 +471,10 @@ impl Drop for ProcessSystem {
     }
 }
 
+fn file(path: &Path) -> String {
+    path.display().to_string()
+}
+
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -526,7 +530,7 @@ impl ProcessSystem {
     }
 
     pub fn gateway_url(&self) -> String {
-        format!("http://{}", self.addresses.gateway)
+        format!("https://{}", self.addresses.gateway)
     }
 
     pub fn registry_url(&self) -> String {
@@ -546,9 +550,12 @@ impl ProcessSystem {
             .expect("connect to a service database")
     }
 
-    fn channel(&self) -> tonic::transport::Channel {
+    /// A connection to the gateway (over TLS), made when first used.
+    pub fn channel(&self) -> tonic::transport::Channel {
         tonic::transport::Channel::from_shared(self.gateway_url())
             .expect("gateway url")
+            .tls_config(self.credentials.client_tls())
+            .expect("TLS settings")
             .connect_lazy()
     }
 
@@ -570,6 +577,7 @@ impl ProcessSystem {
         crate::load::Gateway::lazy(
             &self.gateway_url(),
             1,
+            Some(self.credentials.client_tls()),
             Some(self.credentials.issuer.clone()),
         )
         .expect("gateway url")
@@ -579,9 +587,25 @@ impl ProcessSystem {
     fn owner_urls(addresses: &[SocketAddr]) -> String {
         addresses
             .iter()
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("https://{a}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The TLS settings of component `name`, in its environment.
+    fn tls_env(&self, name: &str) -> Vec<(&'static str, String)> {
+        let tls = self.credentials.server_tls(name);
+        let mut env = vec![
+            (
+                "ORDERFLOW_TLS_CERT_FILE",
+                file(&tls.cert.expect("a certificate")),
+            ),
+            ("ORDERFLOW_TLS_KEY_FILE", file(&tls.key.expect("a key"))),
+        ];
+        if let Some(ca) = tls.client_ca {
+            env.push(("ORDERFLOW_TLS_CLIENT_CA_FILE", file(&ca)));
+        }
+        env
     }
 
     fn env(&self, (p, n): Instance, instance_id: Option<&str>) -> Vec<(String, String)> {
@@ -618,6 +642,7 @@ impl ProcessSystem {
                 env.push(("ORDERFLOW_REGISTRY_DATABASE_URL", self.database_url(p)));
             }
             Proc::Order => {
+                env.extend(self.tls_env("order"));
                 env.push(("ORDERFLOW_ORDER_DATABASE_URL", self.database_url(p)));
                 env.push(("ORDERFLOW_ORDER_GRPC_LISTEN", a.order_grpc[i].to_string()));
                 env.push(("ORDERFLOW_ORDER_ADMIN_LISTEN", admin));
@@ -627,6 +652,7 @@ impl ProcessSystem {
                 env.push(("ORDERFLOW_PAYMENT_ADMIN_LISTEN", admin));
             }
             Proc::Inventory => {
+                env.extend(self.tls_env("inventory"));
                 env.push(("ORDERFLOW_INVENTORY_DATABASE_URL", self.database_url(p)));
                 env.push((
                     "ORDERFLOW_INVENTORY_GRPC_LISTEN",
@@ -636,6 +662,11 @@ impl ProcessSystem {
             }
             Proc::Gateway => {
                 env.push(("ORDERFLOW_GATEWAY_LISTEN", a.gateway.to_string()));
+                env.extend(self.tls_env("gateway"));
+                let (cert, key) = self.credentials.tls.identity("gateway");
+                env.push(("ORDERFLOW_OWNER_CA_FILE", file(&self.credentials.tls.ca())));
+                env.push(("ORDERFLOW_OWNER_CERT_FILE", file(&cert)));
+                env.push(("ORDERFLOW_OWNER_KEY_FILE", file(&key)));
                 env.push((
                     "ORDERFLOW_JWKS_FILE",
                     self.credentials.jwks.display().to_string(),

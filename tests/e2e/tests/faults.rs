@@ -16,7 +16,7 @@ use orderflow_e2e::{status_name, wait_for};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 const ORDERS: usize = 40;
 const INTERVAL: Duration = Duration::from_millis(50);
@@ -166,6 +166,7 @@ async fn postgres_restarted_mid_load() {
 /// seen) whenever the stream breaks. Returns every (version, status) received.
 async fn resilient_watch(
     gateway_url: String,
+    tls: ClientTlsConfig,
     bearer: Bearer,
     order_id: String,
     after_version: i64,
@@ -181,6 +182,8 @@ async fn resilient_watch(
         );
         let last = seen.last().map(|(v, _)| *v).unwrap_or(after_version);
         let channel = Channel::from_shared(gateway_url.clone())
+            .unwrap()
+            .tls_config(tls.clone())
             .unwrap()
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
@@ -263,6 +266,7 @@ async fn gateway_killed_while_clients_watch() {
         .map(|(id, customer)| {
             tokio::spawn(resilient_watch(
                 system.gateway_url(),
+                system.credentials.client_tls(),
                 system.credentials.issuer.customer(&customer),
                 id,
                 1,

@@ -509,6 +509,8 @@ async fn python_client_places_and_watches_an_order() {
         .arg(script)
         .arg("--gateway")
         .arg(system.gateway_addr.to_string())
+        .arg("--ca")
+        .arg(system.credentials.tls.ca())
         .arg("--sku")
         .arg("py-widget")
         .arg("--token")
@@ -861,8 +863,10 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
             stdout
         }
     };
+    // grpcurl verifies the gateway's certificate against the CA `up` made.
+    let ca = system.credentials.tls.ca().display().to_string();
     let call_as = |header: &str, body: &str, method: &str| {
-        let mut args = vec!["-plaintext".to_owned()];
+        let mut args = vec!["-cacert".to_owned(), ca.clone()];
         if !header.is_empty() {
             args.extend(["-H".to_owned(), header.to_owned()]);
         }
@@ -876,7 +880,17 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
     };
     let call = |body: &str, method: &str| call_as(&alice, body, method);
 
-    let services = run(vec!["-plaintext".into(), address.clone(), "list".into()]).await;
+    let services = run(vec![
+        "-cacert".into(),
+        ca.clone(),
+        address.clone(),
+        "list".into(),
+    ])
+    .await;
+
+    // A client that does not speak TLS gets no answer from the TLS gateway.
+    let plaintext = grpcurl_output(vec!["-plaintext".into(), address.clone(), "list".into()]).await;
+    assert!(!plaintext.status.success());
     // grpcurl 1.8.6 asks the v1alpha reflection service, which lists itself (not v1).
     let listed: Vec<&str> = services.lines().collect();
     assert_eq!(

@@ -375,3 +375,107 @@ async fn oversized_messages_and_metadata_are_refused() {
     assert!(refused.message().contains("431"), "{refused:?}");
     assert_eq!(stored_orders(&system).await, (0, 0));
 }
+
+/// The gateway speaks only TLS: a plaintext client gets no answer, and a client that does
+/// not trust the gateway's CA refuses the connection; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_only_tls() {
+    let system = System::start().await;
+    let plaintext =
+        tonic::transport::Channel::from_shared(format!("http://{}", system.gateway_addr))
+            .unwrap()
+            .connect_lazy();
+    let bearer = system.credentials.issuer.customer("alice");
+    let refused = OrderServiceClient::new(bearer.clone().on(plaintext))
+        .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
+        .await
+        .expect_err("a plaintext client");
+    assert_transport_refusal("a plaintext client", &refused);
+
+    // A CA of another machine: the gateway's certificate is not trusted.
+    let other = orderflow_e2e::Credentials::new();
+    let untrusting = tonic::transport::Channel::from_shared(system.gateway_url())
+        .unwrap()
+        .tls_config(other.client_tls())
+        .unwrap()
+        .connect_lazy();
+    let refused = OrderServiceClient::new(bearer.on(untrusting))
+        .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
+        .await
+        .expect_err("a client that does not trust the certificate");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(stored_orders(&system).await, (0, 0));
+}
+
+/// The order and inventory services serve only callers with a certificate of their CA (the
+/// gateway): a caller without one, one with a certificate from another CA, and a plaintext
+/// caller all fail, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_refuse_callers_without_a_client_certificate() {
+    use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
+    use orderflow_tls::ClientTls;
+
+    let system = System::start().await;
+    let other = orderflow_e2e::Credentials::new();
+    let ca = system.credentials.tls.ca();
+    let no_certificate = ClientTls {
+        ca: ca.clone(),
+        identity: None,
+    };
+    let foreign_certificate = ClientTls {
+        ca,
+        identity: Some(other.tls.identity("gateway")),
+    };
+    for (what, tls) in [
+        ("no certificate", Some(no_certificate)),
+        ("a certificate of another CA", Some(foreign_certificate)),
+        ("plaintext", None),
+    ] {
+        let (order_url, inventory_url) = match tls {
+            Some(_) => (system.order_url(), system.inventory_url()),
+            None => (
+                system.order_url().replace("https", "http"),
+                system.inventory_url().replace("https", "http"),
+            ),
+        };
+        let channel = |url: String| {
+            let mut endpoint = tonic::transport::Channel::from_shared(url).unwrap();
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.config().unwrap()).unwrap();
+            }
+            endpoint.connect_lazy()
+        };
+        let refused = OrderStoreClient::new(channel(order_url))
+            .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
+            .await
+            .expect_err(what);
+        assert_transport_refusal(what, &refused);
+        let refused = InventoryServiceClient::new(channel(inventory_url))
+            .set_stock(pb::SetStockRequest {
+                sku: "widget".into(),
+                available: 5,
+            })
+            .await
+            .expect_err(what);
+        assert_transport_refusal(what, &refused);
+    }
+    assert_eq!(stored_orders(&system).await, (0, 0));
+    assert_eq!(stock(system.inventory().await, "widget").await, 0);
+}
+
+/// A connection the server cut during the TLS handshake: the client sees a transport error,
+/// CANCELLED or UNKNOWN depending on whether the cut came before or after its request was
+/// written, never an answer.
+fn assert_transport_refusal(what: &str, refused: &Status) {
+    assert!(
+        matches!(
+            refused.code(),
+            Code::Cancelled | Code::Unknown | Code::Unavailable
+        ),
+        "{what}: {refused:?}"
+    );
+    assert!(
+        std::error::Error::source(refused).is_some(),
+        "{what}: not a transport error: {refused:?}"
+    );
+}

@@ -217,19 +217,23 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
     broker.stop(false).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_url = format!("http://{}", listener.local_addr().unwrap());
+    let gateway_url = format!("https://{}", listener.local_addr().unwrap());
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let mut kafka = orderflow_e2e::kafka_args(
         broker.address(),
         format!("t{}-", orderflow_testkit::unique_suffix()),
     );
     kafka.fetch_wait_ms = 25;
-    let args = orderflow_gateway::GatewayArgs {
+    let mut args = orderflow_gateway::GatewayArgs {
         bus: orderflow_platform::EventBusArgs {
             kafka,
             registry_url: system.registry_url.clone(),
         },
         auth: system.credentials.auth_args(),
+        tls: Default::default(),
+        owner_ca: None,
+        owner_cert: None,
+        owner_key: None,
         listen: listener.local_addr().unwrap(),
         admin_listen: admin.local_addr().unwrap(),
         order_url: system.order_url(),
@@ -246,11 +250,16 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
         keepalive_interval_secs: 30,
         keepalive_timeout_secs: 10,
     };
+    system.credentials.secure_gateway(&mut args);
     let stop = tokio_util::sync::CancellationToken::new();
     let gateway = tokio::spawn(orderflow_gateway::run(args, listener, admin, stop.clone()));
     let _stop_gateway = stop.clone().drop_guard();
 
-    let channel = Channel::from_shared(gateway_url).unwrap().connect_lazy();
+    let channel = Channel::from_shared(gateway_url)
+        .unwrap()
+        .tls_config(system.credentials.client_tls())
+        .unwrap()
+        .connect_lazy();
     let health = HealthClient::new(channel.clone());
     let mut early =
         OrderServiceClient::new(system.credentials.issuer.customer("early").on(channel));
@@ -441,7 +450,9 @@ async fn a_vanished_client_s_stream_is_reaped() {
     let mut system = System::start_with(Some(keepalive)).await;
     let order_id = live_order(&mut system).await;
     let (address, blackhole) = proxy(system.gateway_addr).await;
-    let channel = Channel::from_shared(format!("http://{address}"))
+    let channel = Channel::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(system.credentials.client_tls())
         .unwrap()
         .connect()
         .await
