@@ -3,6 +3,7 @@
 //! gate; `dlq` inspects and redrives dead letters; `token` signs a bearer token. Development
 //! tooling (up, down, status, demo, bench) is the `orderflow-dev` binary's (dev/).
 
+mod certs;
 mod dlq;
 mod schema;
 mod token;
@@ -41,6 +42,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Print a bearer token for a customer, signed with the development key (or --signing-key).
     Token(token::TokenArgs),
+    /// Make a local CA and a certificate per component, for a deployment without its own PKI.
+    Certs(certs::CertsArgs),
 }
 
 #[derive(Subcommand)]
@@ -95,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schema(command) => schema::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Token(args) => token::run(args),
+        Command::Certs(args) => certs::run(args),
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Args;
 use orderflow_platform::KafkaArgs;
 use orderflow_platform::config::{self, ServeArgs};
@@ -156,6 +157,82 @@ fn serve(component: &str) -> Vec<String> {
 
 /// The services that run as several instances, with their input topics.
 const SERVICES: [&str; 3] = ["order", "payment", "inventory"];
+
+/// Makes each service's database owned by a role of its own (`orderflow_<service>`, not a
+/// superuser, its password kept in `<home>/secrets`), for every service whose database URL
+/// is the default's, as the `postgres` superuser; returns the URL each such service connects
+/// with. A service given other credentials is left as configured.
+async fn owned_databases(
+    home: &Path,
+) -> anyhow::Result<std::collections::HashMap<&'static str, orderflow_platform::Secret>> {
+    let urls = [
+        (
+            "registry",
+            settings::<orderflow_registry::RegistryArgs>("registry")?.database_url,
+        ),
+        (
+            "order",
+            settings::<orderflow_order::OrderArgs>("order")?.database_url,
+        ),
+        (
+            "payment",
+            settings::<orderflow_payment::PaymentArgs>("payment")?.database_url,
+        ),
+        (
+            "inventory",
+            settings::<orderflow_inventory::InventoryArgs>("inventory")?.database_url,
+        ),
+    ];
+    let mut owned = std::collections::HashMap::new();
+    for (service, url) in urls {
+        let admin: sqlx::postgres::PgConnectOptions = url.expose().parse()?;
+        let Some(database) = admin.get_database().map(str::to_owned) else {
+            continue;
+        };
+        if admin.get_username() != "postgres" {
+            continue;
+        }
+        let owner = orderflow_db::Owner {
+            database,
+            role: format!("orderflow_{service}"),
+            password: secret(home, &format!("{service}-database-password"))?,
+        };
+        orderflow_db::provision(&admin, &owner)
+            .await
+            .with_context(|| format!("cannot set up the {service} database and its role"))?;
+        owned.insert(service, orderflow_platform::Secret::new(owner.url(&admin)));
+    }
+    say(format!(
+        "databases owned by their services' roles: {}",
+        owned
+            .keys()
+            .map(|s| format!("orderflow_{s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(owned)
+}
+
+/// The secret named `name` in `<home>/secrets`, made (random, readable by its owner only)
+/// when absent.
+fn secret(home: &Path, name: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = home.join("secrets").join(name);
+    if let Ok(value) = std::fs::read_to_string(&path) {
+        return Ok(value.trim().to_owned());
+    }
+    std::fs::create_dir_all(home.join("secrets"))?;
+    let value = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(value.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(value)
+}
 
 /// The certificates `up` makes (`<home>/tls`), and the flags that give them to a component
 /// whose settings name none of their own.
@@ -493,17 +570,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         signing.kid()
     ));
 
-    // 4. The registry, then the schemas, then the services that need both.
+    // 4. Each service's database, owned by a role of its own.
+    let databases = owned_databases(&home).await?;
+
+    // 5. The registry, then the schemas, then the services that need both.
     let components = components(args.instances, &home)?;
     for component in &components {
         if component.probe.ok().await {
             say(format!("{} already running", component.name));
         } else {
-            let pid = spawn(
-                &home,
-                &component.name,
-                logged(&home, &component.name, &orderflow, &component.args)?,
-            )?;
+            let mut command = logged(&home, &component.name, &orderflow, &component.args)?;
+            // The name before any instance number: `order-2` is an order service.
+            let service = component.name.split('-').next().unwrap_or_default();
+            if let Some(url) = databases.get(service) {
+                // In the environment, not on the command line: it holds a password.
+                let variable = format!("ORDERFLOW_{}_DATABASE_URL", service.to_uppercase());
+                command.env(variable, url.expose());
+            }
+            let pid = spawn(&home, &component.name, command)?;
             say(format!("starting {} (pid {pid})", component.name));
             let log = home.join("logs").join(format!("{}.log", component.name));
             wait_until(

@@ -2,6 +2,8 @@
 //! first start, migrated by sqlx, and reached through a pool that waits out a database that is
 //! still starting. Database URLs may hold passwords, so they travel as [`Secret`]s.
 
+mod owner;
+
 use std::time::Duration;
 
 use orderflow_retry::backoff;
@@ -9,6 +11,8 @@ use orderflow_retry::backoff;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
+
+pub use owner::{Owner, drop_owned, provision};
 
 /// Why a service could not get its database ready.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! A certificate authority for one machine: `./orderflow up` and the tests make one, with a
-//! certificate per component (valid for `localhost`, `127.0.0.1` and `::1`, for serving and
-//! for calling). The CA's private key is never written: once the certificates are signed it is
+//! certificate per component (valid for its name, `localhost`, `127.0.0.1` and `::1`, for
+//! serving and for calling). The CA's private key is never written: once the certificates are signed it is
 //! dropped, so nothing on disk can sign another. A set with a file missing is made anew whole.
 
 use std::fs;
@@ -70,7 +70,9 @@ fn make(files: &LocalCaFiles, names: &[&str]) -> anyhow::Result<()> {
     let issuer = Issuer::new(ca, ca_key);
     for name in names {
         let key = KeyPair::generate()?;
+        // Its own name too: the host name it has on a container network.
         let mut params = CertificateParams::new(vec![
+            (*name).to_owned(),
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
             "::1".to_owned(),

@@ -479,3 +479,66 @@ fn assert_transport_refusal(what: &str, refused: &Status) {
         "{what}: not a transport error: {refused:?}"
     );
 }
+
+/// Each service connects as a role that owns its database and nothing else: the order
+/// service's role cannot even connect to the payment database (whose tables hold data), and
+/// no service role is a superuser or may create databases or roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_role_cannot_reach_another_service_s_tables() {
+    use sqlx::ConnectOptions;
+    use sqlx::postgres::PgConnectOptions;
+
+    let system = System::start().await;
+    let mut alice = system.orders("alice").await;
+    let order = alice
+        .place_order(order_request(
+            "alice",
+            "widget",
+            1,
+            "pm_card_chargeDeclined",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let mut seen = watch_to_end(&mut alice, &order.order_id, 0).await;
+    assert_eq!(seen.pop().map(|s| s.1), Some("FAILED"));
+    let payments = system.payment_db.pool().await;
+    let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM charges")
+        .fetch_one(&payments)
+        .await
+        .unwrap();
+    assert_eq!(charges, 1, "the payment tables hold data");
+
+    let order_role: PgConnectOptions = system.order_db.url().parse().unwrap();
+    let refused = order_role
+        .clone()
+        .database(system.payment_db.name())
+        .connect()
+        .await
+        .expect_err("the order role connecting to the payment database");
+    let code = refused
+        .as_database_error()
+        .and_then(|e| e.code().map(|c| c.into_owned()));
+    assert_eq!(code.as_deref(), Some("42501"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("permission denied for database"),
+        "{refused}"
+    );
+
+    for db in [&system.order_db, &system.payment_db, &system.inventory_db] {
+        let pool = db.pool().await;
+        let (user, superuser, createdb, createrole): (String, bool, bool, bool) = sqlx::query_as(
+            "SELECT rolname::text, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles
+             WHERE rolname = current_user",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(user, db.name(), "each database is reached as its own role");
+        assert!(!superuser && !createdb && !createrole, "{user}");
+    }
+}

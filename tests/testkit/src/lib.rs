@@ -4,8 +4,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use orderflow_db::Owner;
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
 
 /// The server the tests create their databases on; override with `ORDERFLOW_TEST_DATABASE_URL`.
 pub fn admin_database_url() -> String {
@@ -23,27 +24,29 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", unique_suffix())
 }
 
-/// A database created for one test and dropped (with its connections) when this value drops.
+/// A database created for one test, owned by a role of the same name that is not a
+/// superuser (as each service's is), and dropped with the role (and its connections) when this
+/// value drops.
 pub struct TestDatabase {
-    name: String,
+    owner: Owner,
     url: String,
 }
 
 impl TestDatabase {
-    /// Creates an empty database named `<prefix>_<random>`.
+    /// Creates an empty database named `t_<prefix>_<random>` and its owner role.
     pub async fn create(prefix: &str) -> TestDatabase {
         let name = format!("t_{prefix}_{}", unique_suffix());
-        let admin_url = admin_database_url();
-        let mut conn = sqlx::PgConnection::connect(&admin_url)
+        let owner = Owner {
+            database: name.clone(),
+            role: name,
+            password: unique_suffix(),
+        };
+        let admin: PgConnectOptions = admin_database_url().parse().expect("admin database url");
+        orderflow_db::provision(&admin, &owner)
             .await
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin_url}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        let options: PgConnectOptions = admin_url.parse().expect("admin database url");
-        let url = options.database(&name).to_url_lossy().to_string();
-        TestDatabase { name, url }
+            .unwrap_or_else(|e| panic!("cannot create the test database {}: {e}", owner.database));
+        let url = owner.url(&admin);
+        TestDatabase { owner, url }
     }
 
     /// The connection URL of this database.
@@ -51,9 +54,9 @@ impl TestDatabase {
         &self.url
     }
 
-    /// The database name.
+    /// The database name (also the name of its owner role).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.owner.database
     }
 
     /// A small pool for assertions made by the test itself.
@@ -68,7 +71,7 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let owner = self.owner.clone();
         // Drop may run inside a runtime, which must not block on another: use a thread.
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -76,11 +79,8 @@ impl Drop for TestDatabase {
                 .build()
                 .expect("runtime for dropping a test database");
             rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_database_url()).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
+                if let Ok(admin) = admin_database_url().parse::<PgConnectOptions>() {
+                    let _ = orderflow_db::drop_owned(&admin, &owner).await;
                 }
             });
         });
