@@ -202,13 +202,11 @@ async fn owned_databases(
             .with_context(|| format!("cannot set up the {service} database and its role"))?;
         owned.insert(service, orderflow_platform::Secret::new(owner.url(&admin)));
     }
+    let mut roles: Vec<String> = owned.keys().map(|s| format!("orderflow_{s}")).collect();
+    roles.sort();
     say(format!(
         "databases owned by their services' roles: {}",
-        owned
-            .keys()
-            .map(|s| format!("orderflow_{s}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        roles.join(", ")
     ));
     Ok(owned)
 }

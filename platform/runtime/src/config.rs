@@ -506,13 +506,24 @@ pub enum ConfigError {
 /// Where a value that was not on the command line came from.
 enum Origin {
     Env(String),
-    File { key: String, path: PathBuf },
+    /// A `<VARIABLE>_FILE` variable naming the file that holds the value (a mounted secret).
+    EnvFile {
+        name: String,
+        path: PathBuf,
+    },
+    File {
+        key: String,
+        path: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::EnvFile { name, path } => {
+                write!(f, "file {} (named by {name})", path.display())
+            }
             Origin::File { key, path } => write!(f, "key `{key}` in {}", path.display()),
         }
     }
@@ -560,9 +571,28 @@ pub fn load<T: Args>(name: &'static str, sources: &Sources) -> Result<T, ConfigE
             continue;
         }
         let from_env = arg.get_env().and_then(|var| Some((var, sources.var(var)?)));
+        let from_env_file = arg.get_env().and_then(|var| {
+            let mut name = var.to_owned();
+            name.push("_FILE");
+            let path = PathBuf::from(sources.var(&name)?);
+            Some((name.to_string_lossy().into_owned(), path))
+        });
         if let Some((var, value)) = from_env {
             let origin = Origin::Env(var.to_string_lossy().into_owned());
             layers.push((origin, flag(arg, long, vec![value.clone()])));
+        } else if let Some((name, path)) = from_env_file {
+            // A secret kept in a file (Docker and Kubernetes secrets): its text, less the
+            // trailing newline editors add.
+            let value = sources.read(&path);
+            let origin = Origin::EnvFile { name, path };
+            let value = value
+                .map_err(|e| ConfigError::Invalid {
+                    origin: origin.to_string(),
+                    message: format!("cannot read it: {e}"),
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned();
+            layers.push((origin, flag(arg, long, vec![value.into()])));
         } else if let Some((file, value)) = file
             .as_ref()
             .and_then(|file| Some((file, file.table.get(long)?)))
@@ -759,6 +789,44 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         retention: RetentionArgs,
+    }
+
+    #[test]
+    fn a_secret_can_come_from_a_file_named_by_the_variable_with_file_appended() {
+        let sources = Sources::fixed(
+            Vec::<&str>::new(),
+            [("ORDERFLOW_REGISTRY_URL_FILE", "/run/secrets/registry")],
+        )
+        .with_file(
+            "/run/secrets/registry",
+            "http://user:s3cret@registry:8081\n",
+        );
+        let args: EventBusArgs = load("test", &sources).expect("settings");
+        assert_eq!(args.registry_url, "http://user:s3cret@registry:8081");
+
+        // The variable itself wins over its _FILE, as a flag wins over both.
+        let sources = Sources::fixed(
+            Vec::<&str>::new(),
+            [
+                ("ORDERFLOW_REGISTRY_URL", "http://direct:8081"),
+                ("ORDERFLOW_REGISTRY_URL_FILE", "/run/secrets/registry"),
+            ],
+        );
+        let args: EventBusArgs = load("test", &sources).expect("settings");
+        assert_eq!(args.registry_url, "http://direct:8081");
+
+        let missing = Sources::fixed(
+            Vec::<&str>::new(),
+            [("ORDERFLOW_REGISTRY_URL_FILE", "/run/secrets/absent")],
+        );
+        let error = load::<EventBusArgs>("test", &missing)
+            .err()
+            .expect("unreadable");
+        assert!(
+            error.to_string().contains("/run/secrets/absent")
+                && error.to_string().contains("ORDERFLOW_REGISTRY_URL_FILE"),
+            "{error}"
+        );
     }
 
     #[test]
