@@ -102,10 +102,14 @@ say "schema gate (offline)"
 REG_PORT=$(free_port)
 REG_DB="orderflow_ci_registry_$$"
 PG="${ORDERFLOW_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-"$ORDERFLOW" serve registry --listen "127.0.0.1:$REG_PORT" --database-url "${PG%/*}/$REG_DB" >/tmp/orderflow-ci-registry.log 2>&1 &
+REG_USERS=$(mktemp)
+echo "ci-admin:ci-$$-$RANDOM:admin" >"$REG_USERS"
+"$ORDERFLOW" serve registry --listen "127.0.0.1:$REG_PORT" --database-url "${PG%/*}/$REG_DB" \
+  --users-file "$REG_USERS" >/tmp/orderflow-ci-registry.log 2>&1 &
 REG_PID=$!
-CLEANUP+=("kill $REG_PID; wait $REG_PID 2>/dev/null; psql -q '$PG' -c 'DROP DATABASE IF EXISTS $REG_DB WITH (FORCE)'")
+CLEANUP+=("kill $REG_PID; wait $REG_PID 2>/dev/null; rm -f $REG_USERS; psql -q '$PG' -c 'DROP DATABASE IF EXISTS $REG_DB WITH (FORCE)'")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$REG_PORT/health" >/dev/null && break; sleep 0.2; done
 say "schema gate (online, against the project's registry at 127.0.0.1:$REG_PORT)"
-"$ORDERFLOW" schema check --registry "http://127.0.0.1:$REG_PORT"
+ORDERFLOW_REGISTRY_USER_INFO=$(cut -d: -f1,2 "$REG_USERS") \
+  "$ORDERFLOW" schema check --registry "http://127.0.0.1:$REG_PORT"
 say "all checks passed"

@@ -46,6 +46,13 @@ pub struct ShowArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     registry_url: String,
+    /// Credentials for the registry, `user:password` (a user with the read role suffices).
+    #[arg(
+        long = "registry-user-info",
+        env = "ORDERFLOW_REGISTRY_USER_INFO",
+        hide_env_values = true
+    )]
+    registry_user_info: Option<orderflow_platform::Secret>,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -109,7 +116,8 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         println!("{}: no messages from offset {}", args.topic, args.offset);
         return Ok(());
     }
-    let codec = EventCodec::new(&args.registry_url)?;
+    let user_info = args.registry_user_info.as_ref().map(|s| s.expose());
+    let codec = EventCodec::new(&args.registry_url, user_info)?;
     for message in &messages {
         print_message(&codec, message).await;
     }

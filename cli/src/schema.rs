@@ -31,6 +31,14 @@ pub struct CheckArgs {
     /// A Confluent-compatible registry to register every version into, in order.
     #[arg(long)]
     pub registry: Option<String>,
+    /// Credentials for that registry, `user:password`: a user with the admin role, as the
+    /// check sets each subject's compatibility level.
+    #[arg(
+        long = "registry-user-info",
+        env = "ORDERFLOW_REGISTRY_USER_INFO",
+        hide_env_values = true
+    )]
+    pub registry_user_info: Option<orderflow_platform::Secret>,
 }
 
 /// The schemas directory `up` registers: `ORDERFLOW_SCHEMAS_DIR` or `./schemas`.
@@ -41,7 +49,9 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
             println!("{report}");
             anyhow::ensure!(report.is_ok(), "schema check failed");
             if let Some(url) = args.registry {
-                let report = orderflow_schema_gate::check_online(&args.dir.dir, &url).await?;
+                let user_info = args.registry_user_info.as_ref().map(|s| s.expose());
+                let report =
+                    orderflow_schema_gate::check_online(&args.dir.dir, &url, user_info).await?;
                 println!("{report}");
                 anyhow::ensure!(report.is_ok(), "registering the schemas in {url} failed");
             }

@@ -211,6 +211,53 @@ async fn owned_databases(
     Ok(owned)
 }
 
+/// The registry's users `up` makes: the services' (write: they register their schemas) and
+/// an admin (`up` sets the subjects' levels), in `<home>/secrets/registry-users`.
+struct RegistryUsers {
+    /// `user:password` of the services' user.
+    writer: String,
+    /// `user:password` of the admin.
+    admin: String,
+}
+
+impl RegistryUsers {
+    fn file(home: &Path) -> PathBuf {
+        home.join("secrets/registry-users")
+    }
+
+    fn ensure(home: &Path) -> anyhow::Result<RegistryUsers> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let users = RegistryUsers {
+            writer: format!(
+                "orderflow-services:{}",
+                secret(home, "registry-services-password")?
+            ),
+            admin: format!(
+                "orderflow-admin:{}",
+                secret(home, "registry-admin-password")?
+            ),
+        };
+        let file = RegistryUsers::file(home);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)
+            .and_then(|mut f| {
+                writeln!(
+                    f,
+                    "# orderflow up: the registry's users (name:password:role)"
+                )?;
+                writeln!(f, "{}:write", users.writer)?;
+                writeln!(f, "{}:admin", users.admin)
+            })
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        Ok(users)
+    }
+}
+
 /// The secret named `name` in `<home>/secrets`, made (random, readable by its owner only)
 /// when absent.
 fn secret(home: &Path, name: &str) -> anyhow::Result<String> {
@@ -309,9 +356,13 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
             &["gateway", "order", "inventory"],
         )?,
     };
+    let mut registry_args = serve("registry");
+    if registry.users_file.is_none() && !registry.insecure_no_auth {
+        registry_args.extend(["--users-file".into(), path(&RegistryUsers::file(home))]);
+    }
     let mut components = vec![Component {
         name: "registry".into(),
-        args: serve("registry"),
+        args: registry_args,
         probe: health(registry.listen),
     }];
     let mut order_urls = Vec::new();
@@ -568,8 +619,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         signing.kid()
     ));
 
-    // 4. Each service's database, owned by a role of its own.
+    // 4. Each service's database, owned by a role of its own; the registry's users.
     let databases = owned_databases(&home).await?;
+    let registry_users = RegistryUsers::ensure(&home)?;
 
     // 5. The registry, then the schemas, then the services that need both.
     let components = components(args.instances, &home)?;
@@ -584,6 +636,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 // In the environment, not on the command line: it holds a password.
                 let variable = format!("ORDERFLOW_{}_DATABASE_URL", service.to_uppercase());
                 command.env(variable, url.expose());
+            }
+            // The registry user the services and the gateway act as, unless one is configured.
+            if component.name != "registry"
+                && std::env::var_os("ORDERFLOW_REGISTRY_USER_INFO").is_none()
+            {
+                command.env("ORDERFLOW_REGISTRY_USER_INFO", &registry_users.writer);
             }
             let pid = spawn(&home, &component.name, command)?;
             say(format!("starting {} (pid {pid})", component.name));
@@ -601,7 +659,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
             let url = format!("http://{}", registry.listen);
             let schemas = orderflow_schema_gate::schemas_dir();
-            let report = orderflow_schema_gate::check_online(&schemas, &url).await?;
+            let report =
+                orderflow_schema_gate::check_online(&schemas, &url, Some(&registry_users.admin))
+                    .await?;
             anyhow::ensure!(
                 report.is_ok(),
                 "registering the schemas in {url} failed:\n{report}"

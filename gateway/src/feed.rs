@@ -92,6 +92,13 @@ async fn position(
 
 /// Runs until `shutdown`, publishing each decoded status change to `hub`. `ready` turns true
 /// once the feed is first positioned: WatchOrder is refused before that.
+/// Marks the gateway not ready until the feed is positioned. Called before the feed's task
+/// is spawned: the admin endpoint may answer before that task first runs, and must not report
+/// a gateway ready whose watches could miss a change.
+pub fn not_ready_yet(health: &Health) {
+    health.degraded(COMPONENT, "starting");
+}
+
 pub async fn run(
     kafka: KafkaArgs,
     codec: Arc<EventCodec>,
@@ -103,7 +110,7 @@ pub async fn run(
     let topic = kafka.topics().order_status;
     let client_id = format!("gateway-feed-{}", uuid::Uuid::new_v4().simple());
     // Not ready until positioned: a watcher served before that could miss a change.
-    health.degraded(COMPONENT, "starting");
+    not_ready_yet(&health);
     let mut failures = 0;
     loop {
         let positioned = tokio::select! {

@@ -15,7 +15,6 @@ mod streams;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orderflow_events::EventCodec;
 use orderflow_platform::{Health, Metrics};
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -73,11 +72,12 @@ pub async fn run(
         streams_opened.clone(),
     );
     let hub = hub::Hub::new(watchers);
-    let codec = Arc::new(EventCodec::new(&args.bus.registry_url)?);
+    let codec = Arc::new(args.bus.codec()?);
     // The feed creates its topic and positions itself in the background (retrying while the
     // broker is away); until then WatchOrder is refused and the order service reported
     // NOT_SERVING, while calls that need no feed are served.
     let (feed_ready, ready) = tokio::sync::watch::channel(false);
+    feed::not_ready_yet(&health);
     let feed = tokio::spawn(feed::run(
         args.bus.kafka.clone(),
         codec,

@@ -11,8 +11,17 @@ const { SchemaRegistry, SchemaType, COMPATIBILITY } = require('@kafkajs/confluen
 const host = process.env.ORDERFLOW_REGISTRY_URL
 if (!host) throw new Error('ORDERFLOW_REGISTRY_URL is not set')
 
+// The registry requires HTTP basic authentication: the suite acts as an admin user.
+const userInfo = variable => {
+  const value = process.env[variable]
+  if (!value) throw new Error(`${variable} is not set`)
+  const [username, ...rest] = value.split(':')
+  return { username, password: rest.join(':') }
+}
+const auth = userInfo('ORDERFLOW_REGISTRY_USER_INFO')
+
 // No retries: an error answer is what a test looks at, not something to wait out.
-const registry = () => new SchemaRegistry({ host, retry: { retries: 0 } })
+const registry = () => new SchemaRegistry({ host, auth, retry: { retries: 0 } })
 const unique = prefix => `${prefix}${randomUUID().replaceAll('-', '').slice(0, 10)}`
 
 const record = (name, fields, namespace = 'orderflow.node') => ({ type: 'record', name, namespace, fields })
@@ -30,6 +39,18 @@ const breaking = name =>
     { name: 'currency', type: 'string' },
   ])
 const avro = schema => ({ type: SchemaType.AVRO, schema: JSON.stringify(schema) })
+
+test('auth: a client without credentials, or with only the read role, cannot register', async () => {
+  const subject = unique('node-auth-')
+  const anonymous = new SchemaRegistry({ host, retry: { retries: 0 } })
+  const schema = { type: SchemaType.AVRO, schema: JSON.stringify(v1('Auth')) }
+  await assert.rejects(anonymous.register(schema, { subject }), error => error.status === 401)
+  const reader = new SchemaRegistry({ host, auth: userInfo('ORDERFLOW_REGISTRY_READER_INFO'), retry: { retries: 0 } })
+  await assert.rejects(reader.register(schema, { subject }), error => error.status === 403)
+  const { id } = await registry().register(schema, { subject })
+  // The reader may read what the admin registered.
+  assert.ok(await reader.getSchema(id))
+})
 
 test('register: first registration sets the subject level (GET /config/{s} 404, then PUT)', async () => {
   const client = registry()

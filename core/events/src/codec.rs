@@ -132,11 +132,17 @@ pub struct RegistryResolver {
 }
 
 impl RegistryResolver {
-    /// A resolver for the registry at `registry_url` (5 s timeout per request).
-    pub fn new(registry_url: &str) -> Result<Self, CodecError> {
+    /// A resolver for the registry at `registry_url` (5 s timeout per request), with HTTP
+    /// basic authentication when `user_info` (`user:password`) is given.
+    pub fn new(registry_url: &str, user_info: Option<&str>) -> Result<Self, CodecError> {
         let settings = || {
-            SrSettings::new_builder(registry_url.to_owned())
-                .set_timeout(Duration::from_secs(5))
+            let mut builder = SrSettings::new_builder(registry_url.to_owned());
+            builder.set_timeout(Duration::from_secs(5));
+            if let Some(user_info) = user_info {
+                let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
+                builder.set_basic_authorization(user, Some(password));
+            }
+            builder
                 .build()
                 .map_err(|e| CodecError::RegistryUnavailable(describe(&e)))
         };
@@ -264,10 +270,12 @@ pub struct EventCodec {
 }
 
 impl EventCodec {
-    /// A codec backed by the schema registry at `registry_url`.
-    pub fn new(registry_url: &str) -> Result<Self, CodecError> {
+    /// A codec backed by the schema registry at `registry_url`, authenticating with
+    /// `user_info` (`user:password`) when given.
+    pub fn new(registry_url: &str, user_info: Option<&str>) -> Result<Self, CodecError> {
         Ok(EventCodec::with_resolver(RegistryResolver::new(
             registry_url,
+            user_info,
         )?))
     }
 

@@ -152,6 +152,24 @@ pub struct EventBusArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     pub registry_url: String,
+    /// Credentials for the registry, `user:password` (Confluent's `basic.auth.user.info`);
+    /// a user with the write role, as the services register their schemas.
+    #[arg(
+        long = "registry-user-info",
+        env = "ORDERFLOW_REGISTRY_USER_INFO",
+        hide_env_values = true
+    )]
+    pub registry_user_info: Option<Secret>,
+}
+
+impl EventBusArgs {
+    /// The codec of events through this registry, with these credentials.
+    pub fn codec(&self) -> Result<orderflow_events::EventCodec, orderflow_events::CodecError> {
+        orderflow_events::EventCodec::new(
+            &self.registry_url,
+            self.registry_user_info.as_ref().map(Secret::expose),
+        )
+    }
 }
 
 /// Settings every event-driven service has: the event bus, how long its outbox and dedup
@@ -819,9 +837,7 @@ mod tests {
             Vec::<&str>::new(),
             [("ORDERFLOW_REGISTRY_URL_FILE", "/run/secrets/absent")],
         );
-        let error = load::<EventBusArgs>("test", &missing)
-            .err()
-            .expect("unreadable");
+        let error = load::<EventBusArgs>("test", &missing).expect_err("unreadable");
         assert!(
             error.to_string().contains("/run/secrets/absent")
                 && error.to_string().contains("ORDERFLOW_REGISTRY_URL_FILE"),

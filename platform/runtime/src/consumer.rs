@@ -202,6 +202,9 @@ pub struct ConsumerLoop<H> {
     pub subscribed: Vec<String>,
 }
 
+/// How long a stopping consumer waits for librdkafka to close it (leave its group).
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How often consumer lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one lag measurement may wait for the broker.
@@ -304,13 +307,31 @@ impl<H: Handler> ConsumerLoop<H> {
         // Dropping the last handle closes the librdkafka consumer, which blocks while it
         // leaves its group: never on an async worker (a SIGTERMed instance hung there past its
         // grace in the scale tests), and a slow close is left to finish in the background.
+        // A thread of its own rather than the runtime's blocking pool: a runtime waits for its
+        // blocking tasks when it shuts down, so a close that never ends (a broker that does
+        // not answer the group leave) would hold the process forever. It is waited for at most
+        // CLOSE_PATIENCE, which covers a close that leaves the group normally.
         let name = self.name.clone();
         let consumer = self.consumer;
-        let _ = tokio::task::spawn_blocking(move || {
-            drop(consumer);
-            tracing::debug!(consumer = %name, "consumer closed");
-        })
-        .await;
+        let (closed, done) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("close-{name}"))
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(consumer = %name, error = %e, "cannot close the consumer in the background");
+            return;
+        }
+        match tokio::time::timeout(CLOSE_PATIENCE, done).await {
+            Ok(_) => tracing::debug!(consumer = %name, "consumer closed"),
+            Err(_) => tracing::warn!(
+                consumer = %name,
+                patience = ?CLOSE_PATIENCE,
+                "consumer close still running; left to finish in the background"
+            ),
+        }
     }
 
     fn component(&self) -> String {

@@ -63,7 +63,7 @@ impl ServiceKit {
         tracing::info!(service = name, instance = %common.bus.kafka.instance_id, "instance id");
         let common = &common;
         let topics = common.bus.kafka.topics();
-        let codec = Arc::new(EventCodec::new(&common.bus.registry_url)?);
+        let codec = Arc::new(common.bus.codec()?);
         let producer = kafka::Producer::new(&common.bus.kafka)?;
         let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
         kafka::ensure_topics(&common.bus.kafka, &names).await?;

@@ -467,8 +467,13 @@ pub fn update_lock(schemas_dir: &Path) -> Result<Vec<String>, GateError> {
 }
 
 /// The online check: sets each subject's level on the registry at `registry_url`, then
-/// registers every version in order, stopping at the first refusal.
-pub async fn check_online(schemas_dir: &Path, registry_url: &str) -> Result<Report, GateError> {
+/// registers every version in order, stopping at the first refusal. With `user_info`
+/// (`user:password`, an admin of the registry) every request authenticates with it.
+pub async fn check_online(
+    schemas_dir: &Path,
+    registry_url: &str,
+    user_info: Option<&str>,
+) -> Result<Report, GateError> {
     let mut report = Report::default();
     let subjects = load_subjects(schemas_dir, &mut report.problems)?;
     if !report.is_ok() {
@@ -476,6 +481,11 @@ pub async fn check_online(schemas_dir: &Path, registry_url: &str) -> Result<Repo
     }
     let base = registry_url.trim_end_matches('/');
     let client = reqwest::Client::new();
+    let credentials = user_info.map(|u| u.split_once(':').unwrap_or((u, "")));
+    let authenticated = |request: reqwest::RequestBuilder| match credentials {
+        Some((user, password)) => request.basic_auth(user, Some(password)),
+        None => request,
+    };
     let unreachable = |source| GateError::Registry {
         url: base.to_owned(),
         source,
@@ -487,8 +497,7 @@ pub async fn check_online(schemas_dir: &Path, registry_url: &str) -> Result<Repo
             versions: subject.versions.len() as u32,
         });
         let path_subject = subject.name.replace('/', "%2F");
-        let response = client
-            .put(format!("{base}/config/{path_subject}"))
+        let response = authenticated(client.put(format!("{base}/config/{path_subject}")))
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .json(&serde_json::json!({ "compatibility": subject.level.as_str() }))
             .send()
@@ -499,13 +508,13 @@ pub async fn check_online(schemas_dir: &Path, registry_url: &str) -> Result<Repo
             return Ok(report);
         }
         for v in &subject.versions {
-            let response = client
-                .post(format!("{base}/subjects/{path_subject}/versions"))
-                .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                .json(&serde_json::json!({ "schema": v.text, "schemaType": "AVRO" }))
-                .send()
-                .await
-                .map_err(unreachable)?;
+            let response =
+                authenticated(client.post(format!("{base}/subjects/{path_subject}/versions")))
+                    .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                    .json(&serde_json::json!({ "schema": v.text, "schemaType": "AVRO" }))
+                    .send()
+                    .await
+                    .map_err(unreachable)?;
             if let Some(problem) = refusal(subject, v.number, response).await {
                 report.problems.push(problem);
                 return Ok(report);

@@ -180,6 +180,7 @@ async fn main() {
             tokio::spawn(orderflow_registry::run(
                 listener,
                 pool,
+                None,
                 std::future::pending(),
             ));
             _database = Some(db);

@@ -12,6 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::trace::TraceLayer;
 
+use std::sync::Arc;
+
+use crate::access::{Users, authorize};
 use crate::error::{RegistryError, error_body};
 use crate::extract::{JsonBody, Params, PathParams, registrable, subject, subject_prefix};
 use crate::registry::{
@@ -31,9 +34,10 @@ fn ok(value: impl serde::Serialize) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
-/// The registry's routes.
-pub fn router(registry: Registry) -> Router {
-    Router::new()
+/// The registry's routes; with `users`, every request but `/health` must authenticate as one
+/// of them, with the role it needs.
+pub fn router(registry: Registry, users: Option<Arc<Users>>) -> Router {
+    let routes = Router::new()
         .route("/", get(|| async { Json(json!({})) }))
         .route("/health", get(health))
         .route("/schemas", get(schemas))
@@ -96,7 +100,12 @@ pub fn router(registry: Registry) -> Router {
         .method_not_allowed_fallback(|| async {
             RegistryError::Http(StatusCode::METHOD_NOT_ALLOWED)
         })
-        .with_state(registry)
+        .with_state(registry);
+    let routes = match users {
+        Some(users) => routes.layer(middleware::from_fn_with_state(users, authorize)),
+        None => routes,
+    };
+    routes
         // Whatever answers an error without Confluent's JSON body (a rejection nobody mapped)
         // gets one, so a client always finds `error_code` and `message`.
         .layer(middleware::from_fn(confluent_error_bodies))

@@ -2,6 +2,7 @@
 //! `--config` file; see `orderflow_platform::config`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use orderflow_db::Secret;
 
@@ -23,4 +24,12 @@ pub struct RegistryArgs {
         hide_env_values = true
     )]
     pub database_url: Secret,
+    /// The users who may call the registry: one per line, `name:password:role`, the role
+    /// `read`, `write` (register versions) or `admin` (levels, modes, deletions).
+    #[arg(long = "users-file", env = "ORDERFLOW_REGISTRY_USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+    /// Serve WITHOUT authentication: anyone who reaches the registry may change it. For a
+    /// closed machine only; logged as a warning at start.
+    #[arg(long = "insecure-no-auth", env = "ORDERFLOW_REGISTRY_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }

@@ -1,6 +1,7 @@
 //! A Confluent-compatible Avro schema registry backed by PostgreSQL: the library behind
 //! `orderflow serve registry`, and what the integration tests start in-process.
 
+mod access;
 mod api;
 mod config;
 mod error;
@@ -8,12 +9,14 @@ mod extract;
 mod registry;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
+pub use access::{Role, Users};
 pub use api::router;
 pub use config::RegistryArgs;
 pub use error::RegistryError;
@@ -30,6 +33,20 @@ pub async fn serve(
     args: RegistryArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let users = match (&args.users_file, args.insecure_no_auth) {
+        (Some(path), _) => Some(Users::read(path)?),
+        (None, true) => {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches the registry \
+                 may register, change and delete schemas"
+            );
+            None
+        }
+        (None, false) => anyhow::bail!(
+            "the registry authenticates its clients: set --users-file \
+             (or, on a closed machine only, --insecure-no-auth)"
+        ),
+    };
     let settings = orderflow_db::DbSettings::new(args.database_url.clone());
     let pool = orderflow_db::connect_and_migrate(&settings, &MIGRATOR)
         .await
@@ -37,19 +54,20 @@ pub async fn serve(
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    run(listener, pool, shutdown).await
+    run(listener, pool, users, shutdown).await
 }
 
 /// Serves the API on `listener` with a migrated `pool` until `shutdown` completes, then lets
-/// requests in flight finish.
+/// requests in flight finish. Without `users` the registry is open to anyone.
 pub async fn run(
     listener: TcpListener,
     pool: PgPool,
+    users: Option<Users>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "schema registry listening");
-    axum::serve(listener, router(Registry::new(pool)))
+    axum::serve(listener, router(Registry::new(pool), users.map(Arc::new)))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the registry")?;

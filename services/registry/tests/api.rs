@@ -29,7 +29,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(orderflow_registry::run(listener, pool, async move {
+        let task = tokio::spawn(orderflow_registry::run(listener, pool, None, async move {
             let _ = stopped.await;
         }));
         Server {

@@ -13,7 +13,14 @@ use std::time::Duration;
 use orderflow_testkit::TestDatabase;
 use tokio::sync::oneshot;
 
-/// A registry on an ephemeral port with a fresh database, stopped when dropped.
+/// The users of the registry under test: the suites act as `admin`, and check that `reader`
+/// may read but not register.
+const USERS: &str = "admin:admin-secret:admin\nreader:reader-secret:read\n";
+const ADMIN: &str = "admin:admin-secret";
+const READER: &str = "reader:reader-secret";
+
+/// A registry on an ephemeral port with a fresh database, requiring the users above, stopped
+/// when dropped.
 struct Registry {
     url: String,
     _stop: oneshot::Sender<()>,
@@ -30,9 +37,15 @@ impl Registry {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(orderflow_registry::run(listener, pool, async move {
-            let _ = stopped.await;
-        }));
+        let users = orderflow_registry::Users::parse(USERS).expect("the test users");
+        tokio::spawn(orderflow_registry::run(
+            listener,
+            pool,
+            Some(users),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Registry {
             url,
             _stop: stop,
@@ -84,7 +97,9 @@ async fn confluent_python_client_suite_passes() {
             "tests/python/registry",
         ])
         .current_dir(repository())
-        .env("ORDERFLOW_REGISTRY_URL", &registry.url);
+        .env("ORDERFLOW_REGISTRY_URL", &registry.url)
+        .env("ORDERFLOW_REGISTRY_USER_INFO", ADMIN)
+        .env("ORDERFLOW_REGISTRY_READER_INFO", READER);
     let output = run(command, "pytest").await;
     assert_passed("Confluent Python client", &output);
 }
@@ -102,7 +117,9 @@ async fn kafkajs_node_client_suite_passes() {
         .arg("registry.test.js")
         .current_dir(repository().join("tests/node"))
         .env("NODE_PATH", modules)
-        .env("ORDERFLOW_REGISTRY_URL", &registry.url);
+        .env("ORDERFLOW_REGISTRY_URL", &registry.url)
+        .env("ORDERFLOW_REGISTRY_USER_INFO", ADMIN)
+        .env("ORDERFLOW_REGISTRY_READER_INFO", READER);
     let output = run(command, "node --test").await;
     assert_passed("KafkaJS Node client", &output);
 }

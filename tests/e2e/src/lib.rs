@@ -38,6 +38,12 @@ pub struct Credentials {
     /// The JWKS the gateway verifies against.
     pub jwks: PathBuf,
     pub tls: LocalCaFiles,
+    /// The registry's users file: `services` (write) and `admin`.
+    pub registry_users: PathBuf,
+    /// `user:password` of the registry user the services and the gateway act as.
+    pub registry_writer: String,
+    /// `user:password` of the registry's admin (the tests' own calls).
+    pub registry_admin: String,
     dir: PathBuf,
 }
 
@@ -50,12 +56,39 @@ impl Credentials {
         std::fs::write(&jwks, key.jwks().to_string()).expect("write the test JWKS");
         let tls = LocalCa::ensure(&dir.join("tls"), &["gateway", "order", "inventory"])
             .expect("the test certificates");
+        let registry_writer = format!("services:{}", orderflow_testkit::unique_suffix());
+        let registry_admin = format!("admin:{}", orderflow_testkit::unique_suffix());
+        let registry_users = dir.join("registry-users");
+        std::fs::write(
+            &registry_users,
+            format!("{registry_writer}:write\n{registry_admin}:admin\n"),
+        )
+        .expect("write the registry users");
         Credentials {
             issuer: Arc::new(LocalIssuer::new(key)),
             jwks,
             tls,
+            registry_users,
+            registry_writer,
+            registry_admin,
             dir,
         }
+    }
+
+    /// The registry's users.
+    pub fn registry_users(&self) -> orderflow_registry::Users {
+        orderflow_registry::Users::read(&self.registry_users).expect("the registry users")
+    }
+
+    /// A codec of events through the registry at `url`, as the services' user.
+    pub fn codec(&self, registry_url: &str) -> orderflow_events::EventCodec {
+        orderflow_events::EventCodec::new(registry_url, Some(&self.registry_writer)).expect("codec")
+    }
+
+    /// An HTTP request to the registry, as its admin.
+    pub fn as_registry_admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let (user, password) = self.registry_admin.split_once(':').expect("user:password");
+        request.basic_auth(user, Some(password))
     }
 
     /// The gateway's authentication settings: these keys, the development issuer and
@@ -201,10 +234,16 @@ impl System {
         let registry_listener = bind_any().await;
         let registry_url = format!("http://{}", registry_listener.local_addr().unwrap());
         let registry_stop = CancellationToken::new();
-        tokio::spawn(orderflow_registry::run(registry_listener, pool, {
-            let stop = registry_stop.clone();
-            async move { stop.cancelled().await }
-        }));
+        let credentials = Credentials::new();
+        tokio::spawn(orderflow_registry::run(
+            registry_listener,
+            pool,
+            Some(credentials.registry_users()),
+            {
+                let stop = registry_stop.clone();
+                async move { stop.cancelled().await }
+            },
+        ));
         // Bound now and held until each component starts: a port picked and let go could be
         // taken meanwhile by any socket of a test running beside this one.
         let reserved: HashMap<SocketAddr, TcpListener> =
@@ -232,7 +271,7 @@ impl System {
             running: HashMap::new(),
             provider: Default::default(),
             configure_gateway,
-            credentials: Credentials::new(),
+            credentials,
             reserved,
         };
         for component in [
@@ -266,6 +305,7 @@ impl System {
         EventBusArgs {
             kafka: self.kafka.clone(),
             registry_url: self.registry_url.clone(),
+            registry_user_info: Some(self.credentials.registry_writer.as_str().into()),
         }
     }
 
@@ -426,6 +466,21 @@ impl System {
             died,
         )
         .await;
+    }
+
+    /// Stops every running component gracefully, gateway first, and waits until each has
+    /// finished: a test that ends this way drops no consumer in the middle of its work.
+    pub async fn stop_all(&mut self) {
+        for component in [
+            Component::Gateway,
+            Component::Order,
+            Component::Payment,
+            Component::Inventory,
+        ] {
+            if self.running.contains_key(&component) {
+                self.stop_component(component).await;
+            }
+        }
     }
 
     /// Stops `component` gracefully and waits until it has finished.

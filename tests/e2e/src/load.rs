@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use orderflow_events::{Event, EventCodec};
+use orderflow_events::Event;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::Row;
@@ -173,8 +173,13 @@ pub async fn verify(system: &ProcessSystem, placed: &[Placed]) {
     // On the wire: each order's status events carry versions 1..=n with no gap (a version
     // may appear twice: delivery is at-least-once), each with the status recorded for it.
     let topic = format!("{}order-status", system.topic_prefix);
-    let on_topic =
-        read_status_topic(&system.broker.address(), &system.registry_url(), &topic).await;
+    let on_topic = read_status_topic(
+        &system.broker.address(),
+        &system.registry_url(),
+        system,
+        &topic,
+    )
+    .await;
     for p in placed {
         let seen = on_topic.get(&p.order_id).cloned().unwrap_or_default();
         let want: BTreeMap<i64, String> = p.expect.versions().collect();
@@ -186,9 +191,10 @@ pub async fn verify(system: &ProcessSystem, placed: &[Placed]) {
 async fn read_status_topic(
     brokers: &str,
     registry_url: &str,
+    system: &ProcessSystem,
     topic: &str,
 ) -> BTreeMap<String, BTreeMap<i64, String>> {
-    let codec = EventCodec::new(registry_url).expect("codec");
+    let codec = system.credentials.codec(registry_url);
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("verify-{}", uuid::Uuid::new_v4()))

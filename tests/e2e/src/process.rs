@@ -620,6 +620,10 @@ impl ProcessSystem {
                 self.options.partitions.to_string(),
             ),
             ("ORDERFLOW_REGISTRY_URL", self.registry_url()),
+            (
+                "ORDERFLOW_REGISTRY_USER_INFO",
+                self.credentials.registry_writer.clone(),
+            ),
             ("ORDERFLOW_SHUTDOWN_GRACE_SECS", "20".into()),
             ("RUST_LOG", "info".into()),
         ];
@@ -638,6 +642,10 @@ impl ProcessSystem {
         }
         match p {
             Proc::Registry => {
+                env.push((
+                    "ORDERFLOW_REGISTRY_USERS_FILE",
+                    file(&self.credentials.registry_users),
+                ));
                 env.push(("ORDERFLOW_REGISTRY_LISTEN", a.registry.to_string()));
                 env.push(("ORDERFLOW_REGISTRY_DATABASE_URL", self.database_url(p)));
             }

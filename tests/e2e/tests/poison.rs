@@ -31,7 +31,7 @@ impl Injector {
     fn new(system: &ProcessSystem) -> Injector {
         Injector {
             producer: orderflow_platform::kafka::producer(&system.kafka).expect("producer"),
-            codec: EventCodec::new(&system.registry_url()).expect("codec"),
+            codec: system.credentials.codec(&system.registry_url()),
             topics: system.kafka.topics(),
         }
     }
@@ -640,7 +640,7 @@ async fn duplicate_delivery_has_no_second_effect() {
     assert_eq!(stock(&system, "dup-sku").await, 5 - 2 - 1);
 
     // No status change event beyond each order's versions reached order-status.
-    let codec = EventCodec::new(&system.registry_url()).unwrap();
+    let codec = system.credentials.codec(&system.registry_url());
     let mut changes: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for m in dlq::read_messages(&system.kafka, &topics.order_status, 0, 1000)
         .await
@@ -678,6 +678,7 @@ async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
     set_stock(&system, "redrive-sku", 5).await;
     let http = reqwest::Client::new();
     let registry = system.registry_url();
+    let admin = |request| system.credentials.as_registry_admin(request);
 
     // A writer schema the registry does not know: OrderCreated under an alias only this test
     // uses (aliases count in the registry's fingerprint, not in the binary encoding). It is
@@ -690,8 +691,8 @@ async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
     )]);
     let subject = format!("{}redrive-probe", system.kafka.topic_prefix);
     let register = || async {
-        let response = http
-            .post(format!("{registry}/subjects/{subject}/versions"))
+        let request = http.post(format!("{registry}/subjects/{subject}/versions"));
+        let response = admin(request)
             .json(&serde_json::json!({ "schema": schema.to_string() }))
             .send()
             .await
@@ -706,13 +707,10 @@ async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
     };
     let id = register().await;
     for permanent in [false, true] {
-        let response = http
-            .delete(format!(
-                "{registry}/subjects/{subject}/versions/1?permanent={permanent}"
-            ))
-            .send()
-            .await
-            .unwrap();
+        let request = http.delete(format!(
+            "{registry}/subjects/{subject}/versions/1?permanent={permanent}"
+        ));
+        let response = admin(request).send().await.unwrap();
         assert!(
             response.status().is_success(),
             "delete: {}",
@@ -721,8 +719,8 @@ async fn a_dead_letter_redriven_after_the_fix_is_processed_once() {
     }
     let known = |id: u32| {
         let http = http.clone();
-        let url = format!("{registry}/schemas/ids/{id}");
-        async move { http.get(url).send().await.unwrap().status().is_success() }
+        let request = admin(http.get(format!("{registry}/schemas/ids/{id}")));
+        async move { request.send().await.unwrap().status().is_success() }
     };
     assert!(!known(id).await, "schema {id} should be unknown now");
 

@@ -488,7 +488,7 @@ async fn a_service_role_cannot_reach_another_service_s_tables() {
     use sqlx::ConnectOptions;
     use sqlx::postgres::PgConnectOptions;
 
-    let system = System::start().await;
+    let mut system = System::start().await;
     let mut alice = system.orders("alice").await;
     let order = alice
         .place_order(order_request(
@@ -540,5 +540,8 @@ async fn a_service_role_cannot_reach_another_service_s_tables() {
         .unwrap();
         assert_eq!(user, db.name(), "each database is reached as its own role");
         assert!(!superuser && !createdb && !createrole, "{user}");
+        pool.close().await;
     }
+    payments.close().await;
+    system.stop_all().await;
 }

@@ -228,6 +228,7 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
         bus: orderflow_platform::EventBusArgs {
             kafka,
             registry_url: system.registry_url.clone(),
+            registry_user_info: Some(system.credentials.registry_writer.as_str().into()),
         },
         auth: system.credentials.auth_args(),
         tls: Default::default(),

@@ -19,10 +19,37 @@ def registry_url() -> str:
     return url
 
 
+def credentials(variable: str) -> str:
+    user_info = os.environ.get(variable)
+    if not user_info:
+        pytest.fail(f"{variable} is not set: run through `cargo test -p orderflow-registry --test clients`")
+    return user_info
+
+
 @pytest.fixture
 def client(registry_url: str):
-    # max.retries 0: a 5xx is a failure to see, not something to retry around.
-    with SchemaRegistryClient({"url": registry_url, "max.retries": 0}) as c:
+    # max.retries 0: a 5xx is a failure to see, not something to retry around. The registry
+    # requires HTTP basic authentication, sent as Confluent's clients send it.
+    config = {
+        "url": registry_url,
+        "max.retries": 0,
+        "basic.auth.credentials.source": "USER_INFO",
+        "basic.auth.user.info": credentials("ORDERFLOW_REGISTRY_USER_INFO"),
+    }
+    with SchemaRegistryClient(config) as c:
+        yield c
+
+
+@pytest.fixture
+def reader(registry_url: str):
+    """A client of a user with the read role only."""
+    config = {
+        "url": registry_url,
+        "max.retries": 0,
+        "basic.auth.credentials.source": "USER_INFO",
+        "basic.auth.user.info": credentials("ORDERFLOW_REGISTRY_READER_INFO"),
+    }
+    with SchemaRegistryClient(config) as c:
         yield c
 
 

@@ -66,6 +66,47 @@ def fresh(prefix: str = "py") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}-value"
 
 
+# --- authentication (basic.auth.user.info) ----------------------------------------------------
+
+
+def test_a_client_without_credentials_is_refused(client, registry_url, subject):
+    anonymous = SchemaRegistryClient({"url": registry_url, "max.retries": 0})
+    err = error_of(lambda: anonymous.register_schema(subject, avro(V1)))
+    assert err.http_status_code == 401
+    err = error_of(lambda: anonymous.get_subjects())
+    assert err.http_status_code == 401
+    # The refused registration stored nothing.
+    assert subject not in client.get_subjects()
+
+
+def test_a_wrong_password_is_refused(registry_url):
+    wrong = SchemaRegistryClient(
+        {
+            "url": registry_url,
+            "max.retries": 0,
+            "basic.auth.credentials.source": "USER_INFO",
+            "basic.auth.user.info": "admin:not-the-password",
+        }
+    )
+    err = error_of(lambda: wrong.get_subjects())
+    assert err.http_status_code == 401
+
+
+def test_a_reader_reads_but_cannot_register_or_administer(client, reader, subject):
+    schema_id = client.register_schema(subject, avro(V1))
+    assert reader.get_schema(schema_id).schema_str == V1
+    assert subject in reader.get_subjects()
+    err = error_of(lambda: reader.register_schema(subject, avro(V2)))
+    assert err.http_status_code == 403
+    assert "read role" in err.error_message
+    err = error_of(lambda: reader.set_compatibility(subject, "NONE"))
+    assert err.http_status_code == 403
+    err = error_of(lambda: reader.delete_subject(subject))
+    assert err.http_status_code == 403
+    # Nothing the refused calls asked for happened.
+    assert client.get_versions(subject) == [1]
+
+
 # --- registration and lookup ------------------------------------------------------------------
 
 
