@@ -463,14 +463,15 @@ async fn the_services_refuse_callers_without_a_client_certificate() {
     assert_eq!(stock(system.inventory().await, "widget").await, 0);
 }
 
-/// A connection the server cut during the TLS handshake: the client sees a transport error,
-/// CANCELLED or UNKNOWN depending on whether the cut came before or after its request was
-/// written, never an answer.
+/// A connection refused at the TLS layer: the client sees a transport error, never an
+/// answer. Its code depends on timing: CANCELLED or UNKNOWN when the server cut the connection
+/// before or after the request was written, INTERNAL when a plaintext client reads the
+/// server's TLS alert as a malformed HTTP/2 frame.
 fn assert_transport_refusal(what: &str, refused: &Status) {
     assert!(
         matches!(
             refused.code(),
-            Code::Cancelled | Code::Unknown | Code::Unavailable
+            Code::Cancelled | Code::Unknown | Code::Unavailable | Code::Internal
         ),
         "{what}: {refused:?}"
     );

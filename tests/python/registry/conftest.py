@@ -33,7 +33,6 @@ def client(registry_url: str):
     config = {
         "url": registry_url,
         "max.retries": 0,
-        "basic.auth.credentials.source": "USER_INFO",
         "basic.auth.user.info": credentials("ORDERFLOW_REGISTRY_USER_INFO"),
     }
     with SchemaRegistryClient(config) as c:
@@ -46,7 +45,6 @@ def reader(registry_url: str):
     config = {
         "url": registry_url,
         "max.retries": 0,
-        "basic.auth.credentials.source": "USER_INFO",
         "basic.auth.user.info": credentials("ORDERFLOW_REGISTRY_READER_INFO"),
     }
     with SchemaRegistryClient(config) as c:

@@ -5,6 +5,7 @@ Each test is named after the client call it exercises (test_<method>...).
 """
 
 import json
+import os
 import uuid
 
 import pytest
@@ -62,6 +63,11 @@ def error_of(call) -> SchemaRegistryError:
     return caught.value
 
 
+def authenticated(registry_url: str) -> dict:
+    """A client configuration with the suite's credentials (Confluent's basic.auth.user.info)."""
+    return {"url": registry_url, "basic.auth.user.info": os.environ["ORDERFLOW_REGISTRY_USER_INFO"]}
+
+
 def fresh(prefix: str = "py") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}-value"
 
@@ -84,7 +90,6 @@ def test_a_wrong_password_is_refused(registry_url):
         {
             "url": registry_url,
             "max.retries": 0,
-            "basic.auth.credentials.source": "USER_INFO",
             "basic.auth.user.info": "admin:not-the-password",
         }
     )
@@ -566,7 +571,7 @@ def test_delete_associations(client):
 
 
 def test_new_client_config_clear_caches_and_close(registry_url, subject):
-    client = SchemaRegistryClient.new_client({"url": registry_url})
+    client = SchemaRegistryClient.new_client(authenticated(registry_url))
     assert client.config()["url"] == registry_url
     schema_id = client.register_schema(subject, avro(V1))
     client.clear_caches()
@@ -586,7 +591,7 @@ def test_avro_serializer_and_deserializer_round_trip(registry_url, client):
     schema_id = int.from_bytes(payload[1:5], "big")
     assert client.get_latest_version(f"{topic}-value").schema_id == schema_id
     # A consumer with a fresh client finds the writer's schema by the id in the frame.
-    reader_client = SchemaRegistryClient({"url": registry_url})
+    reader_client = SchemaRegistryClient(authenticated(registry_url))
     assert AvroDeserializer(reader_client)(payload, ctx) == {"id": "p-1", "amount": 1999}
     # Evolution: a v2 producer's data read by a v1 consumer, a v1 producer's by a v2 consumer.
     v2_payload = AvroSerializer(client, V2)({"id": "p-2", "amount": 5, "note": "gift"}, ctx)
@@ -606,4 +611,4 @@ def test_avro_serializer_with_references_and_lookup_only(registry_url, client):
     serializer = AvroSerializer(client, schema, conf={"auto.register.schemas": False, "normalize.schemas": True})
     value = {"price": {"minor": 1250, "currency": "EUR"}}
     payload = serializer(value, ctx)
-    assert AvroDeserializer(SchemaRegistryClient({"url": registry_url}))(payload, ctx) == value
+    assert AvroDeserializer(SchemaRegistryClient(authenticated(registry_url)))(payload, ctx) == value
