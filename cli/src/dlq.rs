@@ -3,8 +3,8 @@
 
 use clap::{Args, Subcommand};
 use orderflow_events::EventCodec;
-use orderflow_platform::KafkaArgs;
 use orderflow_platform::dlq::{self, MessageRef, Selection, StoredMessage};
+use orderflow_platform::{EventBusArgs, KafkaArgs};
 
 /// How many payload bytes a message that does not decode is previewed with.
 const PREVIEW_BYTES: usize = 64;
@@ -39,22 +39,10 @@ pub struct ShowArgs {
     /// Start at this offset in each partition.
     #[arg(long, default_value_t = 0)]
     offset: i64,
-    /// Schema registry URL (Confluent REST API), to decode the payloads.
-    #[arg(
-        long = "registry-url",
-        env = "ORDERFLOW_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    registry_url: String,
-    /// Credentials for the registry, `user:password` (a user with the read role suffices).
-    #[arg(
-        long = "registry-user-info",
-        env = "ORDERFLOW_REGISTRY_USER_INFO",
-        hide_env_values = true
-    )]
-    registry_user_info: Option<orderflow_platform::Secret>,
+    /// The broker, and the registry that decodes the payloads (a user with the read role
+    /// suffices).
     #[command(flatten)]
-    kafka: KafkaArgs,
+    bus: EventBusArgs,
 }
 
 #[derive(Args)]
@@ -111,13 +99,12 @@ fn prefix_note(prefix: &str) -> String {
 
 async fn show(args: ShowArgs) -> anyhow::Result<()> {
     let messages =
-        dlq::read_dead_letters(&args.kafka, &args.topic, args.offset, args.limit).await?;
+        dlq::read_dead_letters(&args.bus.kafka, &args.topic, args.offset, args.limit).await?;
     if messages.is_empty() {
         println!("{}: no messages from offset {}", args.topic, args.offset);
         return Ok(());
     }
-    let user_info = args.registry_user_info.as_ref().map(|s| s.expose());
-    let codec = EventCodec::new(&args.registry_url, user_info)?;
+    let codec = args.bus.codec()?;
     for message in &messages {
         print_message(&codec, message).await;
     }

@@ -226,8 +226,6 @@ impl RegistryUsers {
     }
 
     fn ensure(home: &Path) -> anyhow::Result<RegistryUsers> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let users = RegistryUsers {
             writer: format!(
                 "orderflow-services:{}",
@@ -238,22 +236,13 @@ impl RegistryUsers {
                 secret(home, "registry-admin-password")?
             ),
         };
-        let file = RegistryUsers::file(home);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&file)
-            .and_then(|mut f| {
-                writeln!(
-                    f,
-                    "# orderflow up: the registry's users (name:password:role)"
-                )?;
-                writeln!(f, "{}:write", users.writer)?;
-                writeln!(f, "{}:admin", users.admin)
-            })
-            .with_context(|| format!("cannot write {}", file.display()))?;
+        write_private(
+            &RegistryUsers::file(home),
+            &format!(
+                "# orderflow up: the registry's users (name:password:role)\n{}:write\n{}:admin\n",
+                users.writer, users.admin
+            ),
+        )?;
         Ok(users)
     }
 }
@@ -261,22 +250,30 @@ impl RegistryUsers {
 /// The secret named `name` in `<home>/secrets`, made (random, readable by its owner only)
 /// when absent.
 fn secret(home: &Path, name: &str) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = home.join("secrets").join(name);
     if let Ok(value) = std::fs::read_to_string(&path) {
         return Ok(value.trim().to_owned());
     }
-    std::fs::create_dir_all(home.join("secrets"))?;
     let value = uuid::Uuid::new_v4().simple().to_string();
+    write_private(&path, &value)?;
+    Ok(value)
+}
+
+/// Writes `text` to `path` (its folder made if absent), readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(value.as_bytes()))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(value)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The certificates `up` makes (`<home>/tls`), and the flags that give them to a component
@@ -286,6 +283,19 @@ struct LocalTls {
 }
 
 impl LocalTls {
+    /// Components with a certificate of the local CA.
+    const NAMES: [&str; 3] = ["gateway", "order", "inventory"];
+
+    fn dir(home: &Path) -> PathBuf {
+        home.join("tls")
+    }
+
+    /// Makes the CA and the certificates when any is missing.
+    fn ensure(home: &Path) -> anyhow::Result<()> {
+        orderflow_tls::LocalCa::ensure(&LocalTls::dir(home), &LocalTls::NAMES)?;
+        Ok(())
+    }
+
     /// Flags for `name` to serve TLS with its local certificate; the services also ask
     /// their callers for one. None when its settings name a certificate or plaintext.
     fn serve(&self, name: &str, settings: &orderflow_tls::ServerTls) -> Vec<String> {
@@ -350,11 +360,9 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let inventory = settings::<orderflow_inventory::InventoryArgs>("inventory")?;
     let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     let health = |addr: SocketAddr| Probe::Http(format!("http://{addr}/health"));
+    // The files only: `up` makes them; `down` and `status` list components without them.
     let tls = LocalTls {
-        files: orderflow_tls::LocalCa::ensure(
-            &home.join("tls"),
-            &["gateway", "order", "inventory"],
-        )?,
+        files: orderflow_tls::LocalCaFiles::at(&LocalTls::dir(home)),
     };
     let mut registry_args = serve("registry");
     if registry.users_file.is_none() && !registry.insecure_no_auth {
@@ -619,9 +627,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         signing.kid()
     ));
 
-    // 4. Each service's database, owned by a role of its own; the registry's users.
+    // 4. Each service's database, owned by a role of its own; the registry's users; the
+    //    local CA and the components' certificates.
     let databases = owned_databases(&home).await?;
     let registry_users = RegistryUsers::ensure(&home)?;
+    LocalTls::ensure(&home)?;
 
     // 5. The registry, then the schemas, then the services that need both.
     let components = components(args.instances, &home)?;

@@ -121,7 +121,7 @@ pub struct GatewayArgs {
         default_value_t = 100
     )]
     pub rate_limit_burst: u32,
-    /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond it).
+    /// Largest request message accepted, in bytes (beyond it tonic answers OUT_OF_RANGE).
     #[arg(
         long = "max-message-bytes",
         env = "ORDERFLOW_GATEWAY_MAX_MESSAGE_BYTES",

@@ -37,10 +37,17 @@ impl RateLimiter {
             let refill = Duration::from_secs_f64(self.burst / self.per_second);
             buckets.retain(|_, bucket| now.duration_since(bucket.at) < refill);
         }
-        let bucket = buckets.entry(identity.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // A known caller costs no allocation: its name is copied only for a new bucket.
+        if !buckets.contains_key(identity) {
+            buckets.insert(
+                identity.to_owned(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                },
+            );
+        }
+        let bucket = buckets.get_mut(identity).expect("just inserted");
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.at = now;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -102,29 +102,23 @@ impl SigningKey {
 
     /// Reads a key written by [`SigningKey::write`].
     pub fn read(path: &Path) -> anyhow::Result<SigningKey> {
-        let pem = fs::read_to_string(path)
+        let text = fs::read_to_string(path)
             .with_context(|| format!("cannot read the signing key {}", path.display()))?;
-        let body: String = pem
-            .lines()
-            .filter(|line| !line.starts_with("-----"))
-            .collect();
-        let der = STANDARD
-            .decode(body.trim())
-            .with_context(|| format!("{} is not a PEM file", path.display()))?;
-        SigningKey::from_pkcs8(&der).with_context(|| format!("{}", path.display()))
+        let pem =
+            pem::parse(&text).with_context(|| format!("{} is not a PEM file", path.display()))?;
+        SigningKey::from_pkcs8(pem.contents()).with_context(|| format!("{}", path.display()))
     }
 
     /// The key at `key`, made (with its JWKS at `jwks`) when absent. The private key file is
     /// readable by its owner only.
     pub fn ensure(key: &Path, jwks: &Path) -> anyhow::Result<SigningKey> {
-        if key.exists() {
-            let signing = SigningKey::read(key)?;
-            fs::write(jwks, signing.jwks().to_string())
-                .with_context(|| format!("cannot write {}", jwks.display()))?;
-            return Ok(signing);
-        }
-        let signing = SigningKey::generate();
-        signing.write(key)?;
+        let signing = if key.exists() {
+            SigningKey::read(key)?
+        } else {
+            let signing = SigningKey::generate();
+            signing.write(key)?;
+            signing
+        };
         fs::write(jwks, signing.jwks().to_string())
             .with_context(|| format!("cannot write {}", jwks.display()))?;
         Ok(signing)
@@ -137,13 +131,7 @@ impl SigningKey {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let encoded = STANDARD.encode(&self.pkcs8);
-        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-        for line in encoded.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-            pem.push('\n');
-        }
-        pem.push_str("-----END PRIVATE KEY-----\n");
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8.clone()));
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)

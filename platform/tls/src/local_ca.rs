@@ -24,6 +24,14 @@ pub struct LocalCaFiles {
 }
 
 impl LocalCaFiles {
+    /// The files of the set in `dir`, whether or not they exist yet ([`LocalCa::ensure`]
+    /// makes them).
+    pub fn at(dir: &Path) -> LocalCaFiles {
+        LocalCaFiles {
+            dir: dir.to_owned(),
+        }
+    }
+
     /// The CA certificate clients and servers trust.
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
@@ -41,9 +49,7 @@ impl LocalCaFiles {
 impl LocalCa {
     /// The set in `dir` with a certificate for each of `names`, made when any file is absent.
     pub fn ensure(dir: &Path, names: &[&str]) -> anyhow::Result<LocalCaFiles> {
-        let files = LocalCaFiles {
-            dir: dir.to_owned(),
-        };
+        let files = LocalCaFiles::at(dir);
         let complete = files.ca().exists()
             && names.iter().all(|name| {
                 let (cert, key) = files.identity(name);

@@ -468,21 +468,6 @@ impl System {
         .await;
     }
 
-    /// Stops every running component gracefully, gateway first, and waits until each has
-    /// finished: a test that ends this way drops no consumer in the middle of its work.
-    pub async fn stop_all(&mut self) {
-        for component in [
-            Component::Gateway,
-            Component::Order,
-            Component::Payment,
-            Component::Inventory,
-        ] {
-            if self.running.contains_key(&component) {
-                self.stop_component(component).await;
-            }
-        }
-    }
-
     /// Stops `component` gracefully and waits until it has finished.
     pub async fn stop_component(&mut self, component: Component) {
         let running = self

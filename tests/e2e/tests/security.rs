@@ -30,6 +30,22 @@ async fn stored_orders(system: &System) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// Places one unit of `widget` as the client's customer (`customer` is the request's
+/// `customer_id`, empty for the caller) and returns the stored order.
+async fn placed(
+    client: &mut OrderServiceClient<BearerChannel>,
+    customer: &str,
+    payment_method: &str,
+) -> pb::Order {
+    client
+        .place_order(order_request(customer, "widget", 1, payment_method))
+        .await
+        .expect("PlaceOrder")
+        .into_inner()
+        .order
+        .expect("the order")
+}
+
 fn assert_refused(result: Result<impl std::fmt::Debug, Status>, code: Code, message: &str) {
     let status = result.expect_err("refused");
     assert_eq!(status.code(), code, "{status:?}");
@@ -127,21 +143,9 @@ async fn a_customer_sees_only_its_own_orders() {
     let system = System::start().await;
     set_stock(system.inventory().await, "widget", 10).await;
     let mut bob = system.orders("bob").await;
-    let bobs = bob
-        .place_order(order_request("bob", "widget", 1, "pm_card_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let bobs = placed(&mut bob, "bob", "pm_card_visa").await;
     let mut alice = system.orders("alice").await;
-    let alices = alice
-        .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let alices = placed(&mut alice, "alice", "pm_card_visa").await;
 
     let unknown = uuid::Uuid::new_v4().to_string();
     let unknown_message = alice
@@ -215,14 +219,8 @@ async fn an_order_is_placed_as_the_token_s_subject_only() {
     );
     assert_eq!(stored_orders(&system).await, (0, 0));
 
-    let placed = alice
-        .place_order(order_request("", "widget", 1, "pm_card_chargeDeclined"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    assert_eq!(placed.customer_id, "alice");
+    let order = placed(&mut alice, "", "pm_card_chargeDeclined").await;
+    assert_eq!(order.customer_id, "alice");
 }
 
 /// Stock administration needs the operator role: a customer's SetStock and AdjustStock are
@@ -308,13 +306,7 @@ async fn a_caller_s_open_streams_are_bounded() {
     let two: GatewaySettings = Box::new(|args| args.max_watch_streams_per_caller = 2);
     let system = System::start_with(Some(two)).await;
     let mut alice = system.orders("alice").await;
-    let order = alice
-        .place_order(order_request("alice", "widget", 1, "pm_card_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = placed(&mut alice, "alice", "pm_card_visa").await;
     let watch = || pb::WatchOrderRequest {
         order_id: order.order_id.clone(),
         after_version: 0,
@@ -489,20 +481,9 @@ async fn a_service_role_cannot_reach_another_service_s_tables() {
     use sqlx::ConnectOptions;
     use sqlx::postgres::PgConnectOptions;
 
-    let mut system = System::start().await;
+    let system = System::start().await;
     let mut alice = system.orders("alice").await;
-    let order = alice
-        .place_order(order_request(
-            "alice",
-            "widget",
-            1,
-            "pm_card_chargeDeclined",
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = placed(&mut alice, "alice", "pm_card_chargeDeclined").await;
     let mut seen = watch_to_end(&mut alice, &order.order_id, 0).await;
     assert_eq!(seen.pop().map(|s| s.1), Some("FAILED"));
     let payments = system.payment_db.pool().await;
@@ -541,8 +522,5 @@ async fn a_service_role_cannot_reach_another_service_s_tables() {
         .unwrap();
         assert_eq!(user, db.name(), "each database is reached as its own role");
         assert!(!superuser && !createdb && !createrole, "{user}");
-        pool.close().await;
     }
-    payments.close().await;
-    system.stop_all().await;
 }

@@ -26,28 +26,25 @@ def credentials(variable: str) -> str:
     return user_info
 
 
-@pytest.fixture
-def client(registry_url: str):
+def connect(registry_url: str, user_variable: str) -> SchemaRegistryClient:
     # max.retries 0: a 5xx is a failure to see, not something to retry around. The registry
     # requires HTTP basic authentication, sent as Confluent's clients send it.
-    config = {
-        "url": registry_url,
-        "max.retries": 0,
-        "basic.auth.user.info": credentials("ORDERFLOW_REGISTRY_USER_INFO"),
-    }
-    with SchemaRegistryClient(config) as c:
+    return SchemaRegistryClient(
+        {"url": registry_url, "max.retries": 0, "basic.auth.user.info": credentials(user_variable)}
+    )
+
+
+@pytest.fixture
+def client(registry_url: str):
+    """A client of the suite's admin user."""
+    with connect(registry_url, "ORDERFLOW_REGISTRY_USER_INFO") as c:
         yield c
 
 
 @pytest.fixture
 def reader(registry_url: str):
     """A client of a user with the read role only."""
-    config = {
-        "url": registry_url,
-        "max.retries": 0,
-        "basic.auth.user.info": credentials("ORDERFLOW_REGISTRY_READER_INFO"),
-    }
-    with SchemaRegistryClient(config) as c:
+    with connect(registry_url, "ORDERFLOW_REGISTRY_READER_INFO") as c:
         yield c
 
 
