@@ -53,6 +53,7 @@ pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
         binary: crate::tansu::binary()?,
         data_dir: data_dir.clone(),
         address: args.listen,
+        security: None,
     };
     let mut child = tokio::process::Command::from(tansu.command(&data_dir.join("broker.log"))?)
         .kill_on_drop(true)
@@ -587,6 +588,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             binary,
             data_dir: home.join("broker"),
             address: broker.clone(),
+            security: None,
         };
         let log = home.join("logs/broker.log");
         std::fs::create_dir_all(home.join("logs"))?;
@@ -767,11 +769,11 @@ pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
     for service in SERVICES {
         let group = kafka.group(service);
         let inputs = input_topics(service, &topics);
-        let brokers = kafka.brokers.clone();
+        let reading = kafka.clone();
         let read_group = group.clone();
         let progress = tokio::task::spawn_blocking(move || {
             orderflow_platform::progress::read(
-                &brokers,
+                &reading,
                 &read_group,
                 &inputs,
                 Duration::from_secs(5),

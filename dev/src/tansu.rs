@@ -30,6 +30,16 @@ pub struct Tansu {
     pub binary: PathBuf,
     pub data_dir: PathBuf,
     pub address: String,
+    /// TLS and SASL SCRAM on the listener; `None`: plaintext, no authentication.
+    pub security: Option<BrokerSecurity>,
+}
+
+/// The broker's certificate and key (PEM): with them it serves only TLS and requires every
+/// client to log in with SASL SCRAM as a user made by [`Tansu::create_users`].
+#[derive(Debug, Clone)]
+pub struct BrokerSecurity {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl Tansu {
@@ -57,7 +67,60 @@ impl Tansu {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(security) = &self.security {
+            command
+                .arg("--authentication")
+                .arg("--cert")
+                .arg(&security.cert_file)
+                .arg("--key")
+                .arg(&security.key_file);
+        }
         Ok(command)
+    }
+
+    /// Stores SCRAM-SHA-256 and SCRAM-SHA-512 credentials for each `(user, password)` in the
+    /// broker's storage, while the broker is stopped. tansu takes new credentials only over
+    /// the Kafka protocol (AlterUserScramCredentials), which a broker requiring
+    /// authentication refuses before the first user exists: so the storage is opened by a
+    /// plaintext broker without authentication, on a private loopback port, for as long as
+    /// it takes.
+    pub async fn create_users(&self, users: &[(&str, &str)]) -> anyhow::Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let provisioning = Tansu {
+            address: format!("127.0.0.1:{port}"),
+            security: None,
+            ..self.clone()
+        };
+        let log = self.data_dir.join("users.log");
+        let mut broker = tokio::process::Command::from(provisioning.command(&log)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let created = async {
+            provisioning
+                .wait_listening(std::time::Duration::from_secs(30))
+                .await?;
+            for (user, password) in users {
+                for mechanism in ["scram256", "scram512"] {
+                    let output = tokio::process::Command::new(&self.binary)
+                        .args(["user", "create", "--broker"])
+                        .arg(format!("tcp://{}", provisioning.address))
+                        .args(["--mechanism", mechanism, user, password])
+                        .output()
+                        .await?;
+                    anyhow::ensure!(
+                        output.status.success(),
+                        "tansu could not create the Kafka user {user}: {}",
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    );
+                }
+            }
+            Ok(())
+        }
+        .await;
+        broker.kill().await?;
+        created
     }
 
     /// Waits until the broker accepts connections, at most `timeout`.

@@ -152,10 +152,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let machine = machine();
     // What runs, as the broker sees it: partitions of the `orders` topic.
     let partitions = {
-        let (brokers, topic) = (args.kafka.brokers.clone(), args.kafka.topics().orders);
+        let (kafka, topic) = (args.kafka.clone(), args.kafka.topics().orders);
         tokio::task::spawn_blocking(move || {
             orderflow_platform::progress::read(
-                &brokers,
+                &kafka,
                 "bench-probe",
                 &[topic],
                 Duration::from_secs(5),

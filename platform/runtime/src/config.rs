@@ -100,6 +100,161 @@ pub struct KafkaArgs {
         value_name = "CONTEXTS"
     )]
     pub debug: Option<String>,
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
+}
+
+/// How a client proves itself to the broker and protects what it sends: Kafka's
+/// `security.protocol` with TLS (`ssl`, `sasl_ssl`) and SASL SCRAM (`sasl_plaintext`,
+/// `sasl_ssl`). The same settings serve Apache Kafka and the local broker.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaSecurityArgs {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (Kafka's `security.protocol`).
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "ORDERFLOW_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value_t = SecurityProtocol::Plaintext
+    )]
+    pub protocol: SecurityProtocol,
+    /// PEM file of the CA that signed the broker's certificate (TLS protocols); without it,
+    /// the system's trusted CAs.
+    #[arg(long = "kafka-ca-file", env = "ORDERFLOW_KAFKA_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// SASL mechanism (SASL protocols).
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "ORDERFLOW_KAFKA_SASL_MECHANISM",
+        value_enum,
+        default_value_t = ScramMechanism::ScramSha512
+    )]
+    pub mechanism: ScramMechanism,
+    /// SASL user name: this service's principal (SASL protocols).
+    #[arg(long = "kafka-sasl-username", env = "ORDERFLOW_KAFKA_SASL_USERNAME")]
+    pub username: Option<String>,
+    /// SASL password (SASL protocols); best given as ORDERFLOW_KAFKA_SASL_PASSWORD_FILE.
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "ORDERFLOW_KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<Secret>,
+}
+
+/// Kafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityProtocol {
+    #[default]
+    #[value(name = "plaintext", alias = "PLAINTEXT")]
+    Plaintext,
+    #[value(name = "ssl", alias = "SSL")]
+    Ssl,
+    #[value(name = "sasl_plaintext", alias = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[value(name = "sasl_ssl", alias = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// The SASL mechanisms the services speak: SCRAM only (PLAIN would send the password itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScramMechanism {
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[default]
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl ScramMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScramMechanism::ScramSha256 => "SCRAM-SHA-256",
+            ScramMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl KafkaSecurityArgs {
+    /// Refuses settings that cannot work: SASL without a user or password, or a CA file
+    /// that does not exist, named before any connection is tried.
+    pub fn validate(&self) -> Result<(), String> {
+        let protocol = self.protocol.name();
+        if self.protocol.uses_sasl() {
+            if self.username.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "--kafka-security-protocol {protocol} needs --kafka-sasl-username"
+                ));
+            }
+            if self.password.as_ref().is_none_or(|p| p.expose().is_empty()) {
+                return Err(format!(
+                    "--kafka-security-protocol {protocol} needs --kafka-sasl-password \
+                     (or ORDERFLOW_KAFKA_SASL_PASSWORD_FILE)"
+                ));
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            if !self.protocol.uses_tls() {
+                return Err(format!(
+                    "--kafka-ca-file is set but --kafka-security-protocol {protocol} does not use TLS"
+                ));
+            }
+            if !ca.is_file() {
+                return Err(format!("--kafka-ca-file {}: no such file", ca.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SASL user, when the protocol authenticates with one.
+    pub fn principal(&self) -> Option<&str> {
+        self.protocol
+            .uses_sasl()
+            .then_some(self.username.as_deref())
+            .flatten()
+    }
+
+    /// Adds these settings to a librdkafka configuration.
+    pub fn apply(&self, config: &mut rdkafka::ClientConfig) {
+        config.set("security.protocol", self.protocol.name());
+        if self.protocol.uses_tls() {
+            if let Some(ca) = &self.ca_file {
+                config.set("ssl.ca.location", ca.display().to_string());
+            }
+            // Check the broker's name against its certificate, as Apache Kafka clients do.
+            config.set("ssl.endpoint.identification.algorithm", "https");
+        }
+        if self.protocol.uses_sasl() {
+            config.set("sasl.mechanism", self.mechanism.name());
+            if let Some(username) = &self.username {
+                config.set("sasl.username", username);
+            }
+            if let Some(password) = &self.password {
+                config.set("sasl.password", password.expose());
+            }
+        }
+    }
 }
 
 /// The consumer batch size: the benchmark's best on this machine (docs/performance.md).
@@ -121,6 +276,15 @@ impl KafkaArgs {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "localhost".to_owned());
         format!("{host}-{}", admin.port())
+    }
+
+    /// A librdkafka configuration that reaches the brokers with these security settings;
+    /// every client the project makes starts from it.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        self.security.apply(&mut config);
+        config
     }
 
     pub fn group(&self, service: &str) -> String {
@@ -807,6 +971,118 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         retention: RetentionArgs,
+    }
+
+    #[derive(Parser)]
+    struct KafkaCli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    fn kafka(flags: &[&str]) -> KafkaArgs {
+        KafkaCli::try_parse_from(std::iter::once("test").chain(flags.iter().copied()))
+            .expect("flags")
+            .kafka
+    }
+
+    fn setting(config: &rdkafka::ClientConfig, key: &str) -> Option<String> {
+        config.get(key).map(str::to_owned)
+    }
+
+    #[test]
+    fn kafka_security_defaults_to_plaintext_and_adds_nothing_else() {
+        let kafka = kafka(&[]);
+        assert_eq!(kafka.security.validate(), Ok(()));
+        assert_eq!(kafka.security.principal(), None);
+        let config = kafka.client_config();
+        assert_eq!(
+            setting(&config, "security.protocol").as_deref(),
+            Some("plaintext")
+        );
+        assert_eq!(setting(&config, "sasl.mechanism"), None);
+        assert_eq!(setting(&config, "ssl.ca.location"), None);
+    }
+
+    #[test]
+    fn sasl_ssl_sets_tls_and_scram_in_kafkas_own_spelling() {
+        let ca = std::env::temp_dir().join(format!("kafka-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "pem").unwrap();
+        let kafka = kafka(&[
+            "--kafka-security-protocol",
+            "SASL_SSL",
+            "--kafka-ca-file",
+            ca.to_str().unwrap(),
+            "--kafka-sasl-mechanism",
+            "SCRAM-SHA-256",
+            "--kafka-sasl-username",
+            "order",
+            "--kafka-sasl-password",
+            "s3cret",
+        ]);
+        assert_eq!(kafka.security.validate(), Ok(()));
+        assert_eq!(kafka.security.principal(), Some("order"));
+        let config = kafka.client_config();
+        assert_eq!(
+            setting(&config, "security.protocol").as_deref(),
+            Some("sasl_ssl")
+        );
+        assert_eq!(
+            setting(&config, "sasl.mechanism").as_deref(),
+            Some("SCRAM-SHA-256")
+        );
+        assert_eq!(setting(&config, "sasl.username").as_deref(), Some("order"));
+        assert_eq!(setting(&config, "sasl.password").as_deref(), Some("s3cret"));
+        assert_eq!(
+            setting(&config, "ssl.ca.location"),
+            Some(ca.display().to_string())
+        );
+        assert!(
+            !format!("{kafka:?}").contains("s3cret"),
+            "Debug shows the password"
+        );
+        std::fs::remove_file(ca).unwrap();
+    }
+
+    #[test]
+    fn unusable_kafka_security_is_refused_with_the_setting_named() {
+        let no_user = kafka(&["--kafka-security-protocol", "sasl_plaintext"]);
+        assert_eq!(
+            no_user.security.validate(),
+            Err("--kafka-security-protocol sasl_plaintext needs --kafka-sasl-username".into())
+        );
+        let no_password = kafka(&[
+            "--kafka-security-protocol",
+            "sasl_ssl",
+            "--kafka-sasl-username",
+            "order",
+        ]);
+        assert!(
+            no_password
+                .security
+                .validate()
+                .is_err_and(|e| e.contains("needs --kafka-sasl-password"))
+        );
+        let missing_ca = kafka(&[
+            "--kafka-security-protocol",
+            "ssl",
+            "--kafka-ca-file",
+            "/nonexistent/ca.pem",
+        ]);
+        assert_eq!(
+            missing_ca.security.validate(),
+            Err("--kafka-ca-file /nonexistent/ca.pem: no such file".into())
+        );
+        let ca_without_tls = kafka(&["--kafka-ca-file", "/nonexistent/ca.pem"]);
+        assert!(
+            ca_without_tls
+                .security
+                .validate()
+                .is_err_and(|e| e.contains("does not use TLS"))
+        );
+        assert!(
+            KafkaCli::try_parse_from(["test", "--kafka-sasl-mechanism", "PLAIN"]).is_err(),
+            "PLAIN is not offered"
+        );
     }
 
     #[test]

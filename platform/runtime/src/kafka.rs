@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -14,8 +17,8 @@ use crate::config::KafkaArgs;
 
 /// An idempotent producer (acks=all, retries preserve per-partition order).
 pub fn producer(kafka: &KafkaArgs) -> Result<FutureProducer, rdkafka::error::KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    kafka
+        .client_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", kafka.linger_ms.to_string())
@@ -74,9 +77,8 @@ pub fn consumer(
     kafka: &KafkaArgs,
     group: &str,
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    let mut config = ClientConfig::new();
+    let mut config = kafka.client_config();
     config
-        .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "500")
@@ -109,9 +111,8 @@ pub fn plain_consumer(
 /// The settings of [`plain_consumer`], for a reader that needs one more (say, its own
 /// `auto.offset.reset`) before creating it.
 pub fn plain_config(kafka: &KafkaArgs, client_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = kafka.client_config();
     config
-        .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", client_id)
         .set("client.id", client_id)
         .set("enable.auto.commit", "false")
@@ -121,9 +122,7 @@ pub fn plain_config(kafka: &KafkaArgs, client_id: &str) -> ClientConfig {
 
 /// Creates the topics that do not exist yet. Some brokers do not auto-create topics.
 pub async fn ensure_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1)))
@@ -133,8 +132,85 @@ pub async fn ensure_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Resul
         match result {
             Ok(name) => tracing::info!(topic = %name, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            // Under least-privilege ACLs a service may not create topics: the operator does
+            // (compose/kafka/init.sh). A topic it needs and lacks fails its first produce or
+            // fetch with an authorization error that names it.
+            Err((name, RDKafkaErrorCode::TopicAuthorizationFailed)) => {
+                tracing::debug!(topic = %name, "not authorized to create the topic; the operator creates it")
+            }
             Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
         }
     }
     Ok(())
 }
+
+/// Checks that the broker accepts this client's credentials, so that a wrong SASL password
+/// stops a process at start with an error that says so, instead of a consumer that never
+/// receives anything. An unreachable broker is not an error here (a service starts while the
+/// broker is down and catches up when it returns); a refused login is.
+pub async fn check_credentials(kafka: &KafkaArgs, timeout: Duration) -> anyhow::Result<()> {
+    kafka.security.validate().map_err(anyhow::Error::msg)?;
+    let Some(principal) = kafka.security.principal().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mechanism = kafka.security.mechanism.name();
+    let context = LoginWatch::default();
+    let refused = context.refused.clone();
+    let client: rdkafka::consumer::BaseConsumer<LoginWatch> =
+        kafka.client_config().create_with_context(context)?;
+    let watching = refused.clone();
+    // Short tries, so that a refusal (reported within milliseconds) ends the wait early.
+    let metadata = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer as _;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let tried = client
+                .fetch_metadata(None, Duration::from_secs(1))
+                .map(|_| ());
+            // Serves the client's events: librdkafka reports a refused login as an error
+            // event, delivered to the context only by a poll.
+            let _ = client.poll(Duration::from_millis(100));
+            let refused = watching.lock().expect("login watch").is_some();
+            if tried.is_ok() || refused || std::time::Instant::now() >= deadline {
+                return tried;
+            }
+        }
+    })
+    .await?;
+    if let Some(reason) = refused.lock().expect("login watch").take() {
+        anyhow::bail!(
+            "the Kafka broker {} refused user '{principal}' ({mechanism}): {reason}; \
+             check --kafka-sasl-username and --kafka-sasl-password",
+            kafka.brokers
+        );
+    }
+    if let Err(error) = metadata {
+        tracing::warn!(brokers = %kafka.brokers, %error, "Kafka not reachable yet; starting anyway");
+    }
+    Ok(())
+}
+
+/// A client context that remembers the first authentication error librdkafka reports.
+#[derive(Default)]
+struct LoginWatch {
+    refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl ClientContext for LoginWatch {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        DefaultClientContext.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            self.refused
+                .lock()
+                .expect("login watch")
+                .get_or_insert_with(|| reason.to_owned());
+        } else {
+            DefaultClientContext.error(error, reason);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LoginWatch {}

@@ -13,9 +13,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::{Health, Metrics};
+use crate::{Health, KafkaArgs, Metrics};
 
 /// Where one partition stands for the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,18 +118,18 @@ pub fn describe(group: &str, stalls: &[Stall]) -> String {
 /// with a client that does not join the group (an OffsetFetch, as `kafka-consumer-groups`
 /// does). Blocking: call it from `spawn_blocking`.
 pub fn read(
-    brokers: &str,
+    kafka: &KafkaArgs,
     group: &str,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionProgress>, rdkafka::error::KafkaError> {
-    read_with(&reader(brokers, group)?, topics, timeout)
+    read_with(&reader(kafka, group)?, topics, timeout)
 }
 
 /// A client that reads `group`'s committed offsets without joining it; reusable across reads.
-pub fn reader(brokers: &str, group: &str) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn reader(kafka: &KafkaArgs, group: &str) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
+    kafka
+        .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -230,7 +230,7 @@ impl ProgressMetrics {
 /// What [`watch`] watches and how often.
 #[derive(Debug, Clone)]
 pub struct Watch {
-    pub brokers: String,
+    pub kafka: KafkaArgs,
     pub group: String,
     pub topics: Vec<String>,
     /// How long a partition may wait with lag at one committed offset before it is stalled.
@@ -264,7 +264,7 @@ pub async fn watch(
         // make it), not a new connection to the broker every interval.
         let client = match &client {
             Some(client) => Arc::clone(client),
-            None => match reader(&watch.brokers, &watch.group) {
+            None => match reader(&watch.kafka, &watch.group) {
                 Ok(made) => client.insert(Arc::new(made)).clone(),
                 Err(error) => {
                     tracing::debug!(group = %watch.group, %error, "cannot make the progress reader");

@@ -47,6 +47,9 @@ pub struct ServiceKit {
     pub common: CommonArgs,
 }
 
+/// How long a service waits at start for the broker to accept or refuse its login.
+const CREDENTIALS_CHECK: Duration = Duration::from_secs(10);
+
 impl ServiceKit {
     /// Checks the settings, connects to the registry and broker and makes sure the event
     /// topics exist. `admin` is the address of the instance's admin endpoint: an instance
@@ -64,6 +67,7 @@ impl ServiceKit {
         let common = &common;
         let topics = common.bus.kafka.topics();
         let codec = Arc::new(common.bus.codec()?);
+        kafka::check_credentials(&common.bus.kafka, CREDENTIALS_CHECK).await?;
         let producer = kafka::Producer::new(&common.bus.kafka)?;
         let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
         kafka::ensure_topics(&common.bus.kafka, &names).await?;
@@ -147,7 +151,7 @@ impl ServiceKit {
         let stop_relay = CancellationToken::new();
         let relay = tokio::spawn(self.relay().run(stop_relay.clone()));
         let watch = progress::Watch {
-            brokers: self.common.bus.kafka.brokers.clone(),
+            kafka: self.common.bus.kafka.clone(),
             group: consumer.group.clone(),
             topics: consumer.subscribed.clone(),
             threshold: Duration::from_secs(self.common.progress.stall_threshold_secs),

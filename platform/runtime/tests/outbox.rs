@@ -58,6 +58,7 @@ fn kafka_args() -> KafkaArgs {
         instance_id: String::new(),
         consumer_batch: 64,
         debug: None,
+        security: Default::default(),
     }
 }
 

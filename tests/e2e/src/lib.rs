@@ -7,6 +7,7 @@
 
 pub mod load;
 pub mod process;
+pub mod scenario;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,8 +45,14 @@ pub struct Credentials {
     pub registry_writer: String,
     /// `user:password` of the registry's admin (the tests' own calls).
     pub registry_admin: String,
+    /// The SCRAM password of [`KAFKA_USER`] on a secured test broker, and a file holding it.
+    pub kafka_password: String,
+    pub kafka_password_file: PathBuf,
     dir: PathBuf,
 }
+
+/// The Kafka user the components log in as on a secured test broker.
+pub const KAFKA_USER: &str = "orderflow-services";
 
 impl Credentials {
     pub fn new() -> Credentials {
@@ -54,8 +61,11 @@ impl Credentials {
         std::fs::create_dir_all(&dir).expect("a directory for the test credentials");
         let jwks = dir.join("jwks.json");
         std::fs::write(&jwks, key.jwks().to_string()).expect("write the test JWKS");
-        let tls = LocalCa::ensure(&dir.join("tls"), &["gateway", "order", "inventory"])
-            .expect("the test certificates");
+        let tls = LocalCa::ensure(
+            &dir.join("tls"),
+            &["gateway", "order", "inventory", "broker"],
+        )
+        .expect("the test certificates");
         let registry_writer = format!("services:{}", orderflow_testkit::unique_suffix());
         let registry_admin = format!("admin:{}", orderflow_testkit::unique_suffix());
         let registry_users = dir.join("registry-users");
@@ -64,7 +74,12 @@ impl Credentials {
             format!("{registry_writer}:write\n{registry_admin}:admin\n"),
         )
         .expect("write the registry users");
+        let kafka_password = orderflow_testkit::unique_suffix();
+        let kafka_password_file = dir.join("kafka-password");
+        std::fs::write(&kafka_password_file, &kafka_password).expect("write the Kafka password");
         Credentials {
+            kafka_password,
+            kafka_password_file,
             issuer: Arc::new(LocalIssuer::new(key)),
             jwks,
             tls,
@@ -72,6 +87,28 @@ impl Credentials {
             registry_writer,
             registry_admin,
             dir,
+        }
+    }
+
+    /// The broker's TLS identity: with it a test broker serves only TLS and SCRAM logins.
+    pub fn broker_security(&self) -> orderflow_dev::tansu::BrokerSecurity {
+        let (cert_file, key_file) = self.tls.identity("broker");
+        orderflow_dev::tansu::BrokerSecurity {
+            cert_file,
+            key_file,
+        }
+    }
+
+    /// Client settings for a broker made with [`Credentials::broker_security`]: SASL_SSL,
+    /// SCRAM-SHA-512 as [`KAFKA_USER`].
+    pub fn kafka_security(&self) -> orderflow_platform::config::KafkaSecurityArgs {
+        use orderflow_platform::config::{KafkaSecurityArgs, ScramMechanism, SecurityProtocol};
+        KafkaSecurityArgs {
+            protocol: SecurityProtocol::SaslSsl,
+            ca_file: Some(self.tls.ca()),
+            mechanism: ScramMechanism::ScramSha512,
+            username: Some(KAFKA_USER.into()),
+            password: Some(self.kafka_password.as_str().into()),
         }
     }
 
@@ -209,6 +246,7 @@ pub fn kafka_args(brokers: String, topic_prefix: String) -> KafkaArgs {
         instance_id: String::new(),
         consumer_batch: orderflow_platform::config::DEFAULT_CONSUMER_BATCH,
         debug: None,
+        security: Default::default(),
     }
 }
 
@@ -221,9 +259,13 @@ impl System {
     /// As [`System::start`], with the gateway's settings changed by `configure_gateway`
     /// (also when it is started again).
     pub async fn start_with(configure_gateway: Option<GatewaySettings>) -> System {
-        orderflow_platform::telemetry::init("e2e", Default::default());
         let prefix = format!("t{}-", orderflow_testkit::unique_suffix());
-        let kafka = kafka_args(test_broker(), prefix);
+        System::start_on(kafka_args(test_broker(), prefix), configure_gateway).await
+    }
+
+    /// As [`System::start_with`], on the broker and with the Kafka settings of `kafka`.
+    pub async fn start_on(kafka: KafkaArgs, configure_gateway: Option<GatewaySettings>) -> System {
+        orderflow_platform::telemetry::init("e2e", Default::default());
         let registry_db = TestDatabase::create("registry").await;
         let pool = orderflow_db::connect_and_migrate(
             &orderflow_db::DbSettings::new(registry_db.url()),

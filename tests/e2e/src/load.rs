@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orderflow_events::Event;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::Row;
 
 use crate::process::{Proc, ProcessSystem};
@@ -173,13 +173,7 @@ pub async fn verify(system: &ProcessSystem, placed: &[Placed]) {
     // On the wire: each order's status events carry versions 1..=n with no gap (a version
     // may appear twice: delivery is at-least-once), each with the status recorded for it.
     let topic = format!("{}order-status", system.topic_prefix);
-    let on_topic = read_status_topic(
-        &system.broker.address(),
-        &system.registry_url(),
-        system,
-        &topic,
-    )
-    .await;
+    let on_topic = read_status_topic(&system.registry_url(), system, &topic).await;
     for p in placed {
         let seen = on_topic.get(&p.order_id).cloned().unwrap_or_default();
         let want: BTreeMap<i64, String> = p.expect.versions().collect();
@@ -189,14 +183,14 @@ pub async fn verify(system: &ProcessSystem, placed: &[Placed]) {
 
 /// Every (order, version) → status on the status topic, read from the beginning.
 async fn read_status_topic(
-    brokers: &str,
     registry_url: &str,
     system: &ProcessSystem,
     topic: &str,
 ) -> BTreeMap<String, BTreeMap<i64, String>> {
     let codec = system.credentials.codec(registry_url);
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = system
+        .kafka
+        .client_config()
         .set("group.id", format!("verify-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "25")

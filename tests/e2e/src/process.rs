@@ -4,7 +4,7 @@
 //! may restart. Components can be killed with SIGKILL, stopped with SIGTERM and started again
 //! on the same addresses.
 
-use orderflow_dev::tansu::Tansu;
+use orderflow_dev::tansu::{BrokerSecurity, Tansu};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,6 +122,7 @@ pub struct Broker {
     dir: tempdir::TempDir,
     port: u16,
     child: Option<Child>,
+    security: Option<BrokerSecurity>,
 }
 
 mod tempdir {
@@ -163,7 +164,26 @@ impl Broker {
             dir: tempdir::TempDir::new("orderflow-broker"),
             port: free_port(),
             child: None,
+            security: None,
         };
+        broker.spawn().await;
+        broker
+    }
+
+    /// A broker that serves only TLS, with `security`'s certificate, and admits only the
+    /// SASL SCRAM `users` (`(name, password)`).
+    pub async fn start_secured(security: BrokerSecurity, users: &[(&str, &str)]) -> Broker {
+        let mut broker = Broker {
+            dir: tempdir::TempDir::new("orderflow-broker"),
+            port: free_port(),
+            child: None,
+            security: Some(security),
+        };
+        broker
+            .tansu()
+            .create_users(users)
+            .await
+            .expect("the broker's users");
         broker.spawn().await;
         broker
     }
@@ -182,6 +202,7 @@ impl Broker {
             binary: orderflow_dev::tansu::binary().expect("the tansu binary"),
             data_dir: self.dir.path().to_owned(),
             address: self.address(),
+            security: self.security.clone(),
         }
     }
 
@@ -489,7 +510,13 @@ impl ProcessSystem {
 
     /// Starts a broker and the components as `options` says, and waits until all are healthy.
     pub async fn start_with(databases: Databases, options: Options) -> ProcessSystem {
-        let broker = Broker::start().await;
+        // Kafka as a deployment runs it: TLS only, and a SCRAM login for every client.
+        let credentials = crate::Credentials::new();
+        let broker = Broker::start_secured(
+            credentials.broker_security(),
+            &[(crate::KAFKA_USER, credentials.kafka_password.as_str())],
+        )
+        .await;
         let max = options.max_instances.max(options.instances).max(1);
         let mut admin: HashMap<Instance, SocketAddr> = HashMap::new();
         for p in Proc::ALL {
@@ -508,6 +535,7 @@ impl ProcessSystem {
         let topic_prefix = format!("t{}-", orderflow_testkit::unique_suffix());
         let mut kafka = crate::kafka_args(broker.address(), topic_prefix.clone());
         kafka.partitions = options.partitions;
+        kafka.security = credentials.kafka_security();
         let mut system = ProcessSystem {
             broker,
             databases,
@@ -517,7 +545,7 @@ impl ProcessSystem {
             addresses,
             children: HashMap::new(),
             logs: Some(tempdir::TempDir::new("orderflow-logs")),
-            credentials: crate::Credentials::new(),
+            credentials,
         };
         system.start_proc(Proc::Registry).await;
         for p in SERVICES {
@@ -626,6 +654,14 @@ impl ProcessSystem {
             ),
             ("ORDERFLOW_SHUTDOWN_GRACE_SECS", "20".into()),
             ("RUST_LOG", "info".into()),
+            ("ORDERFLOW_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".into()),
+            ("ORDERFLOW_KAFKA_CA_FILE", file(&self.credentials.tls.ca())),
+            ("ORDERFLOW_KAFKA_SASL_USERNAME", crate::KAFKA_USER.into()),
+            // From a file, as a deployment mounts secrets.
+            (
+                "ORDERFLOW_KAFKA_SASL_PASSWORD_FILE",
+                file(&self.credentials.kafka_password_file),
+            ),
         ];
         // Without one, the instance id is derived from the host and the admin port.
         if let Some(id) = instance_id {

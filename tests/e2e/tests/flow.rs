@@ -5,140 +5,16 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use orderflow_auth::BearerChannel;
+use orderflow_e2e::scenario::{count, place, set_stock, stock, transitions};
 use orderflow_e2e::{Component, System, order_request, status_name, wait_for, watch_to_end};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
-use sqlx::Row;
 use tonic::Code;
 
-async fn set_stock(system: &System, sku: &str, units: i32) {
-    orderflow_e2e::set_stock(system.inventory().await, sku, units).await
-}
-
-async fn stock(system: &System, sku: &str) -> i32 {
-    orderflow_e2e::stock(system.inventory().await, sku).await
-}
-
-async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
-    let response = system
-        .orders(&request.customer_id)
-        .await
-        .place_order(request)
-        .await
-        .expect("PlaceOrder")
-        .into_inner();
-    assert!(response.created);
-    let order = response.order.expect("order");
-    assert_eq!(status_name(order.status), "PENDING");
-    assert_eq!(order.version, 1);
-    order
-}
-
-/// Every transition of a just-placed order: PENDING (v1) from PlaceOrder, then a stream that
-/// resumes after v1, the way a client that must not miss a change watches.
-async fn transitions(
-    orders: &mut OrderServiceClient<BearerChannel>,
-    placed: &pb::Order,
-) -> Vec<(i64, &'static str)> {
-    let mut seen = vec![(placed.version, status_name(placed.status))];
-    seen.extend(watch_to_end(orders, &placed.order_id, placed.version).await);
-    seen
-}
-
-async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .expect(sql)
-        .get::<i64, _>(0)
-}
-
-/// The seed scenario: 10 units; approved 3 → COMPLETED (7 left); declined → FAILED (still
-/// 7); approved 8 → OUT_OF_STOCK then REFUNDED with the missing item reported (still 7).
+/// The seed scenario (`orderflow_e2e::scenario::seed`) on the shared test broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_scenario() {
-    let system = System::start().await;
-    set_stock(&system, "widget", 10).await;
-    let mut orders = system.orders("alice").await;
-
-    let approved = place(&system, order_request("alice", "widget", 3, "pm_card_visa")).await;
-    assert_eq!(
-        transitions(&mut orders, &approved).await,
-        vec![(1, "PENDING"), (2, "PAID"), (3, "COMPLETED")]
-    );
-    assert_eq!(stock(&system, "widget").await, 7);
-
-    let declined = place(
-        &system,
-        order_request("alice", "widget", 2, "pm_card_chargeDeclined"),
-    )
-    .await;
-    assert_eq!(
-        transitions(&mut orders, &declined).await,
-        vec![(1, "PENDING"), (2, "FAILED")]
-    );
-    let failed = orders
-        .get_order(pb::GetOrderRequest {
-            order_id: declined.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(failed.status_reason, "card declined");
-    assert_eq!(stock(&system, "widget").await, 7);
-
-    let too_many = place(&system, order_request("alice", "widget", 8, "pm_card_visa")).await;
-    assert_eq!(
-        transitions(&mut orders, &too_many).await,
-        vec![
-            (1, "PENDING"),
-            (2, "PAID"),
-            (3, "OUT_OF_STOCK"),
-            (4, "REFUNDED")
-        ]
-    );
-    let refunded = orders
-        .get_order(pb::GetOrderRequest {
-            order_id: too_many.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        refunded.missing_items,
-        vec![pb::MissingItem {
-            sku: "widget".into(),
-            requested: 8,
-            available: 7
-        }]
-    );
-    assert!(
-        refunded
-            .status_reason
-            .contains("widget: requested 8, available 7"),
-        "{}",
-        refunded.status_reason
-    );
-    assert_eq!(stock(&system, "widget").await, 7);
-
-    let payments = system.payment_db.pool().await;
-    assert_eq!(
-        count(
-            &payments,
-            "SELECT count(*) FROM charges WHERE status = 'PAID'"
-        )
-        .await,
-        2
-    );
-    assert_eq!(
-        count(
-            &payments,
-            "SELECT count(*) FROM charges WHERE status = 'FAILED'"
-        )
-        .await,
-        1
-    );
-    assert_eq!(count(&payments, "SELECT count(*) FROM refunds").await, 1);
+    orderflow_e2e::scenario::seed(&System::start().await).await;
 }
 
 /// 30 concurrent approved orders of one unit against 10 units: exactly 10 complete and 20

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs once in the Kafka container's network namespace (compose service `kafka-init`), over
+# the broker's loopback-only administration listener: creates the topics, one SCRAM user per
+# component, and ACLs that give each exactly what the flow needs (seeds 002 and 003):
+#
+#   order      produces orders, order-status      consumes payments, inventory   (group order)
+#   payment    produces payments                  consumes orders, inventory     (group payment)
+#   inventory  produces inventory                 consumes payments              (group inventory)
+#   gateway                                       reads order-status             (no group)
+#
+# and each consumer writes its own dead-letter topics (<topic>.<service>.dlq). Nobody else
+# may create, alter or delete topics. Safe to run again: every step is idempotent.
+set -euo pipefail
+
+BOOTSTRAP=127.0.0.1:29092
+PARTITIONS="${ORDERFLOW_TOPIC_PARTITIONS:-6}"
+bin=/opt/kafka/bin
+
+topic() {
+  "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+    --topic "$1" --partitions "$PARTITIONS" --replication-factor 1 >/dev/null
+}
+
+user() { # name, password
+  [ -n "$2" ] || { echo "no password for Kafka user $1" >&2; exit 1; }
+  "$bin/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --alter --entity-type users \
+    --entity-name "$1" --add-config "SCRAM-SHA-512=[iterations=8192,password=$2]" >/dev/null
+}
+
+allow() { # principal, operations, resource flags...
+  local principal="$1" operations="$2"; shift 2
+  local flags=()
+  for op in $operations; do flags+=(--operation "$op"); done
+  "$bin/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --add --allow-principal "User:$principal" \
+    "${flags[@]}" "$@" >/dev/null
+}
+
+produces() { allow "$1" "Write Describe" --topic "$2"; }
+consumes() { # service, topic: reads it in its group and may dead-letter it
+  allow "$1" "Read Describe" --topic "$2"
+  allow "$1" "Write Describe" --topic "$2.$1.dlq"
+  topic "$2.$1.dlq"
+}
+
+for t in orders order-status payments inventory; do topic "$t"; done
+
+user order "$ORDERFLOW_KAFKA_ORDER_PASSWORD"
+user payment "$ORDERFLOW_KAFKA_PAYMENT_PASSWORD"
+user inventory "$ORDERFLOW_KAFKA_INVENTORY_PASSWORD"
+user gateway "$ORDERFLOW_KAFKA_GATEWAY_PASSWORD"
+
+produces order orders
+produces order order-status
+consumes order payments
+consumes order inventory
+allow order "Read Describe" --group order
+
+produces payment payments
+consumes payment orders
+consumes payment inventory
+allow payment "Read Describe" --group payment
+
+produces inventory inventory
+consumes inventory payments
+allow inventory "Read Describe" --group inventory
+
+allow gateway "Read Describe" --topic order-status
+
+echo "Kafka topics, users and ACLs are in place"

@@ -1,0 +1,141 @@
+//! Scenarios more than one suite runs, on any [`System`].
+
+use orderflow_auth::BearerChannel;
+use orderflow_proto::v1 as pb;
+use orderflow_proto::v1::order_service_client::OrderServiceClient;
+use sqlx::Row;
+
+use crate::{System, order_request, status_name, watch_to_end};
+
+/// Sets a SKU's stock as an operator, through the gateway.
+pub async fn set_stock(system: &System, sku: &str, units: i32) {
+    crate::set_stock(system.inventory().await, sku, units).await
+}
+
+/// A SKU's stock, through the gateway.
+pub async fn stock(system: &System, sku: &str) -> i32 {
+    crate::stock(system.inventory().await, sku).await
+}
+
+/// Places `request` as its customer; asserts it was created PENDING at version 1.
+pub async fn place(system: &System, request: pb::PlaceOrderRequest) -> pb::Order {
+    let response = system
+        .orders(&request.customer_id)
+        .await
+        .place_order(request)
+        .await
+        .expect("PlaceOrder")
+        .into_inner();
+    assert!(response.created);
+    let order = response.order.expect("order");
+    assert_eq!(status_name(order.status), "PENDING");
+    assert_eq!(order.version, 1);
+    order
+}
+
+/// Every transition of a just-placed order: PENDING (v1) from PlaceOrder, then a stream that
+/// resumes after v1, the way a client that must not miss a change watches.
+pub async fn transitions(
+    orders: &mut OrderServiceClient<BearerChannel>,
+    placed: &pb::Order,
+) -> Vec<(i64, &'static str)> {
+    let mut seen = vec![(placed.version, status_name(placed.status))];
+    seen.extend(watch_to_end(orders, &placed.order_id, placed.version).await);
+    seen
+}
+
+/// The single number `sql` returns.
+pub async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await
+        .expect(sql)
+        .get::<i64, _>(0)
+}
+
+/// The seed scenario: 10 units; approved 3 → COMPLETED (7 left); declined → FAILED (still
+/// 7); approved 8 → OUT_OF_STOCK then REFUNDED with the missing item reported (still 7);
+/// two charges, one decline and one refund recorded by payment.
+pub async fn seed(system: &System) {
+    set_stock(system, "widget", 10).await;
+    let mut orders = system.orders("alice").await;
+
+    let approved = place(system, order_request("alice", "widget", 3, "pm_card_visa")).await;
+    assert_eq!(
+        transitions(&mut orders, &approved).await,
+        vec![(1, "PENDING"), (2, "PAID"), (3, "COMPLETED")]
+    );
+    assert_eq!(stock(system, "widget").await, 7);
+
+    let declined = place(
+        system,
+        order_request("alice", "widget", 2, "pm_card_chargeDeclined"),
+    )
+    .await;
+    assert_eq!(
+        transitions(&mut orders, &declined).await,
+        vec![(1, "PENDING"), (2, "FAILED")]
+    );
+    let failed = orders
+        .get_order(pb::GetOrderRequest {
+            order_id: declined.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.status_reason, "card declined");
+    assert_eq!(stock(system, "widget").await, 7);
+
+    let too_many = place(system, order_request("alice", "widget", 8, "pm_card_visa")).await;
+    assert_eq!(
+        transitions(&mut orders, &too_many).await,
+        vec![
+            (1, "PENDING"),
+            (2, "PAID"),
+            (3, "OUT_OF_STOCK"),
+            (4, "REFUNDED")
+        ]
+    );
+    let refunded = orders
+        .get_order(pb::GetOrderRequest {
+            order_id: too_many.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        refunded.missing_items,
+        vec![pb::MissingItem {
+            sku: "widget".into(),
+            requested: 8,
+            available: 7
+        }]
+    );
+    assert!(
+        refunded
+            .status_reason
+            .contains("widget: requested 8, available 7"),
+        "{}",
+        refunded.status_reason
+    );
+    assert_eq!(stock(system, "widget").await, 7);
+
+    let payments = system.payment_db.pool().await;
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT count(*) FROM charges WHERE status = 'PAID'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT count(*) FROM charges WHERE status = 'FAILED'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&payments, "SELECT count(*) FROM refunds").await, 1);
+}
