@@ -103,13 +103,20 @@ REG_PORT=$(free_port)
 REG_DB="orderflow_ci_registry_$$"
 PG="${ORDERFLOW_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 REG_USERS=$(mktemp)
+REG_CERTS=$(mktemp -d)
 echo "ci-admin:ci-$$-$RANDOM:admin" >"$REG_USERS"
+# Served over HTTPS, as a deployment would, with a certificate of a CA made for this run.
+"$ORDERFLOW" certs --dir "$REG_CERTS" --names registry >/dev/null
 "$ORDERFLOW" serve registry --listen "127.0.0.1:$REG_PORT" --database-url "${PG%/*}/$REG_DB" \
-  --users-file "$REG_USERS" >/tmp/orderflow-ci-registry.log 2>&1 &
+  --users-file "$REG_USERS" --tls-cert-file "$REG_CERTS/registry.pem" \
+  --tls-key-file "$REG_CERTS/registry-key.pem" >/tmp/orderflow-ci-registry.log 2>&1 &
 REG_PID=$!
-CLEANUP+=("kill $REG_PID; wait $REG_PID 2>/dev/null; rm -f $REG_USERS; psql -q '$PG' -c 'DROP DATABASE IF EXISTS $REG_DB WITH (FORCE)'")
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$REG_PORT/health" >/dev/null && break; sleep 0.2; done
-say "schema gate (online, against the project's registry at 127.0.0.1:$REG_PORT)"
+CLEANUP+=("kill $REG_PID; wait $REG_PID 2>/dev/null; rm -rf $REG_USERS $REG_CERTS; psql -q '$PG' -c 'DROP DATABASE IF EXISTS $REG_DB WITH (FORCE)'")
+for _ in $(seq 1 100); do
+  curl -sf --cacert "$REG_CERTS/ca.pem" "https://127.0.0.1:$REG_PORT/health" >/dev/null && break
+  sleep 0.2
+done
+say "schema gate (online, against the project's registry at https://127.0.0.1:$REG_PORT)"
 ORDERFLOW_REGISTRY_USER_INFO=$(cut -d: -f1,2 "$REG_USERS") \
-  "$ORDERFLOW" schema check --registry "http://127.0.0.1:$REG_PORT"
+  "$ORDERFLOW" schema check --registry "https://127.0.0.1:$REG_PORT" --registry-ca-file "$REG_CERTS/ca.pem"
 say "all checks passed"

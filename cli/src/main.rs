@@ -39,7 +39,7 @@ enum Command {
     Schema(schema::SchemaCommand),
     /// Dead letters: list the topics, show their messages, redrive them once fixed.
     #[command(subcommand)]
-    Dlq(dlq::DlqCommand),
+    Dlq(Box<dlq::DlqCommand>),
     /// Print a bearer token for a customer, signed with the development key (or --signing-key).
     Token(token::TokenArgs),
     /// Make a local CA and a certificate per component, for a deployment without its own PKI.
@@ -96,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(component) => serve(component).await,
         Command::Schema(command) => schema::run(command).await,
-        Command::Dlq(command) => dlq::run(command).await,
+        Command::Dlq(command) => dlq::run(*command).await,
         Command::Token(args) => token::run(args),
         Command::Certs(args) => certs::run(args),
     }

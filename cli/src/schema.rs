@@ -39,6 +39,9 @@ pub struct CheckArgs {
         hide_env_values = true
     )]
     pub registry_user_info: Option<orderflow_platform::Secret>,
+    /// PEM file of the CA that signed an `https://` registry's certificate.
+    #[arg(long = "registry-ca-file", env = "ORDERFLOW_REGISTRY_CA_FILE")]
+    pub registry_ca_file: Option<std::path::PathBuf>,
 }
 
 /// The schemas directory `up` registers: `ORDERFLOW_SCHEMAS_DIR` or `./schemas`.
@@ -50,8 +53,13 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
             anyhow::ensure!(report.is_ok(), "schema check failed");
             if let Some(url) = args.registry {
                 let user_info = args.registry_user_info.as_ref().map(|s| s.expose());
-                let report =
-                    orderflow_schema_gate::check_online(&args.dir.dir, &url, user_info).await?;
+                let report = orderflow_schema_gate::check_online(
+                    &args.dir.dir,
+                    &url,
+                    user_info,
+                    args.registry_ca_file.as_deref(),
+                )
+                .await?;
                 println!("{report}");
                 anyhow::ensure!(report.is_ok(), "registering the schemas in {url} failed");
             }

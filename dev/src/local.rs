@@ -671,9 +671,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
             let url = format!("http://{}", registry.listen);
             let schemas = orderflow_schema_gate::schemas_dir();
-            let report =
-                orderflow_schema_gate::check_online(&schemas, &url, Some(&registry_users.admin))
-                    .await?;
+            let report = orderflow_schema_gate::check_online(
+                &schemas,
+                &url,
+                Some(&registry_users.admin),
+                None,
+            )
+            .await?;
             anyhow::ensure!(
                 report.is_ok(),
                 "registering the schemas in {url} failed:\n{report}"

@@ -42,6 +42,9 @@ pub enum CodecError {
     /// The registry refused the schema (e.g. incompatible with the subject's history).
     #[error("schema rejected by the registry: {0}")]
     Rejected(String),
+    /// The registry client's own settings cannot work (say, an unreadable CA file).
+    #[error("registry client settings: {0}")]
+    Settings(String),
     /// Our own value does not fit our own schema: a bug.
     #[error("cannot encode {record}: {message}")]
     Encode {
@@ -66,6 +69,7 @@ impl CodecError {
             CodecError::Undecodable { .. } => "undecodable",
             CodecError::Rejected(_) => "schema_rejected",
             CodecError::Encode { .. } => "encode",
+            CodecError::Settings(_) => "settings",
         }
     }
 }
@@ -123,6 +127,16 @@ pub trait SchemaResolver: Send + Sync {
     fn forget_failures(&self) {}
 }
 
+/// How to reach a schema registry: its URL (`http://` or `https://`), HTTP basic
+/// credentials (`user:password`, Confluent's `basic.auth.user.info`) and, for an `https://`
+/// registry whose certificate the system does not trust, the PEM file of its CA.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegistryAccess<'a> {
+    pub url: &'a str,
+    pub user_info: Option<&'a str>,
+    pub ca_file: Option<&'a std::path::Path>,
+}
+
 /// The production resolver: a Confluent-compatible schema registry over HTTP, through
 /// `schema_registry_converter`, which caches schemas and ids after first use, so the registry
 /// is on the path only once per schema.
@@ -132,18 +146,37 @@ pub struct RegistryResolver {
 }
 
 impl RegistryResolver {
-    /// A resolver for the registry at `registry_url` (5 s timeout per request), with HTTP
-    /// basic authentication when `user_info` (`user:password`) is given.
-    pub fn new(registry_url: &str, user_info: Option<&str>) -> Result<Self, CodecError> {
+    /// A resolver for the registry `access` names (5 s timeout per request).
+    pub fn new(access: &RegistryAccess<'_>) -> Result<Self, CodecError> {
+        let ca = access
+            .ca_file
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read the registry CA {}: {e}", path.display()))
+                    .and_then(|pem| {
+                        reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                            format!(
+                                "no PEM certificate in the registry CA {}: {e}",
+                                path.display()
+                            )
+                        })
+                    })
+                    .map_err(CodecError::Settings)
+            })
+            .transpose()?;
         let settings = || {
-            let mut builder = SrSettings::new_builder(registry_url.to_owned());
+            let mut builder = SrSettings::new_builder(access.url.to_owned());
             builder.set_timeout(Duration::from_secs(5));
-            if let Some(user_info) = user_info {
+            if let Some(user_info) = access.user_info {
                 let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
                 builder.set_basic_authorization(user, Some(password));
             }
+            let mut client = reqwest::Client::builder();
+            if let Some(ca) = &ca {
+                client = client.add_root_certificate(ca.clone());
+            }
             builder
-                .build()
+                .build_with(client)
                 .map_err(|e| CodecError::RegistryUnavailable(describe(&e)))
         };
         Ok(RegistryResolver {
@@ -270,13 +303,9 @@ pub struct EventCodec {
 }
 
 impl EventCodec {
-    /// A codec backed by the schema registry at `registry_url`, authenticating with
-    /// `user_info` (`user:password`) when given.
-    pub fn new(registry_url: &str, user_info: Option<&str>) -> Result<Self, CodecError> {
-        Ok(EventCodec::with_resolver(RegistryResolver::new(
-            registry_url,
-            user_info,
-        )?))
+    /// A codec backed by the schema registry `access` names.
+    pub fn new(access: &RegistryAccess<'_>) -> Result<Self, CodecError> {
+        Ok(EventCodec::with_resolver(RegistryResolver::new(access)?))
     }
 
     /// A codec backed by `resolver` (a [`FixedResolver`] in unit tests).

@@ -8,8 +8,8 @@ pub mod convert;
 mod types;
 
 pub use codec::{
-    CodecError, EventCodec, FixedResolver, RegistryResolver, Resolving, SchemaResolver,
-    WriterSchema, decode_with_writer, encode_plain,
+    CodecError, EventCodec, FixedResolver, RegistryAccess, RegistryResolver, Resolving,
+    SchemaResolver, WriterSchema, decode_with_writer, encode_plain,
 };
 pub use types::*;
 

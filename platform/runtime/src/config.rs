@@ -324,15 +324,25 @@ pub struct EventBusArgs {
         hide_env_values = true
     )]
     pub registry_user_info: Option<Secret>,
+    /// PEM file of the CA that signed an `https://` registry's certificate, when the system
+    /// does not trust it.
+    #[arg(long = "registry-ca-file", env = "ORDERFLOW_REGISTRY_CA_FILE")]
+    pub registry_ca_file: Option<PathBuf>,
 }
 
 impl EventBusArgs {
-    /// The codec of events through this registry, with these credentials.
+    /// How to reach the registry: its URL, these credentials and CA.
+    pub fn registry(&self) -> orderflow_events::RegistryAccess<'_> {
+        orderflow_events::RegistryAccess {
+            url: &self.registry_url,
+            user_info: self.registry_user_info.as_ref().map(Secret::expose),
+            ca_file: self.registry_ca_file.as_deref(),
+        }
+    }
+
+    /// The codec of events through this registry.
     pub fn codec(&self) -> Result<orderflow_events::EventCodec, orderflow_events::CodecError> {
-        orderflow_events::EventCodec::new(
-            &self.registry_url,
-            self.registry_user_info.as_ref().map(Secret::expose),
-        )
+        orderflow_events::EventCodec::new(&self.registry())
     }
 }
 

@@ -1,6 +1,6 @@
 //! TLS for the gRPC APIs, on rustls through tonic: what a server presents (and whether it
 //! asks its clients for a certificate), what a client trusts and presents, each read from PEM
-//! files; and [`LocalCa`], the certificate authority `./orderflow up` and the tests make for
+//! files; the same for the registry's HTTP API ([`rustls_server_config`]); and [`LocalCa`], the certificate authority `./orderflow up` and the tests make for
 //! a machine of their own. Nothing cryptographic is written here.
 
 mod local_ca;
@@ -78,6 +78,30 @@ impl ServerTls {
         }
         Ok(Some(config))
     }
+}
+
+/// The rustls configuration of a server that is not tonic's (the registry's HTTP API):
+/// presents the PEM certificate chain `cert` with the PEM key `key`, over HTTP/1.1.
+pub fn rustls_server_config(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(&read(cert, "TLS certificate")?)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("no PEM certificate in {}", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert.display());
+    let private_key = PrivateKeyDer::from_pem_slice(&read(key, "TLS key")?)
+        .with_context(|| format!("no PEM private key in {}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
 }
 
 /// What a client trusts (the CA of its servers) and presents (its own certificate, for

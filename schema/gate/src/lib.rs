@@ -468,11 +468,13 @@ pub fn update_lock(schemas_dir: &Path) -> Result<Vec<String>, GateError> {
 
 /// The online check: sets each subject's level on the registry at `registry_url`, then
 /// registers every version in order, stopping at the first refusal. With `user_info`
-/// (`user:password`, an admin of the registry) every request authenticates with it.
+/// (`user:password`, an admin of the registry) every request authenticates with it; with
+/// `ca_file`, an `https://` registry's certificate is checked against that CA (PEM).
 pub async fn check_online(
     schemas_dir: &Path,
     registry_url: &str,
     user_info: Option<&str>,
+    ca_file: Option<&Path>,
 ) -> Result<Report, GateError> {
     let mut report = Report::default();
     let subjects = load_subjects(schemas_dir, &mut report.problems)?;
@@ -480,15 +482,24 @@ pub async fn check_online(
         return Ok(report);
     }
     let base = registry_url.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let unreachable = |source| GateError::Registry {
+        url: base.to_owned(),
+        source,
+    };
+    let mut client = reqwest::Client::builder();
+    if let Some(ca_file) = ca_file {
+        let pem = std::fs::read(ca_file).map_err(|source| GateError::Io {
+            path: ca_file.to_owned(),
+            source,
+        })?;
+        client =
+            client.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(unreachable)?);
+    }
+    let client = client.build().map_err(unreachable)?;
     let credentials = user_info.map(|u| u.split_once(':').unwrap_or((u, "")));
     let authenticated = |request: reqwest::RequestBuilder| match credentials {
         Some((user, password)) => request.basic_auth(user, Some(password)),
         None => request,
-    };
-    let unreachable = |source| GateError::Registry {
-        url: base.to_owned(),
-        source,
     };
     for subject in &subjects {
         report.subjects.push(SubjectSummary {

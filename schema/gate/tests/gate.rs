@@ -212,10 +212,14 @@ async fn online_gate_registers_the_real_schemas_and_refuses_a_breaking_candidate
     let db = TestDatabase::create("gate").await;
     let (url, _stop) = start_registry(&db).await;
 
-    let report = check_online(&real_schemas(), &url, None).await.unwrap();
+    let report = check_online(&real_schemas(), &url, None, None)
+        .await
+        .unwrap();
     assert!(report.is_ok(), "{report}");
     // Running again registers nothing new and still passes.
-    let again = check_online(&real_schemas(), &url, None).await.unwrap();
+    let again = check_online(&real_schemas(), &url, None, None)
+        .await
+        .unwrap();
     assert!(again.is_ok(), "{again}");
     let levels: serde_json::Value = reqwest::get(format!(
         "{url}/config/payments-orderflow.events.PaymentProcessed"
@@ -236,7 +240,7 @@ async fn online_gate_registers_the_real_schemas_and_refuses_a_breaking_candidate
     .unwrap();
     assert_eq!(versions, vec![1, 2]);
 
-    let refused = check_online(&fixture("field-added-without-default"), &url, None)
+    let refused = check_online(&fixture("field-added-without-default"), &url, None, None)
         .await
         .unwrap();
     assert_eq!(refused.problems.len(), 1, "{refused}");
@@ -259,7 +263,7 @@ async fn online_gate_registers_the_real_schemas_and_refuses_a_breaking_candidate
 
 #[tokio::test]
 async fn online_gate_reports_an_unreachable_registry() {
-    let error = check_online(&real_schemas(), "http://127.0.0.1:9", None)
+    let error = check_online(&real_schemas(), "http://127.0.0.1:9", None, None)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("unreachable"), "{error}");

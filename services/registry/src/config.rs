@@ -32,4 +32,19 @@ pub struct RegistryArgs {
     /// closed machine only; logged as a warning at start.
     #[arg(long = "insecure-no-auth", env = "ORDERFLOW_REGISTRY_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// The PEM certificate chain to serve HTTPS with; without one the registry serves plain
+    /// HTTP (its users' passwords then cross the network in the clear).
+    #[arg(
+        long = "tls-cert-file",
+        env = "ORDERFLOW_TLS_CERT_FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert-file`.
+    #[arg(
+        long = "tls-key-file",
+        env = "ORDERFLOW_TLS_KEY_FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod extract;
 mod registry;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use registry::{
     Config, DEFAULT_LEVEL, Deleted, Mode, Registry, SchemaReference, SchemaRequest, SubjectVersion,
     VersionSelector,
 };
+pub use tls::TlsListener;
 
 /// The registry's database migrations (`migrations/registry/`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/registry");
@@ -54,17 +56,34 @@ pub async fn serve(
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    run(listener, pool, users, shutdown).await
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = orderflow_tls::rustls_server_config(cert, key)?;
+            run(TlsListener::new(listener, config)?, pool, users, shutdown).await
+        }
+        _ => {
+            if users.is_some() {
+                tracing::warn!(
+                    "serving plain HTTP: the users' passwords cross the network in the clear; \
+                     set --tls-cert-file and --tls-key-file to serve HTTPS"
+                );
+            }
+            run(listener, pool, users, shutdown).await
+        }
+    }
 }
 
 /// Serves the API on `listener` with a migrated `pool` until `shutdown` completes, then lets
 /// requests in flight finish. Without `users` the registry is open to anyone.
-pub async fn run(
-    listener: TcpListener,
+pub async fn run<L>(
+    listener: L,
     pool: PgPool,
     users: Option<Users>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     let address = listener.local_addr()?;
     tracing::info!(%address, "schema registry listening");
     axum::serve(listener, router(Registry::new(pool), users.map(Arc::new)))

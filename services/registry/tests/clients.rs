@@ -1,4 +1,5 @@
-//! Clients nobody here wrote, against a real registry on its own PostgreSQL database:
+//! Clients nobody here wrote, against a real registry on its own PostgreSQL database, over
+//! HTTPS with a certificate of a CA made for the run:
 //! Confluent's Python client (`tests/python/registry`, pytest) and the npm
 //! `@kafkajs/confluent-schema-registry` client (`tests/node`, `node --test`). Each suite names
 //! the client call every test exercises; a failure shows the suite's own output.
@@ -19,12 +20,24 @@ const USERS: &str = "admin:admin-secret:admin\nreader:reader-secret:read\n";
 const ADMIN: &str = "admin:admin-secret";
 const READER: &str = "reader:reader-secret";
 
-/// A registry on an ephemeral port with a fresh database, requiring the users above, stopped
-/// when dropped.
+/// A registry on an ephemeral port with a fresh database, serving HTTPS with a certificate of
+/// a CA made for it and requiring the users above, stopped when dropped.
 struct Registry {
     url: String,
+    /// The PEM file of the CA that signed the registry's certificate.
+    ca: PathBuf,
     _stop: oneshot::Sender<()>,
     _db: TestDatabase,
+    _certificates: Certificates,
+}
+
+/// A folder of certificates, removed when dropped.
+struct Certificates(PathBuf);
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Registry {
@@ -34,8 +47,17 @@ impl Registry {
         let pool = orderflow_db::connect_and_migrate(&settings, &orderflow_registry::MIGRATOR)
             .await
             .expect("migrate the registry database");
+        let certificates = Certificates(std::env::temp_dir().join(format!(
+            "orderflow-registry-tls-{}",
+            orderflow_testkit::unique_suffix()
+        )));
+        let files = orderflow_tls::LocalCa::ensure(&certificates.0, &["registry"])
+            .expect("the registry's certificate");
+        let (cert, key) = files.identity("registry");
+        let tls = orderflow_tls::rustls_server_config(&cert, &key).expect("TLS settings");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let listener = orderflow_registry::TlsListener::new(listener, tls).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let users = orderflow_registry::Users::parse(USERS).expect("the test users");
         tokio::spawn(orderflow_registry::run(
@@ -48,8 +70,10 @@ impl Registry {
         ));
         Registry {
             url,
+            ca: files.ca(),
             _stop: stop,
             _db: db,
+            _certificates: certificates,
         }
     }
 }
@@ -98,6 +122,7 @@ async fn confluent_python_client_suite_passes() {
         ])
         .current_dir(repository())
         .env("ORDERFLOW_REGISTRY_URL", &registry.url)
+        .env("ORDERFLOW_REGISTRY_CA_FILE", &registry.ca)
         .env("ORDERFLOW_REGISTRY_USER_INFO", ADMIN)
         .env("ORDERFLOW_REGISTRY_READER_INFO", READER);
     let output = run(command, "pytest").await;
@@ -117,6 +142,8 @@ async fn kafkajs_node_client_suite_passes() {
         .arg("registry.test.js")
         .current_dir(repository().join("tests/node"))
         .env("NODE_PATH", modules)
+        // Node trusts the registry's CA from this file, as its TLS stack does for any client.
+        .env("NODE_EXTRA_CA_CERTS", &registry.ca)
         .env("ORDERFLOW_REGISTRY_URL", &registry.url)
         .env("ORDERFLOW_REGISTRY_USER_INFO", ADMIN)
         .env("ORDERFLOW_REGISTRY_READER_INFO", READER);

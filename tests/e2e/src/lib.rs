@@ -63,7 +63,7 @@ impl Credentials {
         std::fs::write(&jwks, key.jwks().to_string()).expect("write the test JWKS");
         let tls = LocalCa::ensure(
             &dir.join("tls"),
-            &["gateway", "order", "inventory", "broker"],
+            &["gateway", "order", "inventory", "broker", "registry"],
         )
         .expect("the test certificates");
         let registry_writer = format!("services:{}", orderflow_testkit::unique_suffix());
@@ -119,7 +119,12 @@ impl Credentials {
 
     /// A codec of events through the registry at `url`, as the services' user.
     pub fn codec(&self, registry_url: &str) -> orderflow_events::EventCodec {
-        orderflow_events::EventCodec::new(registry_url, Some(&self.registry_writer)).expect("codec")
+        orderflow_events::EventCodec::new(&orderflow_events::RegistryAccess {
+            url: registry_url,
+            user_info: Some(&self.registry_writer),
+            ca_file: Some(&self.tls.ca()),
+        })
+        .expect("codec")
     }
 
     /// An HTTP request to the registry, as its admin.
@@ -274,11 +279,14 @@ impl System {
         .await
         .expect("registry database");
         let registry_listener = bind_any().await;
-        let registry_url = format!("http://{}", registry_listener.local_addr().unwrap());
+        let registry_url = format!("https://{}", registry_listener.local_addr().unwrap());
         let registry_stop = CancellationToken::new();
         let credentials = Credentials::new();
+        let (cert, key) = credentials.tls.identity("registry");
+        let registry_tls = orderflow_tls::rustls_server_config(&cert, &key).expect("registry TLS");
         tokio::spawn(orderflow_registry::run(
-            registry_listener,
+            orderflow_registry::TlsListener::new(registry_listener, registry_tls)
+                .expect("registry listener"),
             pool,
             Some(credentials.registry_users()),
             {
@@ -348,6 +356,7 @@ impl System {
             kafka: self.kafka.clone(),
             registry_url: self.registry_url.clone(),
             registry_user_info: Some(self.credentials.registry_writer.as_str().into()),
+            registry_ca_file: Some(self.credentials.tls.ca()),
         }
     }
 

@@ -229,6 +229,7 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
             kafka,
             registry_url: system.registry_url.clone(),
             registry_user_info: Some(system.credentials.registry_writer.as_str().into()),
+            registry_ca_file: Some(system.credentials.tls.ca()),
         },
         auth: system.credentials.auth_args(),
         tls: Default::default(),

@@ -26,11 +26,23 @@ def credentials(variable: str) -> str:
     return user_info
 
 
+def tls_settings() -> dict:
+    """What a client of the https:// registry under test trusts: its CA, whose PEM file
+    ORDERFLOW_REGISTRY_CA_FILE names (Confluent's `ssl.ca.location`)."""
+    ca = os.environ.get("ORDERFLOW_REGISTRY_CA_FILE")
+    return {"ssl.ca.location": ca} if ca else {}
+
+
 def connect(registry_url: str, user_variable: str) -> SchemaRegistryClient:
     # max.retries 0: a 5xx is a failure to see, not something to retry around. The registry
     # requires HTTP basic authentication, sent as Confluent's clients send it.
     return SchemaRegistryClient(
-        {"url": registry_url, "max.retries": 0, "basic.auth.user.info": credentials(user_variable)}
+        {
+            "url": registry_url,
+            "max.retries": 0,
+            "basic.auth.user.info": credentials(user_variable),
+            **tls_settings(),
+        }
     )
 
 

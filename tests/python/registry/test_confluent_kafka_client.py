@@ -28,6 +28,8 @@ from confluent_kafka.schema_registry import (
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from conftest import tls_settings
+
 
 def record(fields: list, name: str = "Payment", namespace: str = "orderflow.test") -> str:
     return json.dumps({"type": "record", "name": name, "namespace": namespace, "fields": fields})
@@ -64,8 +66,13 @@ def error_of(call) -> SchemaRegistryError:
 
 
 def authenticated(registry_url: str) -> dict:
-    """A client configuration with the suite's credentials (Confluent's basic.auth.user.info)."""
-    return {"url": registry_url, "basic.auth.user.info": os.environ["ORDERFLOW_REGISTRY_USER_INFO"]}
+    """A client configuration with the suite's credentials (Confluent's basic.auth.user.info)
+    that trusts the registry's CA."""
+    return {
+        "url": registry_url,
+        "basic.auth.user.info": os.environ["ORDERFLOW_REGISTRY_USER_INFO"],
+        **tls_settings(),
+    }
 
 
 def fresh(prefix: str = "py") -> str:
@@ -76,7 +83,7 @@ def fresh(prefix: str = "py") -> str:
 
 
 def test_a_client_without_credentials_is_refused(client, registry_url, subject):
-    anonymous = SchemaRegistryClient({"url": registry_url, "max.retries": 0})
+    anonymous = SchemaRegistryClient({"url": registry_url, "max.retries": 0, **tls_settings()})
     err = error_of(lambda: anonymous.register_schema(subject, avro(V1)))
     assert err.http_status_code == 401
     err = error_of(lambda: anonymous.get_subjects())
@@ -91,10 +98,23 @@ def test_a_wrong_password_is_refused(registry_url):
             "url": registry_url,
             "max.retries": 0,
             "basic.auth.user.info": "admin:not-the-password",
+            **tls_settings(),
         }
     )
     err = error_of(lambda: wrong.get_subjects())
     assert err.http_status_code == 401
+
+
+def test_a_client_that_does_not_trust_the_registrys_certificate_gets_nothing(registry_url, client, subject):
+    # The suite runs against a registry serving HTTPS with a certificate of its own CA.
+    assert registry_url.startswith("https://"), registry_url
+    settings = {**authenticated(registry_url), "max.retries": 0}
+    del settings["ssl.ca.location"]
+    untrusting = SchemaRegistryClient(settings)
+    with pytest.raises(Exception) as refused:
+        untrusting.register_schema(subject, avro(V1))
+    assert "CERTIFICATE_VERIFY_FAILED" in repr(refused.value), repr(refused.value)
+    assert subject not in client.get_subjects()
 
 
 def test_a_reader_reads_but_cannot_register_or_administer(client, reader, subject):
