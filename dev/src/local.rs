@@ -144,12 +144,123 @@ fn settings<T: Args>(name: &'static str) -> anyhow::Result<T> {
     Ok(config::load::<ServeArgs<T>>(name, &sources)?.component)
 }
 
-/// The Kafka settings the services use (the order service's, read as it reads them).
-fn kafka_settings() -> anyhow::Result<KafkaArgs> {
-    Ok(settings::<orderflow_order::OrderArgs>("order")?
+/// The Kafka settings the services use (the order service's, read as it reads them), with
+/// the local broker's TLS and the operator's login when `up` secured it.
+fn kafka_settings(home: &Path) -> anyhow::Result<KafkaArgs> {
+    let mut kafka = settings::<orderflow_order::OrderArgs>("order")?
         .common
         .bus
-        .kafka)
+        .kafka;
+    LocalKafka::secure(home, &mut kafka, LocalKafka::OPERATOR)?;
+    Ok(kafka)
+}
+
+/// Gives `kafka` the login of the local tools (`status`, `bench`) to the broker `up` secured
+/// in `home`; leaves settings that name their own security, or an unsecured broker, alone.
+pub fn secure_for_tools(home: &Path, kafka: &mut KafkaArgs) -> anyhow::Result<()> {
+    LocalKafka::secure(home, kafka, LocalKafka::OPERATOR)
+}
+
+/// The local broker's security: it serves only TLS (its certificate from the local CA) and
+/// admits only SCRAM users `up` makes, one per component and one for the tools (`status`,
+/// `bench`, `dlq`), their passwords in `<home>/secrets/kafka-<name>-password`. tansu has no
+/// ACLs, so the users are not limited to their topics (compose's Apache Kafka is).
+struct LocalKafka;
+
+impl LocalKafka {
+    /// The user of `orderflow status`, `bench` and the `dlq` tools.
+    const OPERATOR: &str = "operator";
+    /// Every user, by component.
+    const USERS: [&str; 5] = [
+        "order",
+        "payment",
+        "inventory",
+        "gateway",
+        LocalKafka::OPERATOR,
+    ];
+
+    /// The file that lists the users once they are stored in the broker: its presence means
+    /// the local broker is secured.
+    fn marker(home: &Path) -> PathBuf {
+        home.join("secrets/kafka-users")
+    }
+
+    fn password_file(home: &Path, user: &str) -> PathBuf {
+        home.join("secrets").join(format!("kafka-{user}-password"))
+    }
+
+    fn username(user: &str) -> String {
+        format!("orderflow-{user}")
+    }
+
+    /// Whether the Kafka settings are the defaults `up` may secure (nothing configured).
+    fn applies(kafka: &KafkaArgs) -> bool {
+        kafka.security.protocol == orderflow_platform::config::SecurityProtocol::Plaintext
+            && kafka.security.username.is_none()
+    }
+
+    /// Stores every user in the stopped broker's storage when the marker does not list them.
+    async fn ensure_users(home: &Path, tansu: &crate::tansu::Tansu) -> anyhow::Result<()> {
+        let listed = LocalKafka::USERS.join("\n");
+        if std::fs::read_to_string(LocalKafka::marker(home)).is_ok_and(|m| m.trim() == listed) {
+            return Ok(());
+        }
+        let mut users = Vec::new();
+        for user in LocalKafka::USERS {
+            let password = secret(home, &format!("kafka-{user}-password"))?;
+            users.push((LocalKafka::username(user), password));
+        }
+        let pairs: Vec<(&str, &str)> = users
+            .iter()
+            .map(|(name, password)| (name.as_str(), password.as_str()))
+            .collect();
+        tansu.create_users(&pairs).await?;
+        write_private(&LocalKafka::marker(home), &listed)?;
+        say(format!(
+            "Kafka users stored in the broker: {}",
+            users
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(())
+    }
+
+    /// Gives `kafka` the local broker's TLS and `user`'s login, when `up` secured the broker
+    /// and nothing else is configured.
+    fn secure(home: &Path, kafka: &mut KafkaArgs, user: &str) -> anyhow::Result<()> {
+        if !LocalKafka::applies(kafka) || !LocalKafka::marker(home).exists() {
+            return Ok(());
+        }
+        let password = std::fs::read_to_string(LocalKafka::password_file(home, user))
+            .with_context(|| format!("the local Kafka password of {user}"))?;
+        kafka.security = orderflow_platform::config::KafkaSecurityArgs {
+            protocol: orderflow_platform::config::SecurityProtocol::SaslSsl,
+            ca_file: Some(LocalTls::dir(home).join("ca.pem")),
+            mechanism: orderflow_platform::config::ScramMechanism::ScramSha512,
+            username: Some(LocalKafka::username(user)),
+            password: Some(password.trim().into()),
+        };
+        Ok(())
+    }
+
+    /// The environment that gives component `user` its login to the secured local broker
+    /// (the password by file, never on a command line).
+    fn env(home: &Path, user: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("ORDERFLOW_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".into()),
+            (
+                "ORDERFLOW_KAFKA_CA_FILE",
+                path(&LocalTls::dir(home).join("ca.pem")),
+            ),
+            ("ORDERFLOW_KAFKA_SASL_USERNAME", LocalKafka::username(user)),
+            (
+                "ORDERFLOW_KAFKA_SASL_PASSWORD_FILE",
+                path(&LocalKafka::password_file(home, user)),
+            ),
+        ]
+    }
 }
 
 fn serve(component: &str) -> Vec<String> {
@@ -285,7 +396,7 @@ struct LocalTls {
 
 impl LocalTls {
     /// Components with a certificate of the local CA.
-    const NAMES: [&str; 3] = ["gateway", "order", "inventory"];
+    const NAMES: [&str; 4] = ["gateway", "order", "inventory", "broker"];
 
     fn dir(home: &Path) -> PathBuf {
         home.join("tls")
@@ -569,11 +680,22 @@ fn broker_address(kafka: &KafkaArgs) -> String {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home.home)?;
     std::fs::create_dir_all(&home)?;
-    let kafka = kafka_settings()?;
+    let configured = settings::<orderflow_order::OrderArgs>("order")?
+        .common
+        .bus
+        .kafka;
+    // The local broker is secured unless the Kafka settings name a broker's security of their
+    // own, or the broker is someone else's.
+    let secure_broker = !args.external_broker && LocalKafka::applies(&configured);
+    if !secure_broker {
+        let _ = std::fs::remove_file(LocalKafka::marker(&home));
+    }
     let orderflow = orderflow_binary()?;
+    // The local CA first: the broker serves TLS with its certificate.
+    LocalTls::ensure(&home)?;
 
     // 1. The broker.
-    let broker = broker_address(&kafka);
+    let broker = broker_address(&configured);
     let broker_probe = Probe::Tcp(broker.clone());
     if broker_probe.ok().await {
         say(format!("broker already running at {broker}"));
@@ -584,18 +706,31 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             Some(binary) => binary,
             None => crate::tansu::binary()?,
         };
+        let (cert_file, key_file) =
+            orderflow_tls::LocalCaFiles::at(&LocalTls::dir(&home)).identity("broker");
         let tansu = crate::tansu::Tansu {
             binary,
             data_dir: home.join("broker"),
             address: broker.clone(),
-            security: None,
+            security: secure_broker.then_some(crate::tansu::BrokerSecurity {
+                cert_file,
+                key_file,
+            }),
         };
+        if secure_broker {
+            LocalKafka::ensure_users(&home, &tansu).await?;
+        }
         let log = home.join("logs/broker.log");
         std::fs::create_dir_all(home.join("logs"))?;
         let pid = spawn(&home, "broker", tansu.command(&log)?)?;
         say(format!(
-            "starting broker (tansu, durable sqlite storage in {}) at {broker}",
-            tansu.data_dir.display()
+            "starting broker (tansu, durable sqlite storage in {}) at {broker}{}",
+            tansu.data_dir.display(),
+            if secure_broker {
+                ", TLS and SCRAM logins only"
+            } else {
+                ""
+            }
         ));
         wait_until(
             "broker",
@@ -608,6 +743,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
 
     // 2. Topics (the services also create what they need; doing it here shows it early).
+    let kafka = kafka_settings(&home)?;
     let topics = kafka.topics();
     let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
     let mut with_partitions = kafka.clone();
@@ -633,7 +769,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     //    local CA and the components' certificates.
     let databases = owned_databases(&home).await?;
     let registry_users = RegistryUsers::ensure(&home)?;
-    LocalTls::ensure(&home)?;
 
     // 5. The registry, then the schemas, then the services that need both.
     let components = components(args.instances, &home)?;
@@ -654,6 +789,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 && std::env::var_os("ORDERFLOW_REGISTRY_USER_INFO").is_none()
             {
                 command.env("ORDERFLOW_REGISTRY_USER_INFO", &registry_users.writer);
+            }
+            // Its own login to the secured local broker.
+            if kafka.security.principal().is_some() && component.name != "registry" {
+                command.envs(LocalKafka::env(&home, service));
             }
             let pid = spawn(&home, &component.name, command)?;
             say(format!("starting {} (pid {pid})", component.name));
@@ -742,7 +881,7 @@ fn signal(pid: u32, signal: &str) {
 
 pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
     let home = std::path::absolute(&args.home)?;
-    let kafka = kafka_settings()?;
+    let kafka = kafka_settings(&home)?;
     let mut rows = vec![(
         "broker".to_owned(),
         read_pid(&home, "broker"),

@@ -145,10 +145,13 @@ fn sustained(run: &runs::RunResult) -> bool {
     run.errors == 0 && run.correct && run.achieved_per_sec >= 0.95 * run.offered_per_sec
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if !args.no_up {
         crate::local::up(args.up.clone()).await?;
     }
+    // The broker `up` started serves TLS and SCRAM logins: the bench's own clients log in.
+    let home = std::path::absolute(&args.up.home.home)?;
+    crate::local::secure_for_tools(&home, &mut args.kafka)?;
     let machine = machine();
     // What runs, as the broker sees it: partitions of the `orders` topic.
     let partitions = {
