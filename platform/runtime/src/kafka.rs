@@ -7,7 +7,6 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
@@ -155,10 +154,9 @@ pub async fn check_credentials(kafka: &KafkaArgs, timeout: Duration) -> anyhow::
     };
     let mechanism = kafka.security.mechanism.name();
     let context = LoginWatch::default();
-    let refused = context.refused.clone();
+    let (refused, watching) = (context.refused.clone(), context.refused.clone());
     let client: rdkafka::consumer::BaseConsumer<LoginWatch> =
         kafka.client_config().create_with_context(context)?;
-    let watching = refused.clone();
     // Short tries, so that a refusal (reported within milliseconds) ends the wait early.
     let metadata = tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::Consumer as _;
@@ -197,10 +195,6 @@ struct LoginWatch {
 }
 
 impl ClientContext for LoginWatch {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        DefaultClientContext.log(level, fac, log_message);
-    }
-
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
             self.refused
