@@ -52,14 +52,12 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
             println!("{report}");
             anyhow::ensure!(report.is_ok(), "schema check failed");
             if let Some(url) = args.registry {
-                let user_info = args.registry_user_info.as_ref().map(|s| s.expose());
-                let report = orderflow_schema_gate::check_online(
-                    &args.dir.dir,
-                    &url,
-                    user_info,
-                    args.registry_ca_file.as_deref(),
-                )
-                .await?;
+                let registry = orderflow_events::RegistryAccess {
+                    url: &url,
+                    user_info: args.registry_user_info.as_ref().map(|s| s.expose()),
+                    ca_file: args.registry_ca_file.as_deref(),
+                };
+                let report = orderflow_schema_gate::check_online(&args.dir.dir, &registry).await?;
                 println!("{report}");
                 anyhow::ensure!(report.is_ok(), "registering the schemas in {url} failed");
             }

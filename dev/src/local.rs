@@ -151,7 +151,7 @@ fn kafka_settings(home: &Path) -> anyhow::Result<KafkaArgs> {
         .common
         .bus
         .kafka;
-    LocalKafka::secure(home, &mut kafka, LocalKafka::OPERATOR)?;
+    secure_for_tools(home, &mut kafka)?;
     Ok(kafka)
 }
 
@@ -185,8 +185,13 @@ impl LocalKafka {
         home.join("secrets/kafka-users")
     }
 
+    /// The name of `user`'s password in `<home>/secrets` ([`secret`]).
+    fn password_name(user: &str) -> String {
+        format!("kafka-{user}-password")
+    }
+
     fn password_file(home: &Path, user: &str) -> PathBuf {
-        home.join("secrets").join(format!("kafka-{user}-password"))
+        home.join("secrets").join(LocalKafka::password_name(user))
     }
 
     fn username(user: &str) -> String {
@@ -207,7 +212,7 @@ impl LocalKafka {
         }
         let mut users = Vec::new();
         for user in LocalKafka::USERS {
-            let password = secret(home, &format!("kafka-{user}-password"))?;
+            let password = secret(home, &LocalKafka::password_name(user))?;
             users.push((LocalKafka::username(user), password));
         }
         let pairs: Vec<(&str, &str)> = users
@@ -237,7 +242,7 @@ impl LocalKafka {
             .with_context(|| format!("the local Kafka password of {user}"))?;
         kafka.security = orderflow_platform::config::KafkaSecurityArgs {
             protocol: orderflow_platform::config::SecurityProtocol::SaslSsl,
-            ca_file: Some(LocalTls::dir(home).join("ca.pem")),
+            ca_file: Some(LocalTls::files(home).ca()),
             mechanism: orderflow_platform::config::ScramMechanism::ScramSha512,
             username: Some(LocalKafka::username(user)),
             password: Some(password.trim().into()),
@@ -250,10 +255,7 @@ impl LocalKafka {
     fn env(home: &Path, user: &str) -> Vec<(&'static str, String)> {
         vec![
             ("ORDERFLOW_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".into()),
-            (
-                "ORDERFLOW_KAFKA_CA_FILE",
-                path(&LocalTls::dir(home).join("ca.pem")),
-            ),
+            ("ORDERFLOW_KAFKA_CA_FILE", path(&LocalTls::files(home).ca())),
             ("ORDERFLOW_KAFKA_SASL_USERNAME", LocalKafka::username(user)),
             (
                 "ORDERFLOW_KAFKA_SASL_PASSWORD_FILE",
@@ -402,6 +404,11 @@ impl LocalTls {
         home.join("tls")
     }
 
+    /// The names of the files `ensure` makes (they need not exist yet).
+    fn files(home: &Path) -> orderflow_tls::LocalCaFiles {
+        orderflow_tls::LocalCaFiles::at(&LocalTls::dir(home))
+    }
+
     /// Makes the CA and the certificates when any is missing.
     fn ensure(home: &Path) -> anyhow::Result<()> {
         orderflow_tls::LocalCa::ensure(&LocalTls::dir(home), &LocalTls::NAMES)?;
@@ -444,7 +451,7 @@ pub fn client_tls(
         return Ok(None);
     }
     let tls = orderflow_tls::ClientTls {
-        ca: home.join("tls/ca.pem"),
+        ca: LocalTls::files(home).ca(),
         identity: None,
     };
     let config = tls
@@ -474,7 +481,7 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let health = |addr: SocketAddr| Probe::Http(format!("http://{addr}/health"));
     // The files only: `up` makes them; `down` and `status` list components without them.
     let tls = LocalTls {
-        files: orderflow_tls::LocalCaFiles::at(&LocalTls::dir(home)),
+        files: LocalTls::files(home),
     };
     let mut registry_args = serve("registry");
     if registry.users_file.is_none() && !registry.insecure_no_auth {
@@ -706,8 +713,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             Some(binary) => binary,
             None => crate::tansu::binary()?,
         };
-        let (cert_file, key_file) =
-            orderflow_tls::LocalCaFiles::at(&LocalTls::dir(&home)).identity("broker");
+        let (cert_file, key_file) = LocalTls::files(&home).identity("broker");
         let tansu = crate::tansu::Tansu {
             binary,
             data_dir: home.join("broker"),
@@ -743,7 +749,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
 
     // 2. Topics (the services also create what they need; doing it here shows it early).
-    let kafka = kafka_settings(&home)?;
+    let mut kafka = configured;
+    secure_for_tools(&home, &mut kafka)?;
     let topics = kafka.topics();
     let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
     let mut with_partitions = kafka.clone();
@@ -810,13 +817,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             let registry = settings::<orderflow_registry::RegistryArgs>("registry")?;
             let url = format!("http://{}", registry.listen);
             let schemas = orderflow_schema_gate::schemas_dir();
-            let report = orderflow_schema_gate::check_online(
-                &schemas,
-                &url,
-                Some(&registry_users.admin),
-                None,
-            )
-            .await?;
+            let registry = orderflow_events::RegistryAccess {
+                url: &url,
+                user_info: Some(&registry_users.admin),
+                ca_file: None,
+            };
+            let report = orderflow_schema_gate::check_online(&schemas, &registry).await?;
             anyhow::ensure!(
                 report.is_ok(),
                 "registering the schemas in {url} failed:\n{report}"

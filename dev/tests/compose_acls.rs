@@ -9,13 +9,18 @@ use std::collections::BTreeSet;
 use orderflow_events::{EventKind, Topics};
 use orderflow_platform::consumer::dead_letter_topic;
 
+/// The text of `compose/kafka/init.sh`.
+fn script() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/kafka/init.sh"),
+    )
+    .expect("compose/kafka/init.sh")
+}
+
 /// The grants of `compose/kafka/init.sh`: (verb, principal, resource) for every `produces`,
 /// `consumes` and `allow … --group|--topic` line.
 fn grants() -> BTreeSet<(String, String, String)> {
-    let script = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/kafka/init.sh"),
-    )
-    .expect("compose/kafka/init.sh");
+    let script = script();
     let mut grants = BTreeSet::new();
     // Top-level lines only: the indented ones are the helpers' bodies ("$1", "$2").
     for line in script
@@ -86,10 +91,7 @@ fn every_service_is_granted_exactly_what_it_consumes_and_publishes() {
 
 #[test]
 fn the_script_names_dead_letter_topics_as_the_consumer_loop_does() {
-    let script = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/kafka/init.sh"),
-    )
-    .expect("compose/kafka/init.sh");
+    let script = script();
     // `consumes SERVICE TOPIC` grants and creates "$2.$1.dlq": TOPIC.SERVICE.dlq.
     assert!(script.contains("\"$2.$1.dlq\""), "{script}");
     assert_eq!(dead_letter_topic("TOPIC", "SERVICE"), "TOPIC.SERVICE.dlq");

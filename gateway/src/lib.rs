@@ -73,7 +73,7 @@ pub async fn run(
     );
     let hub = hub::Hub::new(watchers);
     let codec = Arc::new(args.bus.codec()?);
-    orderflow_platform::kafka::check_credentials(&args.bus.kafka, Duration::from_secs(10)).await?;
+    orderflow_platform::kafka::check_credentials(&args.bus.kafka).await?;
     // The feed creates its topic and positions itself in the background (retrying while the
     // broker is away); until then WatchOrder is refused and the order service reported
     // NOT_SERVING, while calls that need no feed are served.

@@ -137,6 +137,29 @@ pub struct RegistryAccess<'a> {
     pub ca_file: Option<&'a std::path::Path>,
 }
 
+impl RegistryAccess<'_> {
+    /// An HTTP client builder that trusts the registry's CA, when one is named.
+    pub fn http_client(&self) -> Result<reqwest::ClientBuilder, CodecError> {
+        let client = reqwest::Client::builder();
+        let Some(path) = self.ca_file else {
+            return Ok(client);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            CodecError::Settings(format!(
+                "cannot read the registry CA {}: {e}",
+                path.display()
+            ))
+        })?;
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            CodecError::Settings(format!(
+                "no PEM certificate in the registry CA {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(client.add_root_certificate(ca))
+    }
+}
+
 /// The production resolver: a Confluent-compatible schema registry over HTTP, through
 /// `schema_registry_converter`, which caches schemas and ids after first use, so the registry
 /// is on the path only once per schema.
@@ -148,22 +171,6 @@ pub struct RegistryResolver {
 impl RegistryResolver {
     /// A resolver for the registry `access` names (5 s timeout per request).
     pub fn new(access: &RegistryAccess<'_>) -> Result<Self, CodecError> {
-        let ca = access
-            .ca_file
-            .map(|path| {
-                std::fs::read(path)
-                    .map_err(|e| format!("cannot read the registry CA {}: {e}", path.display()))
-                    .and_then(|pem| {
-                        reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                            format!(
-                                "no PEM certificate in the registry CA {}: {e}",
-                                path.display()
-                            )
-                        })
-                    })
-                    .map_err(CodecError::Settings)
-            })
-            .transpose()?;
         let settings = || {
             let mut builder = SrSettings::new_builder(access.url.to_owned());
             builder.set_timeout(Duration::from_secs(5));
@@ -171,12 +178,8 @@ impl RegistryResolver {
                 let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
                 builder.set_basic_authorization(user, Some(password));
             }
-            let mut client = reqwest::Client::builder();
-            if let Some(ca) = &ca {
-                client = client.add_root_certificate(ca.clone());
-            }
             builder
-                .build_with(client)
+                .build_with(access.http_client()?)
                 .map_err(|e| CodecError::RegistryUnavailable(describe(&e)))
         };
         Ok(RegistryResolver {

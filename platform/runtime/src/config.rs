@@ -155,14 +155,18 @@ pub enum SecurityProtocol {
     SaslSsl,
 }
 
+/// The name clap gives a value: the one Kafka and librdkafka use.
+fn value_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .expect("every value has a name")
+        .get_name()
+        .to_owned()
+}
+
 impl SecurityProtocol {
-    fn name(self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "plaintext",
-            SecurityProtocol::Ssl => "ssl",
-            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
-            SecurityProtocol::SaslSsl => "sasl_ssl",
-        }
+    fn name(self) -> String {
+        value_name(self)
     }
 
     fn uses_sasl(self) -> bool {
@@ -188,11 +192,8 @@ pub enum ScramMechanism {
 }
 
 impl ScramMechanism {
-    pub fn name(self) -> &'static str {
-        match self {
-            ScramMechanism::ScramSha256 => "SCRAM-SHA-256",
-            ScramMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
+    pub fn name(self) -> String {
+        value_name(self)
     }
 }
 

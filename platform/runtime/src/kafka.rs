@@ -143,11 +143,14 @@ pub async fn ensure_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Resul
     Ok(())
 }
 
+/// How long a process waits at start for the broker to accept or refuse its login.
+const LOGIN_CHECK: Duration = Duration::from_secs(10);
+
 /// Checks that the broker accepts this client's credentials, so that a wrong SASL password
 /// stops a process at start with an error that says so, instead of a consumer that never
 /// receives anything. An unreachable broker is not an error here (a service starts while the
 /// broker is down and catches up when it returns); a refused login is.
-pub async fn check_credentials(kafka: &KafkaArgs, timeout: Duration) -> anyhow::Result<()> {
+pub async fn check_credentials(kafka: &KafkaArgs) -> anyhow::Result<()> {
     kafka.security.validate().map_err(anyhow::Error::msg)?;
     let Some(principal) = kafka.security.principal().map(str::to_owned) else {
         return Ok(());
@@ -160,7 +163,7 @@ pub async fn check_credentials(kafka: &KafkaArgs, timeout: Duration) -> anyhow::
     // Short tries, so that a refusal (reported within milliseconds) ends the wait early.
     let metadata = tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::Consumer as _;
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = std::time::Instant::now() + LOGIN_CHECK;
         loop {
             let tried = client
                 .fetch_metadata(None, Duration::from_secs(1))

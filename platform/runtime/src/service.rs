@@ -47,9 +47,6 @@ pub struct ServiceKit {
     pub common: CommonArgs,
 }
 
-/// How long a service waits at start for the broker to accept or refuse its login.
-const CREDENTIALS_CHECK: Duration = Duration::from_secs(10);
-
 impl ServiceKit {
     /// Checks the settings, connects to the registry and broker and makes sure the event
     /// topics exist. `admin` is the address of the instance's admin endpoint: an instance
@@ -67,7 +64,7 @@ impl ServiceKit {
         let common = &common;
         let topics = common.bus.kafka.topics();
         let codec = Arc::new(common.bus.codec()?);
-        kafka::check_credentials(&common.bus.kafka, CREDENTIALS_CHECK).await?;
+        kafka::check_credentials(&common.bus.kafka).await?;
         let producer = kafka::Producer::new(&common.bus.kafka)?;
         let names: Vec<String> = topics.all().iter().map(|t| t.to_string()).collect();
         kafka::ensure_topics(&common.bus.kafka, &names).await?;

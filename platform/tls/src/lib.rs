@@ -1,7 +1,7 @@
 //! TLS for the gRPC APIs, on rustls through tonic: what a server presents (and whether it
 //! asks its clients for a certificate), what a client trusts and presents, each read from PEM
-//! files; the same for the registry's HTTP API ([`rustls_server_config`]); and [`LocalCa`], the certificate authority `./orderflow up` and the tests make for
-//! a machine of their own. Nothing cryptographic is written here.
+//! files; the same for the registry's HTTP API ([`rustls_server_config`]); and [`LocalCa`],
+//! the certificate authority `./orderflow up` and the tests make for a machine of their own. Nothing cryptographic is written here.
 
 mod local_ca;
 

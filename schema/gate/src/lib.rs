@@ -31,6 +31,9 @@ pub enum GateError {
     },
     #[error("{path} is invalid: {message}")]
     Config { path: PathBuf, message: String },
+    /// The registry client cannot be made (say, an unreadable CA file).
+    #[error("{0}")]
+    Settings(#[from] orderflow_events::CodecError),
     #[error("registry at {url} is unreachable: {source}")]
     Registry {
         url: String,
@@ -468,14 +471,13 @@ pub fn update_lock(schemas_dir: &Path) -> Result<Vec<String>, GateError> {
 
 /// The online check: sets each subject's level on the registry at `registry_url`, then
 /// registers every version in order, stopping at the first refusal. With `user_info`
-/// (`user:password`, an admin of the registry) every request authenticates with it; with
-/// `ca_file`, an `https://` registry's certificate is checked against that CA (PEM).
+/// (`user:password`, an admin of the registry) every request authenticates with it; with a
+/// CA file, an `https://` registry's certificate is checked against that CA (PEM).
 pub async fn check_online(
     schemas_dir: &Path,
-    registry_url: &str,
-    user_info: Option<&str>,
-    ca_file: Option<&Path>,
+    registry: &orderflow_events::RegistryAccess<'_>,
 ) -> Result<Report, GateError> {
+    let (registry_url, user_info) = (registry.url, registry.user_info);
     let mut report = Report::default();
     let subjects = load_subjects(schemas_dir, &mut report.problems)?;
     if !report.is_ok() {
@@ -486,16 +488,7 @@ pub async fn check_online(
         url: base.to_owned(),
         source,
     };
-    let mut client = reqwest::Client::builder();
-    if let Some(ca_file) = ca_file {
-        let pem = std::fs::read(ca_file).map_err(|source| GateError::Io {
-            path: ca_file.to_owned(),
-            source,
-        })?;
-        client =
-            client.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(unreachable)?);
-    }
-    let client = client.build().map_err(unreachable)?;
+    let client = registry.http_client()?.build().map_err(unreachable)?;
     let credentials = user_info.map(|u| u.split_once(':').unwrap_or((u, "")));
     let authenticated = |request: reqwest::RequestBuilder| match credentials {
         Some((user, password)) => request.basic_auth(user, Some(password)),

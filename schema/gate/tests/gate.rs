@@ -5,6 +5,14 @@ use std::path::{Path, PathBuf};
 
 use orderflow_avro_compat::Rule;
 use orderflow_schema_gate::{Problem, Report, check_offline, check_online, update_lock};
+
+/// An anonymous client of the registry at `url`.
+fn access(url: &str) -> orderflow_events::RegistryAccess<'_> {
+    orderflow_events::RegistryAccess {
+        url,
+        ..Default::default()
+    }
+}
 use orderflow_testkit::{TestDatabase, unique_name};
 
 fn real_schemas() -> PathBuf {
@@ -212,14 +220,10 @@ async fn online_gate_registers_the_real_schemas_and_refuses_a_breaking_candidate
     let db = TestDatabase::create("gate").await;
     let (url, _stop) = start_registry(&db).await;
 
-    let report = check_online(&real_schemas(), &url, None, None)
-        .await
-        .unwrap();
+    let report = check_online(&real_schemas(), &access(&url)).await.unwrap();
     assert!(report.is_ok(), "{report}");
     // Running again registers nothing new and still passes.
-    let again = check_online(&real_schemas(), &url, None, None)
-        .await
-        .unwrap();
+    let again = check_online(&real_schemas(), &access(&url)).await.unwrap();
     assert!(again.is_ok(), "{again}");
     let levels: serde_json::Value = reqwest::get(format!(
         "{url}/config/payments-orderflow.events.PaymentProcessed"
@@ -240,7 +244,7 @@ async fn online_gate_registers_the_real_schemas_and_refuses_a_breaking_candidate
     .unwrap();
     assert_eq!(versions, vec![1, 2]);
 
-    let refused = check_online(&fixture("field-added-without-default"), &url, None, None)
+    let refused = check_online(&fixture("field-added-without-default"), &access(&url))
         .await
         .unwrap();
     assert_eq!(refused.problems.len(), 1, "{refused}");
@@ -263,7 +267,7 @@ async fn online_gate_registers_the_real_schemas_and_refuses_a_breaking_candidate
 
 #[tokio::test]
 async fn online_gate_reports_an_unreachable_registry() {
-    let error = check_online(&real_schemas(), "http://127.0.0.1:9", None, None)
+    let error = check_online(&real_schemas(), &access("http://127.0.0.1:9"))
         .await
         .unwrap_err();
     assert!(error.to_string().contains("unreachable"), "{error}");

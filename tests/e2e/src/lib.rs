@@ -90,16 +90,7 @@ impl Credentials {
         }
     }
 
-    /// The broker's TLS identity: with it a test broker serves only TLS and SCRAM logins.
-    pub fn broker_security(&self) -> orderflow_dev::tansu::BrokerSecurity {
-        let (cert_file, key_file) = self.tls.identity("broker");
-        orderflow_dev::tansu::BrokerSecurity {
-            cert_file,
-            key_file,
-        }
-    }
-
-    /// Client settings for a broker made with [`Credentials::broker_security`]: SASL_SSL,
+    /// Client settings for a broker started by `process::Broker::start_secured`: SASL_SSL,
     /// SCRAM-SHA-512 as [`KAFKA_USER`].
     pub fn kafka_security(&self) -> orderflow_platform::config::KafkaSecurityArgs {
         use orderflow_platform::config::{KafkaSecurityArgs, ScramMechanism, SecurityProtocol};

@@ -160,32 +160,35 @@ mod tempdir {
 
 impl Broker {
     pub async fn start() -> Broker {
-        let mut broker = Broker {
-            dir: tempdir::TempDir::new("orderflow-broker"),
-            port: free_port(),
-            child: None,
-            security: None,
-        };
+        let mut broker = Broker::new(None);
         broker.spawn().await;
         broker
     }
 
-    /// A broker that serves only TLS, with `security`'s certificate, and admits only the
-    /// SASL SCRAM `users` (`(name, password)`).
-    pub async fn start_secured(security: BrokerSecurity, users: &[(&str, &str)]) -> Broker {
-        let mut broker = Broker {
-            dir: tempdir::TempDir::new("orderflow-broker"),
-            port: free_port(),
-            child: None,
-            security: Some(security),
-        };
+    /// A broker that serves only TLS, with the certificate `credentials` has for `broker`,
+    /// and admits only their SCRAM user [`crate::KAFKA_USER`].
+    pub async fn start_secured(credentials: &crate::Credentials) -> Broker {
+        let (cert_file, key_file) = credentials.tls.identity("broker");
+        let mut broker = Broker::new(Some(BrokerSecurity {
+            cert_file,
+            key_file,
+        }));
         broker
             .tansu()
-            .create_users(users)
+            .create_users(&[(crate::KAFKA_USER, &credentials.kafka_password)])
             .await
             .expect("the broker's users");
         broker.spawn().await;
         broker
+    }
+
+    fn new(security: Option<BrokerSecurity>) -> Broker {
+        Broker {
+            dir: tempdir::TempDir::new("orderflow-broker"),
+            port: free_port(),
+            child: None,
+            security,
+        }
     }
 
     /// The folder of its sqlite storage and its log.
@@ -512,11 +515,7 @@ impl ProcessSystem {
     pub async fn start_with(databases: Databases, options: Options) -> ProcessSystem {
         // Kafka as a deployment runs it: TLS only, and a SCRAM login for every client.
         let credentials = crate::Credentials::new();
-        let broker = Broker::start_secured(
-            credentials.broker_security(),
-            &[(crate::KAFKA_USER, credentials.kafka_password.as_str())],
-        )
-        .await;
+        let broker = Broker::start_secured(&credentials).await;
         let max = options.max_instances.max(options.instances).max(1);
         let mut admin: HashMap<Instance, SocketAddr> = HashMap::new();
         for p in Proc::ALL {

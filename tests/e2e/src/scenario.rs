@@ -44,6 +44,17 @@ pub async fn transitions(
     seen
 }
 
+/// The order `order_id` as it stands now.
+async fn get_order(orders: &mut OrderServiceClient<BearerChannel>, order_id: &str) -> pb::Order {
+    orders
+        .get_order(pb::GetOrderRequest {
+            order_id: order_id.into(),
+        })
+        .await
+        .expect("GetOrder")
+        .into_inner()
+}
+
 /// The single number `sql` returns.
 pub async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query(sql)
@@ -76,13 +87,7 @@ pub async fn seed(system: &System) {
         transitions(&mut orders, &declined).await,
         vec![(1, "PENDING"), (2, "FAILED")]
     );
-    let failed = orders
-        .get_order(pb::GetOrderRequest {
-            order_id: declined.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let failed = get_order(&mut orders, &declined.order_id).await;
     assert_eq!(failed.status_reason, "card declined");
     assert_eq!(stock(system, "widget").await, 7);
 
@@ -96,13 +101,7 @@ pub async fn seed(system: &System) {
             (4, "REFUNDED")
         ]
     );
-    let refunded = orders
-        .get_order(pb::GetOrderRequest {
-            order_id: too_many.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let refunded = get_order(&mut orders, &too_many.order_id).await;
     assert_eq!(
         refunded.missing_items,
         vec![pb::MissingItem {

@@ -20,11 +20,7 @@ struct SecuredBroker {
 impl SecuredBroker {
     async fn start() -> SecuredBroker {
         let trust = Credentials::new();
-        let broker = Broker::start_secured(
-            trust.broker_security(),
-            &[(KAFKA_USER, trust.kafka_password.as_str())],
-        )
-        .await;
+        let broker = Broker::start_secured(&trust).await;
         SecuredBroker { broker, trust }
     }
 
@@ -64,7 +60,7 @@ async fn the_broker_admits_only_its_users_over_tls() {
     let secured = SecuredBroker::start().await;
     for mechanism in [ScramMechanism::ScramSha256, ScramMechanism::ScramSha512] {
         let kafka = secured.kafka(mechanism, secured.password());
-        orderflow_platform::kafka::check_credentials(&kafka, Duration::from_secs(10))
+        orderflow_platform::kafka::check_credentials(&kafka)
             .await
             .unwrap_or_else(|e| panic!("{} login refused: {e:#}", mechanism.name()));
         orderflow_platform::kafka::ensure_topics(&kafka, &["logged-in".into()])
@@ -73,7 +69,7 @@ async fn the_broker_admits_only_its_users_over_tls() {
     }
 
     let wrong = secured.kafka(ScramMechanism::ScramSha512, "not-the-password");
-    let refused = orderflow_platform::kafka::check_credentials(&wrong, Duration::from_secs(10))
+    let refused = orderflow_platform::kafka::check_credentials(&wrong)
         .await
         .expect_err("a wrong password is refused");
     let message = format!("{refused:#}");
