@@ -1,11 +1,13 @@
 //! `orderflow`: the production binary. `serve <component>` runs one component (what a
 //! container, a unit file or `orderflow-dev up` starts); `schema` is the schema-evolution
-//! gate; `dlq` inspects and redrives dead letters; `token` signs a bearer token. Development
-//! tooling (up, down, status, demo, bench) is the `orderflow-dev` binary's (dev/).
+//! gate; `dlq` inspects and redrives dead letters; `token` signs a bearer token; `timeline`
+//! prints an order's story from the event log. Development tooling (up, down, status, demo,
+//! bench) is the `orderflow-dev` binary's (dev/).
 
 mod certs;
 mod dlq;
 mod schema;
+mod timeline;
 mod token;
 
 use std::ffi::OsString;
@@ -44,6 +46,9 @@ enum Command {
     Token(token::TokenArgs),
     /// Make a local CA and a certificate per component, for a deployment without its own PKI.
     Certs(certs::CertsArgs),
+    /// Print an order's whole story from the event log: every event, who wrote it, when,
+    /// and how long each hop took, with any dead letter and redrive.
+    Timeline(timeline::TimelineArgs),
 }
 
 #[derive(Subcommand)]
@@ -56,6 +61,8 @@ enum Serve {
     Payment(ComponentArgs),
     /// The inventory service.
     Inventory(ComponentArgs),
+    /// The history service (every order's timeline).
+    History(ComponentArgs),
     /// The public gRPC gateway.
     Gateway(ComponentArgs),
 }
@@ -99,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => dlq::run(*command).await,
         Command::Token(args) => token::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Timeline(args) => timeline::run(args).await,
     }
 }
 
@@ -124,6 +132,10 @@ async fn serve(component: Serve) -> anyhow::Result<()> {
         Serve::Inventory(raw) => {
             let args = settings("orderflow serve inventory", raw)?;
             until_shutdown("inventory", args, orderflow_inventory::serve).await
+        }
+        Serve::History(raw) => {
+            let args = settings("orderflow serve history", raw)?;
+            until_shutdown("history", args, orderflow_history::serve).await
         }
         Serve::Gateway(raw) => {
             let args = settings("orderflow serve gateway", raw)?;

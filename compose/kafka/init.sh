@@ -6,6 +6,8 @@
 #   order      produces orders, order-status      consumes payments, inventory   (group order)
 #   payment    produces payments                  consumes orders, inventory     (group payment)
 #   inventory  produces inventory                 consumes payments              (group inventory)
+#   history                                       consumes every event topic     (group history)
+#                                                 reads every dead-letter topic  (group history-dead-letters)
 #   gateway                                       reads order-status             (no group)
 #
 # and each consumer writes its own dead-letter topics (<topic>.<service>.dlq). Nobody else
@@ -47,6 +49,7 @@ for t in orders order-status payments inventory; do topic "$t"; done
 user order "$ORDERFLOW_KAFKA_ORDER_PASSWORD"
 user payment "$ORDERFLOW_KAFKA_PAYMENT_PASSWORD"
 user inventory "$ORDERFLOW_KAFKA_INVENTORY_PASSWORD"
+user history "$ORDERFLOW_KAFKA_HISTORY_PASSWORD"
 user gateway "$ORDERFLOW_KAFKA_GATEWAY_PASSWORD"
 
 produces order orders
@@ -63,6 +66,23 @@ allow payment "Read Describe" --group payment
 produces inventory inventory
 consumes inventory payments
 allow inventory "Read Describe" --group inventory
+
+# The history service publishes nothing: it reads the whole log, dead letters included.
+consumes history orders
+consumes history order-status
+consumes history payments
+consumes history inventory
+allow history "Read Describe" --group history
+allow history "Read Describe" --topic payments.order.dlq
+allow history "Read Describe" --topic inventory.order.dlq
+allow history "Read Describe" --topic orders.payment.dlq
+allow history "Read Describe" --topic inventory.payment.dlq
+allow history "Read Describe" --topic payments.inventory.dlq
+allow history "Read Describe" --topic orders.history.dlq
+allow history "Read Describe" --topic order-status.history.dlq
+allow history "Read Describe" --topic payments.history.dlq
+allow history "Read Describe" --topic inventory.history.dlq
+allow history "Read Describe" --group history-dead-letters
 
 allow gateway "Read Describe" --topic order-status
 

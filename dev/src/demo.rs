@@ -2,8 +2,8 @@
 //! approved order of 3 completes (stock 7), a declined order fails (stock still 7), an
 //! approved order of 8 is out of stock and refunded (stock still 7). Every stream is printed;
 //! the command fails if any outcome differs. It acts as a customer and as an operator with
-//! tokens signed by the development key `up` made, and shows that another customer cannot
-//! see the customer's order.
+//! tokens signed by the development key `up` made, shows that another customer cannot see
+//! the customer's order, and prints each order's timeline from the history service.
 
 use std::time::Duration;
 
@@ -102,6 +102,37 @@ async fn place_and_watch(
     Ok((order.order_id, seen))
 }
 
+/// The order's timeline once the history service has recorded its terminal status `want`.
+async fn timeline(
+    orders: &mut OrderServiceClient<BearerChannel>,
+    order_id: &str,
+    want: &str,
+    timeout: Duration,
+) -> anyhow::Result<pb::OrderTimeline> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let timeline = orders
+            .get_order_timeline(pb::GetOrderTimelineRequest {
+                order_id: order_id.into(),
+            })
+            .await?
+            .into_inner();
+        let ended = timeline
+            .entries
+            .last()
+            .is_some_and(|e| e.event_type == "OrderStatusChanged" && e.summary.contains(want));
+        if ended {
+            return Ok(timeline);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "the timeline of order {order_id} did not reach {want} within {timeout:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut endpoint = Channel::from_shared(args.gateway.clone())?;
     if let Some(tls) = crate::local::client_tls(&args.home.home, &args.gateway)? {
@@ -129,6 +160,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("stock of {sku} set to {}", stock.available);
 
     let mut failures = Vec::new();
+    let mut placed = Vec::new();
     let steps: [(&str, i32, &str, &str); 3] = [
         ("1. an approved order", 3, "pm_card_visa", "COMPLETED"),
         ("2. a declined card", 2, "pm_card_chargeDeclined", "FAILED"),
@@ -156,6 +188,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .await?
             .into_inner()
             .available;
+        placed.push((label, order_id.clone(), want));
         let last = seen.last().map(String::as_str).unwrap_or("nothing");
         println!("  -> ends {last}; stock of {sku} is now {stock}");
         // Only the first order deducts: 10 - 3 = 7 from then on.
@@ -163,6 +196,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             failures.push(format!(
                 "{label}: expected {want} and stock 7, saw {seen:?} and stock {stock}"
             ));
+        }
+    }
+
+    // Each order's whole story, as the history service tells it from the log.
+    for (label, order_id, want) in placed {
+        match timeline(&mut orders, &order_id, want, timeout).await {
+            Ok(timeline) => {
+                println!("\n{label}, as the event log tells it:");
+                print!("{}", orderflow_history::render(&timeline, false));
+            }
+            Err(e) => failures.push(format!("{label}: {e}")),
         }
     }
 

@@ -171,10 +171,11 @@ impl LocalKafka {
     /// The user of `orderflow status`, `bench` and the `dlq` tools.
     const OPERATOR: &str = "operator";
     /// Every user, by component.
-    const USERS: [&str; 5] = [
+    const USERS: [&str; 6] = [
         "order",
         "payment",
         "inventory",
+        "history",
         "gateway",
         LocalKafka::OPERATOR,
     ];
@@ -269,8 +270,9 @@ fn serve(component: &str) -> Vec<String> {
     vec!["serve".into(), component.into()]
 }
 
-/// The services that run as several instances, with their input topics.
-const SERVICES: [&str; 3] = ["order", "payment", "inventory"];
+/// The services that consume events (order, payment and inventory run as several instances),
+/// with their input topics.
+const SERVICES: [&str; 4] = ["order", "payment", "inventory", "history"];
 
 /// Makes each service's database owned by a role of its own (`orderflow_<service>`, not a
 /// superuser, its password kept in `<home>/secrets`), for every service whose database URL
@@ -295,6 +297,10 @@ async fn owned_databases(
         (
             "inventory",
             settings::<orderflow_inventory::InventoryArgs>("inventory")?.database_url,
+        ),
+        (
+            "history",
+            settings::<orderflow_history::HistoryArgs>("history")?.database_url,
         ),
     ];
     let mut owned = std::collections::HashMap::new();
@@ -398,7 +404,7 @@ struct LocalTls {
 
 impl LocalTls {
     /// Components with a certificate of the local CA.
-    const NAMES: [&str; 4] = ["gateway", "order", "inventory", "broker"];
+    const NAMES: [&str; 5] = ["gateway", "order", "inventory", "history", "broker"];
 
     fn dir(home: &Path) -> PathBuf {
         home.join("tls")
@@ -477,6 +483,7 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let order = settings::<orderflow_order::OrderArgs>("order")?;
     let payment = settings::<orderflow_payment::PaymentArgs>("payment")?;
     let inventory = settings::<orderflow_inventory::InventoryArgs>("inventory")?;
+    let history = settings::<orderflow_history::HistoryArgs>("history")?;
     let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     let health = |addr: SocketAddr| Probe::Http(format!("http://{addr}/health"));
     // The files only: `up` makes them; `down` and `status` list components without them.
@@ -536,6 +543,16 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
             probe: health(shifted(inventory.admin_listen, k)),
         });
     }
+    // One history instance: it serves reads only, and its group spreads the work over more
+    // instances the same way if they are started by hand.
+    let mut args = serve("history");
+    args.extend(tls.serve("history", &history.tls));
+    let history_url = tls.url(history.grpc_listen, &history.tls);
+    components.push(Component {
+        name: "history".into(),
+        args,
+        probe: health(history.admin_listen),
+    });
     let mut args = serve("gateway");
     // Tokens signed with the development key, unless the gateway is set up otherwise.
     let auth = &gateway.auth;
@@ -552,6 +569,7 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     }
     args.extend(["--order-url".into(), order_urls.join(",")]);
     args.extend(["--inventory-url".into(), inventory_urls.join(",")]);
+    args.extend(["--history-url".into(), history_url]);
     components.push(Component {
         name: "gateway".into(),
         args,
@@ -952,6 +970,7 @@ fn input_topics(service: &str, topics: &orderflow_events::Topics) -> Vec<String>
     match service {
         "order" => orderflow_order::input_topics(topics),
         "payment" => orderflow_payment::input_topics(topics),
+        "history" => orderflow_history::input_topics(topics),
         _ => orderflow_inventory::input_topics(topics),
     }
 }

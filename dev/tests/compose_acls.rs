@@ -1,7 +1,9 @@
 //! The Kafka ACLs compose grants (`compose/kafka/init.sh`) against what the code does: each
 //! service may read exactly the topics it subscribes to (`<service>::input_topics`), in the
 //! group it joins, write exactly the topics of the events it publishes and the dead-letter
-//! topics of its own inputs; the gateway only reads the status topic. A service that starts
+//! topics of its own inputs; the history service also reads every consumer's dead-letter
+//! topics in a group of its own; the gateway only reads the status topic. A
+//! service that starts
 //! consuming a new topic fails here until its ACL is added, not in a deployment.
 
 use std::collections::BTreeSet;
@@ -52,6 +54,7 @@ fn published(service: &str) -> &'static [EventKind] {
         "order" => &[EventKind::OrderCreated, EventKind::OrderStatusChanged],
         "payment" => &[EventKind::PaymentProcessed, EventKind::PaymentRefunded],
         "inventory" => &[EventKind::InventoryUpdated],
+        "history" => &[],
         other => panic!("no such service {other}"),
     }
 }
@@ -63,6 +66,7 @@ fn every_service_is_granted_exactly_what_it_consumes_and_publishes() {
         ("order", orderflow_order::input_topics(&topics)),
         ("payment", orderflow_payment::input_topics(&topics)),
         ("inventory", orderflow_inventory::input_topics(&topics)),
+        ("history", orderflow_history::input_topics(&topics)),
     ];
     let mut expected = BTreeSet::new();
     for (service, inputs) in &inputs {
@@ -81,6 +85,19 @@ fn every_service_is_granted_exactly_what_it_consumes_and_publishes() {
             kafka.group(service),
         ));
     }
+    // The history service follows every consumer's dead letters, its own among them.
+    let kafka = default_kafka();
+    for (service, inputs) in &inputs {
+        for topic in inputs {
+            let dlq = dead_letter_topic(topic, service);
+            expected.insert(("reads".to_owned(), "history".to_owned(), dlq));
+        }
+    }
+    expected.insert((
+        "group".to_owned(),
+        "history".to_owned(),
+        kafka.group(orderflow_history::dead_letters::GROUP),
+    ));
     expected.insert((
         "reads".to_owned(),
         "gateway".to_owned(),

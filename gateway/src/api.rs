@@ -6,6 +6,7 @@ use std::sync::Arc;
 use orderflow_domain::{NewOrder, OrderId, OrderStatus, Sku, ValidationError};
 use orderflow_proto::convert::order_status;
 use orderflow_proto::internal::v1::GetOrderHistoryRequest;
+use orderflow_proto::internal::v1::history_store_client::HistoryStoreClient;
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -31,6 +32,8 @@ fn is_terminal(status: i32) -> bool {
 #[derive(Clone)]
 pub struct OrderApi {
     pub orders: OrderStoreClient<Channel>,
+    /// The history service, which keeps every order's timeline.
+    pub history: HistoryStoreClient<Channel>,
     pub hub: Arc<Hub>,
     /// True once the status feed is positioned: a watch served before could miss a change.
     pub feed_ready: watch::Receiver<bool>,
@@ -95,6 +98,36 @@ impl OrderService for OrderApi {
             .await
             .map_err(GatewayError::from)?;
         Ok(Response::new(response.into_inner()))
+    }
+
+    /// Authorized as GetOrder is (the order service says whose order it is; another
+    /// customer's order is NOT_FOUND), then read from the history service.
+    async fn get_order_timeline(
+        &self,
+        request: Request<pb::GetOrderTimelineRequest>,
+    ) -> Result<Response<pb::OrderTimeline>, Status> {
+        let access = Access::of(&request)?;
+        let order_id = request.get_ref().order_id.clone();
+        OrderId::parse("order_id", &order_id).map_err(GatewayError::from)?;
+        let order = self
+            .orders
+            .clone()
+            .get_order(pb::GetOrderRequest {
+                order_id: order_id.clone(),
+            })
+            .await
+            .map_err(GatewayError::from)?
+            .into_inner();
+        if !access.may_read(&order.customer_id) {
+            return Err(GatewayError::NotFound(order.order_id).into());
+        }
+        let timeline = self
+            .history
+            .clone()
+            .get_timeline(request.into_inner())
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(timeline.into_inner()))
     }
 
     type WatchOrderStream = ReceiverStream<Result<pb::OrderUpdate, Status>>;

@@ -21,11 +21,11 @@ pub struct GatewayArgs {
     /// TLS of the public API (client certificates optional, when a client CA is given).
     #[command(flatten)]
     pub tls: orderflow_tls::ServerTls,
-    /// The CA of the order and inventory services' certificates; their URLs are then
+    /// The CA of the order, inventory and history services' certificates; their URLs are then
     /// `https://`. Without it they are called in plaintext.
     #[arg(long = "owner-ca-file", env = "ORDERFLOW_OWNER_CA_FILE")]
     pub owner_ca: Option<PathBuf>,
-    /// The certificate the gateway presents to the order and inventory services, which
+    /// The certificate the gateway presents to the order, inventory and history services, which
     /// serve only callers with one (mutual TLS).
     #[arg(
         long = "owner-cert-file",
@@ -68,6 +68,14 @@ pub struct GatewayArgs {
         default_value = "http://127.0.0.1:50053"
     )]
     pub inventory_url: String,
+    /// The history service's gRPC URL (GetOrderTimeline); several instances: their URLs,
+    /// comma-separated.
+    #[arg(
+        long = "history-url",
+        env = "ORDERFLOW_HISTORY_URL",
+        default_value = "http://127.0.0.1:50054"
+    )]
+    pub history_url: String,
     /// Longest a unary call may take, in milliseconds.
     #[arg(
         long = "request-timeout-ms",
@@ -155,7 +163,7 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    /// The TLS the gateway calls the order and inventory services with, if any.
+    /// The TLS the gateway calls the order, inventory and history services with, if any.
     pub fn owner_tls(&self) -> Option<orderflow_tls::ClientTls> {
         let ca = self.owner_ca.clone()?;
         let identity = self.owner_cert.clone().zip(self.owner_key.clone());

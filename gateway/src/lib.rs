@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_platform::{Health, Metrics};
+use orderflow_proto::internal::v1::history_store_client::HistoryStoreClient;
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
@@ -91,6 +92,12 @@ pub async fn run(
     let orders = api::OrderApi {
         orders: OrderStoreClient::new(owners::channel(
             &args.order_url,
+            timeout,
+            owner_tls.clone(),
+            shutdown.clone(),
+        )?),
+        history: HistoryStoreClient::new(owners::channel(
+            &args.history_url,
             timeout,
             owner_tls.clone(),
             shutdown.clone(),

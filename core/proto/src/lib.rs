@@ -1,6 +1,6 @@
 //! Types and gRPC stubs generated from `proto/`. The public API is `orderflow.v1`; the
-//! order service's own API, used only by the gateway, is `internal::v1`. [`convert`] turns
-//! requests into domain types and domain values into messages.
+//! order and history services' own APIs, used only by the gateway, are `internal::v1`.
+//! [`convert`] turns requests into domain types and domain values into messages.
 
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
 
@@ -11,7 +11,7 @@ pub mod v1 {
     tonic::include_proto!("orderflow.v1");
 }
 
-/// The order service's API for the gateway: `orderflow.internal.v1`.
+/// The order and history services' APIs for the gateway: `orderflow.internal.v1`.
 pub mod internal {
     pub mod v1 {
         tonic::include_proto!("orderflow.internal.v1");

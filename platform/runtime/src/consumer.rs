@@ -136,6 +136,11 @@ pub struct MessageContext {
     /// needs one counts those calls itself, where it makes them.
     pub attempt: u32,
     pub trace: TraceParent,
+    /// When the broker appended the message (its log timestamp), if it says.
+    pub logged_at: Option<DateTime<Utc>>,
+    /// For a message put back by `orderflow dlq redrive`: the dead letter it was,
+    /// `<dlq topic>/<partition>/<offset>` (the `dlq.redriven.from` header).
+    pub redriven_from: Option<String>,
 }
 
 impl MessageContext {
@@ -148,6 +153,8 @@ impl MessageContext {
             offset: 0,
             attempt,
             trace: TraceParent::new_root(),
+            logged_at: None,
+            redriven_from: None,
         }
     }
 }
@@ -177,6 +184,15 @@ pub trait Handler: Send + Sync + 'static {
         _events: &[&Event],
     ) -> Result<(), HandleError> {
         Ok(())
+    }
+
+    /// Whether the loop records each event id in `processed_events` and skips an id it has
+    /// seen (the default), which makes any handler's effects happen once. A handler whose
+    /// every write is keyed by the message's place in the log (topic, partition, offset) is
+    /// idempotent by itself and returns false: a redelivered message rewrites nothing, and a
+    /// redriven copy of an event (same id, new offset) is applied as the new message it is.
+    fn records_event_ids(&self) -> bool {
+        true
     }
 }
 
@@ -462,6 +478,11 @@ impl<H: Handler> ConsumerLoop<H> {
                 offset: message.offset(),
                 attempt,
                 trace: trace_of(message).child(),
+                logged_at: message
+                    .timestamp()
+                    .to_millis()
+                    .and_then(DateTime::from_timestamp_millis),
+                redriven_from: header(message, dlq::REDRIVEN_FROM),
             };
             batch.push((event, ctx));
         }
@@ -562,7 +583,8 @@ impl<H: Handler> ConsumerLoop<H> {
 }
 
 /// Applies one batch of decoded messages inside `tx`, in order, as the consumer loop does:
-/// one statement records every event id as processed by `consumer`, the handler locks the
+/// one statement records every event id as processed by `consumer` (unless the handler is
+/// idempotent by itself, [`Handler::records_event_ids`]), the handler locks the
 /// rows the new events need in a stable order ([`Handler::lock_batch`], for a batch of more
 /// than one), the handler runs for each event not seen before (an id twice in `messages`
 /// counts once), and one statement adds every caused event to the outbox, each with a child
@@ -577,26 +599,34 @@ pub async fn apply_batch<H: Handler + ?Sized>(
     messages: &[(Event, MessageContext)],
 ) -> Result<Vec<Applied>, BatchFailure> {
     let ids: Vec<&str> = messages.iter().map(|(event, _)| event.event_id()).collect();
-    // Inserted in id order: two transactions recording the same ids (a batch delivered twice
-    // across a rebalance) wait for each other in one order instead of deadlocking.
-    let mut fresh: HashSet<String> = sqlx::query_scalar(
-        "INSERT INTO processed_events (consumer, event_id)
-         SELECT $1, id FROM UNNEST($2::text[]) AS t(id) ORDER BY id
-         ON CONFLICT DO NOTHING RETURNING event_id",
-    )
-    .bind(consumer)
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(|e| BatchFailure::new(0, false, e.into()))?
-    .into_iter()
-    .collect();
-    // The new events, each once; one alone has nothing to be ordered against.
-    let mut seen = HashSet::new();
+    // Each message's event is new unless its id was recorded before (or earlier in the
+    // batch); a handler that is idempotent by itself sees every message.
+    let mut fresh: Vec<bool> = vec![true; messages.len()];
+    if handler.records_event_ids() {
+        // Inserted in id order: two transactions recording the same ids (a batch delivered
+        // twice across a rebalance) wait for each other in one order instead of deadlocking.
+        let mut recorded: HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO processed_events (consumer, event_id)
+             SELECT $1, id FROM UNNEST($2::text[]) AS t(id) ORDER BY id
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(consumer)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| BatchFailure::new(0, false, e.into()))?
+        .into_iter()
+        .collect();
+        for (fresh, id) in fresh.iter_mut().zip(&ids) {
+            *fresh = recorded.remove(*id);
+        }
+    }
+    // The new events; one alone has nothing to be ordered against.
     let new_events: Vec<&Event> = messages
         .iter()
-        .map(|(event, _)| event)
-        .filter(|event| fresh.contains(event.event_id()) && seen.insert(event.event_id()))
+        .zip(&fresh)
+        .filter(|(_, fresh)| **fresh)
+        .map(|((event, _), _)| event)
         .collect();
     if new_events.len() > 1 {
         handler
@@ -605,8 +635,8 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             .map_err(|e| BatchFailure::new(0, false, e))?;
     }
     let mut applied = Vec::with_capacity(messages.len());
-    for (i, (event, ctx)) in messages.iter().enumerate() {
-        if !fresh.remove(event.event_id()) {
+    for (i, ((event, ctx), fresh)) in messages.iter().zip(fresh).enumerate() {
+        if !fresh {
             tracing::debug!(consumer = %consumer, event_id = %event.event_id(), "duplicate event skipped");
             applied.push(Applied::Duplicate);
             continue;

@@ -405,7 +405,8 @@ async fn read_ranges(
     Ok(messages)
 }
 
-fn stored(message: &impl Message) -> StoredMessage {
+/// A copy of `message` as the topic stores it: place, key, payload, headers and timestamp.
+pub fn stored(message: &impl Message) -> StoredMessage {
     StoredMessage {
         topic: message.topic().to_owned(),
         partition: message.partition(),

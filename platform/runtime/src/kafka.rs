@@ -76,6 +76,11 @@ pub fn consumer(
     kafka: &KafkaArgs,
     group: &str,
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    consumer_config(kafka, group).create()
+}
+
+/// The settings of [`consumer`], for a consumer that needs one more before it is created.
+pub fn consumer_config(kafka: &KafkaArgs, group: &str) -> ClientConfig {
     let mut config = kafka.client_config();
     config
         .set("group.id", group)
@@ -96,7 +101,7 @@ pub fn consumer(
     if let Some(contexts) = kafka.debug_contexts() {
         config.set("debug", contexts);
     }
-    config.create()
+    config
 }
 
 /// A consumer without a group, for readers that assign partitions themselves.

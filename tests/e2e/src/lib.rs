@@ -63,7 +63,14 @@ impl Credentials {
         std::fs::write(&jwks, key.jwks().to_string()).expect("write the test JWKS");
         let tls = LocalCa::ensure(
             &dir.join("tls"),
-            &["gateway", "order", "inventory", "broker", "registry"],
+            &[
+                "gateway",
+                "order",
+                "inventory",
+                "history",
+                "broker",
+                "registry",
+            ],
         )
         .expect("the test certificates");
         let registry_writer = format!("services:{}", orderflow_testkit::unique_suffix());
@@ -180,6 +187,8 @@ pub enum Component {
     Payment,
     Inventory,
     Gateway,
+    /// Not started by [`System::start`]: a test that reads timelines starts it.
+    History,
 }
 
 struct Running {
@@ -196,10 +205,12 @@ pub struct System {
     pub order_db: TestDatabase,
     pub payment_db: TestDatabase,
     pub inventory_db: TestDatabase,
+    pub history_db: TestDatabase,
     _registry_db: TestDatabase,
     registry_stop: CancellationToken,
     order_grpc: SocketAddr,
     inventory_grpc: SocketAddr,
+    history_grpc: SocketAddr,
     running: HashMap<Component, Running>,
     /// The payment provider, outside the payment service: it keeps what it captured across
     /// the service's restarts, and a test reads its ledger.
@@ -287,12 +298,16 @@ impl System {
         ));
         // Bound now and held until each component starts: a port picked and let go could be
         // taken meanwhile by any socket of a test running beside this one.
-        let reserved: HashMap<SocketAddr, TcpListener> =
-            [bind_any().await, bind_any().await, bind_any().await]
-                .into_iter()
-                .map(|l| (l.local_addr().unwrap(), l))
-                .collect();
-        let [order_grpc, inventory_grpc, gateway_addr]: [SocketAddr; 3] = reserved
+        let reserved: HashMap<SocketAddr, TcpListener> = [
+            bind_any().await,
+            bind_any().await,
+            bind_any().await,
+            bind_any().await,
+        ]
+        .into_iter()
+        .map(|l| (l.local_addr().unwrap(), l))
+        .collect();
+        let [order_grpc, inventory_grpc, history_grpc, gateway_addr]: [SocketAddr; 4] = reserved
             .keys()
             .copied()
             .collect::<Vec<_>>()
@@ -305,10 +320,12 @@ impl System {
             order_db: TestDatabase::create("order").await,
             payment_db: TestDatabase::create("payment").await,
             inventory_db: TestDatabase::create("inventory").await,
+            history_db: TestDatabase::create("history").await,
             _registry_db: registry_db,
             registry_stop,
             order_grpc,
             inventory_grpc,
+            history_grpc,
             running: HashMap::new(),
             provider: Default::default(),
             configure_gateway,
@@ -359,6 +376,11 @@ impl System {
     /// The inventory service's gRPC URL.
     pub fn inventory_url(&self) -> String {
         format!("https://{}", self.inventory_grpc)
+    }
+
+    /// The history service's gRPC URL.
+    pub fn history_url(&self) -> String {
+        format!("https://{}", self.history_grpc)
     }
 
     /// The gateway's URL.
@@ -428,6 +450,22 @@ impl System {
                     stop.clone(),
                 ))
             }
+            Component::History => {
+                let args = orderflow_history::HistoryArgs {
+                    common: self.common(),
+                    database_url: self.history_db.url().into(),
+                    grpc_listen: self.history_grpc,
+                    admin_listen: admin,
+                    tls: self.credentials.server_tls("history"),
+                };
+                let grpc = self.listener(self.history_grpc).await;
+                tokio::spawn(orderflow_history::run(
+                    args,
+                    grpc,
+                    admin_listener,
+                    stop.clone(),
+                ))
+            }
             Component::Gateway => {
                 let mut args = orderflow_gateway::GatewayArgs {
                     bus: self.bus(),
@@ -440,6 +478,7 @@ impl System {
                     owner_key: None,
                     order_url: self.order_url(),
                     inventory_url: self.inventory_url(),
+                    history_url: self.history_url(),
                     request_timeout_ms: 10_000,
                     max_concurrent_requests: 1024,
                     max_watch_streams: 10_000,

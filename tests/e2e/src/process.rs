@@ -25,15 +25,18 @@ pub enum Proc {
     Payment,
     Inventory,
     Gateway,
+    /// Not started with the system: a test that reads timelines starts it.
+    History,
 }
 
 impl Proc {
-    pub const ALL: [Proc; 5] = [
+    pub const ALL: [Proc; 6] = [
         Proc::Registry,
         Proc::Order,
         Proc::Payment,
         Proc::Inventory,
         Proc::Gateway,
+        Proc::History,
     ];
 
     fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Proc {
             Proc::Payment => "payment",
             Proc::Inventory => "inventory",
             Proc::Gateway => "gateway",
+            Proc::History => "history",
         }
     }
 }
@@ -389,7 +393,13 @@ pub enum Databases {
 impl Databases {
     pub async fn shared() -> Databases {
         let mut dbs = HashMap::new();
-        for p in [Proc::Registry, Proc::Order, Proc::Payment, Proc::Inventory] {
+        for p in [
+            Proc::Registry,
+            Proc::Order,
+            Proc::Payment,
+            Proc::Inventory,
+            Proc::History,
+        ] {
             dbs.insert(p, TestDatabase::create(p.name()).await);
         }
         Databases::Shared(dbs)
@@ -461,6 +471,7 @@ struct Addresses {
     /// The order and inventory services' gRPC addresses, one per instance number.
     order_grpc: Vec<SocketAddr>,
     inventory_grpc: Vec<SocketAddr>,
+    history_grpc: SocketAddr,
     admin: HashMap<Instance, SocketAddr>,
 }
 
@@ -529,6 +540,7 @@ impl ProcessSystem {
             gateway: local(free_port()),
             order_grpc: (0..max).map(|_| local(free_port())).collect(),
             inventory_grpc: (0..max).map(|_| local(free_port())).collect(),
+            history_grpc: local(free_port()),
             admin,
         };
         let topic_prefix = format!("t{}-", orderflow_testkit::unique_suffix());
@@ -668,7 +680,7 @@ impl ProcessSystem {
         }
         // Every instance has its own pool; two multi-instance systems at once must still fit
         // PostgreSQL's default 100 connections (they did not with 10 per pool).
-        if SERVICES.contains(&p) {
+        if SERVICES.contains(&p) || p == Proc::History {
             env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "4".into()));
         }
         if let Some(secs) = self.options.stall_threshold_secs {
@@ -703,6 +715,12 @@ impl ProcessSystem {
                 ));
                 env.push(("ORDERFLOW_INVENTORY_ADMIN_LISTEN", admin));
             }
+            Proc::History => {
+                env.extend(self.tls_env("history"));
+                env.push(("ORDERFLOW_HISTORY_DATABASE_URL", self.database_url(p)));
+                env.push(("ORDERFLOW_HISTORY_GRPC_LISTEN", a.history_grpc.to_string()));
+                env.push(("ORDERFLOW_HISTORY_ADMIN_LISTEN", admin));
+            }
             Proc::Gateway => {
                 env.push(("ORDERFLOW_GATEWAY_LISTEN", a.gateway.to_string()));
                 env.extend(self.tls_env("gateway"));
@@ -719,6 +737,10 @@ impl ProcessSystem {
                 env.push((
                     "ORDERFLOW_INVENTORY_URL",
                     Self::owner_urls(&a.inventory_grpc),
+                ));
+                env.push((
+                    "ORDERFLOW_HISTORY_URL",
+                    Self::owner_urls(std::slice::from_ref(&a.history_grpc)),
                 ));
             }
         }

@@ -67,6 +67,80 @@ async fn inventory_service_killed_mid_load() {
     killed_mid_load(Proc::Inventory).await;
 }
 
+/// The history service SIGKILLed while orders flow, and started again after more orders
+/// went by without it: the orders end as they must (nothing else noticed), and every order's
+/// timeline ends whole, each event in it once, none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_service_killed_mid_load() {
+    let mut system = ProcessSystem::start(Databases::shared().await).await;
+    system.start_proc(Proc::History).await;
+    let (progress, running) = load::start(&system, ORDERS, INTERVAL).await;
+    load::wait_progress(&progress, 15).await;
+    system.kill(Proc::History).await;
+    load::wait_progress(&progress, 25).await;
+    system.start_proc(Proc::History).await;
+    let placed = running.await.expect("load task");
+    load::wait_all_terminal(&system.load_gateway(), &placed, Duration::from_secs(180)).await;
+    load::verify(&system, &placed).await;
+
+    let history = system.pool(Proc::History).await;
+    // The messages one order causes, by how it ends (the services' flow, seeds 002 and 003).
+    let entries = |expect: load::Outcome| match expect {
+        // OrderCreated, PENDING; PaymentProcessed, PAID; InventoryUpdated, COMPLETED.
+        load::Outcome::Completed => 6,
+        // OrderCreated, PENDING; PaymentProcessed, FAILED.
+        load::Outcome::Failed => 4,
+        // … PAID; InventoryUpdated, OUT_OF_STOCK; PaymentRefunded, REFUNDED.
+        load::Outcome::Refunded => 8,
+    };
+    let recorded = || async {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT order_id::text, count(*) FROM order_timeline GROUP BY order_id")
+                .fetch_all(&history)
+                .await
+                .ok()?;
+        Some(
+            rows.into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+    };
+    wait_for(
+        "every order's timeline to be whole",
+        Duration::from_secs(120),
+        || async {
+            let counts = recorded().await?;
+            placed
+                .iter()
+                .all(|p| counts.get(&p.order_id).copied().unwrap_or(0) >= entries(p.expect))
+                .then_some(())
+        },
+    )
+    .await;
+    let counts = recorded().await.expect("the timelines");
+    for p in &placed {
+        assert_eq!(
+            counts[&p.order_id],
+            entries(p.expect),
+            "order {} ({:?})",
+            p.order_id,
+            p.expect
+        );
+    }
+    assert_eq!(
+        counts.len(),
+        placed.len(),
+        "timelines of orders nobody placed"
+    );
+    let doubled: Vec<(String, String)> = sqlx::query_as(
+        "SELECT order_id::text, event_id FROM order_timeline
+         GROUP BY order_id, event_id HAVING count(*) > 1",
+    )
+    .fetch_all(&history)
+    .await
+    .unwrap();
+    assert!(doubled.is_empty(), "events recorded twice: {doubled:?}");
+}
+
 /// The seed's "inventory down for five minutes", compressed: stopped gracefully (SIGTERM, exit
 /// 0), orders keep being accepted and wait as PAID, and all complete once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
