@@ -18,9 +18,9 @@ BOOTSTRAP=127.0.0.1:29092
 PARTITIONS="${ORDERFLOW_TOPIC_PARTITIONS:-6}"
 bin=/opt/kafka/bin
 
-topic() {
+topic() { # name [partitions]
   "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
-    --topic "$1" --partitions "$PARTITIONS" --replication-factor 1 >/dev/null
+    --topic "$1" --partitions "${2:-$PARTITIONS}" --replication-factor 1 >/dev/null
 }
 
 user() { # name, password
@@ -41,7 +41,7 @@ produces() { allow "$1" "Write Describe" --topic "$2"; }
 consumes() { # service, topic: reads it in its group and may dead-letter it
   allow "$1" "Read Describe" --topic "$2"
   allow "$1" "Write Describe" --topic "$2.$1.dlq"
-  topic "$2.$1.dlq"
+  topic "$2.$1.dlq" 1 # dead letters are rare: one partition (DEAD_LETTER_PARTITIONS)
 }
 
 for t in orders order-status payments inventory; do topic "$t"; done

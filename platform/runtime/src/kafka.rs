@@ -124,12 +124,28 @@ pub fn plain_config(kafka: &KafkaArgs, client_id: &str) -> ClientConfig {
     config
 }
 
-/// Creates the topics that do not exist yet. Some brokers do not auto-create topics.
+/// Creates the topics that do not exist yet, with the configured partitions. Some brokers do
+/// not auto-create topics.
 pub async fn ensure_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Result<()> {
+    create_topics(kafka, names, kafka.partitions).await
+}
+
+/// Partitions of a dead-letter topic. Dead letters are rare and read by operators and the
+/// history service, not by instances sharing work, so one partition is enough (as Kafka
+/// Connect's dead-letter queues); every partition a consumer follows costs the local broker
+/// a storage read per fetch even while idle.
+pub const DEAD_LETTER_PARTITIONS: i32 = 1;
+
+/// Creates the dead-letter topics that do not exist yet, with [`DEAD_LETTER_PARTITIONS`].
+pub async fn ensure_dead_letter_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Result<()> {
+    create_topics(kafka, names, DEAD_LETTER_PARTITIONS).await
+}
+
+async fn create_topics(kafka: &KafkaArgs, names: &[String], partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1)))
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(topics.iter(), &options).await? {

@@ -111,7 +111,7 @@ impl ServiceKit {
             .iter()
             .map(|t| dead_letter_topic(t, self.name))
             .collect();
-        kafka::ensure_topics(&self.common.bus.kafka, &dlq).await?;
+        kafka::ensure_dead_letter_topics(&self.common.bus.kafka, &dlq).await?;
         let group = self.common.bus.kafka.group(self.name);
         let consumer = kafka::consumer(&self.common.bus.kafka, &group)?;
         consumer.subscribe(topics)?;

@@ -13,7 +13,7 @@ pub fn render(timeline: &pb::OrderTimeline, details: bool) -> String {
         _ => 0,
     };
     out.push_str(&format!(
-        "order {}: {} event{}, {} ms from the first to the last\n",
+        "order {}: {} event{} over {} ms (times in UTC)\n",
         timeline.order_id,
         entries.len(),
         if entries.len() == 1 { "" } else { "s" },
@@ -117,7 +117,7 @@ mod tests {
         };
         assert_eq!(
             render(&timeline, false),
-            "order o-1: 3 events, 9490 ms from the first to the last\n\
+            "order o-1: 3 events over 9490 ms (times in UTC)\n\
              \x20 12:00:00.010 OrderCreated by order: customer alice\n\
              → 12:00:00.041 DeadLettered by payment: payment gave up (+31 ms)\n\
              → 12:00:09.500 PaymentProcessed by payment: PAID 59.97 EUR (+9459 ms)\n\

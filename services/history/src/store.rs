@@ -49,14 +49,17 @@ pub async fn record(db: impl PgExecutor<'_>, entry: &Entry) -> Result<bool, sqlx
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Every entry of `order_id`, oldest first: by the time it happened, then by when the broker
-/// logged it, then by its place in the log (so equal times read in one stable order).
+/// Every entry of `order_id`, oldest first: by the time it happened (the order's creation
+/// first among entries of the same millisecond: its PENDING status is written with it), then
+/// by when the broker logged it, then by its place in the log, so equal times read in one
+/// stable order.
 pub async fn timeline(pool: &PgPool, order_id: Uuid) -> Result<Vec<Entry>, sqlx::Error> {
     sqlx::query_as(
         r#"SELECT topic, "partition", "offset", order_id, event_type, event_id, producer,
                   summary, occurred_at, logged_at, trace_id, redriven_from
            FROM order_timeline WHERE order_id = $1
-           ORDER BY occurred_at, logged_at NULLS LAST, topic, "partition", "offset""#,
+           ORDER BY occurred_at, event_type <> 'OrderCreated', logged_at NULLS LAST,
+                    topic, "partition", "offset""#,
     )
     .bind(order_id)
     .fetch_all(pool)
