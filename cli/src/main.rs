@@ -1,11 +1,12 @@
 //! `orderflow`: the production binary. `serve <component>` runs one component (what a
 //! container, a unit file or `orderflow-dev up` starts); `schema` is the schema-evolution
 //! gate; `dlq` inspects and redrives dead letters; `token` signs a bearer token; `timeline`
-//! prints an order's story from the event log. Development tooling (up, down, status, demo,
+//! prints an order's story from the event log; `replay` rebuilds a projection from it. Development tooling (up, down, status, demo,
 //! bench) is the `orderflow-dev` binary's (dev/).
 
 mod certs;
 mod dlq;
+mod replay;
 mod schema;
 mod timeline;
 mod token;
@@ -49,6 +50,8 @@ enum Command {
     /// Print an order's whole story from the event log: every event, who wrote it, when,
     /// and how long each hop took, with any dead letter and redrive.
     Timeline(timeline::TimelineArgs),
+    /// Rebuild a projection (the history service's timelines) from the log; stop it first.
+    Replay(Box<replay::ReplayArgs>),
 }
 
 #[derive(Subcommand)]
@@ -107,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Timeline(args) => timeline::run(args).await,
+        Command::Replay(args) => replay::run(*args).await,
     }
 }
 

@@ -144,8 +144,27 @@ pub struct MessageContext {
 }
 
 impl MessageContext {
+    /// The context of a message read from the log outside the consumer loop (a rebuild):
+    /// its place, its broker timestamp, its trace and redrive headers, as the loop gives them.
+    pub fn of_stored(message: &dlq::StoredMessage) -> Self {
+        let trace = message
+            .header("traceparent")
+            .and_then(|raw| TraceParent::parse(&raw))
+            .unwrap_or_else(TraceParent::new_root);
+        MessageContext {
+            topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            attempt: 1,
+            trace: trace.child(),
+            logged_at: message.timestamp,
+            redriven_from: message.header(dlq::REDRIVEN_FROM),
+        }
+    }
+
     /// The context of attempt `attempt` at a message of `topic` that did not come from the
-    /// broker (a replay, a test): partition 0, offset 0, a new trace.
+    /// broker (a test, the benchmark's replay of the write path): partition 0, offset 0, a new
+    /// trace.
     pub fn replayed(topic: &str, attempt: u32) -> Self {
         MessageContext {
             topic: topic.to_owned(),

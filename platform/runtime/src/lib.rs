@@ -1,7 +1,8 @@
 //! Plumbing every orderflow service shares, so each service is only its domain logic:
 //! Kafka clients, the transactional outbox and its relay, the idempotent consumer loop with
 //! retries and dead letters, health, metrics, retention purge, telemetry and graceful
-//! shutdown; the platform's tables (outbox, dedup records) and layered configuration.
+//! shutdown; rebuilding a projection from the log; the platform's tables (outbox, dedup
+//! records) and layered configuration.
 
 pub mod config;
 pub mod consumer;
@@ -13,6 +14,7 @@ pub mod migrations;
 pub mod outbox;
 pub mod progress;
 pub mod purge;
+pub mod replay;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -39,6 +39,14 @@ pub fn pattern(topics: &Topics) -> String {
     format!("^({})\\.[^.]+{}$", names.join("|"), escape(dlq::SUFFIX))
 }
 
+/// Whether `name` is a dead-letter topic of `topics` (what [`pattern`] matches).
+pub fn is_dead_letter_topic(topics: &Topics, name: &str) -> bool {
+    topics
+        .all()
+        .iter()
+        .any(|origin| consumer_of(name, origin).is_some_and(|c| !c.contains('.')))
+}
+
 fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
@@ -237,6 +245,16 @@ mod tests {
             re,
             r"^(t1\.x-orders|t1\.x-order-status|t1\.x-payments|t1\.x-inventory)\.[^.]+\.dlq$"
         );
+    }
+
+    #[test]
+    fn a_dead_letter_topic_is_told_from_the_others_by_name_as_the_pattern_does() {
+        let topics = Topics::with_prefix("t-");
+        assert!(is_dead_letter_topic(&topics, "t-orders.payment.dlq"));
+        assert!(is_dead_letter_topic(&topics, "t-order-status.history.dlq"));
+        assert!(!is_dead_letter_topic(&topics, "t-orders"));
+        assert!(!is_dead_letter_topic(&topics, "u-orders.payment.dlq"));
+        assert!(!is_dead_letter_topic(&topics, "t-orders.a.b.dlq"));
     }
 
     fn dead_letter(key: &[u8]) -> StoredMessage {

@@ -10,6 +10,7 @@ mod error;
 mod grpc;
 mod handler;
 mod render;
+pub mod replay;
 pub mod store;
 pub mod story;
 
@@ -69,7 +70,13 @@ pub async fn run(
         &MIGRATOR,
     )
     .await?;
-    let kit = ServiceKit::start("history", &args.common, pool.clone(), admin.local_addr()?).await?;
+    let kit = ServiceKit::start(
+        replay::SERVICE,
+        &args.common,
+        pool.clone(),
+        admin.local_addr()?,
+    )
+    .await?;
     let consumer = kit
         .consumer(&input_topics(&kit.topics), HistoryHandler)
         .await?;

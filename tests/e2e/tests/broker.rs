@@ -336,3 +336,34 @@ async fn the_broker_indexes_record_headers() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// DescribeGroups answers with the group's members (tansu patch 0009: it failed for every
+/// group that exists, closing the connection): `orderflow replay` relies on it to refuse
+/// while a service's instances are running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_described_with_its_members() {
+    let (topic, group) = topic_and_group(PARTITIONS).await;
+    let kafka = orderflow_e2e::kafka_args(test_broker(), String::new());
+    assert_eq!(
+        orderflow_platform::replay::group_members(&kafka, &group)
+            .await
+            .expect("describe a group nobody joined"),
+        0
+    );
+    let mut member = Member::start(&topic, &group, None);
+    wait_covered(&[&member], "one member", Duration::from_secs(30)).await;
+    let members = orderflow_platform::replay::group_members(&kafka, &group)
+        .await
+        .expect("describe a group with a member");
+    assert_eq!(members, 1);
+    member.kill().await;
+    // A killed member stays until its session times out (6 s), then the group is empty.
+    wait_for("the group to be empty", Duration::from_secs(30), || async {
+        (orderflow_platform::replay::group_members(&kafka, &group)
+            .await
+            .ok()?
+            == 0)
+            .then_some(())
+    })
+    .await;
+}

@@ -382,3 +382,192 @@ async fn dead_letters_and_redrives_appear_where_they_happened() {
     assert_eq!(put_back.event_id, event.event_id());
     assert_eq!(put_back.offset, redriven[0].offset);
 }
+
+/// Every timeline row, in log order.
+async fn rows(pool: &sqlx::PgPool) -> Vec<orderflow_history::store::Entry> {
+    sqlx::query_as(
+        r#"SELECT topic, "partition", "offset", order_id, event_type, event_id, producer,
+                  summary, occurred_at, logged_at, trace_id, redriven_from
+           FROM order_timeline ORDER BY topic, "partition", "offset""#,
+    )
+    .fetch_all(pool)
+    .await
+    .expect("the timeline rows")
+}
+
+/// Group `group`'s committed offset on every partition of `topics`, and each partition's
+/// high watermark.
+fn committed_and_ends(
+    kafka: &orderflow_platform::KafkaArgs,
+    group: &str,
+    topics: &[String],
+) -> Vec<(String, i32, i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = orderflow_platform::kafka::plain_config(kafka, "replay-test");
+    config.set("group.id", group);
+    let consumer: BaseConsumer = config.create().expect("a consumer");
+    let timeout = Duration::from_secs(10);
+    let mut list = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+        for p in metadata.topics()[0].partitions() {
+            list.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer
+        .committed_offsets(list, timeout)
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .unwrap();
+            let offset = match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                other => panic!(
+                    "{group} has no offset on {}/{}: {other:?}",
+                    e.topic(),
+                    e.partition()
+                ),
+            };
+            (e.topic().to_owned(), e.partition(), offset, high)
+        })
+        .collect()
+}
+
+/// The timelines rebuilt from the log, from the beginning and then from a time, equal the
+/// live ones row for row (dead letters included, and a message that is no event in none);
+/// a rebuild is refused while the service runs; afterwards the service's groups continue
+/// where the rebuild stopped.
+#[tokio::test]
+async fn timelines_rebuilt_from_the_log_equal_the_live_ones_row_for_row() {
+    use orderflow_platform::replay::Start;
+    let mut system = System::start().await;
+    system.start_component(Component::History).await;
+    set_stock(&system, "replay-sku", 10).await;
+    let mut orders = system.orders("alice").await;
+    let mut placed = Vec::new();
+    for (quantity, method) in [
+        (3, "pm_card_visa"),
+        (2, "pm_card_chargeDeclined"),
+        (8, "pm_card_visa"),
+    ] {
+        let order = place(
+            &system,
+            order_request("alice", "replay-sku", quantity, method),
+        )
+        .await;
+        watch_to_end(&mut orders, &order.order_id, order.version).await;
+        placed.push(order);
+    }
+    // Bytes that are no event, about the first order: payment and history dead-letter them.
+    let topics = system.kafka.topics();
+    let producer = orderflow_platform::kafka::producer(&system.kafka).expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&topics.orders)
+                .key(&placed[0].order_id)
+                .payload(b"not avro at all".as_slice()),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("produce");
+
+    let pool = sqlx::PgPool::connect(system.history_db.url())
+        .await
+        .unwrap();
+    // 6 + 4 + 8 events and 2 dead letters.
+    wait_for("every live row", WAIT, || async {
+        (rows(&pool).await.len() == 20).then_some(())
+    })
+    .await;
+    let live = rows(&pool).await;
+    let codec = system.credentials.codec(&system.registry_url);
+    let kafka = system.kafka.clone();
+
+    let refused =
+        orderflow_history::replay::rebuild(&kafka, &codec, &pool, Start::Beginning, |_, _| {})
+            .await
+            .expect_err("a rebuild while the service runs");
+    let refused = format!("{refused:#}");
+    assert!(
+        refused
+            .to_string()
+            .contains("stop every history instance first"),
+        "{refused}"
+    );
+    assert_eq!(rows(&pool).await, live, "a refused rebuild changes nothing");
+
+    system.stop_component(Component::History).await;
+    let group = kafka.group("history");
+    let dead_group = kafka.group(orderflow_history::dead_letters::GROUP);
+    // A stopped static member counts until its session (10 s) times out.
+    for group in [&group, &dead_group] {
+        wait_for(&format!("{group} to be empty"), WAIT, || async {
+            (orderflow_platform::replay::group_members(&kafka, group)
+                .await
+                .ok()?
+                == 0)
+                .then_some(())
+        })
+        .await;
+    }
+    let mut progress = Vec::new();
+    let all = orderflow_history::replay::rebuild(
+        &kafka,
+        &codec,
+        &pool,
+        Start::Beginning,
+        |done, total| progress.push((done, total)),
+    )
+    .await
+    .expect("rebuild from the beginning");
+    assert_eq!(rows(&pool).await, live, "rebuilt from the beginning");
+    assert_eq!(
+        (all.events, all.dead_letters, all.skipped, all.rows),
+        (18, 2, 1, 20),
+        "{all:?}"
+    );
+    assert_eq!(progress.first(), Some(&(0, all.messages)));
+    assert_eq!(progress.last(), Some(&(all.messages, all.messages)));
+
+    let created = placed[2].created_at.expect("created_at");
+    let since = chrono::DateTime::from_timestamp(created.seconds, created.nanos as u32).unwrap();
+    let part =
+        orderflow_history::replay::rebuild(&kafka, &codec, &pool, Start::Time(since), |_, _| {})
+            .await
+            .expect("rebuild from a time");
+    assert_eq!(rows(&pool).await, live, "rebuilt from {since}");
+    assert!(
+        part.messages > 0 && part.messages < all.messages,
+        "from {since}: {part:?}, from the beginning: {all:?}"
+    );
+
+    // Both groups continue after what was rebuilt.
+    let inputs = orderflow_history::input_topics(&topics);
+    for (topic, partition, committed, end) in committed_and_ends(&kafka, &group, &inputs) {
+        assert_eq!(committed, end, "group history on {topic}/{partition}");
+    }
+    let dead = vec![
+        format!("{}.payment.dlq", topics.orders),
+        format!("{}.history.dlq", topics.orders),
+    ];
+    for (topic, partition, committed, end) in committed_and_ends(&kafka, &dead_group, &dead) {
+        assert_eq!(committed, end, "group {dead_group} on {topic}/{partition}");
+    }
+    system.start_component(Component::History).await;
+    let next = place(
+        &system,
+        order_request("alice", "replay-sku", 1, "pm_card_visa"),
+    )
+    .await;
+    watch_to_end(&mut orders, &next.order_id, next.version).await;
+    timeline_of(&system, "alice", &next.order_id, 6).await;
+    assert_eq!(
+        rows(&pool).await.len(),
+        26,
+        "nothing read twice, nothing missed"
+    );
+}
