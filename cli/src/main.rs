@@ -1,13 +1,16 @@
 //! `orderflow`: the production binary. `serve <component>` runs one component (what a
 //! container, a unit file or `orderflow-dev up` starts); `schema` is the schema-evolution
 //! gate; `dlq` inspects and redrives dead letters; `token` signs a bearer token; `timeline`
-//! prints an order's story from the event log; `replay` rebuilds a projection from it. Development tooling (up, down, status, demo,
+//! prints an order's story from the event log; `stats` the figures over every order; `replay`
+//! rebuilds a projection from the log. Development tooling (up, down, status, demo,
 //! bench) is the `orderflow-dev` binary's (dev/).
 
 mod certs;
 mod dlq;
+mod gateway;
 mod replay;
 mod schema;
+mod stats;
 mod timeline;
 mod token;
 
@@ -50,7 +53,11 @@ enum Command {
     /// Print an order's whole story from the event log: every event, who wrote it, when,
     /// and how long each hop took, with any dead letter and redrive.
     Timeline(timeline::TimelineArgs),
-    /// Rebuild a projection (the history service's timelines) from the log; stop it first.
+    /// Figures over every order (an operator's token): orders per status, revenue per
+    /// minute, the decline rate, stock-outs per SKU.
+    Stats(stats::StatsArgs),
+    /// Rebuild a projection (the history service's timelines, the analytics figures) from
+    /// the log; stop it first.
     Replay(Box<replay::ReplayArgs>),
 }
 
@@ -66,6 +73,8 @@ enum Serve {
     Inventory(ComponentArgs),
     /// The history service (every order's timeline).
     History(ComponentArgs),
+    /// The analytics service (figures over every order).
+    Analytics(ComponentArgs),
     /// The public gRPC gateway.
     Gateway(ComponentArgs),
 }
@@ -110,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Timeline(args) => timeline::run(args).await,
+        Command::Stats(args) => stats::run(args).await,
         Command::Replay(args) => replay::run(*args).await,
     }
 }
@@ -140,6 +150,10 @@ async fn serve(component: Serve) -> anyhow::Result<()> {
         Serve::History(raw) => {
             let args = settings("orderflow serve history", raw)?;
             until_shutdown("history", args, orderflow_history::serve).await
+        }
+        Serve::Analytics(raw) => {
+            let args = settings("orderflow serve analytics", raw)?;
+            until_shutdown("analytics", args, orderflow_analytics::serve).await
         }
         Serve::Gateway(raw) => {
             let args = settings("orderflow serve gateway", raw)?;

@@ -13,6 +13,8 @@ use orderflow_platform::{EventBusArgs, Secret};
 pub enum Consumer {
     /// The history service's timelines: a projection, rebuilt from the log.
     History,
+    /// The analytics service's figures: a projection, rebuilt from the beginning only.
+    Analytics,
     /// The order service (not a projection).
     Order,
     /// The payment service (not a projection).
@@ -25,6 +27,7 @@ impl Consumer {
     fn name(self) -> &'static str {
         match self {
             Consumer::History => "history",
+            Consumer::Analytics => "analytics",
             Consumer::Order => "order",
             Consumer::Payment => "payment",
             Consumer::Inventory => "inventory",
@@ -34,7 +37,7 @@ impl Consumer {
     /// What a service does that replaying its input would do again; None for a projection.
     fn effects(self) -> Option<&'static str> {
         match self {
-            Consumer::History => None,
+            Consumer::History | Consumer::Analytics => None,
             Consumer::Order => {
                 Some("it moves orders through their statuses and publishes each change")
             }
@@ -46,6 +49,7 @@ impl Consumer {
     fn input_topics(self, topics: &orderflow_events::Topics) -> Vec<String> {
         match self {
             Consumer::History => orderflow_history::input_topics(topics),
+            Consumer::Analytics => orderflow_analytics::input_topics(topics),
             Consumer::Order => orderflow_order::input_topics(topics),
             Consumer::Payment => orderflow_payment::input_topics(topics),
             Consumer::Inventory => orderflow_inventory::input_topics(topics),
@@ -75,14 +79,22 @@ pub struct ReplayArgs {
     /// The broker, and the registry the events are decoded through.
     #[command(flatten)]
     bus: EventBusArgs,
-    /// PostgreSQL URL of the history service's database (for `replay history`).
-    #[arg(
-        long = "database-url",
-        env = "ORDERFLOW_HISTORY_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orderflow_history",
-        hide_env_values = true
-    )]
-    database_url: Secret,
+    /// PostgreSQL URL of the projection's database; by default the one its service uses
+    /// (`ORDERFLOW_<SERVICE>_DATABASE_URL`, else `orderflow_<service>` on the local server).
+    #[arg(long = "database-url", hide_env_values = true)]
+    database_url: Option<Secret>,
+}
+
+impl ReplayArgs {
+    /// The database of the projection replayed.
+    fn database_url(&self) -> Secret {
+        let name = self.consumer.name();
+        self.database_url.clone().unwrap_or_else(|| {
+            std::env::var(format!("ORDERFLOW_{}_DATABASE_URL", name.to_uppercase()))
+                .unwrap_or_else(|_| format!("postgres://postgres@127.0.0.1:5432/orderflow_{name}"))
+                .into()
+        })
+    }
 }
 
 fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
@@ -97,7 +109,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         None => Start::Beginning,
     };
     match args.consumer.effects() {
-        None => rebuild_history(&args, start).await,
+        None if args.consumer == Consumer::History => rebuild_history(&args, start).await,
+        None => rebuild_analytics(&args, start).await,
         Some(effects) if !args.reprocess_effects => anyhow::bail!(refusal(args.consumer, effects)),
         Some(_) => move_back(&args, start).await,
     }
@@ -117,7 +130,7 @@ fn refusal(consumer: Consumer, effects: &str) -> String {
 
 async fn rebuild_history(args: &ReplayArgs, start: Start) -> anyhow::Result<()> {
     let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(args.database_url.clone()),
+        &orderflow_db::DbSettings::new(args.database_url()),
         &orderflow_history::MIGRATOR,
     )
     .await?;
@@ -143,6 +156,32 @@ async fn rebuild_history(args: &ReplayArgs, start: Start) -> anyhow::Result<()> 
         summary.dead_letters,
         summary.skipped,
         summary.rows
+    );
+    Ok(())
+}
+
+async fn rebuild_analytics(args: &ReplayArgs, start: Start) -> anyhow::Result<()> {
+    let pool = orderflow_db::connect_and_migrate(
+        &orderflow_db::DbSettings::new(args.database_url()),
+        &orderflow_analytics::MIGRATOR,
+    )
+    .await?;
+    let codec = args.bus.codec()?;
+    eprintln!("rebuilding the analytics figures from {start}");
+    let mut bar = Bar::new();
+    let summary = orderflow_analytics::replay::rebuild(
+        &args.bus.kafka,
+        &codec,
+        &pool,
+        start,
+        |done, total| bar.show(done, total),
+    )
+    .await;
+    bar.finish();
+    let summary = summary?;
+    println!(
+        "rebuilt the analytics figures from {start} in {:.1} s: {} messages from {} partitions,          {} events counted, {} not events. The analytics service continues after them when it          starts.",
+        summary.seconds, summary.messages, summary.partitions, summary.events, summary.skipped
     );
     Ok(())
 }

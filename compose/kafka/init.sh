@@ -8,6 +8,7 @@
 #   inventory  produces inventory                 consumes payments              (group inventory)
 #   history                                       consumes every event topic     (group history)
 #                                                 reads every dead-letter topic  (group history-dead-letters)
+#   analytics                                     consumes order-status, payments, inventory (group analytics)
 #   gateway                                       reads order-status             (no group)
 #
 # and each consumer writes its own dead-letter topics (<topic>.<service>.dlq). Nobody else
@@ -50,6 +51,7 @@ user order "$ORDERFLOW_KAFKA_ORDER_PASSWORD"
 user payment "$ORDERFLOW_KAFKA_PAYMENT_PASSWORD"
 user inventory "$ORDERFLOW_KAFKA_INVENTORY_PASSWORD"
 user history "$ORDERFLOW_KAFKA_HISTORY_PASSWORD"
+user analytics "$ORDERFLOW_KAFKA_ANALYTICS_PASSWORD"
 user gateway "$ORDERFLOW_KAFKA_GATEWAY_PASSWORD"
 
 produces order orders
@@ -82,7 +84,16 @@ allow history "Read Describe" --topic orders.history.dlq
 allow history "Read Describe" --topic order-status.history.dlq
 allow history "Read Describe" --topic payments.history.dlq
 allow history "Read Describe" --topic inventory.history.dlq
+allow history "Read Describe" --topic order-status.analytics.dlq
+allow history "Read Describe" --topic payments.analytics.dlq
+allow history "Read Describe" --topic inventory.analytics.dlq
 allow history "Read Describe" --group history-dead-letters
+
+# The analytics service publishes nothing either.
+consumes analytics order-status
+consumes analytics payments
+consumes analytics inventory
+allow analytics "Read Describe" --group analytics
 
 allow gateway "Read Describe" --topic order-status
 

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_root.join("orderflow/v1/orderflow.proto"),
         proto_root.join("orderflow/internal/v1/order_store.proto"),
         proto_root.join("orderflow/internal/v1/history_store.proto"),
+        proto_root.join("orderflow/internal/v1/analytics_store.proto"),
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("orderflow_descriptor.bin"))

@@ -3,7 +3,8 @@
 //! approved order of 8 is out of stock and refunded (stock still 7). Every stream is printed;
 //! the command fails if any outcome differs. It acts as a customer and as an operator with
 //! tokens signed by the development key `up` made, shows that another customer cannot see
-//! the customer's order, and prints each order's timeline from the history service.
+//! the customer's order, and prints each order's timeline from the history service and the
+//! figures over every order from the analytics service.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use orderflow_auth::{BearerChannel, LocalIssuer};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
+use orderflow_proto::v1::stats_service_client::StatsServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -133,6 +135,28 @@ async fn timeline(
     }
 }
 
+/// The figures once the analytics service has counted the third order's stock-out of `sku`.
+async fn counted(
+    stats: &mut StatsServiceClient<BearerChannel>,
+    sku: &str,
+    timeout: Duration,
+) -> anyhow::Result<pb::Stats> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let figures = stats
+            .get_stats(pb::GetStatsRequest { revenue_minutes: 5 })
+            .await?
+            .into_inner();
+        if figures.stock_outs.iter().any(|s| s.sku == sku) {
+            return Ok(figures);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("the stock-out of {sku} was not counted within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut endpoint = Channel::from_shared(args.gateway.clone())?;
     if let Some(tls) = crate::local::client_tls(&args.home.home, &args.gateway)? {
@@ -144,6 +168,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map_err(|e| e.context("run `./orderflow up` first: it makes the development key"))?;
     let mut orders = OrderServiceClient::new(issuer.customer(CUSTOMER).on(channel.clone()));
     let mut inventory = InventoryServiceClient::new(issuer.operator().on(channel.clone()));
+    let stats_channel = channel.clone();
     let mut someone_else = OrderServiceClient::new(issuer.customer("someone-else").on(channel));
     let timeout = Duration::from_secs(args.timeout_secs);
     let sku = format!(
@@ -208,6 +233,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
             Err(e) => failures.push(format!("{label}: {e}")),
         }
+    }
+
+    // The figures over every order, as the analytics service counts them.
+    let mut stats = StatsServiceClient::new(issuer.operator().on(stats_channel));
+    match counted(&mut stats, &sku, timeout).await {
+        Ok(figures) => {
+            println!("\nthe figures over every order so far (analytics):");
+            print!("{}", orderflow_analytics::render(&figures));
+        }
+        Err(e) => failures.push(format!("GetStats: {e}")),
     }
 
     if failures.is_empty() {

@@ -171,11 +171,12 @@ impl LocalKafka {
     /// The user of `orderflow status`, `bench` and the `dlq` tools.
     const OPERATOR: &str = "operator";
     /// Every user, by component.
-    const USERS: [&str; 6] = [
+    const USERS: [&str; 7] = [
         "order",
         "payment",
         "inventory",
         "history",
+        "analytics",
         "gateway",
         LocalKafka::OPERATOR,
     ];
@@ -272,7 +273,7 @@ fn serve(component: &str) -> Vec<String> {
 
 /// The services that consume events (order, payment and inventory run as several instances),
 /// with their input topics.
-const SERVICES: [&str; 4] = ["order", "payment", "inventory", "history"];
+const SERVICES: [&str; 5] = ["order", "payment", "inventory", "history", "analytics"];
 
 /// Makes each service's database owned by a role of its own (`orderflow_<service>`, not a
 /// superuser, its password kept in `<home>/secrets`), for every service whose database URL
@@ -301,6 +302,10 @@ async fn owned_databases(
         (
             "history",
             settings::<orderflow_history::HistoryArgs>("history")?.database_url,
+        ),
+        (
+            "analytics",
+            settings::<orderflow_analytics::AnalyticsArgs>("analytics")?.database_url,
         ),
     ];
     let mut owned = std::collections::HashMap::new();
@@ -404,7 +409,14 @@ struct LocalTls {
 
 impl LocalTls {
     /// Components with a certificate of the local CA.
-    const NAMES: [&str; 5] = ["gateway", "order", "inventory", "history", "broker"];
+    const NAMES: [&str; 6] = [
+        "gateway",
+        "order",
+        "inventory",
+        "history",
+        "analytics",
+        "broker",
+    ];
 
     fn dir(home: &Path) -> PathBuf {
         home.join("tls")
@@ -484,6 +496,7 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let payment = settings::<orderflow_payment::PaymentArgs>("payment")?;
     let inventory = settings::<orderflow_inventory::InventoryArgs>("inventory")?;
     let history = settings::<orderflow_history::HistoryArgs>("history")?;
+    let analytics = settings::<orderflow_analytics::AnalyticsArgs>("analytics")?;
     let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     let health = |addr: SocketAddr| Probe::Http(format!("http://{addr}/health"));
     // The files only: `up` makes them; `down` and `status` list components without them.
@@ -543,8 +556,8 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
             probe: health(shifted(inventory.admin_listen, k)),
         });
     }
-    // One history instance: it serves reads only, and its group spreads the work over more
-    // instances the same way if they are started by hand.
+    // One history and one analytics instance: they serve reads only, and their groups spread
+    // the work over more instances the same way if they are started by hand.
     let mut args = serve("history");
     args.extend(tls.serve("history", &history.tls));
     let history_url = tls.url(history.grpc_listen, &history.tls);
@@ -552,6 +565,14 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
         name: "history".into(),
         args,
         probe: health(history.admin_listen),
+    });
+    let mut args = serve("analytics");
+    args.extend(tls.serve("analytics", &analytics.tls));
+    let analytics_url = tls.url(analytics.grpc_listen, &analytics.tls);
+    components.push(Component {
+        name: "analytics".into(),
+        args,
+        probe: health(analytics.admin_listen),
     });
     let mut args = serve("gateway");
     // Tokens signed with the development key, unless the gateway is set up otherwise.
@@ -570,6 +591,7 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     args.extend(["--order-url".into(), order_urls.join(",")]);
     args.extend(["--inventory-url".into(), inventory_urls.join(",")]);
     args.extend(["--history-url".into(), history_url]);
+    args.extend(["--analytics-url".into(), analytics_url]);
     components.push(Component {
         name: "gateway".into(),
         args,
@@ -971,6 +993,7 @@ fn input_topics(service: &str, topics: &orderflow_events::Topics) -> Vec<String>
         "order" => orderflow_order::input_topics(topics),
         "payment" => orderflow_payment::input_topics(topics),
         "history" => orderflow_history::input_topics(topics),
+        "analytics" => orderflow_analytics::input_topics(topics),
         _ => orderflow_inventory::input_topics(topics),
     }
 }

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use orderflow_domain::{NewOrder, OrderId, OrderStatus, Sku, ValidationError};
 use orderflow_proto::convert::order_status;
 use orderflow_proto::internal::v1::GetOrderHistoryRequest;
+use orderflow_proto::internal::v1::analytics_store_client::AnalyticsStoreClient;
 use orderflow_proto::internal::v1::history_store_client::HistoryStoreClient;
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryService;
 use orderflow_proto::v1::order_service_server::OrderService;
+use orderflow_proto::v1::stats_service_server::StatsService;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -343,6 +345,30 @@ impl InventoryService for InventoryApi {
             self.inventory
                 .clone()
                 .adjust_stock(request.into_inner())
+                .await
+                .map_err(GatewayError::from)?
+                .into_inner(),
+        ))
+    }
+}
+
+/// The figures over every order, for operators, from the analytics service.
+#[derive(Clone)]
+pub struct StatsApi {
+    pub analytics: AnalyticsStoreClient<Channel>,
+}
+
+#[tonic::async_trait]
+impl StatsService for StatsApi {
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        Access::of(&request)?.require_operator("GetStats")?;
+        Ok(Response::new(
+            self.analytics
+                .clone()
+                .get_stats(request.into_inner())
                 .await
                 .map_err(GatewayError::from)?
                 .into_inner(),

@@ -21,11 +21,11 @@ pub struct GatewayArgs {
     /// TLS of the public API (client certificates optional, when a client CA is given).
     #[command(flatten)]
     pub tls: orderflow_tls::ServerTls,
-    /// The CA of the order, inventory and history services' certificates; their URLs are then
+    /// The CA of the order, inventory, history and analytics services' certificates; their URLs are then
     /// `https://`. Without it they are called in plaintext.
     #[arg(long = "owner-ca-file", env = "ORDERFLOW_OWNER_CA_FILE")]
     pub owner_ca: Option<PathBuf>,
-    /// The certificate the gateway presents to the order, inventory and history services, which
+    /// The certificate the gateway presents to the order, inventory, history and analytics services, which
     /// serve only callers with one (mutual TLS).
     #[arg(
         long = "owner-cert-file",
@@ -76,6 +76,14 @@ pub struct GatewayArgs {
         default_value = "http://127.0.0.1:50054"
     )]
     pub history_url: String,
+    /// The analytics service's gRPC URL (GetStats); several instances: their URLs,
+    /// comma-separated.
+    #[arg(
+        long = "analytics-url",
+        env = "ORDERFLOW_ANALYTICS_URL",
+        default_value = "http://127.0.0.1:50055"
+    )]
+    pub analytics_url: String,
     /// Longest a unary call may take, in milliseconds.
     #[arg(
         long = "request-timeout-ms",
@@ -163,7 +171,7 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    /// The TLS the gateway calls the order, inventory and history services with, if any.
+    /// The TLS the gateway calls the order, inventory, history and analytics services with, if any.
     pub fn owner_tls(&self) -> Option<orderflow_tls::ClientTls> {
         let ca = self.owner_ca.clone()?;
         let identity = self.owner_cert.clone().zip(self.owner_key.clone());

@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_platform::{Health, Metrics};
+use orderflow_proto::internal::v1::analytics_store_client::AnalyticsStoreClient;
 use orderflow_proto::internal::v1::history_store_client::HistoryStoreClient;
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
 use orderflow_proto::v1::order_service_server::OrderServiceServer;
+use orderflow_proto::v1::stats_service_server::StatsServiceServer;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
@@ -112,6 +114,14 @@ pub async fn run(
         shutdown: shutdown.clone(),
         streams_opened,
     };
+    let stats = api::StatsApi {
+        analytics: AnalyticsStoreClient::new(owners::channel(
+            &args.analytics_url,
+            timeout,
+            owner_tls.clone(),
+            shutdown.clone(),
+        )?),
+    };
     let inventory = api::InventoryApi {
         inventory: InventoryServiceClient::new(owners::channel(
             &args.inventory_url,
@@ -196,6 +206,10 @@ pub async fn run(
         .add_service(InterceptedService::new(
             InventoryServiceServer::new(inventory)
                 .max_decoding_message_size(args.max_message_bytes),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            StatsServiceServer::new(stats).max_decoding_message_size(args.max_message_bytes),
             authenticate,
         ))
         .add_service(health_service)

@@ -1,5 +1,6 @@
 //! Types and gRPC stubs generated from `proto/`. The public API is `orderflow.v1`; the
-//! order and history services' own APIs, used only by the gateway, are `internal::v1`.
+//! order, history and analytics services' own APIs, used only by the gateway, are
+//! `internal::v1`.
 //! [`convert`] turns requests into domain types and domain values into messages.
 
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
@@ -11,7 +12,7 @@ pub mod v1 {
     tonic::include_proto!("orderflow.v1");
 }
 
-/// The order and history services' APIs for the gateway: `orderflow.internal.v1`.
+/// The order, history and analytics services' APIs for the gateway: `orderflow.internal.v1`.
 pub mod internal {
     pub mod v1 {
         tonic::include_proto!("orderflow.internal.v1");

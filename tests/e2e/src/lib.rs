@@ -68,6 +68,7 @@ impl Credentials {
                 "order",
                 "inventory",
                 "history",
+                "analytics",
                 "broker",
                 "registry",
             ],
@@ -189,6 +190,8 @@ pub enum Component {
     Gateway,
     /// Not started by [`System::start`]: a test that reads timelines starts it.
     History,
+    /// Not started by [`System::start`]: a test that reads the figures starts it.
+    Analytics,
 }
 
 struct Running {
@@ -206,11 +209,13 @@ pub struct System {
     pub payment_db: TestDatabase,
     pub inventory_db: TestDatabase,
     pub history_db: TestDatabase,
+    pub analytics_db: TestDatabase,
     _registry_db: TestDatabase,
     registry_stop: CancellationToken,
     order_grpc: SocketAddr,
     inventory_grpc: SocketAddr,
     history_grpc: SocketAddr,
+    analytics_grpc: SocketAddr,
     running: HashMap<Component, Running>,
     /// The payment provider, outside the payment service: it keeps what it captured across
     /// the service's restarts, and a test reads its ledger.
@@ -303,11 +308,18 @@ impl System {
             bind_any().await,
             bind_any().await,
             bind_any().await,
+            bind_any().await,
         ]
         .into_iter()
         .map(|l| (l.local_addr().unwrap(), l))
         .collect();
-        let [order_grpc, inventory_grpc, history_grpc, gateway_addr]: [SocketAddr; 4] = reserved
+        let [
+            order_grpc,
+            inventory_grpc,
+            history_grpc,
+            analytics_grpc,
+            gateway_addr,
+        ]: [SocketAddr; 5] = reserved
             .keys()
             .copied()
             .collect::<Vec<_>>()
@@ -321,11 +333,13 @@ impl System {
             payment_db: TestDatabase::create("payment").await,
             inventory_db: TestDatabase::create("inventory").await,
             history_db: TestDatabase::create("history").await,
+            analytics_db: TestDatabase::create("analytics").await,
             _registry_db: registry_db,
             registry_stop,
             order_grpc,
             inventory_grpc,
             history_grpc,
+            analytics_grpc,
             running: HashMap::new(),
             provider: Default::default(),
             configure_gateway,
@@ -381,6 +395,11 @@ impl System {
     /// The history service's gRPC URL.
     pub fn history_url(&self) -> String {
         format!("https://{}", self.history_grpc)
+    }
+
+    /// The analytics service's gRPC URL.
+    pub fn analytics_url(&self) -> String {
+        format!("https://{}", self.analytics_grpc)
     }
 
     /// The gateway's URL.
@@ -466,6 +485,22 @@ impl System {
                     stop.clone(),
                 ))
             }
+            Component::Analytics => {
+                let args = orderflow_analytics::AnalyticsArgs {
+                    common: self.common(),
+                    database_url: self.analytics_db.url().into(),
+                    grpc_listen: self.analytics_grpc,
+                    admin_listen: admin,
+                    tls: self.credentials.server_tls("analytics"),
+                };
+                let grpc = self.listener(self.analytics_grpc).await;
+                tokio::spawn(orderflow_analytics::run(
+                    args,
+                    grpc,
+                    admin_listener,
+                    stop.clone(),
+                ))
+            }
             Component::Gateway => {
                 let mut args = orderflow_gateway::GatewayArgs {
                     bus: self.bus(),
@@ -479,6 +514,7 @@ impl System {
                     order_url: self.order_url(),
                     inventory_url: self.inventory_url(),
                     history_url: self.history_url(),
+                    analytics_url: self.analytics_url(),
                     request_timeout_ms: 10_000,
                     max_concurrent_requests: 1024,
                     max_watch_streams: 10_000,
@@ -578,6 +614,16 @@ impl System {
     pub async fn orders(&self, customer: &str) -> OrderServiceClient<BearerChannel> {
         let bearer = self.credentials.issuer.customer(customer);
         OrderServiceClient::new(bearer.on(self.channel().await))
+    }
+
+    /// The figures, as an operator.
+    pub async fn stats(
+        &self,
+    ) -> orderflow_proto::v1::stats_service_client::StatsServiceClient<BearerChannel> {
+        let bearer = self.credentials.issuer.operator();
+        orderflow_proto::v1::stats_service_client::StatsServiceClient::new(
+            bearer.on(self.channel().await),
+        )
     }
 
     /// The inventory API as an operator.

@@ -241,6 +241,7 @@ async fn watch_is_refused_until_the_status_feed_is_positioned() {
         order_url: system.order_url(),
         inventory_url: system.inventory_url(),
         history_url: system.history_url(),
+        analytics_url: system.analytics_url(),
         request_timeout_ms: 10_000,
         max_concurrent_requests: 1024,
         max_watch_streams: 10_000,
