@@ -180,7 +180,9 @@ async fn rebuild_analytics(args: &ReplayArgs, start: Start) -> anyhow::Result<()
     bar.finish();
     let summary = summary?;
     println!(
-        "rebuilt the analytics figures from {start} in {:.1} s: {} messages from {} partitions,          {} events counted, {} not events. The analytics service continues after them when it          starts.",
+        "rebuilt the analytics figures from {start} in {:.1} s: {} messages from {} partitions, \
+         {} events counted, {} not events. The analytics service continues after them when it \
+         starts.",
         summary.seconds, summary.messages, summary.partitions, summary.events, summary.skipped
     );
     Ok(())

@@ -1,6 +1,7 @@
 //! Kafka over TLS with SASL SCRAM: a local broker that serves only TLS and admits only the
 //! users stored in it (tansu with `--cert`, `--key` and `--authentication`, patched so that
-//! it does: scripts/tansu-patches/0005–0008), and the services' clients configured for it.
+//! it does: scripts/tansu-patches/0005–0008 and 0011), and the services' clients configured
+//! for it.
 
 use std::time::Duration;
 
@@ -144,4 +145,32 @@ async fn a_wrong_scram_password_stops_a_service_at_start() {
         !stderr.contains("wrong-password-1234") && !stdout.contains("wrong-password-1234"),
         "the password must not be printed"
     );
+}
+
+/// A login lasts as long as its connection (tansu patch 0011): the broker told clients their
+/// session lasted 60 s, librdkafka re-authenticated on the open connection after ~54 s, and
+/// the broker refused that handshake, so every client, the services' consumers among them,
+/// saw an authentication error (and reported itself degraded) once a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_lasts_as_long_as_its_connection() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let secured = SecuredBroker::start().await;
+    let kafka = secured.kafka(ScramMechanism::ScramSha512, secured.password());
+    let topic = format!("{}quiet", kafka.topic_prefix);
+    orderflow_platform::kafka::ensure_topics(&kafka, std::slice::from_ref(&topic))
+        .await
+        .expect("a topic");
+    let consumer: StreamConsumer =
+        orderflow_platform::kafka::consumer(&kafka, &format!("{}group", kafka.topic_prefix))
+            .expect("a consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    // Past the 54 s at which a 60 s session was renewed.
+    let until = tokio::time::Instant::now() + Duration::from_secs(65);
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout_at(until, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => panic!("the consumer's login failed while connected: {e}"),
+            Ok(Ok(_)) => {}
+        }
+    }
 }
