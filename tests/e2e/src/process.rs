@@ -27,16 +27,19 @@ pub enum Proc {
     Gateway,
     /// Not started with the system: a test that reads timelines starts it.
     History,
+    /// Not started with the system: a test that reads the figures starts it.
+    Analytics,
 }
 
 impl Proc {
-    pub const ALL: [Proc; 6] = [
+    pub const ALL: [Proc; 7] = [
         Proc::Registry,
         Proc::Order,
         Proc::Payment,
         Proc::Inventory,
         Proc::Gateway,
         Proc::History,
+        Proc::Analytics,
     ];
 
     fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Proc {
             Proc::Inventory => "inventory",
             Proc::Gateway => "gateway",
             Proc::History => "history",
+            Proc::Analytics => "analytics",
         }
     }
 }
@@ -399,6 +403,7 @@ impl Databases {
             Proc::Payment,
             Proc::Inventory,
             Proc::History,
+            Proc::Analytics,
         ] {
             dbs.insert(p, TestDatabase::create(p.name()).await);
         }
@@ -472,6 +477,7 @@ struct Addresses {
     order_grpc: Vec<SocketAddr>,
     inventory_grpc: Vec<SocketAddr>,
     history_grpc: SocketAddr,
+    analytics_grpc: SocketAddr,
     admin: HashMap<Instance, SocketAddr>,
 }
 
@@ -541,6 +547,7 @@ impl ProcessSystem {
             order_grpc: (0..max).map(|_| local(free_port())).collect(),
             inventory_grpc: (0..max).map(|_| local(free_port())).collect(),
             history_grpc: local(free_port()),
+            analytics_grpc: local(free_port()),
             admin,
         };
         let topic_prefix = format!("t{}-", orderflow_testkit::unique_suffix());
@@ -680,7 +687,7 @@ impl ProcessSystem {
         }
         // Every instance has its own pool; two multi-instance systems at once must still fit
         // PostgreSQL's default 100 connections (they did not with 10 per pool).
-        if SERVICES.contains(&p) || p == Proc::History {
+        if SERVICES.contains(&p) || matches!(p, Proc::History | Proc::Analytics) {
             env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "4".into()));
         }
         if let Some(secs) = self.options.stall_threshold_secs {
@@ -721,6 +728,15 @@ impl ProcessSystem {
                 env.push(("ORDERFLOW_HISTORY_GRPC_LISTEN", a.history_grpc.to_string()));
                 env.push(("ORDERFLOW_HISTORY_ADMIN_LISTEN", admin));
             }
+            Proc::Analytics => {
+                env.extend(self.tls_env("analytics"));
+                env.push(("ORDERFLOW_ANALYTICS_DATABASE_URL", self.database_url(p)));
+                env.push((
+                    "ORDERFLOW_ANALYTICS_GRPC_LISTEN",
+                    a.analytics_grpc.to_string(),
+                ));
+                env.push(("ORDERFLOW_ANALYTICS_ADMIN_LISTEN", admin));
+            }
             Proc::Gateway => {
                 env.push(("ORDERFLOW_GATEWAY_LISTEN", a.gateway.to_string()));
                 env.extend(self.tls_env("gateway"));
@@ -741,6 +757,10 @@ impl ProcessSystem {
                 env.push((
                     "ORDERFLOW_HISTORY_URL",
                     Self::owner_urls(std::slice::from_ref(&a.history_grpc)),
+                ));
+                env.push((
+                    "ORDERFLOW_ANALYTICS_URL",
+                    Self::owner_urls(std::slice::from_ref(&a.analytics_grpc)),
                 ));
             }
         }
