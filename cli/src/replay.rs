@@ -192,15 +192,8 @@ async fn move_back(args: &ReplayArgs, start: Start) -> anyhow::Result<()> {
     let kafka = &args.bus.kafka;
     let name = args.consumer.name();
     let group = kafka.group(name);
-    replay::ensure_stopped(kafka, &group, name).await?;
     let inputs = args.consumer.input_topics(&kafka.topics());
-    let ranges = replay::ranges(kafka, &inputs, start).await?;
-    let again: i64 = ranges.iter().map(|r| r.len()).sum();
-    let starts: Vec<(String, i32, i64)> = ranges
-        .iter()
-        .map(|r| (r.topic.clone(), r.partition, r.start))
-        .collect();
-    replay::commit_offsets(kafka, &group, &starts).await?;
+    let again = replay::rewind(kafka, &group, name, &inputs, start).await?;
     println!(
         "moved group {group} back to {start} on {}: the next {name} instance reads {again} \
          messages again (those in its dedup records are skipped)",

@@ -267,6 +267,27 @@ pub async fn commit_offsets(
     .await?
 }
 
+/// Moves stopped group `group` (of `service`) back to `start` on `topics`, so that the
+/// service, started again, reads its input again from there; returns how many messages it
+/// will read again. For a service that is not a projection: what it already applied is
+/// skipped by its dedup records, anything older than them takes effect again.
+pub async fn rewind(
+    kafka: &KafkaArgs,
+    group: &str,
+    service: &str,
+    topics: &[String],
+    start: Start,
+) -> anyhow::Result<i64> {
+    ensure_stopped(kafka, group, service).await?;
+    let ranges = ranges(kafka, topics, start).await?;
+    let starts: Vec<(String, i32, i64)> = ranges
+        .iter()
+        .map(|r| (r.topic.clone(), r.partition, r.start))
+        .collect();
+    commit_offsets(kafka, group, &starts).await?;
+    Ok(ranges.iter().map(Range::len).sum())
+}
+
 fn client_id() -> String {
     format!("orderflow-replay-{:016x}", rand::random::<u64>())
 }

@@ -397,44 +397,26 @@ async fn rows(pool: &sqlx::PgPool) -> Vec<orderflow_history::store::Entry> {
 
 /// Group `group`'s committed offset on every partition of `topics`, and each partition's
 /// high watermark.
-fn committed_and_ends(
+async fn committed_and_ends(
     kafka: &orderflow_platform::KafkaArgs,
     group: &str,
     topics: &[String],
 ) -> Vec<(String, i32, i64, i64)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let mut config = orderflow_platform::kafka::plain_config(kafka, "replay-test");
-    config.set("group.id", group);
-    let consumer: BaseConsumer = config.create().expect("a consumer");
-    let timeout = Duration::from_secs(10);
-    let mut list = rdkafka::TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
-        for p in metadata.topics()[0].partitions() {
-            list.add_partition(topic, p.id());
-        }
-    }
-    let committed = consumer
-        .committed_offsets(list, timeout)
-        .expect("committed offsets");
-    committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let (_, high) = consumer
-                .fetch_watermarks(e.topic(), e.partition(), timeout)
-                .unwrap();
-            let offset = match e.offset() {
-                rdkafka::Offset::Offset(o) => o,
-                other => panic!(
-                    "{group} has no offset on {}/{}: {other:?}",
-                    e.topic(),
-                    e.partition()
-                ),
-            };
-            (e.topic().to_owned(), e.partition(), offset, high)
-        })
-        .collect()
+    let (kafka, name, topics) = (kafka.clone(), group.to_owned(), topics.to_vec());
+    tokio::task::spawn_blocking(move || {
+        orderflow_platform::progress::read(&kafka, &name, &topics, Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .expect("the group's offsets")
+    .into_iter()
+    .map(|p| {
+        let committed = p
+            .committed
+            .unwrap_or_else(|| panic!("{group} has no offset on {}/{}", p.topic, p.partition));
+        (p.topic, p.partition, committed, p.high)
+    })
+    .collect()
 }
 
 /// The timelines rebuilt from the log, from the beginning and then from a time, equal the
@@ -547,14 +529,14 @@ async fn timelines_rebuilt_from_the_log_equal_the_live_ones_row_for_row() {
 
     // Both groups continue after what was rebuilt.
     let inputs = orderflow_history::input_topics(&topics);
-    for (topic, partition, committed, end) in committed_and_ends(&kafka, &group, &inputs) {
+    for (topic, partition, committed, end) in committed_and_ends(&kafka, &group, &inputs).await {
         assert_eq!(committed, end, "group history on {topic}/{partition}");
     }
     let dead = vec![
         format!("{}.payment.dlq", topics.orders),
         format!("{}.history.dlq", topics.orders),
     ];
-    for (topic, partition, committed, end) in committed_and_ends(&kafka, &dead_group, &dead) {
+    for (topic, partition, committed, end) in committed_and_ends(&kafka, &dead_group, &dead).await {
         assert_eq!(committed, end, "group {dead_group} on {topic}/{partition}");
     }
     system.start_component(Component::History).await;
