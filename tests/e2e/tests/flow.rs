@@ -775,7 +775,8 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
             "orderflow.v1.InventoryService",
-            "orderflow.v1.OrderService"
+            "orderflow.v1.OrderService",
+            "orderflow.v1.StatsService"
         ]
     );
 
