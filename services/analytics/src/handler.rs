@@ -18,17 +18,10 @@ fn time(millis: i64, ctx: &MessageContext) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
-/// The name a status is counted under (as the API's `ORDER_STATUS_*` without the prefix).
+/// The name a status is counted under: the domain's (`PENDING`, ...), as the API's
+/// `ORDER_STATUS_*` without the prefix; `UNKNOWN` for the Avro enum's default symbol.
 pub fn status_name(status: OrderStatus) -> &'static str {
-    match status {
-        OrderStatus::Unknown => "UNKNOWN",
-        OrderStatus::Pending => "PENDING",
-        OrderStatus::Paid => "PAID",
-        OrderStatus::Failed => "FAILED",
-        OrderStatus::Completed => "COMPLETED",
-        OrderStatus::OutOfStock => "OUT_OF_STOCK",
-        OrderStatus::Refunded => "REFUNDED",
-    }
+    orderflow_domain::OrderStatus::try_from(status).map_or("UNKNOWN", |s| s.as_str())
 }
 
 #[async_trait]

@@ -82,16 +82,10 @@ pub fn dead_letter_summary(
     format!("{consumer} gave up on {origin}{attempts}: {class}: {message}")
 }
 
+/// The status's name as the domain writes it (`PENDING`, ...); `UNKNOWN` for the Avro enum's
+/// default symbol, which no order is ever in.
 fn status(status: OrderStatus) -> &'static str {
-    match status {
-        OrderStatus::Unknown => "UNKNOWN",
-        OrderStatus::Pending => "PENDING",
-        OrderStatus::Paid => "PAID",
-        OrderStatus::Failed => "FAILED",
-        OrderStatus::Completed => "COMPLETED",
-        OrderStatus::OutOfStock => "OUT_OF_STOCK",
-        OrderStatus::Refunded => "REFUNDED",
-    }
+    orderflow_domain::OrderStatus::try_from(status).map_or("UNKNOWN", |s| s.as_str())
 }
 
 /// `25.00 EUR` for 2500 minor units (two decimals, as the wire does not carry the exponent).
