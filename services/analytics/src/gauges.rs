@@ -29,22 +29,22 @@ impl Gauges {
     pub fn register(metrics: &orderflow_platform::Metrics) -> Gauges {
         let gauges = Gauges::default();
         metrics.register(
-            "orderflow_analytics_orders",
+            "analytics_orders",
             "Orders by their current status",
             gauges.orders.clone(),
         );
         metrics.register(
-            "orderflow_analytics_payments",
+            "analytics_payments",
             "Payments by outcome (paid, declined)",
             gauges.payments.clone(),
         );
         metrics.register(
-            "orderflow_analytics_revenue_minor",
+            "analytics_revenue_minor",
             "Money charged minus money refunded, in minor units, by currency",
             gauges.revenue.clone(),
         );
         metrics.register(
-            "orderflow_analytics_stock_outs",
+            "analytics_stock_outs",
             "Paid orders a SKU left short",
             gauges.stock_outs.clone(),
         );

@@ -164,10 +164,16 @@ async fn the_seed_scenario_is_counted_once_served_to_operators_and_rebuilt_equal
     let metrics = format!("{}/metrics", system.admin_url(Component::Analytics));
     wait_for("the gauges", WAIT, || async {
         let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
-        (text.contains(r#"orderflow_analytics_orders{status="COMPLETED"} 1"#)
-            && text.contains(r#"orderflow_analytics_payments{outcome="declined"} 1"#)
-            && text.contains(r#"orderflow_analytics_revenue_minor{currency="EUR"} 750"#)
-            && text.contains(r#"orderflow_analytics_stock_outs{sku="stats-sku"} 1"#))
+        // Whole lines: the names are exactly the documented ones, prefixed once.
+        let lines: Vec<&str> = text.lines().collect();
+        [
+            r#"orderflow_analytics_orders{status="COMPLETED"} 1"#,
+            r#"orderflow_analytics_payments{outcome="declined"} 1"#,
+            r#"orderflow_analytics_revenue_minor{currency="EUR"} 750"#,
+            r#"orderflow_analytics_stock_outs{sku="stats-sku"} 1"#,
+        ]
+        .iter()
+        .all(|gauge| lines.contains(gauge))
         .then_some(())
     })
     .await;
