@@ -75,6 +75,8 @@ enum Serve {
     History(ComponentArgs),
     /// The analytics service (figures over every order).
     Analytics(ComponentArgs),
+    /// The notifications service (customers told of each status change).
+    Notifications(ComponentArgs),
     /// The public gRPC gateway.
     Gateway(ComponentArgs),
 }
@@ -154,6 +156,10 @@ async fn serve(component: Serve) -> anyhow::Result<()> {
         Serve::Analytics(raw) => {
             let args = settings("orderflow serve analytics", raw)?;
             until_shutdown("analytics", args, orderflow_analytics::serve).await
+        }
+        Serve::Notifications(raw) => {
+            let args = settings("orderflow serve notifications", raw)?;
+            until_shutdown("notifications", args, orderflow_notifications::serve).await
         }
         Serve::Gateway(raw) => {
             let args = settings("orderflow serve gateway", raw)?;

@@ -21,6 +21,8 @@ pub enum Consumer {
     Payment,
     /// The inventory service (not a projection).
     Inventory,
+    /// The notifications service (not a projection).
+    Notifications,
 }
 
 impl Consumer {
@@ -31,6 +33,7 @@ impl Consumer {
             Consumer::Order => "order",
             Consumer::Payment => "payment",
             Consumer::Inventory => "inventory",
+            Consumer::Notifications => "notifications",
         }
     }
 
@@ -43,6 +46,10 @@ impl Consumer {
             }
             Consumer::Payment => Some("it charges and refunds at the payment provider"),
             Consumer::Inventory => Some("it deducts stock"),
+            Consumer::Notifications => Some(
+                "it tells customers of their orders' statuses; a status it has recorded is not \
+                 told again, but one past its records is",
+            ),
         }
     }
 
@@ -53,6 +60,7 @@ impl Consumer {
             Consumer::Order => orderflow_order::input_topics(topics),
             Consumer::Payment => orderflow_payment::input_topics(topics),
             Consumer::Inventory => orderflow_inventory::input_topics(topics),
+            Consumer::Notifications => orderflow_notifications::input_topics(topics),
         }
     }
 }
@@ -69,11 +77,11 @@ pub struct ReplayArgs {
     /// 2026-12-01T12:00:00Z).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     from: Option<DateTime<Utc>>,
-    /// Replay a service that is not a projection (order, payment, inventory): its group is
-    /// moved back and the service, once started, reads its input again. Its effects are not
-    /// in its database alone, so nothing is rebuilt: events still in its dedup records
-    /// (`--dedup-retention`, 7 days by default) are skipped, and older ones take effect
-    /// again.
+    /// Replay a service that is not a projection (order, payment, inventory,
+    /// notifications): its group is moved back and the service, once started, reads its
+    /// input again. Its effects are not in its database alone, so nothing is rebuilt: events
+    /// still in its dedup records (`--dedup-retention`, 7 days by default) are skipped, and
+    /// older ones take effect again.
     #[arg(long)]
     reprocess_effects: bool,
     /// The broker, and the registry the events are decoded through.

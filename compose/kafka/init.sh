@@ -9,6 +9,7 @@
 #   history                                       consumes every event topic     (group history)
 #                                                 reads every dead-letter topic  (group history-dead-letters)
 #   analytics                                     consumes order-status, payments, inventory (group analytics)
+#   notifications                                 consumes order-status          (group notifications)
 #   gateway                                       reads order-status             (no group)
 #
 # and each consumer writes its own dead-letter topics (<topic>.<service>.dlq). Nobody else
@@ -52,6 +53,7 @@ user payment "$ORDERFLOW_KAFKA_PAYMENT_PASSWORD"
 user inventory "$ORDERFLOW_KAFKA_INVENTORY_PASSWORD"
 user history "$ORDERFLOW_KAFKA_HISTORY_PASSWORD"
 user analytics "$ORDERFLOW_KAFKA_ANALYTICS_PASSWORD"
+user notifications "$ORDERFLOW_KAFKA_NOTIFICATIONS_PASSWORD"
 user gateway "$ORDERFLOW_KAFKA_GATEWAY_PASSWORD"
 
 produces order orders
@@ -87,6 +89,7 @@ allow history "Read Describe" --topic inventory.history.dlq
 allow history "Read Describe" --topic order-status.analytics.dlq
 allow history "Read Describe" --topic payments.analytics.dlq
 allow history "Read Describe" --topic inventory.analytics.dlq
+allow history "Read Describe" --topic order-status.notifications.dlq
 allow history "Read Describe" --group history-dead-letters
 
 # The analytics service publishes nothing either.
@@ -94,6 +97,11 @@ consumes analytics order-status
 consumes analytics payments
 consumes analytics inventory
 allow analytics "Read Describe" --group analytics
+
+# The notifications service publishes only its dead letters: notifications it could not
+# deliver within its budget (consumes grants that).
+consumes notifications order-status
+allow notifications "Read Describe" --group notifications
 
 allow gateway "Read Describe" --topic order-status
 

@@ -3,7 +3,7 @@
 # CREATEDB/CREATEROLE) owning that service's database, and no CONNECT for PUBLIC, so a service
 # can reach only its own tables. Passwords come from the environment (see docker-compose.yml).
 set -euo pipefail
-for service in registry order payment inventory history analytics; do
+for service in registry order payment inventory history analytics notifications; do
   var="ORDERFLOW_${service^^}_DB_PASSWORD"
   password="${!var:?$var is not set}"
   psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \

@@ -4,7 +4,8 @@
 //! the command fails if any outcome differs. It acts as a customer and as an operator with
 //! tokens signed by the development key `up` made, shows that another customer cannot see
 //! the customer's order, and prints each order's timeline from the history service and the
-//! figures over every order from the analytics service.
+//! figures over every order from the analytics service, and what the customer was told
+//! (the notifications service's file).
 
 use std::time::Duration;
 
@@ -224,6 +225,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
 
+    let placed_ids: Vec<String> = placed.iter().map(|(_, id, _)| id.clone()).collect();
     // Each order's whole story, as the history service tells it from the log.
     for (label, order_id, want) in placed {
         match timeline(&mut orders, &order_id, want, timeout).await {
@@ -245,10 +247,60 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Err(e) => failures.push(format!("GetStats: {e}")),
     }
 
+    // What the customer was told, as the notifications service's file sink wrote it.
+    let file = crate::local::notifications_file(&args.home.home);
+    if file.exists() {
+        let order_ids: Vec<String> = placed_ids.clone();
+        match told(&file, &order_ids, timeout).await {
+            Ok(lines) => {
+                println!("\nwhat {CUSTOMER} was told ({}):", file.display());
+                for (order, status, message) in lines {
+                    println!("  {order:.8}… {status:<12} {message}");
+                }
+            }
+            Err(e) => failures.push(format!("notifications: {e}")),
+        }
+    }
+
     if failures.is_empty() {
         println!("\nall three orders ended as expected");
         Ok(())
     } else {
         anyhow::bail!("unexpected outcomes:\n{}", failures.join("\n"))
+    }
+}
+
+/// The notifications of `orders` in the file sink's `file`, once all nine of the seed
+/// scenario's statuses are there (3 + 2 + 4): (order, status, message), in file order.
+async fn told(
+    file: &std::path::Path,
+    orders: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let text = tokio::fs::read_to_string(file).await.unwrap_or_default();
+        let lines: Vec<(String, String, String)> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|n| {
+                let order = n["order_id"].as_str()?.to_owned();
+                orders.contains(&order).then(|| {
+                    let field = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
+                    (order, field("status"), field("message"))
+                })
+            })
+            .collect();
+        if lines.len() >= 9 {
+            return Ok(lines);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} of the 9 notifications in {} after {timeout:?}",
+                lines.len(),
+                file.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -171,12 +171,13 @@ impl LocalKafka {
     /// The user of `orderflow status`, `bench` and the `dlq` tools.
     const OPERATOR: &str = "operator";
     /// Every user, by component.
-    const USERS: [&str; 7] = [
+    const USERS: [&str; 8] = [
         "order",
         "payment",
         "inventory",
         "history",
         "analytics",
+        "notifications",
         "gateway",
         LocalKafka::OPERATOR,
     ];
@@ -273,7 +274,14 @@ fn serve(component: &str) -> Vec<String> {
 
 /// The services that consume events (order, payment and inventory run as several instances),
 /// with their input topics.
-const SERVICES: [&str; 5] = ["order", "payment", "inventory", "history", "analytics"];
+const SERVICES: [&str; 6] = [
+    "order",
+    "payment",
+    "inventory",
+    "history",
+    "analytics",
+    "notifications",
+];
 
 /// Makes each service's database owned by a role of its own (`orderflow_<service>`, not a
 /// superuser, its password kept in `<home>/secrets`), for every service whose database URL
@@ -306,6 +314,10 @@ async fn owned_databases(
         (
             "analytics",
             settings::<orderflow_analytics::AnalyticsArgs>("analytics")?.database_url,
+        ),
+        (
+            "notifications",
+            settings::<orderflow_notifications::NotificationsArgs>("notifications")?.database_url,
         ),
     ];
     let mut owned = std::collections::HashMap::new();
@@ -497,6 +509,7 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     let inventory = settings::<orderflow_inventory::InventoryArgs>("inventory")?;
     let history = settings::<orderflow_history::HistoryArgs>("history")?;
     let analytics = settings::<orderflow_analytics::AnalyticsArgs>("analytics")?;
+    let notifications = settings::<orderflow_notifications::NotificationsArgs>("notifications")?;
     let gateway = settings::<orderflow_gateway::GatewayArgs>("gateway")?;
     let health = |addr: SocketAddr| Probe::Http(format!("http://{addr}/health"));
     // The files only: `up` makes them; `down` and `status` list components without them.
@@ -556,8 +569,9 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
             probe: health(shifted(inventory.admin_listen, k)),
         });
     }
-    // One history and one analytics instance: they serve reads only, and their groups spread
-    // the work over more instances the same way if they are started by hand.
+    // One history, one analytics and one notifications instance: the first two serve reads
+    // only, and each group spreads the work over more instances the same way if they are
+    // started by hand.
     let mut args = serve("history");
     args.extend(tls.serve("history", &history.tls));
     let history_url = tls.url(history.grpc_listen, &history.tls);
@@ -573,6 +587,18 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
         name: "analytics".into(),
         args,
         probe: health(analytics.admin_listen),
+    });
+    // The notifications go to a file beside the logs, unless another sink or file is set.
+    let mut args = serve("notifications");
+    if notifications.sink.kind == orderflow_notifications::SinkKind::File
+        && notifications.sink.file == Path::new(orderflow_notifications::DEFAULT_FILE)
+    {
+        args.extend(["--file".into(), path(&notifications_file(home))]);
+    }
+    components.push(Component {
+        name: "notifications".into(),
+        args,
+        probe: health(notifications.admin_listen),
     });
     let mut args = serve("gateway");
     // Tokens signed with the development key, unless the gateway is set up otherwise.
@@ -598,6 +624,11 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
         probe: health(gateway.admin_listen),
     });
     Ok(components)
+}
+
+/// Where the notifications of a local system go (the file sink's file).
+pub fn notifications_file(home: &Path) -> PathBuf {
+    home.join("notifications.jsonl")
 }
 
 /// The instances of each service that `up` started, from the pid files it left.
@@ -994,6 +1025,7 @@ fn input_topics(service: &str, topics: &orderflow_events::Topics) -> Vec<String>
         "payment" => orderflow_payment::input_topics(topics),
         "history" => orderflow_history::input_topics(topics),
         "analytics" => orderflow_analytics::input_topics(topics),
+        "notifications" => orderflow_notifications::input_topics(topics),
         _ => orderflow_inventory::input_topics(topics),
     }
 }

@@ -54,7 +54,7 @@ fn published(service: &str) -> &'static [EventKind] {
         "order" => &[EventKind::OrderCreated, EventKind::OrderStatusChanged],
         "payment" => &[EventKind::PaymentProcessed, EventKind::PaymentRefunded],
         "inventory" => &[EventKind::InventoryUpdated],
-        "history" | "analytics" => &[],
+        "history" | "analytics" | "notifications" => &[],
         other => panic!("no such service {other}"),
     }
 }
@@ -68,6 +68,10 @@ fn every_service_is_granted_exactly_what_it_consumes_and_publishes() {
         ("inventory", orderflow_inventory::input_topics(&topics)),
         ("history", orderflow_history::input_topics(&topics)),
         ("analytics", orderflow_analytics::input_topics(&topics)),
+        (
+            "notifications",
+            orderflow_notifications::input_topics(&topics),
+        ),
     ];
     let mut expected = BTreeSet::new();
     for (service, inputs) in &inputs {

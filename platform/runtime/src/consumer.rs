@@ -531,41 +531,29 @@ impl<H: Handler> ConsumerLoop<H> {
         shutdown: &CancellationToken,
     ) -> bool {
         let topic = dead_letter_topic(message.topic(), &self.name);
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let key = message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
-        let first = first_failure.to_rfc3339();
-        let attempts = attempts.to_string();
+        let failure = dlq::Failure {
+            origin_topic: message.topic(),
+            origin_partition: message.partition(),
+            origin_offset: message.offset(),
+            key: message.key(),
+            group: &self.group,
+            class,
+            reason,
+            first_failure,
+            attempts,
+        };
         let mut retry = 0u32;
         loop {
-            let mut headers = OwnedHeaders::new();
-            if let Some(original) = message.headers() {
-                for h in original.iter() {
-                    headers = headers.insert(Header {
+            let mut original = OwnedHeaders::new();
+            if let Some(headers) = message.headers() {
+                for h in headers.iter() {
+                    original = original.insert(Header {
                         key: h.key,
                         value: h.value,
                     });
                 }
             }
-            for (k, v) in [
-                (dlq::ORIGIN_TOPIC, message.topic()),
-                (dlq::ORIGIN_PARTITION, partition.as_str()),
-                (dlq::ORIGIN_OFFSET, offset.as_str()),
-                (dlq::ORIGIN_KEY, key.as_str()),
-                (dlq::CONSUMER_GROUP, self.group.as_str()),
-                (dlq::ERROR_CLASS, class),
-                (dlq::ERROR_MESSAGE, reason),
-                (dlq::FIRST_FAILURE, first.as_str()),
-                (dlq::ATTEMPTS, attempts.as_str()),
-            ] {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
-            }
+            let headers = failure.headers(original);
             let mut record = FutureRecord::to(&topic).headers(headers);
             if let Some(k) = message.key() {
                 record = record.key(k);

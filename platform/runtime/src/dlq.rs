@@ -55,6 +55,56 @@ pub const ATTEMPTS: &str = "dlq.attempts";
 /// The header a redriven message carries: `<dlq topic>/<partition>/<offset>` it came from.
 pub const REDRIVEN_FROM: &str = "dlq.redriven.from";
 
+/// Why a message is dead-lettered, and where it came from: the `dlq.*` headers a dead letter
+/// carries beside the message's own.
+#[derive(Debug, Clone)]
+pub struct Failure<'a> {
+    pub origin_topic: &'a str,
+    pub origin_partition: i32,
+    pub origin_offset: i64,
+    /// The message's key, if it had one.
+    pub key: Option<&'a [u8]>,
+    /// The consumer group that could not process it.
+    pub group: &'a str,
+    /// Short and stable: `unknown_schema`, `invalid_content`, `delivery_budget_exhausted`, ...
+    pub class: &'a str,
+    pub reason: &'a str,
+    pub first_failure: DateTime<Utc>,
+    pub attempts: u32,
+}
+
+impl Failure<'_> {
+    /// `original` (the message's own headers) followed by the `dlq.*` headers.
+    pub fn headers(&self, original: OwnedHeaders) -> OwnedHeaders {
+        let partition = self.origin_partition.to_string();
+        let offset = self.origin_offset.to_string();
+        let key = self
+            .key
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let first = self.first_failure.to_rfc3339();
+        let attempts = self.attempts.to_string();
+        let mut headers = original;
+        for (k, v) in [
+            (ORIGIN_TOPIC, self.origin_topic),
+            (ORIGIN_PARTITION, partition.as_str()),
+            (ORIGIN_OFFSET, offset.as_str()),
+            (ORIGIN_KEY, key.as_str()),
+            (CONSUMER_GROUP, self.group),
+            (ERROR_CLASS, self.class),
+            (ERROR_MESSAGE, self.reason),
+            (FIRST_FAILURE, first.as_str()),
+            (ATTEMPTS, attempts.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        headers
+    }
+}
+
 /// How long one metadata or watermark request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,10 +1,12 @@
-//! The order service's own metric: orders by status transition.
+//! The order service's own metrics: orders by status transition, and how long an order took
+//! from PlaceOrder to its end.
 
 use orderflow_domain::OrderStatus;
 use orderflow_platform::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
@@ -12,31 +14,70 @@ struct TransitionLabels {
     to: &'static str,
 }
 
-/// `orderflow_order_transitions_total{from, to}`. Labels are static strings, so counting
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabels {
+    status: &'static str,
+}
+
+type Ends = Family<EndLabels, Histogram, fn() -> Histogram>;
+
+/// 10 ms to about 5.5 minutes, doubling.
+fn end_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+/// `orderflow_order_transitions_total{from, to}` and
+/// `orderflow_order_time_to_end_seconds{status}`. Labels are static strings, so counting
 /// allocates nothing.
-#[derive(Clone, Default)]
-pub struct TransitionMetrics(Family<TransitionLabels, Counter>);
+#[derive(Clone)]
+pub struct TransitionMetrics {
+    transitions: Family<TransitionLabels, Counter>,
+    ends: Ends,
+}
+
+impl Default for TransitionMetrics {
+    fn default() -> Self {
+        TransitionMetrics {
+            transitions: Family::default(),
+            ends: Family::new_with_constructor(end_buckets),
+        }
+    }
+}
 
 impl TransitionMetrics {
     pub fn register(metrics: &Metrics) -> Self {
-        let transitions = TransitionMetrics::default();
+        let m = TransitionMetrics::default();
         metrics.register(
             "order_transitions",
             "Order status changes, by previous and new status",
-            transitions.0.clone(),
+            m.transitions.clone(),
         );
-        transitions
+        metrics.register_with_unit(
+            "order_time_to_end",
+            "Time from an order's placement to its final status (COMPLETED, FAILED, REFUNDED)",
+            prometheus_client::registry::Unit::Seconds,
+            m.ends.clone(),
+        );
+        m
     }
 
-    /// Counts one status change. It is counted as the change is written, inside the
-    /// consumer's transaction: in the rare case that transaction fails to commit and the
-    /// event is retried, the change is counted again (the status history is the ledger).
-    pub fn record(&self, from: OrderStatus, to: OrderStatus) {
-        self.0
+    /// Counts one status change, and for a final status the order's age in seconds. It is
+    /// counted as the change is written, inside the consumer's transaction: in the rare case
+    /// that transaction fails to commit and the event is retried, the change is counted
+    /// again (the status history is the ledger).
+    pub fn record(&self, from: OrderStatus, to: OrderStatus, age_secs: f64) {
+        self.transitions
             .get_or_create(&TransitionLabels {
                 from: from.as_str(),
                 to: to.as_str(),
             })
             .inc();
+        if to.is_terminal() {
+            self.ends
+                .get_or_create(&EndLabels {
+                    status: to.as_str(),
+                })
+                .observe(age_secs.max(0.0));
+        }
     }
 }

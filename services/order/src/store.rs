@@ -352,7 +352,7 @@ pub async fn apply(
 ) -> Result<Vec<Event>, OrderError> {
     let order_id = outcome.order_id;
     let row = sqlx::query(
-        "SELECT customer_id, status, version FROM orders WHERE order_id = $1 FOR UPDATE",
+        "SELECT customer_id, status, version, created_at FROM orders WHERE order_id = $1 FOR UPDATE",
     )
     .bind(order_id.as_uuid())
     .fetch_optional(&mut **tx)
@@ -360,6 +360,7 @@ pub async fn apply(
     .ok_or(OrderError::NotFound(order_id))?;
     let customer_id: String = row.try_get("customer_id")?;
     let mut version: i64 = row.try_get("version")?;
+    let created_at: DateTime<Utc> = row.try_get("created_at")?;
     let current = stored_status(order_id, row.try_get("status")?)?;
     let transitions: Vec<Transition> = orderflow_domain::apply(current, &outcome.input)
         .map_err(|source| OrderError::Impossible { order_id, source })?;
@@ -393,7 +394,7 @@ pub async fn apply(
             now,
         ));
         tracing::info!(%order_id, from = %current, to = %t.to, version, "order status changed");
-        counted.record(from, t.to);
+        counted.record(from, t.to, (now - created_at).as_seconds_f64());
         from = t.to;
     }
     if let Some(last) = transitions.last() {

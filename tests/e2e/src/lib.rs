@@ -192,6 +192,9 @@ pub enum Component {
     History,
     /// Not started by [`System::start`]: a test that reads the figures starts it.
     Analytics,
+    /// Not started by [`System::start`]: a test of notifications sets
+    /// [`System::notifications_sink`] and starts it.
+    Notifications,
 }
 
 struct Running {
@@ -210,6 +213,10 @@ pub struct System {
     pub inventory_db: TestDatabase,
     pub history_db: TestDatabase,
     pub analytics_db: TestDatabase,
+    pub notifications_db: TestDatabase,
+    /// Where the notifications service delivers, and its budget: a file of its own by
+    /// default.
+    pub notifications_sink: orderflow_notifications::SinkArgs,
     _registry_db: TestDatabase,
     registry_stop: CancellationToken,
     order_grpc: SocketAddr,
@@ -334,6 +341,20 @@ impl System {
             inventory_db: TestDatabase::create("inventory").await,
             history_db: TestDatabase::create("history").await,
             analytics_db: TestDatabase::create("analytics").await,
+            notifications_db: TestDatabase::create("notifications").await,
+            notifications_sink: orderflow_notifications::SinkArgs {
+                kind: orderflow_notifications::SinkKind::File,
+                file: std::env::temp_dir().join(format!(
+                    "orderflow-e2e-notifications-{}.jsonl",
+                    orderflow_testkit::unique_suffix()
+                )),
+                webhook_url: None,
+                webhook_secret: None,
+                webhook_timeout_ms: 5_000,
+                max_attempts: 10,
+                retry_base_ms: 100,
+                retry_cap_ms: 2_000,
+            },
             _registry_db: registry_db,
             registry_stop,
             order_grpc,
@@ -497,6 +518,19 @@ impl System {
                 tokio::spawn(orderflow_analytics::run(
                     args,
                     grpc,
+                    admin_listener,
+                    stop.clone(),
+                ))
+            }
+            Component::Notifications => {
+                let args = orderflow_notifications::NotificationsArgs {
+                    common: self.common(),
+                    database_url: self.notifications_db.url().into(),
+                    admin_listen: admin,
+                    sink: self.notifications_sink.clone(),
+                };
+                tokio::spawn(orderflow_notifications::run(
+                    args,
                     admin_listener,
                     stop.clone(),
                 ))

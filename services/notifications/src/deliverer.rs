@@ -1,0 +1,321 @@
+//! Hands due notifications to the sink, apart from the consumer loop: a slow or failing
+//! receiver holds up no partition.
+//!
+//! Each round locks up to [`BATCH`] due notifications (`FOR UPDATE SKIP LOCKED`, so several
+//! instances share the work, and at most one pending status per order: see
+//! [`store::claim`]), delivers them concurrently, and records each outcome in the same
+//! transaction. A failed attempt is retried after an exponential backoff; once the budget is
+//! spent, or at once if the receiver refuses it, the status change is published to this
+//! service's dead-letter topic (`order-status.notifications.dlq`, the same headers as the
+//! consumer loop's) and no longer tried. Redriving it (`orderflow dlq redrive`) puts it back.
+//!
+//! The deliverer wakes when the consumer commits a new notification (PostgreSQL
+//! LISTEN/NOTIFY), when the next retry is due, and at least every [`POLL`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use orderflow_events::{Event, EventCodec, OrderStatusChanged, Topics};
+use orderflow_platform::consumer::dead_letter_topic;
+use orderflow_platform::{Health, ServiceKit, dlq, kafka};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Budget;
+use crate::sink::{Delivery, DeliveryError, Sink};
+use crate::{SERVICE, store};
+
+/// Most notifications delivered in one round.
+pub const BATCH: i64 = 32;
+/// The longest the deliverer sleeps without looking.
+pub const POLL: Duration = Duration::from_secs(5);
+/// Most rows one purge statement deletes.
+const PURGE_BATCH: i64 = 1_000;
+/// How long the broker may take to acknowledge a dead letter.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The health components the deliverer reports.
+const SINK: &str = "notification sink";
+const DEAD_LETTERS: &str = "notification dead letters";
+const DATABASE: &str = "notifications database";
+
+/// The deliverer's metrics.
+#[derive(Clone, Default)]
+struct DelivererMetrics {
+    delivered: Counter,
+    failed_attempts: Counter,
+    pending: Gauge,
+}
+
+impl DelivererMetrics {
+    fn register(metrics: &orderflow_platform::Metrics) -> Self {
+        let m = DelivererMetrics::default();
+        metrics.register(
+            "notifications_delivered",
+            "Notifications the sink took",
+            m.delivered.clone(),
+        );
+        metrics.register(
+            "notifications_failed_attempts",
+            "Delivery attempts that failed and will be retried",
+            m.failed_attempts.clone(),
+        );
+        metrics.register(
+            "notifications_pending",
+            "Notifications waiting to be delivered",
+            m.pending.clone(),
+        );
+        m
+    }
+}
+
+/// Delivers what the consumer recorded.
+pub struct Deliverer {
+    pool: PgPool,
+    sink: Arc<dyn Sink>,
+    budget: Budget,
+    producer: kafka::Producer,
+    codec: Arc<EventCodec>,
+    topics: Topics,
+    health: Health,
+    metrics: DelivererMetrics,
+    /// The consumer's own metrics: a dead letter is counted where every consumer's is
+    /// (`orderflow_dead_letters_total`, which the dead-letter alert watches).
+    consumer_metrics: orderflow_platform::metrics::ConsumerMetrics,
+    group: String,
+    purge_after: Duration,
+    purge_every: Duration,
+}
+
+/// What one round did.
+#[derive(Debug, Default)]
+struct Round {
+    claimed: usize,
+}
+
+impl Deliverer {
+    /// A deliverer to `sink` for the service `kit` runs, whose consumer is in `group`.
+    pub fn new(kit: &ServiceKit, sink: Box<dyn Sink>, budget: Budget, group: String) -> Self {
+        Deliverer {
+            pool: kit.pool.clone(),
+            sink: Arc::from(sink),
+            budget,
+            producer: kit.producer.clone(),
+            codec: kit.codec.clone(),
+            topics: kit.topics.clone(),
+            health: kit.health.clone(),
+            metrics: DelivererMetrics::register(&kit.metrics),
+            consumer_metrics: kit
+                .pipeline
+                .consumer(SERVICE, &[kit.topics.order_status.as_str()]),
+            group,
+            purge_after: kit.common.retention.dedup,
+            purge_every: kit
+                .common
+                .retention
+                .purge_interval
+                .max(Duration::from_secs(1)),
+        }
+    }
+
+    /// Delivers until `shutdown`; the round in flight is finished first.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(sink = %self.sink.describe(), budget = ?self.budget, "delivering notifications");
+        let mut listener: Option<PgListener> = None;
+        let mut failures = 0u32;
+        let mut last_purge = Instant::now();
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            if last_purge.elapsed() >= self.purge_every {
+                last_purge = Instant::now();
+                match store::purge(&self.pool, self.purge_after, PURGE_BATCH).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(rows = n, "purged notifications past the dedup retention")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot purge notifications"),
+                }
+            }
+            let wait = match self.round().await {
+                Ok(round) => {
+                    failures = 0;
+                    self.health.recovered(DATABASE);
+                    if round.claimed > 0 {
+                        // More may be due: the next status of each order delivered.
+                        continue;
+                    }
+                    self.until_next_due().await
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay =
+                        orderflow_retry::backoff(failures, Duration::from_millis(100), POLL);
+                    tracing::warn!(error = %e, ?delay, "cannot deliver notifications, retrying");
+                    self.health.degraded(DATABASE, e.to_string());
+                    delay
+                }
+            };
+            let woken = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(drop),
+                    None => std::future::pending().await,
+                }
+            };
+            let lost = tokio::select! {
+                result = woken => result.err(),
+                _ = tokio::time::sleep(wait) => None,
+                _ = shutdown.cancelled() => None,
+            };
+            if let Some(e) = lost {
+                tracing::warn!(error = %e, "lost the database notifications; polling until they are back");
+                listener = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(store::CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// How long to sleep when nothing was due: until the next retry, at most [`POLL`]. Sets
+    /// the pending gauge, and health from the retrying notifications.
+    async fn until_next_due(&self) -> Duration {
+        let backlog = match store::backlog(&self.pool).await {
+            Ok(b) => b,
+            Err(_) => return POLL,
+        };
+        self.metrics.pending.set(backlog.pending);
+        if backlog.retrying > 0 {
+            self.health.degraded(
+                SINK,
+                format!(
+                    "{} notification(s) waiting to be retried by {}; last error: {}",
+                    backlog.retrying,
+                    self.sink.describe(),
+                    backlog.last_error.as_deref().unwrap_or("unknown")
+                ),
+            );
+        } else {
+            self.health.recovered(SINK);
+        }
+        backlog
+            .next_due
+            .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(POLL)
+            .clamp(Duration::from_millis(50), POLL)
+    }
+
+    /// Claims the due notifications, delivers them and records each outcome, in one
+    /// transaction.
+    async fn round(&self) -> Result<Round, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let due = store::claim(&mut tx, BATCH).await?;
+        if due.is_empty() {
+            tx.rollback().await?;
+            return Ok(Round::default());
+        }
+        let deliveries: Vec<Delivery<'_>> = due
+            .iter()
+            .map(|d| Delivery {
+                id: d.notification_id,
+                attempt: d.attempts.max(0) as u32 + 1,
+                body: &d.body.0,
+            })
+            .collect();
+        let outcomes =
+            futures::future::join_all(deliveries.iter().map(|d| self.sink.deliver(d))).await;
+        for (d, outcome) in due.iter().zip(outcomes) {
+            let attempts = d.attempts + 1;
+            match outcome {
+                Ok(()) => {
+                    store::delivered(&mut *tx, d).await?;
+                    self.metrics.delivered.inc();
+                }
+                Err(DeliveryError::Retry(why)) if (attempts as u32) < self.budget.max_attempts => {
+                    let delay = self.budget.delay(attempts as u32);
+                    tracing::warn!(order_id = %d.order_id, status = d.status, attempts, ?delay, error = %why, "notification not delivered, will retry");
+                    store::retry_later(&mut *tx, d, attempts, delay, &why).await?;
+                    self.metrics.failed_attempts.inc();
+                }
+                Err(e) => {
+                    let class = match e {
+                        DeliveryError::Refused(_) => "delivery_refused",
+                        DeliveryError::Retry(_) => "delivery_budget_exhausted",
+                    };
+                    let reason =
+                        format!("{} after {attempts} attempt(s): {e}", self.sink.describe());
+                    match self.dead_letter(d, class, &reason, attempts).await {
+                        Ok(()) => {
+                            tracing::error!(order_id = %d.order_id, status = d.status, class, %reason, "notification dead-lettered");
+                            store::dead(&mut *tx, d, attempts, &reason).await?;
+                            self.consumer_metrics.dead_lettered(&d.origin_topic, class);
+                            self.health.recovered(DEAD_LETTERS);
+                        }
+                        Err(publish) => {
+                            // Kept pending with its attempts: dead-lettered on a later round.
+                            tracing::warn!(order_id = %d.order_id, error = %publish, "cannot dead-letter the notification, retrying");
+                            self.health.degraded(DEAD_LETTERS, publish.to_string());
+                            let delay = self.budget.delay(attempts as u32);
+                            store::retry_later(&mut *tx, d, d.attempts, delay, &reason).await?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Round { claimed: due.len() })
+    }
+
+    /// Publishes the status change of `due` to this service's dead-letter topic, with the
+    /// consumer loop's `dlq.*` headers and the trace it was recorded in.
+    async fn dead_letter(
+        &self,
+        due: &store::Due,
+        class: &str,
+        reason: &str,
+        attempts: i32,
+    ) -> anyhow::Result<()> {
+        let change: OrderStatusChanged = serde_json::from_value(due.event.0.clone())?;
+        let payload = self
+            .codec
+            .encode(&self.topics, &Event::OrderStatusChanged(change))
+            .await?;
+        let topic = dead_letter_topic(&due.origin_topic, SERVICE);
+        let key = due.order_id.to_string();
+        let failure = dlq::Failure {
+            origin_topic: &due.origin_topic,
+            origin_partition: due.origin_partition,
+            origin_offset: due.origin_offset,
+            key: Some(key.as_bytes()),
+            group: &self.group,
+            class,
+            reason,
+            first_failure: due.first_failure.unwrap_or_else(Utc::now),
+            attempts: attempts.max(0) as u32,
+        };
+        let original = OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some(due.traceparent.as_str()),
+        });
+        let record = FutureRecord::to(&topic)
+            .key(key.as_str())
+            .payload(payload.as_slice())
+            .headers(failure.headers(original));
+        if let Err((e, _)) = self.producer.get().send(record, DEAD_LETTER_TIMEOUT).await {
+            self.producer.renew();
+            anyhow::bail!("dead-letter topic {topic}: {e}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! All of the notifications service's SQL: a notification recorded once per (order, status),
+//! the deliverer's claim on what is due, and what became of each attempt.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::notification::Notification;
+
+/// The PostgreSQL channel the consumer notifies (at commit) when there is something to deliver.
+pub const CHANNEL: &str = "orderflow_notifications";
+
+/// Where the status change was read, for a dead letter's headers.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub traceparent: String,
+}
+
+/// Records `notification` (with its `event`, as JSON) to be delivered, and wakes the
+/// deliverers at commit. Returns false, and changes nothing, if this order's status was
+/// recorded already: a redelivered event notifies nobody twice.
+pub async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    notification: &Notification,
+    event: &serde_json::Value,
+    origin: &Origin<'_>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO notifications (order_id, status, notification_id, customer_id, version, event,
+                                    body, origin_topic, origin_partition, origin_offset, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(notification.order_id)
+    .bind(notification.status)
+    .bind(notification.notification_id)
+    .bind(&notification.customer_id)
+    .bind(notification.version)
+    .bind(Json(event))
+    .bind(Json(notification.body()))
+    .bind(origin.topic)
+    .bind(origin.partition)
+    .bind(origin.offset)
+    .bind(&origin.traceparent)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        wake(tx).await?;
+    }
+    Ok(inserted)
+}
+
+/// Puts a dead-lettered notification back to be delivered from its first attempt (its event
+/// was redriven from this service's dead letters). Returns whether there was one.
+pub async fn revive(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+    status: &str,
+) -> Result<bool, sqlx::Error> {
+    let revived = sqlx::query(
+        "UPDATE notifications
+         SET state = 'pending', attempts = 0, next_attempt_at = now(), first_failure = NULL,
+             last_error = NULL
+         WHERE order_id = $1 AND status = $2 AND state = 'dead'",
+    )
+    .bind(order_id)
+    .bind(status)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if revived {
+        wake(tx).await?;
+    }
+    Ok(revived)
+}
+
+async fn wake(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A notification the deliverer has claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Due {
+    pub order_id: Uuid,
+    pub status: String,
+    pub notification_id: Uuid,
+    pub event: Json<serde_json::Value>,
+    pub body: Json<serde_json::Value>,
+    pub origin_topic: String,
+    pub origin_partition: i32,
+    pub origin_offset: i64,
+    pub traceparent: String,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    pub first_failure: Option<DateTime<Utc>>,
+}
+
+/// Locks up to `limit` notifications due now, skipping rows another deliverer holds. A
+/// notification waits while an earlier status of its order is still pending, so each order's
+/// notifications go out in version order, one at a time, across every instance.
+pub async fn claim(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<Due>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT order_id, status, notification_id, event, body, origin_topic, origin_partition,
+                origin_offset, traceparent, attempts, first_failure
+         FROM notifications n
+         WHERE state = 'pending' AND next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM notifications e
+                           WHERE e.order_id = n.order_id AND e.state = 'pending'
+                             AND e.version < n.version)
+         ORDER BY next_attempt_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// The sink took it.
+pub async fn delivered(db: impl PgExecutor<'_>, due: &Due) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE notifications
+         SET state = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL
+         WHERE order_id = $1 AND status = $2",
+    )
+    .bind(due.order_id)
+    .bind(&due.status)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// An attempt failed: try again after `delay`.
+pub async fn retry_later(
+    db: impl PgExecutor<'_>,
+    due: &Due,
+    attempts: i32,
+    delay: Duration,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE notifications
+         SET attempts = $3, next_attempt_at = now() + $4, last_error = $5,
+             first_failure = coalesce(first_failure, now())
+         WHERE order_id = $1 AND status = $2",
+    )
+    .bind(due.order_id)
+    .bind(&due.status)
+    .bind(attempts)
+    .bind(delay)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// It was dead-lettered after `attempts` attempts: the deliverer tries it no more.
+pub async fn dead(
+    db: impl PgExecutor<'_>,
+    due: &Due,
+    attempts: i32,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE notifications
+         SET state = 'dead', attempts = $3, last_error = $4,
+             first_failure = coalesce(first_failure, now())
+         WHERE order_id = $1 AND status = $2",
+    )
+    .bind(due.order_id)
+    .bind(&due.status)
+    .bind(attempts)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The pending notifications: how many, how many of them have failed at least once, the
+/// latest error among those, and when the next one that [`claim`] could take is due (one
+/// waiting behind an earlier status of its order is not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub retrying: i64,
+    pub last_error: Option<String>,
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
+    let (pending, retrying, next_due): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE attempts > 0),
+                min(next_attempt_at) FILTER (WHERE NOT EXISTS (
+                    SELECT 1 FROM notifications e
+                    WHERE e.order_id = n.order_id AND e.state = 'pending'
+                      AND e.version < n.version))
+         FROM notifications n WHERE state = 'pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let last_error = if retrying > 0 {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT last_error FROM notifications
+             WHERE state = 'pending' AND attempts > 0
+             ORDER BY next_attempt_at DESC LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?
+        .flatten()
+    } else {
+        None
+    };
+    Ok(Backlog {
+        pending,
+        retrying,
+        last_error,
+        next_due,
+    })
+}
+
+/// Deletes up to `limit` delivered or dead-lettered notifications recorded more than `age`
+/// ago: past the dedup retention (at least the broker's), their event cannot come back.
+/// Returns how many it deleted.
+pub async fn purge(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM notifications WHERE ctid IN (
+             SELECT ctid FROM notifications
+             WHERE state <> 'pending' AND created_at < now() - $1
+             LIMIT $2)",
+    )
+    .bind(age)
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
