@@ -29,10 +29,12 @@ pub enum Proc {
     History,
     /// Not started with the system: a test that reads the figures starts it.
     Analytics,
+    /// Not started with the system; it writes to [`ProcessSystem::notifications_file`].
+    Notifications,
 }
 
 impl Proc {
-    pub const ALL: [Proc; 7] = [
+    pub const ALL: [Proc; 8] = [
         Proc::Registry,
         Proc::Order,
         Proc::Payment,
@@ -40,6 +42,7 @@ impl Proc {
         Proc::Gateway,
         Proc::History,
         Proc::Analytics,
+        Proc::Notifications,
     ];
 
     fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Proc {
             Proc::Gateway => "gateway",
             Proc::History => "history",
             Proc::Analytics => "analytics",
+            Proc::Notifications => "notifications",
         }
     }
 }
@@ -404,6 +408,7 @@ impl Databases {
             Proc::Inventory,
             Proc::History,
             Proc::Analytics,
+            Proc::Notifications,
         ] {
             dbs.insert(p, TestDatabase::create(p.name()).await);
         }
@@ -587,6 +592,15 @@ impl ProcessSystem {
         self.databases.url(p)
     }
 
+    /// The file the notifications service's file sink appends to (beside the logs).
+    pub fn notifications_file(&self) -> PathBuf {
+        self.logs
+            .as_ref()
+            .expect("the logs folder lives as long as the system")
+            .path()
+            .join("notifications.jsonl")
+    }
+
     /// A small pool on `p`'s database, for the test's own assertions.
     pub async fn pool(&self, p: Proc) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()
@@ -687,7 +701,9 @@ impl ProcessSystem {
         }
         // Every instance has its own pool; two multi-instance systems at once must still fit
         // PostgreSQL's default 100 connections (they did not with 10 per pool).
-        if SERVICES.contains(&p) || matches!(p, Proc::History | Proc::Analytics) {
+        if SERVICES.contains(&p)
+            || matches!(p, Proc::History | Proc::Analytics | Proc::Notifications)
+        {
             env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "4".into()));
         }
         if let Some(secs) = self.options.stall_threshold_secs {
@@ -736,6 +752,15 @@ impl ProcessSystem {
                     a.analytics_grpc.to_string(),
                 ));
                 env.push(("ORDERFLOW_ANALYTICS_ADMIN_LISTEN", admin));
+            }
+            Proc::Notifications => {
+                env.push(("ORDERFLOW_NOTIFICATIONS_DATABASE_URL", self.database_url(p)));
+                env.push(("ORDERFLOW_NOTIFICATIONS_ADMIN_LISTEN", admin));
+                env.push(("ORDERFLOW_NOTIFICATIONS_SINK", "file".into()));
+                env.push((
+                    "ORDERFLOW_NOTIFICATIONS_FILE",
+                    file(&self.notifications_file()),
+                ));
             }
             Proc::Gateway => {
                 env.push(("ORDERFLOW_GATEWAY_LISTEN", a.gateway.to_string()));

@@ -141,6 +141,94 @@ async fn history_service_killed_mid_load() {
     assert!(doubled.is_empty(), "events recorded twice: {doubled:?}");
 }
 
+/// The notifications service SIGKILLed while orders flow, and started again after more
+/// orders went by without it: every status of every order is told exactly once by its
+/// notification id (a line written just before the kill may be written again, with the same
+/// id and body, as a webhook receiver would see it), none is missing, and the service's own
+/// records end delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_service_killed_mid_load() {
+    let mut system = ProcessSystem::start(Databases::shared().await).await;
+    system.start_proc(Proc::Notifications).await;
+    let (progress, running) = load::start(&system, ORDERS, INTERVAL).await;
+    load::wait_progress(&progress, 15).await;
+    system.kill(Proc::Notifications).await;
+    load::wait_progress(&progress, 25).await;
+    system.start_proc(Proc::Notifications).await;
+    let placed = running.await.expect("load task");
+    load::wait_all_terminal(&system.load_gateway(), &placed, Duration::from_secs(180)).await;
+    load::verify(&system, &placed).await;
+
+    // The statuses one order goes through, by how it ends (seeds 002 and 003).
+    let statuses = |expect: load::Outcome| -> &'static [&'static str] {
+        match expect {
+            load::Outcome::Completed => &["PENDING", "PAID", "COMPLETED"],
+            load::Outcome::Failed => &["PENDING", "FAILED"],
+            load::Outcome::Refunded => &["PENDING", "PAID", "OUT_OF_STOCK", "REFUNDED"],
+        }
+    };
+    let expected: usize = placed.iter().map(|p| statuses(p.expect).len()).sum();
+    let file = system.notifications_file();
+    // Each notification by its id: (order, status, version, the line), and how often written.
+    let read = || {
+        let mut told: std::collections::HashMap<String, (String, String, i64, String)> =
+            Default::default();
+        let mut repeats = 0;
+        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+            let n: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let id = n["notification_id"].as_str().unwrap().to_owned();
+            let entry = (
+                n["order_id"].as_str().unwrap().to_owned(),
+                n["status"].as_str().unwrap().to_owned(),
+                n["version"].as_i64().unwrap(),
+                line.to_owned(),
+            );
+            if let Some(before) = told.insert(id.clone(), entry.clone()) {
+                assert_eq!(
+                    before.3, entry.3,
+                    "notification {id} written twice, differently"
+                );
+                repeats += 1;
+            }
+        }
+        (told, repeats)
+    };
+    wait_for("every status told", Duration::from_secs(120), || async {
+        (read().0.len() >= expected).then_some(())
+    })
+    .await;
+    let (told, repeats) = read();
+    assert_eq!(
+        told.len(),
+        expected,
+        "one notification per status of every placed order"
+    );
+    for p in &placed {
+        let mut mine: Vec<(i64, &str)> = told
+            .values()
+            .filter(|(order, ..)| *order == p.order_id)
+            .map(|(_, status, version, _)| (*version, status.as_str()))
+            .collect();
+        mine.sort();
+        let got: Vec<&str> = mine.iter().map(|(_, s)| *s).collect();
+        assert_eq!(
+            got,
+            statuses(p.expect),
+            "order {} ({:?})",
+            p.order_id,
+            p.expect
+        );
+    }
+    let notifications = system.pool(Proc::Notifications).await;
+    let undelivered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notifications WHERE state <> 'delivered'")
+            .fetch_one(&notifications)
+            .await
+            .unwrap();
+    assert_eq!(undelivered, 0);
+    eprintln!("{expected} notifications, {repeats} line(s) written again after the kill");
+}
+
 /// The seed's "inventory down for five minutes", compressed: stopped gracefully (SIGTERM, exit
 /// 0), orders keep being accepted and wait as PAID, and all complete once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
