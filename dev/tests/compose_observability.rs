@@ -1,7 +1,7 @@
 //! compose's Grafana and Prometheus files against the code: every metric a dashboard panel
-//! or an alert rule queries is one a component registers (a renamed or doubly prefixed
-//! metric fails here, not as an empty panel in a deployment), and every panel reads the data
-//! source Grafana is provisioned with.
+//! or an alert rule queries is one a component registers (read from the `register` calls in
+//! their sources, so a renamed or doubly prefixed metric fails here, not as an empty panel in
+//! a deployment), and every panel reads the data source Grafana is provisioned with.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -29,18 +29,48 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The name a component registers a series under: without the registry's `orderflow_`
-/// prefix and the suffixes prometheus-client adds (`_total` for counters; `_seconds` for the
-/// unit; `_bucket`, `_sum`, `_count` for histograms).
-fn registered_name(series: &str) -> String {
-    let mut name = series.strip_prefix("orderflow_").unwrap_or(series);
-    for suffix in ["_bucket", "_sum", "_count"] {
-        name = name.strip_suffix(suffix).unwrap_or(name);
+/// The series names a metric registered as `name` exposes: `orderflow_<name>` (gauges),
+/// with `_total` (counters), with the unit (`_seconds`) and `_bucket`, `_sum`, `_count`
+/// (histograms). Loose on the kind, exact on the name.
+fn series_of(name: &str, unit: Option<&str>) -> Vec<String> {
+    let base = match unit {
+        Some(unit) => format!("orderflow_{name}_{unit}"),
+        None => format!("orderflow_{name}"),
+    };
+    ["", "_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .map(|suffix| format!("{base}{suffix}"))
+        .collect()
+}
+
+/// Every series the components register: the name (a string literal) that is the first
+/// argument of each `register(` and `register_with_unit(` call in their sources, with the
+/// unit of the latter.
+fn registered() -> BTreeSet<String> {
+    let sources = sources();
+    let mut series = BTreeSet::new();
+    for (call, has_unit) in [("register_with_unit(", true), ("register(", false)] {
+        let mut rest = sources.as_str();
+        while let Some(at) = rest.find(call) {
+            rest = &rest[at + call.len()..];
+            let Some(args) = rest.trim_start().strip_prefix('"') else {
+                continue; // a name that is not a literal, or the method's definition
+            };
+            let name = &args[..args.find('"').expect("a closing quote")];
+            assert!(
+                !name.starts_with("orderflow_"),
+                "metric {name:?} is registered with the prefix the registry adds again"
+            );
+            let unit = has_unit.then(|| {
+                let after = &args[name.len()..];
+                let unit = &after[after.find("Unit::").expect("the unit") + "Unit::".len()..];
+                let unit: String = unit.chars().take_while(char::is_ascii_alphabetic).collect();
+                unit.to_lowercase()
+            });
+            series.extend(series_of(name, unit.as_deref()));
+        }
     }
-    for suffix in ["_total", "_seconds"] {
-        name = name.strip_suffix(suffix).unwrap_or(name);
-    }
-    name.to_owned()
+    series
 }
 
 /// The Rust sources of every component.
@@ -62,11 +92,8 @@ fn sources() -> String {
 }
 
 fn check_registered(file: &str, queried: &BTreeSet<String>) {
-    let sources = sources();
-    let missing: Vec<&String> = queried
-        .iter()
-        .filter(|series| !sources.contains(&format!("\"{}\"", registered_name(series))))
-        .collect();
+    let registered = registered();
+    let missing: Vec<&String> = queried.difference(&registered).collect();
     assert!(
         missing.is_empty(),
         "{file} queries metrics no component registers: {missing:?}"

@@ -18,17 +18,26 @@ CREATE TABLE notifications (
     origin_partition INT         NOT NULL,
     origin_offset    BIGINT      NOT NULL,
     traceparent      TEXT        NOT NULL,
-    -- 'pending' (to deliver at next_attempt_at), 'delivered', or 'dead' (dead-lettered).
+    -- 'pending' (to deliver at next_attempt_at), 'delivered', 'undeliverable' (given up on:
+    -- to publish as a dead letter at next_attempt_at, the sink no longer tried), or 'dead'
+    -- (dead-lettered).
     state            TEXT        NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'delivered', 'dead')),
+                     CHECK (state IN ('pending', 'delivered', 'undeliverable', 'dead')),
     attempts         INT         NOT NULL DEFAULT 0,
     next_attempt_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     first_failure    TIMESTAMPTZ,
+    last_attempt_at  TIMESTAMPTZ,
     last_error       TEXT,
+    -- Why it was given up on: 'delivery_refused' or 'delivery_budget_exhausted'.
+    dead_letter_class TEXT,
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     delivered_at     TIMESTAMPTZ,
     PRIMARY KEY (order_id, status)
 );
 
--- The deliverer's work list: only pending rows, soonest first.
-CREATE INDEX notifications_due ON notifications (next_attempt_at) WHERE state = 'pending';
+-- The deliverer's work list: only rows it still has work for, soonest first.
+CREATE INDEX notifications_due ON notifications (next_attempt_at)
+    WHERE state IN ('pending', 'undeliverable');
+-- The retention purge's list: finished rows, oldest first.
+CREATE INDEX notifications_finished ON notifications (created_at)
+    WHERE state IN ('delivered', 'dead');

@@ -207,9 +207,11 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Whether the loop records each event id in `processed_events` and skips an id it has
     /// seen (the default), which makes any handler's effects happen once. A handler whose
-    /// every write is keyed by the message's place in the log (topic, partition, offset) is
-    /// idempotent by itself and returns false: a redelivered message rewrites nothing, and a
-    /// redriven copy of an event (same id, new offset) is applied as the new message it is.
+    /// every write is keyed so that a repeat writes nothing is idempotent by itself and
+    /// returns false: the history service keys by the message's place in the log (topic,
+    /// partition, offset), so a redriven copy of an event (same id, new offset) is applied as
+    /// the new message it is; the notifications service keys by (order, status) and decides
+    /// itself what a redriven copy does.
     fn records_event_ids(&self) -> bool {
         true
     }

@@ -271,6 +271,11 @@ impl PipelineMetrics {
         }
     }
 
+    /// The purge counter of a service's own `table` (`orderflow_retention_purged_rows_total`).
+    pub fn purged_rows(&self, table: &'static str) -> Counter {
+        self.purged.get_or_create(&TableLabels { table }).clone()
+    }
+
     /// The counters of the retention purge.
     pub fn purge(&self) -> PurgeMetrics {
         let table = |table| self.purged.get_or_create(&TableLabels { table }).clone();
@@ -333,6 +338,12 @@ impl ConsumerMetrics {
     /// Counts a message from `topic` published to its dead-letter topic because of `class`.
     pub fn dead_lettered(&self, topic: &str, class: &'static str) {
         self.consumed(topic, Outcome::DeadLettered);
+        self.dead_letter_published(topic, class);
+    }
+
+    /// Counts only the dead letter, for an event the loop had already counted as processed
+    /// and its handler's later work gave up on (the notifications service's deliveries).
+    pub fn dead_letter_published(&self, topic: &str, class: &'static str) {
         // Rare, so resolving the labels here costs nothing that matters.
         self.pipeline
             .dead_letters

@@ -94,7 +94,10 @@ pub async fn purge_once(
     })
 }
 
-async fn purge_table(
+/// Runs `statement` (a `DELETE` of at most `$2` rows older than `$1` milliseconds) until a
+/// batch deletes fewer than `batch` rows or shutdown, counting each batch with `count`.
+/// Services purge their own tables with it (the notifications service's delivered rows).
+pub async fn purge_table(
     pool: &PgPool,
     statement: &str,
     retention: Duration,

@@ -82,7 +82,7 @@ pub async fn run(
         .await?;
     let recorded = Counter::default();
     kit.metrics.register(
-        "orderflow_history_dead_letters_recorded",
+        "history_dead_letters_recorded",
         "Dead letters recorded in their order's timeline",
         recorded.clone(),
     );

@@ -3,22 +3,29 @@
 //!
 //! Each round locks up to [`BATCH`] due notifications (`FOR UPDATE SKIP LOCKED`, so several
 //! instances share the work, and at most one pending status per order: see
-//! [`store::claim`]), delivers them concurrently, and records each outcome in the same
+//! [`store::claim`]), delivers them concurrently, and records every outcome in the same
 //! transaction. A failed attempt is retried after an exponential backoff; once the budget is
 //! spent, or at once if the receiver refuses it, the status change is published to this
-//! service's dead-letter topic (`order-status.notifications.dlq`, the same headers as the
-//! consumer loop's) and no longer tried. Redriving it (`orderflow dlq redrive`) puts it back.
+//! service's dead-letter topic (`order-status.notifications.dlq`, with the consumer loop's
+//! headers) and no longer tried. Redriving it (`orderflow dlq redrive`) puts it back. A dead
+//! letter the broker does not take is kept `undeliverable` and published on a later round,
+//! without trying the sink again.
+//!
+//! A round's outcomes are committed together: if the process dies during a round, or the
+//! database fails while recording it, the round's notifications are delivered again, with
+//! the same delivery ids. On shutdown no new round starts and the one in flight finishes.
 //!
 //! The deliverer wakes when the consumer commits a new notification (PostgreSQL
 //! LISTEN/NOTIFY), when the next retry is due, and at least every [`POLL`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use orderflow_events::{Event, EventCodec, OrderStatusChanged, Topics};
 use orderflow_platform::consumer::dead_letter_topic;
-use orderflow_platform::{Health, ServiceKit, dlq, kafka};
+use orderflow_platform::metrics::ConsumerMetrics;
+use orderflow_platform::{Health, ServiceKit, dlq, kafka, purge};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -31,12 +38,10 @@ use crate::config::Budget;
 use crate::sink::{Delivery, DeliveryError, Sink};
 use crate::{SERVICE, store};
 
-/// Most notifications delivered in one round.
+/// Most notifications handled in one round.
 pub const BATCH: i64 = 32;
 /// The longest the deliverer sleeps without looking.
 pub const POLL: Duration = Duration::from_secs(5);
-/// Most rows one purge statement deletes.
-const PURGE_BATCH: i64 = 1_000;
 /// How long the broker may take to acknowledge a dead letter.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,7 +50,11 @@ const SINK: &str = "notification sink";
 const DEAD_LETTERS: &str = "notification dead letters";
 const DATABASE: &str = "notifications database";
 
-/// The deliverer's metrics.
+/// Why a notification is given up on, as the dead letter's class.
+const REFUSED: &str = "delivery_refused";
+const BUDGET_SPENT: &str = "delivery_budget_exhausted";
+
+/// The deliverer's own metrics.
 #[derive(Clone, Default)]
 struct DelivererMetrics {
     delivered: Counter,
@@ -63,12 +72,12 @@ impl DelivererMetrics {
         );
         metrics.register(
             "notifications_failed_attempts",
-            "Delivery attempts that failed and will be retried",
+            "Delivery attempts that failed for a reason worth retrying",
             m.failed_attempts.clone(),
         );
         metrics.register(
             "notifications_pending",
-            "Notifications waiting to be delivered",
+            "Notifications waiting to be delivered (the service's whole table, not this instance's share)",
             m.pending.clone(),
         );
         m
@@ -85,18 +94,14 @@ pub struct Deliverer {
     topics: Topics,
     health: Health,
     metrics: DelivererMetrics,
-    /// The consumer's own metrics: a dead letter is counted where every consumer's is
-    /// (`orderflow_dead_letters_total`, which the dead-letter alert watches).
-    consumer_metrics: orderflow_platform::metrics::ConsumerMetrics,
+    /// A dead letter is counted where every consumer's is (`orderflow_dead_letters_total`,
+    /// which the dead-letter alert watches).
+    consumer_metrics: ConsumerMetrics,
+    purged: Counter,
     group: String,
-    purge_after: Duration,
-    purge_every: Duration,
-}
-
-/// What one round did.
-#[derive(Debug, Default)]
-struct Round {
-    claimed: usize,
+    retention: orderflow_platform::RetentionArgs,
+    /// The last error publishing a dead letter, for health.
+    dead_letter_error: Mutex<Option<String>>,
 }
 
 impl Deliverer {
@@ -114,13 +119,10 @@ impl Deliverer {
             consumer_metrics: kit
                 .pipeline
                 .consumer(SERVICE, &[kit.topics.order_status.as_str()]),
+            purged: kit.pipeline.purged_rows("notifications"),
             group,
-            purge_after: kit.common.retention.dedup,
-            purge_every: kit
-                .common
-                .retention
-                .purge_interval
-                .max(Duration::from_secs(1)),
+            retention: kit.common.retention.clone(),
+            dead_letter_error: Mutex::new(None),
         }
     }
 
@@ -129,30 +131,25 @@ impl Deliverer {
         tracing::info!(sink = %self.sink.describe(), budget = ?self.budget, "delivering notifications");
         let mut listener: Option<PgListener> = None;
         let mut failures = 0u32;
-        let mut last_purge = Instant::now();
+        let mut last_purge: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            if last_purge.elapsed() >= self.purge_every {
-                last_purge = Instant::now();
-                match store::purge(&self.pool, self.purge_after, PURGE_BATCH).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(rows = n, "purged notifications past the dedup retention")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot purge notifications"),
-                }
+            if last_purge.is_none_or(|at| at.elapsed() >= self.retention.purge_interval) {
+                last_purge = Some(Instant::now());
+                self.purge(&shutdown).await;
             }
             let wait = match self.round().await {
-                Ok(round) => {
+                Ok((claimed, at)) => {
                     failures = 0;
                     self.health.recovered(DATABASE);
-                    if round.claimed > 0 {
+                    let next = self.look(at).await;
+                    if claimed > 0 {
                         // More may be due: the next status of each order delivered.
                         continue;
                     }
-                    self.until_next_due().await
+                    next
                 }
                 Err(e) => {
                     failures += 1;
@@ -188,12 +185,35 @@ impl Deliverer {
         Some(listener)
     }
 
-    /// How long to sleep when nothing was due: until the next retry, at most [`POLL`]. Sets
-    /// the pending gauge, and health from the retrying notifications.
-    async fn until_next_due(&self) -> Duration {
+    async fn purge(&self, shutdown: &CancellationToken) {
+        let purged = purge::purge_table(
+            &self.pool,
+            store::PURGE,
+            self.retention.dedup,
+            self.retention.purge_batch,
+            shutdown,
+            |n| {
+                self.purged.inc_by(n);
+            },
+        )
+        .await;
+        match purged {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged notifications past the dedup retention"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge notifications"),
+        }
+    }
+
+    /// Reads the backlog: sets the pending gauge and health, and returns how long to sleep
+    /// if nothing is claimable now: until the next row is due, at most [`POLL`]. `claimed_at`
+    /// is the database's time of the last claim.
+    async fn look(&self, claimed_at: DateTime<Utc>) -> Duration {
         let backlog = match store::backlog(&self.pool).await {
             Ok(b) => b,
-            Err(_) => return POLL,
+            Err(e) => {
+                self.health.degraded(DATABASE, e.to_string());
+                return POLL;
+            }
         };
         self.metrics.pending.set(backlog.pending);
         if backlog.retrying > 0 {
@@ -209,23 +229,50 @@ impl Deliverer {
         } else {
             self.health.recovered(SINK);
         }
-        backlog
-            .next_due
-            .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
-            .unwrap_or(POLL)
-            .clamp(Duration::from_millis(50), POLL)
+        if backlog.undeliverable > 0 {
+            let error = self.dead_letter_error.lock().expect("lock").clone();
+            self.health.degraded(
+                DEAD_LETTERS,
+                format!(
+                    "{} notification(s) given up on wait to be dead-lettered: {}",
+                    backlog.undeliverable,
+                    error
+                        .as_deref()
+                        .unwrap_or("the dead-letter topic refused them")
+                ),
+            );
+        } else {
+            self.health.recovered(DEAD_LETTERS);
+        }
+        match backlog.next_due {
+            // Due at the claim but not claimed: another instance holds it. Its round ends
+            // it, or a notify or the poll wakes this one.
+            Some(at) if at <= claimed_at => POLL,
+            Some(at) => (at - backlog.now)
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(10), POLL),
+            None => POLL,
+        }
     }
 
-    /// Claims the due notifications, delivers them and records each outcome, in one
-    /// transaction.
-    async fn round(&self) -> Result<Round, sqlx::Error> {
+    /// Claims the due notifications, delivers the pending ones, dead-letters those given up
+    /// on, and records every outcome in one transaction. Returns how many it claimed, and
+    /// the database's time of the claim.
+    async fn round(&self) -> Result<(usize, DateTime<Utc>), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // The transaction's time, the `now()` the claim compares with.
+        let at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&mut *tx)
+            .await?;
         let due = store::claim(&mut tx, BATCH).await?;
         if due.is_empty() {
             tx.rollback().await?;
-            return Ok(Round::default());
+            return Ok((0, at));
         }
-        let deliveries: Vec<Delivery<'_>> = due
+        let (undeliverable, pending): (Vec<&store::Due>, Vec<&store::Due>) =
+            due.iter().partition(|d| d.undeliverable());
+        let deliveries: Vec<Delivery<'_>> = pending
             .iter()
             .map(|d| Delivery {
                 id: d.notification_id,
@@ -235,7 +282,7 @@ impl Deliverer {
             .collect();
         let outcomes =
             futures::future::join_all(deliveries.iter().map(|d| self.sink.deliver(d))).await;
-        for (d, outcome) in due.iter().zip(outcomes) {
+        for (d, outcome) in pending.into_iter().zip(outcomes) {
             let attempts = d.attempts + 1;
             match outcome {
                 Ok(()) => {
@@ -250,31 +297,52 @@ impl Deliverer {
                 }
                 Err(e) => {
                     let class = match e {
-                        DeliveryError::Refused(_) => "delivery_refused",
-                        DeliveryError::Retry(_) => "delivery_budget_exhausted",
+                        DeliveryError::Refused(_) => REFUSED,
+                        DeliveryError::Retry(_) => BUDGET_SPENT,
                     };
                     let reason =
                         format!("{} after {attempts} attempt(s): {e}", self.sink.describe());
-                    match self.dead_letter(d, class, &reason, attempts).await {
-                        Ok(()) => {
-                            tracing::error!(order_id = %d.order_id, status = d.status, class, %reason, "notification dead-lettered");
-                            store::dead(&mut *tx, d, attempts, &reason).await?;
-                            self.consumer_metrics.dead_lettered(&d.origin_topic, class);
-                            self.health.recovered(DEAD_LETTERS);
-                        }
-                        Err(publish) => {
-                            // Kept pending with its attempts: dead-lettered on a later round.
-                            tracing::warn!(order_id = %d.order_id, error = %publish, "cannot dead-letter the notification, retrying");
-                            self.health.degraded(DEAD_LETTERS, publish.to_string());
-                            let delay = self.budget.delay(attempts as u32);
-                            store::retry_later(&mut *tx, d, d.attempts, delay, &reason).await?;
-                        }
-                    }
+                    self.give_up(&mut tx, d, attempts, class, &reason).await?;
                 }
             }
         }
+        for d in undeliverable {
+            let class = match d.dead_letter_class.as_deref() {
+                Some(REFUSED) => REFUSED,
+                _ => BUDGET_SPENT,
+            };
+            let reason = d.last_error.clone().unwrap_or_default();
+            self.give_up(&mut tx, d, d.attempts, class, &reason).await?;
+        }
         tx.commit().await?;
-        Ok(Round { claimed: due.len() })
+        Ok((due.len(), at))
+    }
+
+    /// Dead-letters `d`, or keeps it `undeliverable` for a later round if the broker does
+    /// not take the dead letter.
+    async fn give_up(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        d: &store::Due,
+        attempts: i32,
+        class: &'static str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        match self.dead_letter(d, class, reason, attempts).await {
+            Ok(()) => {
+                tracing::error!(order_id = %d.order_id, status = d.status, class, %reason, "notification dead-lettered");
+                store::dead(&mut **tx, d, attempts, class, reason).await?;
+                self.consumer_metrics
+                    .dead_letter_published(&d.origin_topic, class);
+            }
+            Err(publish) => {
+                tracing::warn!(order_id = %d.order_id, error = %publish, "cannot dead-letter the notification, retrying");
+                *self.dead_letter_error.lock().expect("lock") = Some(publish.to_string());
+                let delay = self.budget.delay(attempts.max(1) as u32);
+                store::undeliverable(&mut **tx, d, attempts, class, reason, delay).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes the status change of `due` to this service's dead-letter topic, with the

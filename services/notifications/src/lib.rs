@@ -66,7 +66,12 @@ pub async fn run(
         .await?;
     let deliverer =
         deliverer::Deliverer::new(&kit, sink, args.sink.budget(), consumer.group.clone());
-    let delivering = deliverer.run(shutdown.clone());
-    kit.run(consumer, admin, Some(Box::pin(delivering)), shutdown)
-        .await
+    // Beside the kit rather than as its API, which it would cut off after a short drain: on
+    // shutdown the deliverer finishes its round (its transaction commits before `kit.run`
+    // can close the pool, which waits for the connection), bounded by the process's grace.
+    let (ran, delivered) = tokio::join!(
+        kit.run(consumer, admin, None, shutdown.clone()),
+        deliverer.run(shutdown)
+    );
+    ran.and(delivered)
 }

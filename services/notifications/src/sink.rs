@@ -129,9 +129,12 @@ pub fn verify(
     let (Some(timestamp), Some(mac)) = (timestamp, mac) else {
         return Err(SignatureError::Malformed);
     };
-    let age = (now - timestamp).abs();
-    if age > tolerance {
-        return Err(SignatureError::Stale { age, tolerance });
+    let age = now.abs_diff(timestamp);
+    if age > tolerance.unsigned_abs() {
+        return Err(SignatureError::Stale {
+            age: i64::try_from(age).unwrap_or(i64::MAX),
+            tolerance,
+        });
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     hmac::verify(&key, &signed_text(timestamp, body), &mac).map_err(|_| SignatureError::Mismatch)
@@ -157,6 +160,9 @@ impl Webhook {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            // A redirect would resend the POST as a bodiless GET, perhaps to another host
+            // with the signature; a 3xx is the receiver's misconfiguration, refused below.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Webhook {
             url: url.to_owned(),
@@ -194,7 +200,13 @@ impl Sink for Webhook {
         if status.is_success() {
             return Ok(());
         }
-        let said = format!("{} answered {status}", self.url);
+        let mut said = format!("{} answered {status}", self.url);
+        if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
+            said.push_str(&format!(
+                " (a redirect to {}: not followed; configure the final URL)",
+                location.to_str().unwrap_or("?")
+            ));
+        }
         if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
             Err(DeliveryError::Retry(said))
         } else {
@@ -296,6 +308,12 @@ mod tests {
             verify(SECRET, "t=1,v1=zz", body, 1, 300),
             Err(SignatureError::Malformed)
         );
+        // A hostile timestamp is only stale, whatever its size.
+        let far = format!("t={},v1=00", i64::MIN);
+        assert!(matches!(
+            verify(SECRET, &far, body, i64::MAX, 300),
+            Err(SignatureError::Stale { .. })
+        ));
     }
 
     #[tokio::test]

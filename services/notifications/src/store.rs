@@ -103,26 +103,41 @@ pub struct Due {
     pub origin_partition: i32,
     pub origin_offset: i64,
     pub traceparent: String,
+    /// `pending` (to deliver) or `undeliverable` (to dead-letter).
+    pub state: String,
     /// Failed attempts so far.
     pub attempts: i32,
     pub first_failure: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub dead_letter_class: Option<String>,
 }
 
-/// Locks up to `limit` notifications due now, skipping rows another deliverer holds. A
-/// notification waits while an earlier status of its order is still pending, so each order's
-/// notifications go out in version order, one at a time, across every instance.
+impl Due {
+    /// Whether it was given up on and waits only to be dead-lettered.
+    pub fn undeliverable(&self) -> bool {
+        self.state == "undeliverable"
+    }
+}
+
+/// Locks up to `limit` notifications due now, skipping rows another deliverer holds: pending
+/// ones to deliver, and undeliverable ones to dead-letter. A pending notification waits while
+/// an earlier status of its order is still pending, so each order's notifications go out in
+/// version order, one at a time, across every instance (one given up on does not hold the
+/// later ones back; a redrive of it arrives after them).
 pub async fn claim(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
 ) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as(
         "SELECT order_id, status, notification_id, event, body, origin_topic, origin_partition,
-                origin_offset, traceparent, attempts, first_failure
+                origin_offset, traceparent, state, attempts, first_failure, last_error,
+                dead_letter_class
          FROM notifications n
-         WHERE state = 'pending' AND next_attempt_at <= now()
-           AND NOT EXISTS (SELECT 1 FROM notifications e
-                           WHERE e.order_id = n.order_id AND e.state = 'pending'
-                             AND e.version < n.version)
+         WHERE state IN ('pending', 'undeliverable') AND next_attempt_at <= now()
+           AND (state = 'undeliverable'
+                OR NOT EXISTS (SELECT 1 FROM notifications e
+                               WHERE e.order_id = n.order_id AND e.state = 'pending'
+                                 AND e.version < n.version))
          ORDER BY next_attempt_at
          LIMIT $1
          FOR UPDATE SKIP LOCKED",
@@ -136,7 +151,8 @@ pub async fn claim(
 pub async fn delivered(db: impl PgExecutor<'_>, due: &Due) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE notifications
-         SET state = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL
+         SET state = 'delivered', attempts = attempts + 1, delivered_at = now(),
+             last_attempt_at = now(), last_error = NULL
          WHERE order_id = $1 AND status = $2",
     )
     .bind(due.order_id)
@@ -157,7 +173,7 @@ pub async fn retry_later(
     sqlx::query(
         "UPDATE notifications
          SET attempts = $3, next_attempt_at = now() + $4, last_error = $5,
-             first_failure = coalesce(first_failure, now())
+             last_attempt_at = now(), first_failure = coalesce(first_failure, now())
          WHERE order_id = $1 AND status = $2",
     )
     .bind(due.order_id)
@@ -170,47 +186,86 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// It was dead-lettered after `attempts` attempts: the deliverer tries it no more.
-pub async fn dead(
+/// Given up on after `attempts` attempts, because of `error` (of `class`), but its dead
+/// letter could not be published: the deliverer publishes it after `delay` and no longer
+/// tries the sink.
+pub async fn undeliverable(
     db: impl PgExecutor<'_>,
     due: &Due,
     attempts: i32,
+    class: &str,
     error: &str,
+    delay: Duration,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE notifications
-         SET state = 'dead', attempts = $3, last_error = $4,
+         SET state = 'undeliverable', attempts = $3, dead_letter_class = $4, last_error = $5,
+             next_attempt_at = now() + $6, last_attempt_at = now(),
              first_failure = coalesce(first_failure, now())
          WHERE order_id = $1 AND status = $2",
     )
     .bind(due.order_id)
     .bind(&due.status)
     .bind(attempts)
+    .bind(class)
+    .bind(error)
+    .bind(delay)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// It was dead-lettered after `attempts` attempts: the deliverer tries it no more.
+pub async fn dead(
+    db: impl PgExecutor<'_>,
+    due: &Due,
+    attempts: i32,
+    class: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE notifications
+         SET state = 'dead', attempts = $3, dead_letter_class = $4, last_error = $5,
+             last_attempt_at = now(), first_failure = coalesce(first_failure, now())
+         WHERE order_id = $1 AND status = $2",
+    )
+    .bind(due.order_id)
+    .bind(&due.status)
+    .bind(attempts)
+    .bind(class)
     .bind(error)
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// The pending notifications: how many, how many of them have failed at least once, the
-/// latest error among those, and when the next one that [`claim`] could take is due (one
+/// The deliverer's work: pending notifications, how many of them have failed at least once
+/// and the latest error among those, how many were given up on and wait to be
+/// dead-lettered, and when the next row that [`claim`] could take is due (a pending one
 /// waiting behind an earlier status of its order is not).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
     pub pending: i64,
     pub retrying: i64,
     pub last_error: Option<String>,
+    pub undeliverable: i64,
     pub next_due: Option<DateTime<Utc>>,
+    /// The database's time of the reading.
+    pub now: DateTime<Utc>,
 }
 
 pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
-    let (pending, retrying, next_due): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE attempts > 0),
-                min(next_attempt_at) FILTER (WHERE NOT EXISTS (
-                    SELECT 1 FROM notifications e
-                    WHERE e.order_id = n.order_id AND e.state = 'pending'
-                      AND e.version < n.version))
-         FROM notifications n WHERE state = 'pending'",
+    type Row = (i64, i64, i64, Option<DateTime<Utc>>, DateTime<Utc>);
+    let (pending, retrying, undeliverable, next_due, now): Row = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'pending'),
+                    count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+                    count(*) FILTER (WHERE state = 'undeliverable'),
+                    min(next_attempt_at) FILTER (WHERE state = 'undeliverable' OR NOT EXISTS (
+                        SELECT 1 FROM notifications e
+                        WHERE e.order_id = n.order_id AND e.state = 'pending'
+                          AND e.version < n.version)),
+                    now()
+             FROM notifications n WHERE state IN ('pending', 'undeliverable')",
     )
     .fetch_one(pool)
     .await?;
@@ -218,7 +273,7 @@ pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
         sqlx::query_scalar::<_, Option<String>>(
             "SELECT last_error FROM notifications
              WHERE state = 'pending' AND attempts > 0
-             ORDER BY next_attempt_at DESC LIMIT 1",
+             ORDER BY last_attempt_at DESC NULLS LAST LIMIT 1",
         )
         .fetch_optional(pool)
         .await?
@@ -230,23 +285,17 @@ pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
         pending,
         retrying,
         last_error,
+        undeliverable,
         next_due,
+        now,
     })
 }
 
-/// Deletes up to `limit` delivered or dead-lettered notifications recorded more than `age`
-/// ago: past the dedup retention (at least the broker's), their event cannot come back.
-/// Returns how many it deleted.
-pub async fn purge(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "DELETE FROM notifications WHERE ctid IN (
-             SELECT ctid FROM notifications
-             WHERE state <> 'pending' AND created_at < now() - $1
-             LIMIT $2)",
-    )
-    .bind(age)
-    .bind(limit)
-    .execute(pool)
-    .await?
-    .rows_affected())
-}
+/// The retention purge's statement for [`orderflow_platform::purge::purge_table`]: up to `$2`
+/// delivered or dead-lettered notifications recorded more than `$1` milliseconds ago. Past
+/// the dedup retention (at least the broker's) their event cannot come back.
+pub const PURGE: &str = "DELETE FROM notifications WHERE (order_id, status) IN (
+    SELECT order_id, status FROM notifications
+    WHERE state IN ('delivered', 'dead')
+      AND created_at < now() - $1 * interval '1 millisecond'
+    ORDER BY created_at LIMIT $2)";

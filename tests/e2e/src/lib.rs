@@ -676,6 +676,33 @@ impl Drop for System {
     }
 }
 
+/// Waits until consumer group `group` has committed everything on `topics` (no lag on any
+/// partition), as `orderflow status` reads it.
+pub async fn wait_caught_up(kafka: &KafkaArgs, group: &str, topics: &[String], timeout: Duration) {
+    wait_for(
+        &format!("group {group} at the end of {topics:?}"),
+        timeout,
+        || {
+            let (kafka, group, topics) = (kafka.clone(), group.to_owned(), topics.to_vec());
+            async move {
+                let progress = tokio::task::spawn_blocking(move || {
+                    orderflow_platform::progress::read(
+                        &kafka,
+                        &group,
+                        &topics,
+                        Duration::from_secs(5),
+                    )
+                })
+                .await
+                .ok()?
+                .ok()?;
+                progress.iter().all(|p| p.lag() == 0).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// Polls `url` until it answers 2xx. `died` is asked between polls and fails the wait at
 /// once with its message when the component is gone.
 pub async fn wait_healthy_at(

@@ -174,6 +174,8 @@ async fn notifications_service_killed_mid_load() {
         let mut told: std::collections::HashMap<String, (String, String, i64, String)> =
             Default::default();
         let mut repeats = 0;
+        // (order, version) of each notification where first written, in file order.
+        let mut written: Vec<(String, i64)> = Vec::new();
         for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
             let n: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
             let id = n["notification_id"].as_str().unwrap().to_owned();
@@ -183,6 +185,9 @@ async fn notifications_service_killed_mid_load() {
                 n["version"].as_i64().unwrap(),
                 line.to_owned(),
             );
+            if !told.contains_key(&id) {
+                written.push((entry.0.clone(), entry.2));
+            }
             if let Some(before) = told.insert(id.clone(), entry.clone()) {
                 assert_eq!(
                     before.3, entry.3,
@@ -191,13 +196,18 @@ async fn notifications_service_killed_mid_load() {
                 repeats += 1;
             }
         }
-        (told, repeats)
+        (told, repeats, written)
     };
     wait_for("every status told", Duration::from_secs(120), || async {
         (read().0.len() >= expected).then_some(())
     })
     .await;
-    let (told, repeats) = read();
+    let (told, repeats, written) = read();
+    // Only a round in flight at the kill can be written again.
+    assert!(
+        repeats <= orderflow_notifications::deliverer::BATCH as usize,
+        "{repeats} lines written again"
+    );
     assert_eq!(
         told.len(),
         expected,
@@ -209,6 +219,17 @@ async fn notifications_service_killed_mid_load() {
             .filter(|(order, ..)| *order == p.order_id)
             .map(|(_, status, version, _)| (*version, status.as_str()))
             .collect();
+        // In the file, each order's statuses came in version order.
+        let in_file: Vec<i64> = written
+            .iter()
+            .filter(|(order, _)| *order == p.order_id)
+            .map(|(_, v)| *v)
+            .collect();
+        assert!(
+            in_file.is_sorted(),
+            "order {}: written out of order: {in_file:?}",
+            p.order_id
+        );
         mine.sort();
         let got: Vec<&str> = mine.iter().map(|(_, s)| *s).collect();
         assert_eq!(

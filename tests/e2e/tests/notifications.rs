@@ -147,31 +147,10 @@ fn statuses(received: &[Received]) -> Vec<(String, String)> {
 
 /// Waits until the notifications group has committed everything on the status topic.
 async fn caught_up(system: &System) {
-    let kafka = system.kafka.clone();
-    let group = kafka.group(orderflow_notifications::SERVICE);
+    let kafka = &system.kafka;
     let topics = orderflow_notifications::input_topics(&kafka.topics());
-    wait_for(
-        "the notifications group at the end of its topic",
-        WAIT,
-        || {
-            let (kafka, group, topics) = (kafka.clone(), group.clone(), topics.clone());
-            async move {
-                let progress = tokio::task::spawn_blocking(move || {
-                    orderflow_platform::progress::read(
-                        &kafka,
-                        &group,
-                        &topics,
-                        Duration::from_secs(5),
-                    )
-                })
-                .await
-                .ok()?
-                .ok()?;
-                progress.iter().all(|p| p.lag() == 0).then_some(())
-            }
-        },
-    )
-    .await;
+    let group = kafka.group(orderflow_notifications::SERVICE);
+    orderflow_e2e::wait_caught_up(kafka, &group, &topics, WAIT).await;
 }
 
 async fn health(system: &System) -> (u16, String) {
@@ -290,23 +269,17 @@ async fn each_status_is_delivered_once_signed_and_in_order_through_failures_and_
 
     let (status, body) = health(&system).await;
     assert_eq!(status, 200, "{body}");
-    let metrics = reqwest::get(format!(
-        "{}/metrics",
-        system.admin_url(Component::Notifications)
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    assert!(
-        metrics.contains("orderflow_notifications_delivered_total 9"),
-        "{metrics}"
+    let admin = system.admin_url(Component::Notifications);
+    let metric = |name: &'static str| orderflow_e2e::load::metric(&admin, name);
+    assert_eq!(
+        metric("orderflow_notifications_delivered_total").await,
+        Some(9.0)
     );
-    assert!(
-        metrics.contains("orderflow_notifications_failed_attempts_total 3"),
-        "{metrics}"
+    assert_eq!(
+        metric("orderflow_notifications_failed_attempts_total").await,
+        Some(3.0)
     );
+    assert_eq!(metric("orderflow_notifications_pending").await, Some(0.0));
 }
 
 #[tokio::test]
@@ -399,6 +372,32 @@ async fn a_notification_past_its_budget_or_refused_is_dead_lettered_and_delivere
         )
     );
     assert_eq!(receiver.received().len(), 9, "one attempt each");
+    // Counted with every consumer's dead letters, and not as a second consumption.
+    let admin = system.admin_url(Component::Notifications);
+    let status_topic = system.kafka.topics().order_status;
+    let series = |labels: String| format!("orderflow_{labels}");
+    for (class, n) in [
+        ("delivery_budget_exhausted", 2.0),
+        ("delivery_refused", 3.0),
+    ] {
+        let name = series(format!(
+            "dead_letters_total{{consumer=\"notifications\",topic=\"{status_topic}\",class=\"{class}\"}}"
+        ));
+        assert_eq!(
+            orderflow_e2e::load::metric(&admin, &name).await,
+            Some(n),
+            "{name}"
+        );
+    }
+    let consumed_dead = series(format!(
+        "events_consumed_total{{consumer=\"notifications\",topic=\"{status_topic}\",outcome=\"dead_lettered\"}}"
+    ));
+    assert_eq!(
+        orderflow_e2e::load::metric(&admin, &consumed_dead)
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
 
     // The receiver is fixed; the dead letters are redriven: each status delivered once.
     receiver.set(Answer::Accept);

@@ -58,19 +58,8 @@ async fn a_service_moved_back_reads_its_input_again_and_repeats_no_effect() {
         .expect("rewind");
     assert_eq!(again, 4);
     system.start_component(Component::Payment).await;
-    wait_for("the payment group to read everything again", WAIT, || {
-        let (kafka, group, inputs) = (kafka.clone(), group.clone(), inputs.clone());
-        async move {
-            let progress = tokio::task::spawn_blocking(move || {
-                orderflow_platform::progress::read(&kafka, &group, &inputs, Duration::from_secs(5))
-            })
-            .await
-            .ok()?
-            .ok()?;
-            progress.iter().all(|p| p.lag() == 0).then_some(())
-        }
-    })
-    .await;
+    // The payment group reads everything again.
+    orderflow_e2e::wait_caught_up(&kafka, &group, &inputs, WAIT).await;
 
     // Nothing charged, refunded or deducted twice; no order moved again.
     assert_eq!(
