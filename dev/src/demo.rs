@@ -225,7 +225,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
 
-    let placed_ids: Vec<String> = placed.iter().map(|(_, id, _)| id.clone()).collect();
+    let placed_ids: Vec<(&str, String)> = placed
+        .iter()
+        .map(|(label, id, _)| (*label, id.clone()))
+        .collect();
     // Each order's whole story, as the history service tells it from the log.
     for (label, order_id, want) in placed {
         match timeline(&mut orders, &order_id, want, timeout).await {
@@ -250,12 +253,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // What the customer was told, as the notifications service's file sink wrote it.
     let file = crate::local::notifications_file(&args.home.home);
     if file.exists() {
-        let order_ids: Vec<String> = placed_ids.clone();
+        let order_ids: Vec<String> = placed_ids.iter().map(|(_, id)| id.clone()).collect();
         match told(&file, &order_ids, timeout).await {
             Ok(lines) => {
                 println!("\nwhat {CUSTOMER} was told ({}):", file.display());
-                for (order, status, message) in lines {
-                    println!("  {order:.8}… {status:<12} {message}");
+                for (label, order_id) in &placed_ids {
+                    println!("{label}:");
+                    for (_, status, message) in lines.iter().filter(|(o, ..)| o == order_id) {
+                        println!("  {status:<12} {message}");
+                    }
                 }
             }
             Err(e) => failures.push(format!("notifications: {e}")),

@@ -977,7 +977,7 @@ pub async fn status(args: HomeArgs) -> anyhow::Result<()> {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
         println!(
-            "{name:<12} pid {pid:<8} {:<9} {}",
+            "{name:<13} pid {pid:<8} {:<9} {}",
             if ok { "healthy" } else { "DOWN" },
             probe.describe()
         );
