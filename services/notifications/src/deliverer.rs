@@ -292,7 +292,8 @@ impl Deliverer {
                 Err(DeliveryError::Retry(why)) if (attempts as u32) < self.budget.max_attempts => {
                     let delay = self.budget.delay(attempts as u32);
                     tracing::warn!(order_id = %d.order_id, status = d.status, attempts, ?delay, error = %why, "notification not delivered, will retry");
-                    store::retry_later(&mut *tx, d, attempts, delay, &why).await?;
+                    let later = store::Undelivered::RetryLater(delay);
+                    store::not_delivered(&mut *tx, d, attempts, &why, later).await?;
                     self.metrics.failed_attempts.inc();
                 }
                 Err(e) => {
@@ -331,7 +332,8 @@ impl Deliverer {
         match self.dead_letter(d, class, reason, attempts).await {
             Ok(()) => {
                 tracing::error!(order_id = %d.order_id, status = d.status, class, %reason, "notification dead-lettered");
-                store::dead(&mut **tx, d, attempts, class, reason).await?;
+                let dead = store::Undelivered::Dead { class };
+                store::not_delivered(&mut **tx, d, attempts, reason, dead).await?;
                 self.consumer_metrics
                     .dead_letter_published(&d.origin_topic, class);
             }
@@ -339,7 +341,11 @@ impl Deliverer {
                 tracing::warn!(order_id = %d.order_id, error = %publish, "cannot dead-letter the notification, retrying");
                 *self.dead_letter_error.lock().expect("lock") = Some(publish.to_string());
                 let delay = self.budget.delay(attempts.max(1) as u32);
-                store::undeliverable(&mut **tx, d, attempts, class, reason, delay).await?;
+                let later = store::Undelivered::Undeliverable {
+                    class,
+                    retry_in: delay,
+                };
+                store::not_delivered(&mut **tx, d, attempts, reason, later).await?;
             }
         }
         Ok(())

@@ -162,78 +162,48 @@ pub async fn delivered(db: impl PgExecutor<'_>, due: &Due) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// An attempt failed: try again after `delay`.
-pub async fn retry_later(
+/// What became of a notification that was not delivered.
+#[derive(Debug, Clone, Copy)]
+pub enum Undelivered<'a> {
+    /// An attempt failed: try again after the delay.
+    RetryLater(Duration),
+    /// Given up on (`class`), but its dead letter could not be published: the deliverer
+    /// publishes it after the delay and no longer tries the sink.
+    Undeliverable { class: &'a str, retry_in: Duration },
+    /// Dead-lettered (`class`): the deliverer tries it no more.
+    Dead { class: &'a str },
+}
+
+/// Records `outcome` after `attempts` attempts, the last one failing with `error`.
+pub async fn not_delivered(
     db: impl PgExecutor<'_>,
     due: &Due,
     attempts: i32,
-    delay: Duration,
     error: &str,
+    outcome: Undelivered<'_>,
 ) -> Result<(), sqlx::Error> {
+    let (state, class, delay) = match outcome {
+        Undelivered::RetryLater(delay) => ("pending", None, Some(delay)),
+        Undelivered::Undeliverable { class, retry_in } => {
+            ("undeliverable", Some(class), Some(retry_in))
+        }
+        Undelivered::Dead { class } => ("dead", Some(class), None),
+    };
     sqlx::query(
         "UPDATE notifications
-         SET attempts = $3, next_attempt_at = now() + $4, last_error = $5,
+         SET state = $3, attempts = $4, last_error = $5,
+             dead_letter_class = coalesce($6, dead_letter_class),
+             next_attempt_at = coalesce(now() + $7, next_attempt_at),
              last_attempt_at = now(), first_failure = coalesce(first_failure, now())
          WHERE order_id = $1 AND status = $2",
     )
     .bind(due.order_id)
     .bind(&due.status)
+    .bind(state)
     .bind(attempts)
-    .bind(delay)
     .bind(error)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Given up on after `attempts` attempts, because of `error` (of `class`), but its dead
-/// letter could not be published: the deliverer publishes it after `delay` and no longer
-/// tries the sink.
-pub async fn undeliverable(
-    db: impl PgExecutor<'_>,
-    due: &Due,
-    attempts: i32,
-    class: &str,
-    error: &str,
-    delay: Duration,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE notifications
-         SET state = 'undeliverable', attempts = $3, dead_letter_class = $4, last_error = $5,
-             next_attempt_at = now() + $6, last_attempt_at = now(),
-             first_failure = coalesce(first_failure, now())
-         WHERE order_id = $1 AND status = $2",
-    )
-    .bind(due.order_id)
-    .bind(&due.status)
-    .bind(attempts)
     .bind(class)
-    .bind(error)
     .bind(delay)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// It was dead-lettered after `attempts` attempts: the deliverer tries it no more.
-pub async fn dead(
-    db: impl PgExecutor<'_>,
-    due: &Due,
-    attempts: i32,
-    class: &str,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE notifications
-         SET state = 'dead', attempts = $3, dead_letter_class = $4, last_error = $5,
-             last_attempt_at = now(), first_failure = coalesce(first_failure, now())
-         WHERE order_id = $1 AND status = $2",
-    )
-    .bind(due.order_id)
-    .bind(&due.status)
-    .bind(attempts)
-    .bind(class)
-    .bind(error)
     .execute(db)
     .await?;
     Ok(())
@@ -255,32 +225,30 @@ pub struct Backlog {
 }
 
 pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
-    type Row = (i64, i64, i64, Option<DateTime<Utc>>, DateTime<Utc>);
-    let (pending, retrying, undeliverable, next_due, now): Row = sqlx::query_as(
+    type Row = (
+        i64,
+        i64,
+        i64,
+        Option<DateTime<Utc>>,
+        DateTime<Utc>,
+        Option<String>,
+    );
+    let (pending, retrying, undeliverable, next_due, now, last_error): Row = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE state = 'pending'),
-                    count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
-                    count(*) FILTER (WHERE state = 'undeliverable'),
-                    min(next_attempt_at) FILTER (WHERE state = 'undeliverable' OR NOT EXISTS (
-                        SELECT 1 FROM notifications e
-                        WHERE e.order_id = n.order_id AND e.state = 'pending'
-                          AND e.version < n.version)),
-                    now()
-             FROM notifications n WHERE state IN ('pending', 'undeliverable')",
+                count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+                count(*) FILTER (WHERE state = 'undeliverable'),
+                min(next_attempt_at) FILTER (WHERE state = 'undeliverable' OR NOT EXISTS (
+                    SELECT 1 FROM notifications e
+                    WHERE e.order_id = n.order_id AND e.state = 'pending'
+                      AND e.version < n.version)),
+                now(),
+                (SELECT last_error FROM notifications
+                 WHERE state = 'pending' AND attempts > 0
+                 ORDER BY last_attempt_at DESC NULLS LAST LIMIT 1)
+         FROM notifications n WHERE state IN ('pending', 'undeliverable')",
     )
     .fetch_one(pool)
     .await?;
-    let last_error = if retrying > 0 {
-        sqlx::query_scalar::<_, Option<String>>(
-            "SELECT last_error FROM notifications
-             WHERE state = 'pending' AND attempts > 0
-             ORDER BY last_attempt_at DESC NULLS LAST LIMIT 1",
-        )
-        .fetch_optional(pool)
-        .await?
-        .flatten()
-    } else {
-        None
-    };
     Ok(Backlog {
         pending,
         retrying,

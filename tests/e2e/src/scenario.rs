@@ -138,3 +138,43 @@ pub async fn seed(system: &System) {
     );
     assert_eq!(count(&payments, "SELECT count(*) FROM refunds").await, 1);
 }
+
+/// The seed scenario as `customer` on `sku` (stocked with 10): an approved order of 3
+/// (COMPLETED), a declined one of 2 (FAILED), an approved one of 8 (OUT_OF_STOCK, REFUNDED),
+/// each watched to its end before the next. Returns their ids, in that order.
+pub async fn seed_orders(system: &System, customer: &str, sku: &str) -> Vec<String> {
+    set_stock(system, sku, 10).await;
+    let mut orders = system.orders(customer).await;
+    let mut placed = Vec::new();
+    for (quantity, method) in [
+        (3, "pm_card_visa"),
+        (2, "pm_card_chargeDeclined"),
+        (8, "pm_card_visa"),
+    ] {
+        let order = place(system, order_request(customer, sku, quantity, method)).await;
+        watch_to_end(&mut orders, &order.order_id, order.version).await;
+        placed.push(order.order_id);
+    }
+    placed
+}
+
+/// Publishes every message `topic` holds a second time, byte for byte (key and payload), as
+/// a redelivery would; returns how many.
+pub async fn deliver_again(system: &System, topic: &str) -> usize {
+    let messages = orderflow_platform::dlq::read_messages(&system.kafka, topic, 0, 1000)
+        .await
+        .expect("read the topic");
+    let producer = orderflow_platform::kafka::producer(&system.kafka).expect("producer");
+    for message in &messages {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(message.key.as_deref().unwrap_or_default())
+                    .payload(message.payload.as_deref().unwrap_or_default()),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .expect("deliver again");
+    }
+    messages.len()
+}

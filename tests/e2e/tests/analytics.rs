@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use orderflow_e2e::scenario::{place, set_stock};
+use orderflow_e2e::scenario::{deliver_again, place, seed_orders};
 use orderflow_e2e::{Component, System, order_request, wait_for, watch_to_end};
-use orderflow_platform::dlq;
 use orderflow_platform::replay::Start;
 use orderflow_proto::v1 as pb;
-use rdkafka::producer::FutureRecord;
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -52,40 +50,11 @@ fn counts(stats: &pb::Stats) -> Vec<(String, i64)> {
 async fn the_seed_scenario_is_counted_once_served_to_operators_and_rebuilt_equal() {
     let mut system = System::start().await;
     system.start_component(Component::Analytics).await;
-    set_stock(&system, "stats-sku", 10).await;
+    seed_orders(&system, "alice", "stats-sku").await;
     let mut orders = system.orders("alice").await;
-    for (quantity, method) in [
-        (3, "pm_card_visa"),
-        (2, "pm_card_chargeDeclined"),
-        (8, "pm_card_visa"),
-    ] {
-        let order = place(
-            &system,
-            order_request("alice", "stats-sku", quantity, method),
-        )
-        .await;
-        watch_to_end(&mut orders, &order.order_id, order.version).await;
-    }
     // Every payment event delivered a second time, byte for byte, as a redelivery would.
-    let topics = system.kafka.topics();
-    let payments = dlq::read_messages(&system.kafka, &topics.payments, 0, 100)
-        .await
-        .expect("read the payments");
-    assert_eq!(payments.len(), 4, "3 charges and a refund");
-    let producer = orderflow_platform::kafka::producer(&system.kafka).expect("producer");
-    for message in &payments {
-        let key = message.key.clone().unwrap_or_default();
-        let payload = message.payload.clone().unwrap_or_default();
-        producer
-            .send(
-                FutureRecord::to(&topics.payments)
-                    .key(&key)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("deliver again");
-    }
+    let payments = deliver_again(&system, &system.kafka.topics().payments).await;
+    assert_eq!(payments, 4, "3 charges and a refund");
 
     let mut stats = system.stats().await;
     let expected = vec![

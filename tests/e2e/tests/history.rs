@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orderflow_e2e::scenario::{place, set_stock};
+use orderflow_e2e::scenario::{place, seed_orders, set_stock};
 use orderflow_e2e::{Component, System, order_request, wait_for, watch_to_end};
 use orderflow_events::{self as ev, Event, EventKind};
 use orderflow_platform::dlq::{self, Selection};
@@ -79,22 +79,8 @@ fn in_order(lines: &[String], wanted: &[&str]) {
 async fn each_order_s_story_is_told_whole_in_the_order_it_happened() {
     let mut system = System::start().await;
     system.start_component(Component::History).await;
-    set_stock(&system, "story-sku", 10).await;
+    let placed = seed_orders(&system, "alice", "story-sku").await;
     let mut orders = system.orders("alice").await;
-    let mut placed = Vec::new();
-    for (quantity, method) in [
-        (3, "pm_card_visa"),
-        (2, "pm_card_chargeDeclined"),
-        (8, "pm_card_visa"),
-    ] {
-        let order = place(
-            &system,
-            order_request("alice", "story-sku", quantity, method),
-        )
-        .await;
-        watch_to_end(&mut orders, &order.order_id, order.version).await;
-        placed.push(order.order_id);
-    }
 
     let completed = timeline_of(&system, "alice", &placed[0], 6).await;
     let lines_completed = lines(&completed);

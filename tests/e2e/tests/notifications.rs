@@ -10,11 +10,10 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use orderflow_e2e::scenario::{place, set_stock};
+use orderflow_e2e::scenario::{deliver_again, place, seed_orders, set_stock};
 use orderflow_e2e::{Component, System, order_request, wait_for, watch_to_end};
 use orderflow_notifications::sink::{self, DELIVERY_HEADER, SIGNATURE_HEADER};
 use orderflow_platform::dlq::{self, Selection};
-use rdkafka::producer::FutureRecord;
 
 const WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "a-webhook-secret-shared-with-the-receiver";
@@ -171,40 +170,10 @@ async fn each_status_is_delivered_once_signed_and_in_order_through_failures_and_
     webhook(&mut system, &url, 10);
     system.start_component(Component::Notifications).await;
 
-    set_stock(&system, "notify-sku", 10).await;
-    let mut orders = system.orders("alice").await;
-    let mut placed = Vec::new();
-    for (quantity, method) in [
-        (3, "pm_card_visa"),
-        (2, "pm_card_chargeDeclined"),
-        (8, "pm_card_visa"),
-    ] {
-        let order = place(
-            &system,
-            order_request("alice", "notify-sku", quantity, method),
-        )
-        .await;
-        watch_to_end(&mut orders, &order.order_id, order.version).await;
-        placed.push(order.order_id);
-    }
+    let placed = seed_orders(&system, "alice", "notify-sku").await;
     // Every status change delivered a second time, byte for byte, as a redelivery would.
-    let topics = system.kafka.topics();
-    let changes = dlq::read_messages(&system.kafka, &topics.order_status, 0, 100)
-        .await
-        .expect("read the status changes");
-    assert_eq!(changes.len(), 9, "3 + 2 + 4 status changes");
-    let producer = orderflow_platform::kafka::producer(&system.kafka).expect("producer");
-    for message in &changes {
-        producer
-            .send(
-                FutureRecord::to(&topics.order_status)
-                    .key(message.key.as_deref().unwrap_or_default())
-                    .payload(message.payload.as_deref().unwrap_or_default()),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("deliver again");
-    }
+    let changes = deliver_again(&system, &system.kafka.topics().order_status).await;
+    assert_eq!(changes, 9, "3 + 2 + 4 status changes");
 
     wait_for("nine notifications accepted", WAIT, || {
         let n = receiver.accepted().len();
