@@ -3,11 +3,11 @@
 # the broker's loopback-only administration listener: creates the topics, one SCRAM user per
 # component, and ACLs that give each exactly what the flow needs (seeds 002 and 003):
 #
-#   order      produces orders, order-status      consumes payments, inventory   (group order)
+#   order      produces orders, order-status      consumes payments, inventory, catalogue (group order)
 #   payment    produces payments                  consumes orders, inventory     (group payment)
-#   inventory  produces inventory                 consumes payments              (group inventory)
-#   history                                       consumes every event topic     (group history)
-#                                                 reads every dead-letter topic  (group history-dead-letters)
+#   inventory  produces inventory, catalogue      consumes payments              (group inventory)
+#   history                                       consumes every topic of orders' flow (group history)
+#                                                 reads their dead-letter topics (group history-dead-letters)
 #   analytics                                     consumes order-status, payments, inventory (group analytics)
 #   notifications                                 consumes order-status          (group notifications)
 #   gateway                                       reads order-status             (no group)
@@ -23,6 +23,12 @@ bin=/opt/kafka/bin
 topic() { # name [partitions]
   "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
     --topic "$1" --partitions "${2:-$PARTITIONS}" --replication-factor 1 >/dev/null
+}
+
+compacted_topic() { # name: keeps the newest record of each key (the catalogue)
+  "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+    --topic "$1" --partitions "$PARTITIONS" --replication-factor 1 \
+    --config cleanup.policy=compact >/dev/null
 }
 
 user() { # name, password
@@ -47,6 +53,7 @@ consumes() { # service, topic: reads it in its group and may dead-letter it
 }
 
 for t in orders order-status payments inventory; do topic "$t"; done
+compacted_topic catalogue
 
 user order "$ORDERFLOW_KAFKA_ORDER_PASSWORD"
 user payment "$ORDERFLOW_KAFKA_PAYMENT_PASSWORD"
@@ -60,6 +67,7 @@ produces order orders
 produces order order-status
 consumes order payments
 consumes order inventory
+consumes order catalogue
 allow order "Read Describe" --group order
 
 produces payment payments
@@ -68,10 +76,12 @@ consumes payment inventory
 allow payment "Read Describe" --group payment
 
 produces inventory inventory
+produces inventory catalogue
 consumes inventory payments
 allow inventory "Read Describe" --group inventory
 
-# The history service publishes nothing: it reads the whole log, dead letters included.
+# The history service publishes nothing: it reads every order's events, dead letters included
+# (the catalogue belongs to no order).
 consumes history orders
 consumes history order-status
 consumes history payments

@@ -3,7 +3,8 @@
 //! approved order of 8 is out of stock and refunded (stock still 7). Every stream is printed;
 //! the command fails if any outcome differs. It acts as a customer and as an operator with
 //! tokens signed by the development key `up` made, shows that another customer cannot see
-//! the customer's order, and prints each order's timeline from the history service and the
+//! the customer's order, that a SKU nobody stocks is refused at once, and prints each
+//! order's timeline from the history service and the
 //! figures over every order from the analytics service, and what the customer was told
 //! (the notifications service's file).
 
@@ -40,6 +41,29 @@ const CUSTOMER: &str = "demo-customer";
 
 use orderflow_proto::convert::status_name;
 
+/// The demo customer's order of `quantity` units of `sku` at 19.99 EUR.
+fn demo_order(
+    sku: &str,
+    quantity: i32,
+    payment_method: &str,
+    idempotency_key: &str,
+) -> pb::PlaceOrderRequest {
+    pb::PlaceOrderRequest {
+        customer_id: CUSTOMER.into(),
+        items: vec![pb::OrderLine {
+            sku: sku.into(),
+            quantity,
+            unit_price: Some(pb::Money {
+                amount_minor: 1999,
+                currency: "EUR".into(),
+            }),
+        }],
+        payment_method: payment_method.into(),
+        idempotency_key: idempotency_key.into(),
+        validate_only: false,
+    }
+}
+
 async fn place_and_watch(
     orders: &mut OrderServiceClient<BearerChannel>,
     label: &str,
@@ -48,20 +72,9 @@ async fn place_and_watch(
     payment_method: &str,
     timeout: Duration,
 ) -> anyhow::Result<(String, Vec<String>)> {
+    let key = uuid::Uuid::new_v4().to_string();
     let placed = orders
-        .place_order(pb::PlaceOrderRequest {
-            customer_id: CUSTOMER.into(),
-            items: vec![pb::OrderLine {
-                sku: sku.into(),
-                quantity,
-                unit_price: Some(pb::Money {
-                    amount_minor: 1999,
-                    currency: "EUR".into(),
-                }),
-            }],
-            payment_method: payment_method.into(),
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
-        })
+        .place_order(demo_order(sku, quantity, payment_method, &key))
         .await?
         .into_inner();
     let order = placed
@@ -184,8 +197,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     println!("stock of {sku} set to {}", stock.available);
+    // The order service learns of the SKU from the catalogue topic, a moment later.
+    crate::load::wait_catalogued(&mut orders, CUSTOMER, &sku, timeout).await?;
 
     let mut failures = Vec::new();
+    // A SKU nobody stocks is refused at once, from the order service's own catalogue.
+    let unknown = format!("{sku}-unknown");
+    match orders
+        .place_order(demo_order(&unknown, 1, "pm_card_visa", "demo-unknown-sku"))
+        .await
+    {
+        Err(status) if status.code() == tonic::Code::InvalidArgument => println!(
+            "\n0. an unknown SKU\n  PlaceOrder refused: INVALID_ARGUMENT {}",
+            status.message()
+        ),
+        other => failures.push(format!(
+            "an order for the unknown SKU {unknown} got {other:?}, not INVALID_ARGUMENT"
+        )),
+    }
     let mut placed = Vec::new();
     let steps: [(&str, i32, &str, &str); 3] = [
         ("1. an approved order", 3, "pm_card_visa", "COMPLETED"),

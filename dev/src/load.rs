@@ -118,6 +118,7 @@ impl Mix {
             }],
             payment_method: token.into(),
             idempotency_key: format!("load-{i}-{}", uuid::Uuid::new_v4()),
+            validate_only: false,
         };
         Planned {
             request,
@@ -178,8 +179,9 @@ impl Gateway {
         InventoryServiceClient::new(bearer.on(self.channels[0].clone()))
     }
 
-    /// Sets each SKU's stock.
-    pub async fn stock_up(&self, stock: &[(String, i32)]) -> Result<(), tonic::Status> {
+    /// Sets each SKU's stock, then waits until the order service's catalogue lists each, so
+    /// that the load's first orders are not refused as unknown SKUs.
+    pub async fn stock_up(&self, stock: &[(String, i32)]) -> anyhow::Result<()> {
         let mut inventory = self.inventory();
         for (sku, available) in stock {
             inventory
@@ -188,6 +190,11 @@ impl Gateway {
                     available: *available,
                 })
                 .await?;
+        }
+        let customer = "catalogue-check";
+        let mut orders = self.orders(0, customer);
+        for (sku, _) in stock {
+            wait_catalogued(&mut orders, customer, sku, CATALOGUE_PATIENCE).await?;
         }
         Ok(())
     }
@@ -209,6 +216,58 @@ impl Gateway {
 /// True for an order status (as a message carries it) that never changes again.
 pub fn is_terminal(status: i32) -> bool {
     orderflow_proto::convert::order_status(status).is_some_and(OrderStatus::is_terminal)
+}
+
+/// How long a SKU just stocked may take to reach the order service's catalogue: the
+/// inventory service's outbox relay, the broker and the order service's consumer, each a
+/// few milliseconds when all is well.
+pub const CATALOGUE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until PlaceOrder accepts `sku` from `customer` (the client's caller), asking with
+/// `validate_only` (nothing is placed): a SKU reaches the order service's catalogue a moment
+/// after the inventory service stocks it. Waits through an unavailable system too; any other
+/// refusal is an error at once.
+pub async fn wait_catalogued(
+    client: &mut OrderServiceClient<BearerChannel>,
+    customer: &str,
+    sku: &str,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let request = pb::PlaceOrderRequest {
+        customer_id: customer.into(),
+        items: vec![pb::OrderLine {
+            sku: sku.into(),
+            quantity: 1,
+            unit_price: Some(pb::Money {
+                amount_minor: 1,
+                currency: "EUR".into(),
+            }),
+        }],
+        payment_method: "pm_card_visa".into(),
+        idempotency_key: "catalogue-check".into(),
+        validate_only: true,
+    };
+    loop {
+        let status = match client.place_order(request.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(status) => status,
+        };
+        let not_yet = match status.code() {
+            Code::InvalidArgument => status.message().starts_with("items[0].sku:"),
+            Code::Unavailable | Code::DeadlineExceeded => true,
+            _ => false,
+        };
+        if !not_yet {
+            anyhow::bail!("PlaceOrder refused the catalogue check of {sku}: {status:?}");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{sku} was not in the order service's catalogue within {patience:?}: {status:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Places one order, retrying with the same idempotency key while the system cannot answer

@@ -3,11 +3,13 @@
 //! performs I/O or knows a wire format (the proto and events crates convert into these types),
 //! so all of it is unit-tested directly.
 
+pub mod catalogue;
 pub mod outcome;
 pub mod state;
 pub mod stock;
 pub mod values;
 
+pub use catalogue::{CatalogueEntry, check_known};
 pub use outcome::{OrderOutcome, PaymentOutcome, PaymentResult};
 pub use state::{OrderInput, OrderStatus, Transition, TransitionError, UnknownStatus, apply};
 pub use stock::{

@@ -250,7 +250,7 @@ pub struct FixedResolver {
 }
 
 impl FixedResolver {
-    /// Every event kind's schema of this build, under ids 1 to 5 in [`EventKind::ALL`] order.
+    /// Every event kind's schema of this build, under ids 1 to 6 in [`EventKind::ALL`] order.
     pub fn new() -> Self {
         let schemas = EventKind::ALL
             .into_iter()
@@ -370,6 +370,7 @@ pub fn encode_plain(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
         Event::PaymentProcessed(e) => apache_avro::to_value(e),
         Event::PaymentRefunded(e) => apache_avro::to_value(e),
         Event::InventoryUpdated(e) => apache_avro::to_value(e),
+        Event::CatalogueItemChanged(e) => apache_avro::to_value(e),
     }
     .map_err(err)?;
     let schema = kind.schema();
@@ -410,6 +411,9 @@ pub fn decode_with_writer(writer: &Schema, mut datum: &[u8]) -> Result<Event, Co
         EventKind::PaymentProcessed => apache_avro::from_value(&value).map(Event::PaymentProcessed),
         EventKind::PaymentRefunded => apache_avro::from_value(&value).map(Event::PaymentRefunded),
         EventKind::InventoryUpdated => apache_avro::from_value(&value).map(Event::InventoryUpdated),
+        EventKind::CatalogueItemChanged => {
+            apache_avro::from_value(&value).map(Event::CatalogueItemChanged)
+        }
     }
     .map_err(|e| undecodable(e.to_string()))?;
     if !datum.is_empty() {
@@ -502,6 +506,13 @@ mod tests {
                     available: 7,
                 }],
             }),
+            Event::CatalogueItemChanged(CatalogueItemChanged {
+                event_id: id(),
+                occurred_at: 5,
+                sku: "sku-1".into(),
+                available: 7,
+                revision: 12,
+            }),
         ]
     }
 
@@ -571,6 +582,7 @@ mod tests {
                 Event::PaymentProcessed(e) => apache_avro::to_value(e),
                 Event::PaymentRefunded(e) => apache_avro::to_value(e),
                 Event::InventoryUpdated(e) => apache_avro::to_value(e),
+                Event::CatalogueItemChanged(e) => apache_avro::to_value(e),
             }
             .unwrap();
             let mut from_type = Vec::new();

@@ -187,6 +187,18 @@ impl TryFrom<&ev::OrderCreated> for PlacedOrder {
     }
 }
 
+impl TryFrom<&ev::CatalogueItemChanged> for orderflow_domain::CatalogueEntry {
+    type Error = ValidationError;
+
+    fn try_from(entry: &ev::CatalogueItemChanged) -> Result<Self, Self::Error> {
+        orderflow_domain::CatalogueEntry::parse(
+            &entry.sku,
+            i64::from(entry.available),
+            entry.revision,
+        )
+    }
+}
+
 impl TryFrom<&ev::PaymentProcessed> for PaymentOutcome {
     type Error = ValidationError;
 

@@ -23,6 +23,8 @@ pub struct Topics {
     pub order_status: String,
     pub payments: String,
     pub inventory: String,
+    /// Compacted: the newest [`CatalogueItemChanged`] of each SKU.
+    pub catalogue: String,
 }
 
 impl Topics {
@@ -33,6 +35,7 @@ impl Topics {
             order_status: format!("{prefix}order-status"),
             payments: format!("{prefix}payments"),
             inventory: format!("{prefix}inventory"),
+            catalogue: format!("{prefix}catalogue"),
         }
     }
 
@@ -43,16 +46,34 @@ impl Topics {
             EventKind::OrderStatusChanged => &self.order_status,
             EventKind::PaymentProcessed | EventKind::PaymentRefunded => &self.payments,
             EventKind::InventoryUpdated => &self.inventory,
+            EventKind::CatalogueItemChanged => &self.catalogue,
         }
     }
 
-    pub fn all(&self) -> [&str; 4] {
+    /// Every event topic.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.orders,
+            &self.order_status,
+            &self.payments,
+            &self.inventory,
+            &self.catalogue,
+        ]
+    }
+
+    /// The topics of orders' flow: every event on them belongs to one order (its key).
+    pub fn order_flow(&self) -> [&str; 4] {
         [
             &self.orders,
             &self.order_status,
             &self.payments,
             &self.inventory,
         ]
+    }
+
+    /// The compacted topics: a reader keeps the newest record of each key.
+    pub fn compacted(&self) -> [&str; 1] {
+        [&self.catalogue]
     }
 }
 
@@ -70,10 +91,11 @@ pub enum EventKind {
     PaymentProcessed,
     PaymentRefunded,
     InventoryUpdated,
+    CatalogueItemChanged,
 }
 
 /// The schema file each Rust type follows: the newest version of each record.
-const SCHEMA_FILES: [(EventKind, &str, &str); 5] = [
+const SCHEMA_FILES: [(EventKind, &str, &str); 6] = [
     (
         EventKind::OrderCreated,
         "orders/OrderCreated/v1.avsc",
@@ -99,6 +121,11 @@ const SCHEMA_FILES: [(EventKind, &str, &str); 5] = [
         "inventory/InventoryUpdated/v1.avsc",
         include_str!("../../../schemas/inventory/InventoryUpdated/v1.avsc"),
     ),
+    (
+        EventKind::CatalogueItemChanged,
+        "catalogue/CatalogueItemChanged/v1.avsc",
+        include_str!("../../../schemas/catalogue/CatalogueItemChanged/v1.avsc"),
+    ),
 ];
 
 static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {
@@ -111,12 +138,13 @@ static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {
 });
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::OrderCreated,
         EventKind::OrderStatusChanged,
         EventKind::PaymentProcessed,
         EventKind::PaymentRefunded,
         EventKind::InventoryUpdated,
+        EventKind::CatalogueItemChanged,
     ];
 
     fn index(self) -> usize {
@@ -134,6 +162,7 @@ impl EventKind {
             EventKind::PaymentProcessed => "orderflow.events.PaymentProcessed",
             EventKind::PaymentRefunded => "orderflow.events.PaymentRefunded",
             EventKind::InventoryUpdated => "orderflow.events.InventoryUpdated",
+            EventKind::CatalogueItemChanged => "orderflow.events.CatalogueItemChanged",
         }
     }
 

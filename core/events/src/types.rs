@@ -129,6 +129,16 @@ pub struct InventoryUpdated {
     pub missing: Vec<MissingItem>,
 }
 
+/// `catalogue` (compacted, keyed by SKU): a SKU appeared or its stock level changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogueItemChanged {
+    pub event_id: String,
+    pub occurred_at: i64,
+    pub sku: String,
+    pub available: i32,
+    pub revision: i64,
+}
+
 /// Any event. Serialized as JSON (tagged) in the outbox; as Avro on Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "event")]
@@ -138,6 +148,7 @@ pub enum Event {
     PaymentProcessed(PaymentProcessed),
     PaymentRefunded(PaymentRefunded),
     InventoryUpdated(InventoryUpdated),
+    CatalogueItemChanged(CatalogueItemChanged),
 }
 
 impl Event {
@@ -148,6 +159,7 @@ impl Event {
             Event::PaymentProcessed(_) => EventKind::PaymentProcessed,
             Event::PaymentRefunded(_) => EventKind::PaymentRefunded,
             Event::InventoryUpdated(_) => EventKind::InventoryUpdated,
+            Event::CatalogueItemChanged(_) => EventKind::CatalogueItemChanged,
         }
     }
 
@@ -158,17 +170,42 @@ impl Event {
             Event::PaymentProcessed(e) => &e.event_id,
             Event::PaymentRefunded(e) => &e.event_id,
             Event::InventoryUpdated(e) => &e.event_id,
+            Event::CatalogueItemChanged(e) => &e.event_id,
         }
     }
 
-    /// The order the event is about; also its Kafka key, for per-order ordering.
-    pub fn order_id(&self) -> &str {
+    /// When the event happened, in epoch milliseconds.
+    pub fn occurred_at(&self) -> i64 {
         match self {
-            Event::OrderCreated(e) => &e.order_id,
-            Event::OrderStatusChanged(e) => &e.order_id,
-            Event::PaymentProcessed(e) => &e.order_id,
-            Event::PaymentRefunded(e) => &e.order_id,
-            Event::InventoryUpdated(e) => &e.order_id,
+            Event::OrderCreated(e) => e.occurred_at,
+            Event::OrderStatusChanged(e) => e.occurred_at,
+            Event::PaymentProcessed(e) => e.occurred_at,
+            Event::PaymentRefunded(e) => e.occurred_at,
+            Event::InventoryUpdated(e) => e.occurred_at,
+            Event::CatalogueItemChanged(e) => e.occurred_at,
+        }
+    }
+
+    /// The order the event is about, for the events of an order's flow.
+    pub fn order_id(&self) -> Option<&str> {
+        match self {
+            Event::OrderCreated(e) => Some(&e.order_id),
+            Event::OrderStatusChanged(e) => Some(&e.order_id),
+            Event::PaymentProcessed(e) => Some(&e.order_id),
+            Event::PaymentRefunded(e) => Some(&e.order_id),
+            Event::InventoryUpdated(e) => Some(&e.order_id),
+            Event::CatalogueItemChanged(_) => None,
+        }
+    }
+
+    /// The event's Kafka key: its order id (so an order's events keep their order), or for a
+    /// catalogue entry its SKU (so compaction keeps the newest entry of each SKU).
+    pub fn key(&self) -> &str {
+        match self {
+            Event::CatalogueItemChanged(e) => &e.sku,
+            other => other
+                .order_id()
+                .expect("every other event belongs to an order"),
         }
     }
 }
@@ -197,5 +234,6 @@ into_event!(
     OrderStatusChanged,
     PaymentProcessed,
     PaymentRefunded,
-    InventoryUpdated
+    InventoryUpdated,
+    CatalogueItemChanged
 );

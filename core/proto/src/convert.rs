@@ -119,6 +119,7 @@ mod tests {
             items,
             payment_method: "pm_card_visa".into(),
             idempotency_key: "k1".into(),
+            validate_only: false,
         }
     }
 

@@ -83,7 +83,7 @@ struct OrderMessage {
 /// The Kafka messages one COMPLETED order causes, from the services' outbox writes and the
 /// topics each consumer subscribes to (`services/*/src/lib.rs`, `gateway/`). Every replay of
 /// [`postgres_limit`] checks the counts against what the services' code published.
-const ORDER_MESSAGES: [OrderMessage; 4] = [
+const ORDER_MESSAGES: [OrderMessage; 5] = [
     // services/order/src/store.rs `Store::place`, in the same outbox insert as PENDING.
     OrderMessage {
         kind: EventKind::OrderCreated,
@@ -109,6 +109,13 @@ const ORDER_MESSAGES: [OrderMessage; 4] = [
         kind: EventKind::InventoryUpdated,
         per_order: 1,
         readers: &["order", "payment"],
+    },
+    // The same handler: the new stock level of the order's SKU (one line), for the order
+    // service's catalogue.
+    OrderMessage {
+        kind: EventKind::CatalogueItemChanged,
+        per_order: 1,
+        readers: &["order"],
     },
 ];
 
@@ -147,13 +154,14 @@ fn describe_order_messages() -> String {
 /// [`complete_orders`] replays them; the first is one per order, the consumers' five are
 /// shared by a batch. The outbox relay's transactions are not per order (it batches) and run
 /// beside the replay instead.
-const ORDER_TRANSACTIONS: [&str; 6] = [
+const ORDER_TRANSACTIONS: [&str; 7] = [
     "order place",
     "payment charge",
     "order PAID",
     "inventory deduct",
     "order COMPLETED",
     "payment dedup of InventoryUpdated",
+    "order catalogue entry",
 ];
 
 /// Deliveries the producer may have outstanding before it waits for the oldest.
@@ -550,7 +558,11 @@ impl Services {
         )
         .await?);
         // As much stock as the inventory service takes: more than any run can use.
-        let stock = orderflow_inventory::Store::new(inventory.pool.clone());
+        let stock = orderflow_inventory::Store::new(
+            inventory.pool.clone(),
+            Topics::default(),
+            inventory.signal.clone(),
+        );
         let level = StockLevel::parse("stock", i64::from(MAX_STOCK))?;
         for n in 0..SKUS as u64 {
             stock
@@ -566,7 +578,7 @@ impl Services {
             1,
             1,
         );
-        Ok(Services {
+        let services = Services {
             store: orderflow_order::Store::new(order.pool.clone(), order.signal.clone()),
             order: Consumer {
                 name: "order",
@@ -586,7 +598,31 @@ impl Services {
                 handler: Arc::new(InventoryHandler),
             },
             topics: Topics::default(),
-        })
+        };
+        services.learn_catalogue().await?;
+        Ok(services)
+    }
+
+    /// Gives the order service's catalogue the bench SKUs, as its consumer reads them from
+    /// the inventory service's outbox, so PlaceOrder's check passes.
+    async fn learn_catalogue(&self) -> anyhow::Result<()> {
+        let payloads: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
+                .fetch_all(&self.inventory.db.pool)
+                .await?;
+        let entries = payloads
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<Vec<Event>, _>>()?;
+        self.order
+            .consume(
+                &self.topics,
+                &self.topics.catalogue,
+                &entries,
+                entries.len(),
+            )
+            .await?;
+        Ok(())
     }
 
     fn databases(&self) -> [&Db; 3] {
@@ -615,8 +651,11 @@ impl Services {
             }],
             payment_method: tokens::VISA.to_owned(),
             idempotency_key: Uuid::new_v4().to_string(),
+            validate_only: false,
         };
         let order = NewOrder::try_from(&request)?;
+        let known = self.store.known_skus(&order).await?;
+        orderflow_domain::check_known(&order, &known)?;
         let placed = self.store.place(&order, &self.topics).await?;
         anyhow::ensure!(
             placed.created,
@@ -829,7 +868,13 @@ async fn complete_orders(
     let refunds = payment
         .consume(topics, &topics.inventory, &settled, batch)
         .await?;
-    let published = [placed, charged, paid, settled, completed, refunds].concat();
+    let catalogued = order
+        .consume(topics, &topics.catalogue, &settled, batch)
+        .await?;
+    let published = [
+        placed, charged, paid, settled, completed, refunds, catalogued,
+    ]
+    .concat();
     check_published(ns.len(), &published)
 }
 
@@ -866,13 +911,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_completed_order_publishes_six_messages_read_eight_times() {
-        assert_eq!(published_per_order(), 6);
-        assert_eq!(deliveries_per_order(), 8);
+    fn a_completed_order_publishes_seven_messages_read_nine_times() {
+        assert_eq!(published_per_order(), 7);
+        assert_eq!(deliveries_per_order(), 9);
         assert_eq!(
             describe_order_messages(),
             "OrderCreated→orders(payment), OrderStatusChanged×3→order-status(gateway), \
-             PaymentProcessed→payments(order+inventory), InventoryUpdated→inventory(order+payment)"
+             PaymentProcessed→payments(order+inventory), InventoryUpdated→inventory(order+payment), \
+             CatalogueItemChanged→catalogue(order)"
         );
     }
 
@@ -933,6 +979,13 @@ mod tests {
         ];
         if confirmed {
             events.push(status(ev::OrderStatus::Completed));
+            events.push(Event::CatalogueItemChanged(ev::CatalogueItemChanged {
+                event_id: ev::new_event_id(),
+                occurred_at: 0,
+                sku: "s1".into(),
+                available: 9,
+                revision: 2,
+            }));
         } else {
             events.push(status(ev::OrderStatus::OutOfStock));
             events.push(Event::PaymentRefunded(ev::PaymentRefunded {

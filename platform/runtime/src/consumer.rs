@@ -650,7 +650,7 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             applied.push(Applied::Duplicate);
             continue;
         }
-        let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, order_id = %event.order_id());
+        let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, key = %event.key());
         let caused = handler
             .handle(tx, event, ctx)
             .instrument(span)

@@ -124,11 +124,15 @@ pub fn plain_config(kafka: &KafkaArgs, client_id: &str) -> ClientConfig {
     config
 }
 
-/// Creates the topics that do not exist yet, with the configured partitions. Some brokers do
-/// not auto-create topics.
+/// Creates the topics that do not exist yet, with the configured partitions; the compacted
+/// ones ([`orderflow_events::Topics::compacted`]) with `cleanup.policy=compact`. Some brokers
+/// do not auto-create topics.
 pub async fn ensure_topics(kafka: &KafkaArgs, names: &[String]) -> anyhow::Result<()> {
     create_topics(kafka, names, kafka.partitions).await
 }
+
+/// The broker's setting of a topic that keeps the newest record of each key.
+const COMPACT: (&str, &str) = ("cleanup.policy", "compact");
 
 /// Partitions of a dead-letter topic. Dead letters are rare and read by operators and the
 /// history service, not by instances sharing work, so one partition is enough (as Kafka
@@ -143,9 +147,18 @@ pub async fn ensure_dead_letter_topics(kafka: &KafkaArgs, names: &[String]) -> a
 
 async fn create_topics(kafka: &KafkaArgs, names: &[String], partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
+    let all = kafka.topics();
+    let compacted = all.compacted();
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            let topic = NewTopic::new(n, partitions, TopicReplication::Fixed(1));
+            if compacted.contains(&n.as_str()) {
+                topic.set(COMPACT.0, COMPACT.1)
+            } else {
+                topic
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(topics.iter(), &options).await? {

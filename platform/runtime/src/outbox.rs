@@ -67,7 +67,7 @@ pub struct Outbox;
 pub struct OutboxRow {
     pub id: i64,
     pub topic: String,
-    /// The event's key: its order id.
+    /// The event's key ([`Event::key`]): its order id, or a catalogue entry's SKU.
     pub key: String,
     /// The event as JSON.
     pub payload: serde_json::Value,
@@ -104,7 +104,7 @@ impl Outbox {
         for (events, trace) in caused {
             for event in *events {
                 topic_names.push(topics.for_kind(event.kind()).to_owned());
-                keys.push(event.order_id().to_owned());
+                keys.push(event.key().to_owned());
                 payloads.push(serde_json::to_value(event).expect("events serialize to JSON"));
                 traces.push(trace.child().header());
             }

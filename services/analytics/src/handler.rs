@@ -67,7 +67,9 @@ impl Handler for AnalyticsHandler {
                 }
             }
             // Placed orders are counted by their first status change (PENDING, v1).
-            Event::OrderCreated(_) | Event::InventoryUpdated(_) => {}
+            Event::OrderCreated(_)
+            | Event::InventoryUpdated(_)
+            | Event::CatalogueItemChanged(_) => {}
         }
         Ok(Vec::new())
     }

@@ -35,14 +35,14 @@ pub const GROUP: &str = "history-dead-letters";
 /// A regular expression (librdkafka's subscription syntax, a leading `^`) that matches the
 /// dead-letter topics of `topics`: `<event topic>.<consumer>.dlq`.
 pub fn pattern(topics: &Topics) -> String {
-    let names: Vec<String> = topics.all().iter().map(|t| escape(t)).collect();
+    let names: Vec<String> = topics.order_flow().iter().map(|t| escape(t)).collect();
     format!("^({})\\.[^.]+{}$", names.join("|"), escape(dlq::SUFFIX))
 }
 
 /// Whether `name` is a dead-letter topic of `topics` (what [`pattern`] matches).
 pub fn is_dead_letter_topic(topics: &Topics, name: &str) -> bool {
     topics
-        .all()
+        .order_flow()
         .iter()
         .any(|origin| consumer_of(name, origin).is_some_and(|c| !c.contains('.')))
 }

@@ -14,9 +14,15 @@ pub struct HistoryHandler;
 
 /// The timeline row of `event`, consumed at `ctx`.
 pub fn entry(event: &Event, ctx: &MessageContext) -> Result<Entry, HandleError> {
-    let order_id = event.order_id().parse().map_err(|_| {
-        HandleError::invalid(format!("order_id {:?} is not a UUID", event.order_id()))
-    })?;
+    let Some(order_id) = event.order_id() else {
+        return Err(HandleError::invalid(format!(
+            "{} belongs to no order",
+            event.kind().full_name()
+        )));
+    };
+    let order_id = order_id
+        .parse()
+        .map_err(|_| HandleError::invalid(format!("order_id {order_id:?} is not a UUID")))?;
     let kind = event.kind();
     Ok(Entry {
         topic: ctx.topic.clone(),
@@ -37,22 +43,12 @@ pub fn entry(event: &Event, ctx: &MessageContext) -> Result<Entry, HandleError> 
 /// Where the entry stands in the story: the event's own time, except for a redriven copy,
 /// which happened when the redrive put it back (the broker's log time).
 fn when(event: &Event, ctx: &MessageContext) -> DateTime<Utc> {
-    let own = DateTime::from_timestamp_millis(occurred_at(event));
+    let own = DateTime::from_timestamp_millis(event.occurred_at());
     let at = match ctx.redriven_from {
         Some(_) => ctx.logged_at.or(own),
         None => own.or(ctx.logged_at),
     };
     at.unwrap_or_else(Utc::now)
-}
-
-fn occurred_at(event: &Event) -> i64 {
-    match event {
-        Event::OrderCreated(e) => e.occurred_at,
-        Event::OrderStatusChanged(e) => e.occurred_at,
-        Event::PaymentProcessed(e) => e.occurred_at,
-        Event::PaymentRefunded(e) => e.occurred_at,
-        Event::InventoryUpdated(e) => e.occurred_at,
-    }
 }
 
 #[async_trait]

@@ -36,10 +36,10 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// How long the dead-letter follower may finish after shutdown.
 const FOLLOWER_DRAIN: Duration = Duration::from_secs(4);
 
-/// The event topics this service consumes (the dead-letter topics it follows by pattern,
-/// [`dead_letters::pattern`]).
+/// The event topics this service consumes: those of orders' flow, every event on them part of
+/// one order's story (the dead-letter topics it follows by pattern, [`dead_letters::pattern`]).
 pub fn input_topics(topics: &orderflow_events::Topics) -> Vec<String> {
-    topics.all().iter().map(|t| t.to_string()).collect()
+    topics.order_flow().iter().map(|t| t.to_string()).collect()
 }
 
 /// Binds the configured addresses and runs until `shutdown`.

@@ -8,7 +8,7 @@ pub fn producer(kind: EventKind) -> &'static str {
     match kind {
         EventKind::OrderCreated | EventKind::OrderStatusChanged => "order",
         EventKind::PaymentProcessed | EventKind::PaymentRefunded => "payment",
-        EventKind::InventoryUpdated => "inventory",
+        EventKind::InventoryUpdated | EventKind::CatalogueItemChanged => "inventory",
     }
 }
 
@@ -64,6 +64,10 @@ pub fn summary(event: &Event) -> String {
             }
             InventoryStatus::Unknown => "inventory status UNKNOWN".to_owned(),
         },
+        Event::CatalogueItemChanged(e) => format!(
+            "{}: {} in stock (revision {})",
+            e.sku, e.available, e.revision
+        ),
     }
 }
 

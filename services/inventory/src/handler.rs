@@ -1,5 +1,5 @@
 //! The inventory service's reaction to payments: for a PAID order, deduct every line or
-//! none. The decision is the domain's [`settle`]; the store locks the order's rows in SKU
+//! none, and publish the new stock level of each SKU deducted on the catalogue. The decision is the domain's [`settle`]; the store locks the order's rows in SKU
 //! order first, and a batch's rows all at once in SKU order before its first order (no
 //! deadlocks between concurrent orders or batches), and the `available >= 0` constraint
 //! backs the rule, so stock never goes below zero.
@@ -33,21 +33,25 @@ impl InventoryHandler {
         }
         let available = store::lock_available(tx, &units).await?;
         let decision = settle(&units, &available);
-        if decision == StockDecision::Confirmed {
-            store::deduct(tx, &units).await?;
-        }
+        let catalogue = if decision == StockDecision::Confirmed {
+            store::deduct(tx, &units).await?
+        } else {
+            Vec::new()
+        };
         store::record_reservation(tx, order_id, &units, &decision).await?;
         let status = ev::InventoryStatus::from(&decision);
         let missing = decision.missing();
         tracing::info!(%order_id, ?status, missing = missing.len(), "stock settled");
-        Ok(vec![Event::InventoryUpdated(ev::InventoryUpdated {
+        let settled = Event::InventoryUpdated(ev::InventoryUpdated {
             event_id: ev::new_event_id(),
             order_id: order_id.to_string(),
             occurred_at: ev::now_millis(),
             status,
             items: units.iter().map(Into::into).collect(),
             missing: missing.iter().map(Into::into).collect(),
-        })])
+        });
+        // The order's outcome first, then the new stock levels of the catalogue.
+        Ok(std::iter::once(settled).chain(catalogue).collect())
     }
 }
 

@@ -1,5 +1,7 @@
 //! The inventory service: on PaymentProcessed PAID, deducts every line of the order or none
-//! and publishes InventoryUpdated; serves stock administration over gRPC.
+//! and publishes InventoryUpdated; serves stock administration over gRPC; publishes every
+//! change of a SKU's stock on the compacted `catalogue` topic, the catalogue other services
+//! validate against without calling this one.
 
 mod config;
 mod error;
@@ -60,7 +62,9 @@ pub async fn run(
     let consumer = kit
         .consumer(&input_topics(&topics), handler::InventoryHandler)
         .await?;
-    let api = grpc::InventoryApi::new(store::Store::new(pool));
+    let store = store::Store::new(pool, topics.clone(), kit.outbox_signal.clone());
+    store.announce_unpublished().await?;
+    let api = grpc::InventoryApi::new(store);
     let server = grpc::serve(api, grpc, tls, shutdown.clone());
     kit.run(consumer, admin, Some(Box::pin(server)), shutdown)
         .await

@@ -2,13 +2,20 @@
 //! order. The stock administration reads and writes through [`Store`]; the consumer's work
 //! runs inside its transaction through the free functions. `available >= 0` is a table
 //! constraint, a backstop behind the rule that decides.
+//!
+//! Every change of a SKU's stock counts a revision and adds the SKU's new catalogue entry
+//! ([`ev::CatalogueItemChanged`]) to the outbox in the same transaction, so the published
+//! catalogue follows the stock exactly: no change is published that did not commit, none
+//! that committed is left out.
 
 use std::collections::BTreeMap;
 
 use orderflow_domain::{
     MAX_STOCK, OrderId, RequestedUnits, Sku, StockDecision, StockDelta, StockLevel, ValidationError,
 };
-use orderflow_events as ev;
+use orderflow_events::{self as ev, Event, Topics};
+use orderflow_platform::trace::TraceParent;
+use orderflow_platform::{Outbox, OutboxSignal};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::error::InventoryError;
@@ -20,12 +27,87 @@ const CHECK_VIOLATION: &str = "23514";
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    topics: Topics,
+    /// Wakes the outbox relay once a change is committed.
+    outbox_signal: OutboxSignal,
+}
+
+/// A SKU's stock after a change: what its catalogue entry publishes.
+struct Changed {
+    sku: String,
+    available: i32,
+    revision: i64,
+}
+
+impl Changed {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Changed {
+            sku: row.try_get("sku")?,
+            available: row.try_get("available")?,
+            revision: row.try_get("revision")?,
+        })
+    }
+
+    fn event(&self) -> Event {
+        Event::CatalogueItemChanged(ev::CatalogueItemChanged {
+            event_id: ev::new_event_id(),
+            occurred_at: ev::now_millis(),
+            sku: self.sku.clone(),
+            available: self.available,
+            revision: self.revision,
+        })
+    }
 }
 
 impl Store {
-    /// A store on `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+    /// A store on `pool` that publishes catalogue entries to `topics.catalogue`, waking the
+    /// relay through `outbox_signal` after each commit.
+    pub fn new(pool: PgPool, topics: Topics, outbox_signal: OutboxSignal) -> Self {
+        Store {
+            pool,
+            topics,
+            outbox_signal,
+        }
+    }
+
+    /// Commits `tx` with the catalogue entry of `changed` in its outbox; returns the level.
+    async fn commit_change(
+        &self,
+        mut tx: Transaction<'_, Postgres>,
+        changed: Changed,
+    ) -> Result<i32, InventoryError> {
+        Outbox::insert(
+            &mut tx,
+            &self.topics,
+            &[changed.event()],
+            &TraceParent::new_root(),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_signal.committed();
+        Ok(changed.available)
+    }
+
+    /// Publishes the catalogue entry of every SKU stocked before the catalogue existed
+    /// (revision 0), once: run at start. Returns how many there were.
+    pub async fn announce_unpublished(&self) -> Result<usize, InventoryError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE stock SET revision = 1 WHERE revision = 0 RETURNING sku, available, revision",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let events = rows
+            .iter()
+            .map(|row| Changed::from_row(row).map(|c| c.event()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Outbox::insert(&mut tx, &self.topics, &events, &TraceParent::new_root()).await?;
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.outbox_signal.committed();
+            tracing::info!(skus = events.len(), "catalogue entries announced");
+        }
+        Ok(events.len())
     }
 
     /// Units of `sku` available now (0 for a SKU never stocked).
@@ -42,14 +124,18 @@ impl Store {
     /// Sets the units of `sku` available; returns them.
     #[tracing::instrument(skip_all, fields(%sku))]
     pub async fn set(&self, sku: &Sku, level: StockLevel) -> Result<i32, InventoryError> {
-        let available: i32 = sqlx::query_scalar(
-            "INSERT INTO stock (sku, available) VALUES ($1, $2)
-             ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now() RETURNING available",
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO stock (sku, available, revision) VALUES ($1, $2, 1)
+             ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available,
+                 revision = stock.revision + 1, updated_at = now()
+             RETURNING sku, available, revision",
         )
         .bind(sku.as_str())
         .bind(level.get() as i32)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        let available = self.commit_change(tx, Changed::from_row(&row)?).await?;
         tracing::info!(%sku, available, "stock set");
         Ok(available)
     }
@@ -59,16 +145,18 @@ impl Store {
     /// is an error naming `delta`.
     #[tracing::instrument(skip_all, fields(%sku, delta = delta.get()))]
     pub async fn adjust(&self, sku: &Sku, delta: StockDelta) -> Result<i32, InventoryError> {
-        let available: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO stock (sku, available) VALUES ($1, $2)
-             ON CONFLICT (sku) DO UPDATE SET available = stock.available + $2, updated_at = now()
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO stock (sku, available, revision) VALUES ($1, $2, 1)
+             ON CONFLICT (sku) DO UPDATE SET available = stock.available + $2,
+                 revision = stock.revision + 1, updated_at = now()
              WHERE stock.available + $2 BETWEEN 0 AND $3
-             RETURNING available",
+             RETURNING sku, available, revision",
         )
         .bind(sku.as_str())
         .bind(delta.get())
         .bind(MAX_STOCK as i32)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| match &e {
             // A negative delta on a SKU never stocked inserts a negative level.
@@ -80,12 +168,13 @@ impl Store {
             }
             _ => InventoryError::from(e),
         })?;
-        let available = available.ok_or_else(|| {
+        let row = row.ok_or_else(|| {
             ValidationError::new(
                 "delta",
                 format!("would take {sku} below zero or above {MAX_STOCK}"),
             )
         })?;
+        let available = self.commit_change(tx, Changed::from_row(&row)?).await?;
         tracing::info!(%sku, delta = delta.get(), available, "stock adjusted");
         Ok(available)
     }
@@ -150,25 +239,31 @@ pub async fn lock_skus(
 }
 
 /// Deducts every requested unit. Call only for a confirmed decision, with the rows locked.
+/// Returns the catalogue entry of each SKU deducted, for the caller to publish in `tx`.
 #[tracing::instrument(skip_all, fields(skus = requested.len()))]
 pub async fn deduct(
     tx: &mut Transaction<'_, Postgres>,
     requested: &RequestedUnits,
-) -> Result<(), InventoryError> {
+) -> Result<Vec<Event>, InventoryError> {
     let (skus, units): (Vec<&str>, Vec<i32>) = requested
         .iter()
         // RequestedUnits holds at most i32::MAX units per SKU.
         .map(|(sku, units)| (sku.as_str(), units as i32))
         .unzip();
-    sqlx::query(
-        "UPDATE stock SET available = available - d.quantity, updated_at = now()
-         FROM UNNEST($1::text[], $2::int[]) AS d(sku, quantity) WHERE stock.sku = d.sku",
+    let rows = sqlx::query(
+        "UPDATE stock SET available = available - d.quantity, revision = revision + 1,
+                          updated_at = now()
+         FROM UNNEST($1::text[], $2::int[]) AS d(sku, quantity) WHERE stock.sku = d.sku
+         RETURNING stock.sku, stock.available, stock.revision",
     )
     .bind(&skus)
     .bind(&units)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(())
+    Ok(rows
+        .iter()
+        .map(|row| Changed::from_row(row).map(|c| c.event()))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Records the order's decision, which also marks its stock settled.

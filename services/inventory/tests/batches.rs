@@ -1,11 +1,13 @@
-//! Batches of the inventory consumer against real PostgreSQL: two instances applying batches
+//! The inventory service's writes against real PostgreSQL: two instances applying batches
 //! that share SKUs at the same time, as the consumer loop applies them (`apply_batch` in one
-//! transaction each), must not deadlock.
+//! transaction each), must not deadlock; and every change of a SKU's stock, by an operator or
+//! by a paid order, puts the SKU's new catalogue entry in the outbox with it.
 
+use orderflow_domain::{Sku, StockDelta, StockLevel};
 use orderflow_events::{self as ev, Event, Topics};
-use orderflow_inventory::InventoryHandler;
-use orderflow_platform::MessageContext;
+use orderflow_inventory::{InventoryHandler, Store};
 use orderflow_platform::consumer::apply_batch;
+use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
@@ -64,12 +66,7 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
     }
 }
 
-/// Finding 9 of issue 11: two batches over the same SKUs in opposite orders (one instance
-/// has a's order first, the other b's), each message slowed inside its transaction so the two
-/// overlap, as they do under load. Every batch commits as a whole, and PostgreSQL detected no
-/// deadlock.
-#[tokio::test]
-async fn batches_over_shared_skus_in_opposite_orders_do_not_deadlock() {
+async fn database() -> (TestDatabase, PgPool) {
     let db = TestDatabase::create("inventory").await;
     let pool = orderflow_db::connect_and_migrate(
         &orderflow_db::DbSettings::new(db.url()),
@@ -77,6 +74,104 @@ async fn batches_over_shared_skus_in_opposite_orders_do_not_deadlock() {
     )
     .await
     .expect("inventory database");
+    (db, pool)
+}
+
+/// The catalogue entries in the outbox, in outbox order, as (key, sku, available, revision).
+async fn catalogue_entries(pool: &PgPool) -> Vec<(String, String, i32, i64)> {
+    let rows: Vec<(String, String, serde_json::Value)> =
+        sqlx::query_as("SELECT topic, event_key, payload FROM outbox ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .filter_map(|(topic, key, payload)| {
+            match serde_json::from_value::<Event>(payload).unwrap() {
+                Event::CatalogueItemChanged(e) => {
+                    assert_eq!(topic, Topics::default().catalogue);
+                    Some((key, e.sku, e.available, e.revision))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn sku(name: &str) -> Sku {
+    Sku::parse("sku", name).unwrap()
+}
+
+#[tokio::test]
+async fn every_stock_change_publishes_the_sku_s_catalogue_entry() {
+    let (_db, pool) = database().await;
+    let store = Store::new(pool.clone(), Topics::default(), OutboxSignal::default());
+    store
+        .set(&sku("sku-a"), StockLevel::parse("available", 10).unwrap())
+        .await
+        .unwrap();
+    store
+        .adjust(&sku("sku-a"), StockDelta::parse("delta", 5).unwrap())
+        .await
+        .unwrap();
+    // A refused change changes nothing and publishes nothing.
+    store
+        .adjust(&sku("sku-a"), StockDelta::parse("delta", -100).unwrap())
+        .await
+        .unwrap_err();
+    store
+        .set(&sku("sku-b"), StockLevel::parse("available", 0).unwrap())
+        .await
+        .unwrap();
+    // A paid order deducts: its SKU's new level is published; one out of stock changes none.
+    apply(&pool, vec![paid(&["sku-a"]), paid(&["sku-b"])])
+        .await
+        .unwrap();
+    let entry =
+        |sku: &str, available, revision| (sku.to_owned(), sku.to_owned(), available, revision);
+    assert_eq!(
+        catalogue_entries(&pool).await,
+        vec![
+            entry("sku-a", 10, 1),
+            entry("sku-a", 15, 2),
+            entry("sku-b", 0, 1),
+            entry("sku-a", 14, 3),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stock_from_before_the_catalogue_is_announced_once_at_start() {
+    let (_db, pool) = database().await;
+    // As the migration leaves stock that existed before it: revision 0, never published.
+    sqlx::query("INSERT INTO stock (sku, available) VALUES ('old-a', 4), ('old-b', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let store = Store::new(pool.clone(), Topics::default(), OutboxSignal::default());
+    assert_eq!(store.announce_unpublished().await.unwrap(), 2);
+    assert_eq!(
+        store.announce_unpublished().await.unwrap(),
+        0,
+        "announced once"
+    );
+    let mut entries = catalogue_entries(&pool).await;
+    entries.sort();
+    assert_eq!(
+        entries,
+        vec![
+            ("old-a".into(), "old-a".into(), 4, 1),
+            ("old-b".into(), "old-b".into(), 0, 1)
+        ]
+    );
+}
+
+/// Finding 9 of issue 11: two batches over the same SKUs in opposite orders (one instance
+/// has a's order first, the other b's), each message slowed inside its transaction so the two
+/// overlap, as they do under load. Every batch commits as a whole, and PostgreSQL detected no
+/// deadlock.
+#[tokio::test]
+async fn batches_over_shared_skus_in_opposite_orders_do_not_deadlock() {
+    let (_db, pool) = database().await;
     sqlx::query("INSERT INTO stock (sku, available) VALUES ('sku-a', 1000), ('sku-b', 1000), ('sku-c', 1000)")
         .execute(&pool)
         .await

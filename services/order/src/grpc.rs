@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use orderflow_domain::{CustomerId, NewOrder, OrderId, ValidationError};
+use orderflow_domain::{CustomerId, NewOrder, OrderId, ValidationError, check_known};
 use orderflow_events::Topics;
 use orderflow_proto::internal::v1::order_store_server::{OrderStore, OrderStoreServer};
 use orderflow_proto::internal::v1::{GetOrderHistoryRequest, OrderHistory};
@@ -74,6 +74,14 @@ impl OrderStore for OrderApi {
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let order = NewOrder::try_from(request.get_ref()).map_err(OrderError::from)?;
+        let known = self.store.known_skus(&order).await?;
+        check_known(&order, &known).map_err(OrderError::from)?;
+        if request.get_ref().validate_only {
+            return Ok(Response::new(pb::PlaceOrderResponse {
+                order: None,
+                created: false,
+            }));
+        }
         let placed = self.store.place(&order, &self.topics).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some((&placed.record).into()),

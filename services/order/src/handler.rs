@@ -1,8 +1,9 @@
 //! The order service's reaction to payment and inventory outcomes: each event becomes an
-//! [`OrderOutcome`], which the store applies through the state machine.
+//! [`OrderOutcome`], which the store applies through the state machine. Catalogue entries
+//! update the read model PlaceOrder validates against.
 
 use async_trait::async_trait;
-use orderflow_domain::{OrderId, OrderOutcome, PaymentOutcome, StockSettlement};
+use orderflow_domain::{CatalogueEntry, OrderId, OrderOutcome, PaymentOutcome, StockSettlement};
 use orderflow_events::Event;
 use orderflow_platform::{HandleError, Handler, MessageContext};
 use sqlx::{Postgres, Transaction};
@@ -24,7 +25,9 @@ fn outcome_of(event: &Event) -> Result<Option<OrderOutcome>, OrderError> {
             OrderOutcome::try_from(StockSettlement::try_from(update)?)?
         }
         Event::PaymentRefunded(refund) => OrderOutcome::try_from(refund)?,
-        Event::OrderCreated(_) | Event::OrderStatusChanged(_) => return Ok(None),
+        Event::OrderCreated(_) | Event::OrderStatusChanged(_) | Event::CatalogueItemChanged(_) => {
+            return Ok(None);
+        }
     }))
 }
 
@@ -36,6 +39,11 @@ impl Handler for OrderHandler {
         event: &Event,
         _ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
+        if let Event::CatalogueItemChanged(entry) = event {
+            let entry = CatalogueEntry::try_from(entry).map_err(OrderError::from)?;
+            store::record_catalogue(tx, &entry).await?;
+            return Ok(Vec::new());
+        }
         let Some(outcome) = outcome_of(event)? else {
             return Ok(Vec::new());
         };
@@ -54,7 +62,7 @@ impl Handler for OrderHandler {
             .iter()
             .filter(|event| !matches!(event, Event::OrderCreated(_) | Event::OrderStatusChanged(_)))
             // An invalid id is refused when its event is handled.
-            .filter_map(|event| OrderId::parse("order_id", event.order_id()).ok())
+            .filter_map(|event| OrderId::parse("order_id", event.order_id()?).ok())
             .collect();
         Ok(store::lock_orders(tx, &orders).await?)
     }

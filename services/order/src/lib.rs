@@ -1,6 +1,8 @@
 //! The order service: the owner of orders. PlaceOrder stores a PENDING order and its
 //! OrderCreated event in one transaction; payment and inventory outcomes move the order
 //! through the pure state machine, each change recorded with its OrderStatusChanged event.
+//! PlaceOrder refuses SKUs the catalogue does not list, judged against the service's own read
+//! model of the `catalogue` topic, never by calling the inventory service.
 
 mod config;
 mod error;
@@ -27,12 +29,17 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
     orderflow_platform::migrations::with_platform(sqlx::migrate!("../../migrations/order"))
 });
 
-/// Binds the configured addresses and runs until `shutdown`.
-/// The topics this service consumes.
+/// The topics this service consumes: outcomes of its orders, and the catalogue it validates
+/// PlaceOrder against.
 pub fn input_topics(topics: &orderflow_events::Topics) -> Vec<String> {
-    vec![topics.payments.clone(), topics.inventory.clone()]
+    vec![
+        topics.payments.clone(),
+        topics.inventory.clone(),
+        topics.catalogue.clone(),
+    ]
 }
 
+/// Binds the configured addresses and runs until `shutdown`.
 pub async fn serve(args: OrderArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(args.grpc_listen).await?;
     let admin = TcpListener::bind(args.admin_listen).await?;

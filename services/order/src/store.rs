@@ -1,11 +1,13 @@
-//! The order database, all of its SQL: orders, their status history, and the outbox writes
-//! that go with every change. Rows are read back into domain types; `items` and
+//! The order database, all of its SQL: orders, their status history, the outbox writes
+//! that go with every change, and the read model of the catalogue. Rows are read back into domain types; `items` and
 //! `missing_items` are stored as JSON in the shape of the Avro records.
 
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
 use orderflow_domain::{
-    CustomerId, MissingItem, Money, NewOrder, OrderId, OrderLine, OrderOutcome, OrderStatus,
-    Transition,
+    CatalogueEntry, CustomerId, MissingItem, Money, NewOrder, OrderId, OrderLine, OrderOutcome,
+    OrderStatus, Sku, Transition,
 };
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_platform::trace::TraceParent;
@@ -320,6 +322,45 @@ impl Store {
         };
         rows.iter().map(record_from_row).collect()
     }
+
+    /// The SKUs of `order` that the catalogue lists (see [`record_catalogue`]).
+    #[tracing::instrument(skip_all, fields(lines = order.items.len()))]
+    pub async fn known_skus(&self, order: &NewOrder) -> Result<HashSet<Sku>, OrderError> {
+        let skus: Vec<&str> = order.items.iter().map(|line| line.sku.as_str()).collect();
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT sku FROM catalogue WHERE sku = ANY($1)")
+                .bind(&skus)
+                .fetch_all(&self.pool)
+                .await?;
+        // Each stored SKU was validated when its entry was recorded.
+        Ok(order
+            .items
+            .iter()
+            .filter(|line| known.iter().any(|sku| sku == line.sku.as_str()))
+            .map(|line| line.sku.clone())
+            .collect())
+    }
+}
+
+/// Keeps `entry` as its SKU's catalogue entry unless a newer one (a higher revision) is kept
+/// already: a redelivered or replayed entry, or one read late, changes nothing.
+#[tracing::instrument(skip_all, fields(sku = %entry.sku, revision = entry.revision))]
+pub async fn record_catalogue(
+    tx: &mut Transaction<'_, Postgres>,
+    entry: &CatalogueEntry,
+) -> Result<(), OrderError> {
+    sqlx::query(
+        "INSERT INTO catalogue (sku, available, revision) VALUES ($1, $2, $3)
+         ON CONFLICT (sku) DO UPDATE
+             SET available = EXCLUDED.available, revision = EXCLUDED.revision, updated_at = now()
+             WHERE catalogue.revision < EXCLUDED.revision",
+    )
+    .bind(entry.sku.as_str())
+    .bind(entry.available as i32)
+    .bind(entry.revision)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Locks the rows of `orders` (any order, repeats allowed) until the transaction ends, in

@@ -98,6 +98,7 @@ async fn batches_over_the_same_orders_in_opposite_orders_do_not_deadlock() {
                 }],
                 payment_method: "pm_card_visa".into(),
                 idempotency_key: format!("order-{n}"),
+                validate_only: false,
             };
             let order = NewOrder::try_from(&request).expect("valid order");
             store

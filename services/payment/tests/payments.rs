@@ -189,7 +189,7 @@ fn out_of_stock(order_id: &str) -> Event {
 }
 
 fn order_id(event: &Event) -> String {
-    event.order_id().to_owned()
+    event.order_id().expect("an order's event").to_owned()
 }
 
 /// The status the service published for the order.

@@ -729,9 +729,12 @@ pub async fn wait_healthy_at(
     }
 }
 
-/// Sets a SKU's stock through the gateway.
+/// Sets a SKU's stock through the gateway, then waits until the order service's catalogue
+/// lists it (asked through `orders`, a client of `customer`), so the test's orders of it are
+/// not refused as unknown.
 pub async fn set_stock(
     mut inventory: InventoryServiceClient<BearerChannel>,
+    (mut orders, customer): (OrderServiceClient<BearerChannel>, &str),
     sku: &str,
     units: i32,
 ) {
@@ -742,6 +745,14 @@ pub async fn set_stock(
         })
         .await
         .expect("SetStock");
+    orderflow_dev::load::wait_catalogued(
+        &mut orders,
+        customer,
+        sku,
+        orderflow_dev::load::CATALOGUE_PATIENCE,
+    )
+    .await
+    .expect("the SKU reaches the order service's catalogue");
 }
 
 /// A SKU's stock, read through the gateway.
@@ -773,6 +784,7 @@ pub fn order_request(
         }],
         payment_method: payment_method.into(),
         idempotency_key: uuid::Uuid::new_v4().to_string(),
+        validate_only: false,
     }
 }
 

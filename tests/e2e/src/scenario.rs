@@ -9,7 +9,13 @@ use crate::{System, order_request, status_name, watch_to_end};
 
 /// Sets a SKU's stock as an operator, through the gateway.
 pub async fn set_stock(system: &System, sku: &str, units: i32) {
-    crate::set_stock(system.inventory().await, sku, units).await
+    crate::set_stock(
+        system.inventory().await,
+        (system.orders("stocker").await, "stocker"),
+        sku,
+        units,
+    )
+    .await
 }
 
 /// A SKU's stock, through the gateway.

@@ -794,6 +794,34 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
         serde_json::json!({"sku": "widget", "available": 10})
     );
 
+    // A SKU nobody stocks is refused, naming the line.
+    let unknown = grpcurl_output(call(
+        r#"{
+        "items": [{"sku": "gadget", "quantity": 1, "unit_price": {"amount_minor": 500, "currency": "EUR"}}],
+        "payment_method": "pm_card_visa",
+        "idempotency_key": "alice-0000"
+    }"#,
+        "orderflow.v1.OrderService/PlaceOrder",
+    ))
+    .await;
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Code: InvalidArgument")
+            && stderr.contains(r#"items[0].sku: unknown SKU "gadget": it is not in the catalogue"#),
+        "{stderr}"
+    );
+    // The widget reaches the order service's catalogue a moment after SetStock; a person
+    // typing the next command is slower than that, a test is not.
+    orderflow_dev::load::wait_catalogued(
+        &mut system.orders("alice").await,
+        "alice",
+        "widget",
+        orderflow_dev::load::CATALOGUE_PATIENCE,
+    )
+    .await
+    .expect("widget in the catalogue");
+
     let order_body = r#"{
         "items": [{"sku": "widget", "quantity": 3, "unit_price": {"amount_minor": 1999, "currency": "EUR"}}],
         "payment_method": "pm_card_visa",

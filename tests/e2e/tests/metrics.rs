@@ -100,15 +100,13 @@ async fn metrics_reflect_the_flow() {
         topics.payments.as_str(),
         topics.inventory.as_str(),
     );
-    system
-        .inventory()
-        .await
-        .set_stock(pb::SetStockRequest {
-            sku: "widget".into(),
-            available: 5,
-        })
-        .await
-        .expect("SetStock");
+    orderflow_e2e::set_stock(
+        system.inventory().await,
+        (system.orders("stocker").await, "stocker"),
+        "widget",
+        5,
+    )
+    .await;
 
     // One after the other, so every count below is exact.
     for (quantity, method, end) in [

@@ -82,7 +82,13 @@ impl Injector {
 }
 
 async fn set_stock(system: &ProcessSystem, sku: &str, units: i32) {
-    orderflow_e2e::set_stock(system.inventory().await, sku, units).await
+    orderflow_e2e::set_stock(
+        system.inventory().await,
+        (system.orders("stocker").await, "stocker"),
+        sku,
+        units,
+    )
+    .await
 }
 
 async fn stock(system: &ProcessSystem, sku: &str) -> i32 {

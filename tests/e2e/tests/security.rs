@@ -141,7 +141,13 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_sees_only_its_own_orders() {
     let system = System::start().await;
-    set_stock(system.inventory().await, "widget", 10).await;
+    set_stock(
+        system.inventory().await,
+        (system.orders("stocker").await, "stocker"),
+        "widget",
+        10,
+    )
+    .await;
     let mut bob = system.orders("bob").await;
     let bobs = placed(&mut bob, "bob", "pm_card_visa").await;
     let mut alice = system.orders("alice").await;
@@ -228,7 +234,13 @@ async fn an_order_is_placed_as_the_token_s_subject_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_an_operator_administers_stock() {
     let system = System::start().await;
-    set_stock(system.inventory().await, "widget", 10).await;
+    set_stock(
+        system.inventory().await,
+        (system.orders("stocker").await, "stocker"),
+        "widget",
+        10,
+    )
+    .await;
     let mut customer = inventory_with(&system, system.credentials.issuer.customer("alice")).await;
     assert_refused(
         customer

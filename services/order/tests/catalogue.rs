@@ -1,0 +1,151 @@
+//! The order service's read model of the catalogue against real PostgreSQL, fed as the
+//! consumer loop feeds it (`apply_batch`): the newest revision of each SKU wins whatever
+//! order entries arrive in, and PlaceOrder's check reads only that model.
+
+use std::collections::HashSet;
+
+use orderflow_domain::{NewOrder, Sku, check_known};
+use orderflow_events::{self as ev, Event, Topics};
+use orderflow_order::{OrderHandler, Store, TransitionMetrics};
+use orderflow_platform::consumer::apply_batch;
+use orderflow_platform::{MessageContext, OutboxSignal};
+use orderflow_proto::v1 as pb;
+use orderflow_testkit::TestDatabase;
+use sqlx::PgPool;
+
+fn entry(sku: &str, available: i32, revision: i64) -> Event {
+    Event::CatalogueItemChanged(ev::CatalogueItemChanged {
+        event_id: ev::new_event_id(),
+        occurred_at: ev::now_millis(),
+        sku: sku.into(),
+        available,
+        revision,
+    })
+}
+
+/// Applies `events` as one batch, as the consumer loop does; the error, if it failed.
+async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
+    let handler = OrderHandler {
+        transitions: TransitionMetrics::default(),
+    };
+    let batch: Vec<(Event, MessageContext)> = events
+        .into_iter()
+        .map(|e| (e, MessageContext::replayed("catalogue", 1)))
+        .collect();
+    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+    match apply_batch(&mut tx, "order", &Topics::default(), &handler, &batch).await {
+        Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
+        Err(failure) => {
+            let _ = tx.rollback().await;
+            Err(failure.to_string())
+        }
+    }
+}
+
+async fn database() -> (TestDatabase, PgPool) {
+    let db = TestDatabase::create("order").await;
+    let pool = orderflow_db::connect_and_migrate(
+        &orderflow_db::DbSettings::new(db.url()),
+        &orderflow_order::MIGRATOR,
+    )
+    .await
+    .expect("order database");
+    (db, pool)
+}
+
+async fn kept(pool: &PgPool, sku: &str) -> Option<(i32, i64)> {
+    sqlx::query_as("SELECT available, revision FROM catalogue WHERE sku = $1")
+        .bind(sku)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+fn order(skus: &[&str]) -> NewOrder {
+    let request = pb::PlaceOrderRequest {
+        customer_id: "ana".into(),
+        items: skus
+            .iter()
+            .map(|sku| pb::OrderLine {
+                sku: (*sku).into(),
+                quantity: 1,
+                unit_price: Some(pb::Money {
+                    amount_minor: 100,
+                    currency: "EUR".into(),
+                }),
+            })
+            .collect(),
+        payment_method: "pm_card_visa".into(),
+        idempotency_key: "k".into(),
+        validate_only: false,
+    };
+    NewOrder::try_from(&request).expect("valid order")
+}
+
+#[tokio::test]
+async fn the_newest_revision_of_each_sku_is_kept_whatever_the_order_of_arrival() {
+    let (_db, pool) = database().await;
+    apply(
+        &pool,
+        vec![entry("a", 10, 1), entry("a", 7, 2), entry("b", 5, 1)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept(&pool, "a").await, Some((7, 2)));
+    // An older entry read late (a replay from the beginning, a redelivery) changes nothing.
+    apply(&pool, vec![entry("a", 10, 1), entry("a", 7, 2)])
+        .await
+        .unwrap();
+    assert_eq!(kept(&pool, "a").await, Some((7, 2)));
+    apply(&pool, vec![entry("a", 0, 5)]).await.unwrap();
+    assert_eq!(kept(&pool, "a").await, Some((0, 5)));
+    assert_eq!(kept(&pool, "b").await, Some((5, 1)));
+    assert_eq!(kept(&pool, "c").await, None);
+}
+
+#[tokio::test]
+async fn an_invalid_entry_is_refused_naming_the_field_and_keeps_nothing() {
+    let (_db, pool) = database().await;
+    let err = apply(&pool, vec![entry("not a sku", 1, 1)])
+        .await
+        .unwrap_err();
+    assert!(err.contains("sku"), "{err}");
+    let err = apply(&pool, vec![entry("a", -3, 1)]).await.unwrap_err();
+    assert!(err.contains("available"), "{err}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM catalogue")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn place_order_s_check_reads_the_read_model_alone() {
+    let (_db, pool) = database().await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let known = |skus: &[&str]| -> HashSet<Sku> {
+        skus.iter().map(|s| Sku::parse("sku", s).unwrap()).collect()
+    };
+    let two = order(&["a", "b"]);
+    assert_eq!(store.known_skus(&two).await.unwrap(), known(&[]));
+    assert_eq!(
+        check_known(&two, &store.known_skus(&two).await.unwrap())
+            .unwrap_err()
+            .field,
+        "items[0].sku"
+    );
+    // A SKU at zero stock is still in the catalogue: its orders end OUT_OF_STOCK, refunded.
+    apply(&pool, vec![entry("a", 0, 1)]).await.unwrap();
+    assert_eq!(store.known_skus(&two).await.unwrap(), known(&["a"]));
+    assert_eq!(
+        check_known(&two, &store.known_skus(&two).await.unwrap())
+            .unwrap_err()
+            .field,
+        "items[1].sku"
+    );
+    apply(&pool, vec![entry("b", 3, 1)]).await.unwrap();
+    assert_eq!(
+        check_known(&two, &store.known_skus(&two).await.unwrap()),
+        Ok(())
+    );
+}

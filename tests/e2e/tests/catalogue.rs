@@ -1,0 +1,151 @@
+//! Validation without synchronous calls (seed 004): the inventory service publishes its
+//! catalogue on the compacted `catalogue` topic and the order service judges PlaceOrder
+//! against its own copy. With the inventory service stopped, and the order service restarted
+//! meanwhile, an unknown SKU is still refused at once, naming the line, and a known one is
+//! accepted; those orders complete, with exact stock, once the inventory service returns.
+
+use std::time::Duration;
+
+use orderflow_e2e::scenario::{place, set_stock, stock};
+use orderflow_e2e::{Component, System, order_request, status_name, wait_for, watch_to_end};
+use orderflow_proto::v1 as pb;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// PlaceOrder's refusal of `request`: INVALID_ARGUMENT, its message.
+async fn refused(system: &System, request: pb::PlaceOrderRequest) -> String {
+    let status = system
+        .orders(&request.customer_id)
+        .await
+        .place_order(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status.message().to_owned()
+}
+
+async fn status_of(system: &System, customer: &str, order_id: &str) -> &'static str {
+    let order = system
+        .orders(customer)
+        .await
+        .get_order(pb::GetOrderRequest {
+            order_id: order_id.into(),
+        })
+        .await
+        .expect("GetOrder")
+        .into_inner();
+    status_name(order.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_judged_against_the_catalogue_while_inventory_is_down() {
+    let mut system = System::start().await;
+    set_stock(&system, "cat-known", 10).await;
+    system.stop_component(Component::Inventory).await;
+    // The order service's copy survives its own restart: it lives in its database.
+    system.stop_component(Component::Order).await;
+    system.start_component(Component::Order).await;
+
+    let message = refused(
+        &system,
+        order_request("cat", "cat-nobody-stocks", 1, "pm_card_visa"),
+    )
+    .await;
+    assert!(message.starts_with("items[0].sku:"), "{message}");
+    assert!(message.contains("\"cat-nobody-stocks\""), "{message}");
+    let mut two_lines = order_request("cat", "cat-known", 1, "pm_card_visa");
+    two_lines.items.push(two_lines.items[0].clone());
+    two_lines.items[1].sku = "cat-unknown-too".into();
+    let message = refused(&system, two_lines).await;
+    assert!(message.starts_with("items[1].sku:"), "{message}");
+    // validate_only says the same, and places nothing.
+    let mut check = order_request("cat", "cat-known", 3, "pm_card_visa");
+    check.validate_only = true;
+    let response = system
+        .orders("cat")
+        .await
+        .place_order(check)
+        .await
+        .expect("validate_only")
+        .into_inner();
+    assert!(
+        response.order.is_none() && !response.created,
+        "{response:?}"
+    );
+
+    // Known SKUs are accepted with the inventory service down: paid, then waiting for stock.
+    let first = place(
+        &system,
+        order_request("cat", "cat-known", 3, "pm_card_visa"),
+    )
+    .await;
+    let second = place(
+        &system,
+        order_request("cat", "cat-known", 8, "pm_card_visa"),
+    )
+    .await;
+    for order in [&first, &second] {
+        wait_for("the order to be paid", WAIT, || async {
+            (status_of(&system, "cat", &order.order_id).await == "PAID").then_some(())
+        })
+        .await;
+    }
+    let listed = system
+        .orders("cat")
+        .await
+        .list_orders(pb::ListOrdersRequest {
+            customer_id: "cat".into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .expect("ListOrders")
+        .into_inner()
+        .orders;
+    assert_eq!(
+        listed.len(),
+        2,
+        "refused and validate_only requests placed nothing"
+    );
+
+    system.start_component(Component::Inventory).await;
+    let mut orders = system.orders("cat").await;
+    let ends = [
+        watch_to_end(&mut orders, &first.order_id, 1).await,
+        watch_to_end(&mut orders, &second.order_id, 1).await,
+    ];
+    let last: Vec<&str> = ends
+        .iter()
+        .map(|seen| seen.last().expect("an end").1)
+        .collect();
+    assert_eq!(last, ["COMPLETED", "REFUNDED"], "{ends:?}");
+    assert_eq!(stock(&system, "cat-known").await, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_service_s_copy_follows_every_stock_change() {
+    let system = System::start().await;
+    set_stock(&system, "cat-level", 5).await;
+    let order = place(
+        &system,
+        order_request("cat", "cat-level", 2, "pm_card_visa"),
+    )
+    .await;
+    let mut orders = system.orders("cat").await;
+    let seen = watch_to_end(&mut orders, &order.order_id, 1).await;
+    assert_eq!(seen.last().map(|s| s.1), Some("COMPLETED"));
+    // Set (revision 1), then the order's deduction (revision 2): the copy ends at 3 units.
+    let pool = system.order_db.pool().await;
+    let copy = wait_for("the deduction to reach the catalogue", WAIT, || async {
+        let kept: (i32, i64) =
+            sqlx::query_as("SELECT available, revision FROM catalogue WHERE sku = 'cat-level'")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        (kept.1 == 2).then_some(kept)
+    })
+    .await;
+    assert_eq!(copy, (3, 2));
+    assert_eq!(stock(&system, "cat-level").await, 3);
+}
