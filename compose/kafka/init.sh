@@ -3,14 +3,14 @@
 # the broker's loopback-only administration listener: creates the topics, one SCRAM user per
 # component, and ACLs that give each exactly what the flow needs (seeds 002 and 003):
 #
-#   order      produces orders, order-status      consumes payments, inventory, catalogue (group order)
+#   order      produces orders, order-status      consumes payments, inventory, catalogue, customers (group order)
 #   payment    produces payments                  consumes orders, inventory     (group payment)
 #   inventory  produces inventory, catalogue      consumes payments              (group inventory)
 #   history                                       consumes every topic of orders' flow (group history)
 #                                                 reads their dead-letter topics (group history-dead-letters)
 #   analytics                                     consumes order-status, payments, inventory (group analytics)
 #   notifications                                 consumes order-status          (group notifications)
-#   gateway                                       reads order-status             (no group)
+#   gateway    produces customers (the directory) reads order-status             (no group)
 #
 # and each consumer writes its own dead-letter topics (<topic>.<service>.dlq). Nobody else
 # may create, alter or delete topics. Safe to run again: every step is idempotent.
@@ -25,7 +25,7 @@ topic() { # name [partitions]
     --topic "$1" --partitions "${2:-$PARTITIONS}" --replication-factor 1 >/dev/null
 }
 
-compacted_topic() { # name: keeps the newest record of each key (the catalogue)
+compacted_topic() { # name: keeps the newest record of each key (catalogue, customers)
   "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
     --topic "$1" --partitions "$PARTITIONS" --replication-factor 1 \
     --config cleanup.policy=compact >/dev/null
@@ -54,6 +54,7 @@ consumes() { # service, topic: reads it in its group and may dead-letter it
 
 for t in orders order-status payments inventory; do topic "$t"; done
 compacted_topic catalogue
+compacted_topic customers
 
 user order "$ORDERFLOW_KAFKA_ORDER_PASSWORD"
 user payment "$ORDERFLOW_KAFKA_PAYMENT_PASSWORD"
@@ -68,6 +69,7 @@ produces order order-status
 consumes order payments
 consumes order inventory
 consumes order catalogue
+consumes order customers
 allow order "Read Describe" --group order
 
 produces payment payments
@@ -114,5 +116,7 @@ consumes notifications order-status
 allow notifications "Read Describe" --group notifications
 
 allow gateway "Read Describe" --topic order-status
+# Operators' SetCustomerStatus publishes the customer directory.
+produces gateway customers
 
 echo "Kafka topics, users and ACLs are in place"

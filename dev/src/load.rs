@@ -225,8 +225,8 @@ pub const CATALOGUE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Waits until PlaceOrder accepts `sku` from `customer` (the client's caller), asking with
 /// `validate_only` (nothing is placed): a SKU reaches the order service's catalogue a moment
-/// after the inventory service stocks it. Waits through an unavailable system too; any other
-/// refusal is an error at once.
+/// after the inventory service stocks it. Waits through an unavailable system and a rate
+/// limit too; any other refusal is an error at once.
 pub async fn wait_catalogued(
     client: &mut OrderServiceClient<BearerChannel>,
     customer: &str,
@@ -255,7 +255,8 @@ pub async fn wait_catalogued(
         };
         let not_yet = match status.code() {
             Code::InvalidArgument => status.message().starts_with("items[0].sku:"),
-            Code::Unavailable | Code::DeadlineExceeded => true,
+            // The system is away, or the caller is over its rate limit: wait and ask again.
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => true,
             _ => false,
         };
         if !not_yet {

@@ -2,7 +2,8 @@
 //! service may read exactly the topics it subscribes to (`<service>::input_topics`), in the
 //! group it joins, write exactly the topics of the events it publishes and the dead-letter
 //! topics of its own inputs; the history service also reads every consumer's dead-letter
-//! topics of orders' events in a group of its own; the gateway only reads the status topic. A
+//! topics of orders' events in a group of its own; the gateway reads the status topic and
+//! publishes the customer directory. A
 //! service that starts
 //! consuming a new topic fails here until its ACL is added, not in a deployment.
 
@@ -111,6 +112,12 @@ fn every_service_is_granted_exactly_what_it_consumes_and_publishes() {
         "reads".to_owned(),
         "gateway".to_owned(),
         topics.order_status.clone(),
+    ));
+    // Operators' SetCustomerStatus: the gateway publishes the customer directory.
+    expected.insert((
+        "produces".to_owned(),
+        "gateway".to_owned(),
+        topics.for_kind(EventKind::CustomerStatusChanged).to_owned(),
     ));
     assert_eq!(grants(), expected);
 }

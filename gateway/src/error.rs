@@ -38,6 +38,10 @@ pub enum GatewayError {
         per_second: f64,
         retry_after_ms: u128,
     },
+    /// The customer directory's entry did not reach the broker (or the registry); nothing was
+    /// published, the call may be retried.
+    #[error("the customer directory cannot be written now, retry: {0}")]
+    DirectoryUnavailable(String),
     /// A handler ran without the authentication interceptor: a wiring defect.
     #[error("internal error")]
     NoAccessDecision,
@@ -51,6 +55,10 @@ impl From<GatewayError> for Status {
                 Status::new(status.code(), status.message().to_owned())
             }
             GatewayError::FeedNotReady => Status::unavailable(e.to_string()),
+            GatewayError::DirectoryUnavailable(reason) => {
+                tracing::warn!(%reason, "customer directory unavailable");
+                Status::unavailable("the customer directory cannot be written now, retry")
+            }
             GatewayError::TooManyStreams { .. } => Status::resource_exhausted(e.to_string()),
             GatewayError::AheadOfOrder { .. } => Status::out_of_range(e.to_string()),
             GatewayError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),

@@ -1,10 +1,12 @@
 //! The public gRPC gateway: the only door clients use. It validates requests, forwards them
-//! to the owning service (orders to the order service, stock to the inventory service), and
-//! serves WatchOrder streams from the `order-status` topic through an in-memory fan-out.
+//! to the owning service (orders to the order service, stock to the inventory service),
+//! serves WatchOrder streams from the `order-status` topic through an in-memory fan-out, and
+//! publishes operators' customer directory entries on the `customers` topic.
 
 mod access;
 mod api;
 mod config;
+mod directory;
 mod error;
 mod feed;
 mod hub;
@@ -19,6 +21,7 @@ use orderflow_platform::{Health, Metrics};
 use orderflow_proto::internal::v1::analytics_store_client::AnalyticsStoreClient;
 use orderflow_proto::internal::v1::history_store_client::HistoryStoreClient;
 use orderflow_proto::internal::v1::order_store_client::OrderStoreClient;
+use orderflow_proto::v1::customer_service_server::CustomerServiceServer;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::inventory_service_server::InventoryServiceServer;
 use orderflow_proto::v1::order_service_server::OrderServiceServer;
@@ -82,6 +85,7 @@ pub async fn run(
     // NOT_SERVING, while calls that need no feed are served.
     let (feed_ready, ready) = tokio::sync::watch::channel(false);
     feed::not_ready_yet(&health);
+    let customers = directory::CustomerApi::new(&args.bus.kafka, codec.clone())?;
     let feed = tokio::spawn(feed::run(
         args.bus.kafka.clone(),
         codec,
@@ -144,6 +148,9 @@ pub async fn run(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<InventoryServiceServer<api::InventoryApi>>()
+        .await;
+    health_reporter
+        .set_serving::<CustomerServiceServer<directory::CustomerApi>>()
         .await;
     // The order service (WatchOrder) and the server as a whole: SERVING once the status feed
     // is positioned, as `/health` reports.
@@ -210,6 +217,10 @@ pub async fn run(
         ))
         .add_service(InterceptedService::new(
             StatsServiceServer::new(stats).max_decoding_message_size(args.max_message_bytes),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            CustomerServiceServer::new(customers).max_decoding_message_size(args.max_message_bytes),
             authenticate,
         ))
         .add_service(health_service)

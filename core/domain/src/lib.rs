@@ -4,12 +4,14 @@
 //! so all of it is unit-tested directly.
 
 pub mod catalogue;
+pub mod customers;
 pub mod outcome;
 pub mod state;
 pub mod stock;
 pub mod values;
 
 pub use catalogue::{CatalogueEntry, check_known};
+pub use customers::{Blocked, CustomerEntry, Standing, check_standing};
 pub use outcome::{OrderOutcome, PaymentOutcome, PaymentResult};
 pub use state::{OrderInput, OrderStatus, Transition, TransitionError, UnknownStatus, apply};
 pub use stock::{

@@ -250,7 +250,7 @@ pub struct FixedResolver {
 }
 
 impl FixedResolver {
-    /// Every event kind's schema of this build, under ids 1 to 6 in [`EventKind::ALL`] order.
+    /// Every event kind's schema of this build, under ids 1 to 7 in [`EventKind::ALL`] order.
     pub fn new() -> Self {
         let schemas = EventKind::ALL
             .into_iter()
@@ -371,6 +371,7 @@ pub fn encode_plain(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
         Event::PaymentRefunded(e) => apache_avro::to_value(e),
         Event::InventoryUpdated(e) => apache_avro::to_value(e),
         Event::CatalogueItemChanged(e) => apache_avro::to_value(e),
+        Event::CustomerStatusChanged(e) => apache_avro::to_value(e),
     }
     .map_err(err)?;
     let schema = kind.schema();
@@ -413,6 +414,9 @@ pub fn decode_with_writer(writer: &Schema, mut datum: &[u8]) -> Result<Event, Co
         EventKind::InventoryUpdated => apache_avro::from_value(&value).map(Event::InventoryUpdated),
         EventKind::CatalogueItemChanged => {
             apache_avro::from_value(&value).map(Event::CatalogueItemChanged)
+        }
+        EventKind::CustomerStatusChanged => {
+            apache_avro::from_value(&value).map(Event::CustomerStatusChanged)
         }
     }
     .map_err(|e| undecodable(e.to_string()))?;
@@ -513,6 +517,13 @@ mod tests {
                 available: 7,
                 revision: 12,
             }),
+            Event::CustomerStatusChanged(CustomerStatusChanged {
+                event_id: id(),
+                occurred_at: 6,
+                customer_id: "mallory".into(),
+                status: CustomerStatus::Blocked,
+                reason: Some("chargebacks".into()),
+            }),
         ]
     }
 
@@ -583,6 +594,7 @@ mod tests {
                 Event::PaymentRefunded(e) => apache_avro::to_value(e),
                 Event::InventoryUpdated(e) => apache_avro::to_value(e),
                 Event::CatalogueItemChanged(e) => apache_avro::to_value(e),
+                Event::CustomerStatusChanged(e) => apache_avro::to_value(e),
             }
             .unwrap();
             let mut from_type = Vec::new();

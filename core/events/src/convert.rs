@@ -199,6 +199,38 @@ impl TryFrom<&ev::CatalogueItemChanged> for orderflow_domain::CatalogueEntry {
     }
 }
 
+impl TryFrom<&ev::CustomerStatusChanged> for orderflow_domain::CustomerEntry {
+    type Error = ValidationError;
+
+    fn try_from(entry: &ev::CustomerStatusChanged) -> Result<Self, Self::Error> {
+        let status = match entry.status {
+            ev::CustomerStatus::Active => "ACTIVE",
+            ev::CustomerStatus::Blocked => "BLOCKED",
+            ev::CustomerStatus::Unknown => "UNKNOWN",
+        };
+        orderflow_domain::CustomerEntry::parse(&entry.customer_id, status, entry.reason.as_deref())
+    }
+}
+
+/// A directory entry as the event that publishes it, happening now.
+impl From<&orderflow_domain::CustomerEntry> for ev::CustomerStatusChanged {
+    fn from(entry: &orderflow_domain::CustomerEntry) -> Self {
+        let (status, reason) = match &entry.standing {
+            orderflow_domain::Standing::Active => (ev::CustomerStatus::Active, None),
+            orderflow_domain::Standing::Blocked { reason } => {
+                (ev::CustomerStatus::Blocked, Some(reason.clone()))
+            }
+        };
+        ev::CustomerStatusChanged {
+            event_id: ev::new_event_id(),
+            occurred_at: ev::now_millis(),
+            customer_id: entry.customer_id.to_string(),
+            status,
+            reason,
+        }
+    }
+}
+
 impl TryFrom<&ev::PaymentProcessed> for PaymentOutcome {
     type Error = ValidationError;
 

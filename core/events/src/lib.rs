@@ -25,6 +25,8 @@ pub struct Topics {
     pub inventory: String,
     /// Compacted: the newest [`CatalogueItemChanged`] of each SKU.
     pub catalogue: String,
+    /// Compacted: the newest [`CustomerStatusChanged`] of each customer.
+    pub customers: String,
 }
 
 impl Topics {
@@ -36,6 +38,7 @@ impl Topics {
             payments: format!("{prefix}payments"),
             inventory: format!("{prefix}inventory"),
             catalogue: format!("{prefix}catalogue"),
+            customers: format!("{prefix}customers"),
         }
     }
 
@@ -47,17 +50,19 @@ impl Topics {
             EventKind::PaymentProcessed | EventKind::PaymentRefunded => &self.payments,
             EventKind::InventoryUpdated => &self.inventory,
             EventKind::CatalogueItemChanged => &self.catalogue,
+            EventKind::CustomerStatusChanged => &self.customers,
         }
     }
 
     /// Every event topic.
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.orders,
             &self.order_status,
             &self.payments,
             &self.inventory,
             &self.catalogue,
+            &self.customers,
         ]
     }
 
@@ -72,8 +77,8 @@ impl Topics {
     }
 
     /// The compacted topics: a reader keeps the newest record of each key.
-    pub fn compacted(&self) -> [&str; 1] {
-        [&self.catalogue]
+    pub fn compacted(&self) -> [&str; 2] {
+        [&self.catalogue, &self.customers]
     }
 }
 
@@ -92,10 +97,11 @@ pub enum EventKind {
     PaymentRefunded,
     InventoryUpdated,
     CatalogueItemChanged,
+    CustomerStatusChanged,
 }
 
 /// The schema file each Rust type follows: the newest version of each record.
-const SCHEMA_FILES: [(EventKind, &str, &str); 6] = [
+const SCHEMA_FILES: [(EventKind, &str, &str); 7] = [
     (
         EventKind::OrderCreated,
         "orders/OrderCreated/v1.avsc",
@@ -126,6 +132,11 @@ const SCHEMA_FILES: [(EventKind, &str, &str); 6] = [
         "catalogue/CatalogueItemChanged/v1.avsc",
         include_str!("../../../schemas/catalogue/CatalogueItemChanged/v1.avsc"),
     ),
+    (
+        EventKind::CustomerStatusChanged,
+        "customers/CustomerStatusChanged/v1.avsc",
+        include_str!("../../../schemas/customers/CustomerStatusChanged/v1.avsc"),
+    ),
 ];
 
 static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {
@@ -138,13 +149,14 @@ static PARSED: LazyLock<Vec<Schema>> = LazyLock::new(|| {
 });
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::OrderCreated,
         EventKind::OrderStatusChanged,
         EventKind::PaymentProcessed,
         EventKind::PaymentRefunded,
         EventKind::InventoryUpdated,
         EventKind::CatalogueItemChanged,
+        EventKind::CustomerStatusChanged,
     ];
 
     fn index(self) -> usize {
@@ -163,6 +175,7 @@ impl EventKind {
             EventKind::PaymentRefunded => "orderflow.events.PaymentRefunded",
             EventKind::InventoryUpdated => "orderflow.events.InventoryUpdated",
             EventKind::CatalogueItemChanged => "orderflow.events.CatalogueItemChanged",
+            EventKind::CustomerStatusChanged => "orderflow.events.CustomerStatusChanged",
         }
     }
 

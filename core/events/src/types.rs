@@ -139,6 +139,25 @@ pub struct CatalogueItemChanged {
     pub revision: i64,
 }
 
+/// Symbols of `orderflow.events.CustomerStatus`, in schema order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CustomerStatus {
+    Unknown,
+    Active,
+    Blocked,
+}
+
+/// `customers` (compacted, keyed by customer id): a customer's standing in the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerStatusChanged {
+    pub event_id: String,
+    pub occurred_at: i64,
+    pub customer_id: String,
+    pub status: CustomerStatus,
+    pub reason: Option<String>,
+}
+
 /// Any event. Serialized as JSON (tagged) in the outbox; as Avro on Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "event")]
@@ -149,6 +168,7 @@ pub enum Event {
     PaymentRefunded(PaymentRefunded),
     InventoryUpdated(InventoryUpdated),
     CatalogueItemChanged(CatalogueItemChanged),
+    CustomerStatusChanged(CustomerStatusChanged),
 }
 
 impl Event {
@@ -160,6 +180,7 @@ impl Event {
             Event::PaymentRefunded(_) => EventKind::PaymentRefunded,
             Event::InventoryUpdated(_) => EventKind::InventoryUpdated,
             Event::CatalogueItemChanged(_) => EventKind::CatalogueItemChanged,
+            Event::CustomerStatusChanged(_) => EventKind::CustomerStatusChanged,
         }
     }
 
@@ -171,6 +192,7 @@ impl Event {
             Event::PaymentRefunded(e) => &e.event_id,
             Event::InventoryUpdated(e) => &e.event_id,
             Event::CatalogueItemChanged(e) => &e.event_id,
+            Event::CustomerStatusChanged(e) => &e.event_id,
         }
     }
 
@@ -183,6 +205,7 @@ impl Event {
             Event::PaymentRefunded(e) => e.occurred_at,
             Event::InventoryUpdated(e) => e.occurred_at,
             Event::CatalogueItemChanged(e) => e.occurred_at,
+            Event::CustomerStatusChanged(e) => e.occurred_at,
         }
     }
 
@@ -194,15 +217,17 @@ impl Event {
             Event::PaymentProcessed(e) => Some(&e.order_id),
             Event::PaymentRefunded(e) => Some(&e.order_id),
             Event::InventoryUpdated(e) => Some(&e.order_id),
-            Event::CatalogueItemChanged(_) => None,
+            Event::CatalogueItemChanged(_) | Event::CustomerStatusChanged(_) => None,
         }
     }
 
     /// The event's Kafka key: its order id (so an order's events keep their order), or for a
-    /// catalogue entry its SKU (so compaction keeps the newest entry of each SKU).
+    /// catalogue entry its SKU and for a directory entry its customer (so compaction keeps
+    /// the newest entry of each).
     pub fn key(&self) -> &str {
         match self {
             Event::CatalogueItemChanged(e) => &e.sku,
+            Event::CustomerStatusChanged(e) => &e.customer_id,
             other => other
                 .order_id()
                 .expect("every other event belongs to an order"),
@@ -235,5 +260,6 @@ into_event!(
     PaymentProcessed,
     PaymentRefunded,
     InventoryUpdated,
-    CatalogueItemChanged
+    CatalogueItemChanged,
+    CustomerStatusChanged
 );

@@ -1,7 +1,9 @@
 //! Conversions between the gRPC messages and the domain types: requests are validated into
 //! domain types here, once, and domain values become messages here.
 
-use orderflow_domain::{MissingItem, Money, NewOrder, OrderLine, OrderStatus, ValidationError};
+use orderflow_domain::{
+    CustomerEntry, MissingItem, Money, NewOrder, OrderLine, OrderStatus, Standing, ValidationError,
+};
 
 use crate::v1 as pb;
 
@@ -26,6 +28,39 @@ impl TryFrom<&pb::PlaceOrderRequest> for NewOrder {
             &req.payment_method,
             &req.idempotency_key,
         )
+    }
+}
+
+impl TryFrom<&pb::SetCustomerStatusRequest> for CustomerEntry {
+    type Error = ValidationError;
+
+    /// Validates a SetCustomerStatus request into the directory entry it publishes.
+    fn try_from(request: &pb::SetCustomerStatusRequest) -> Result<Self, Self::Error> {
+        let status = match pb::CustomerStatus::try_from(request.status) {
+            Ok(pb::CustomerStatus::Active) => "ACTIVE",
+            Ok(pb::CustomerStatus::Blocked) => "BLOCKED",
+            _ => {
+                return Err(ValidationError::new(
+                    "status",
+                    "must be CUSTOMER_STATUS_ACTIVE or CUSTOMER_STATUS_BLOCKED",
+                ));
+            }
+        };
+        CustomerEntry::parse(&request.customer_id, status, Some(&request.reason))
+    }
+}
+
+impl From<&CustomerEntry> for pb::CustomerStatusChange {
+    fn from(entry: &CustomerEntry) -> Self {
+        let (status, reason) = match &entry.standing {
+            Standing::Active => (pb::CustomerStatus::Active, String::new()),
+            Standing::Blocked { reason } => (pb::CustomerStatus::Blocked, reason.clone()),
+        };
+        pb::CustomerStatusChange {
+            customer_id: entry.customer_id.to_string(),
+            status: status.into(),
+            reason,
+        }
     }
 }
 

@@ -151,7 +151,7 @@ fn describe_order_messages() -> String {
 }
 
 /// The database transactions one COMPLETED order causes without batching, in the order
-/// [`complete_orders`] replays them; the first is one per order, the consumers' five are
+/// [`complete_orders`] replays them; the first is one per order, the consumers' six are
 /// shared by a batch. The outbox relay's transactions are not per order (it batches) and run
 /// beside the replay instead.
 const ORDER_TRANSACTIONS: [&str; 7] = [
@@ -654,8 +654,9 @@ impl Services {
             validate_only: false,
         };
         let order = NewOrder::try_from(&request)?;
-        let known = self.store.known_skus(&order).await?;
-        orderflow_domain::check_known(&order, &known)?;
+        let admission = self.store.admission(&order).await?;
+        orderflow_domain::check_standing(&order.customer_id, admission.standing.as_ref())?;
+        orderflow_domain::check_known(&order, &admission.known_skus)?;
         let placed = self.store.place(&order, &self.topics).await?;
         anyhow::ensure!(
             placed.created,

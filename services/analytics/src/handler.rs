@@ -69,7 +69,8 @@ impl Handler for AnalyticsHandler {
             // Placed orders are counted by their first status change (PENDING, v1).
             Event::OrderCreated(_)
             | Event::InventoryUpdated(_)
-            | Event::CatalogueItemChanged(_) => {}
+            | Event::CatalogueItemChanged(_)
+            | Event::CustomerStatusChanged(_) => {}
         }
         Ok(Vec::new())
     }

@@ -1,7 +1,9 @@
 //! What an event says, in a few words, and which service wrote it: the pure part of the
 //! timeline, from the event alone.
 
-use orderflow_events::{Event, EventKind, InventoryStatus, Money, OrderStatus, PaymentStatus};
+use orderflow_events::{
+    CustomerStatus, Event, EventKind, InventoryStatus, Money, OrderStatus, PaymentStatus,
+};
 
 /// The service that writes events of `kind`.
 pub fn producer(kind: EventKind) -> &'static str {
@@ -9,6 +11,7 @@ pub fn producer(kind: EventKind) -> &'static str {
         EventKind::OrderCreated | EventKind::OrderStatusChanged => "order",
         EventKind::PaymentProcessed | EventKind::PaymentRefunded => "payment",
         EventKind::InventoryUpdated | EventKind::CatalogueItemChanged => "inventory",
+        EventKind::CustomerStatusChanged => "gateway",
     }
 }
 
@@ -68,6 +71,15 @@ pub fn summary(event: &Event) -> String {
             "{}: {} in stock (revision {})",
             e.sku, e.available, e.revision
         ),
+        Event::CustomerStatusChanged(e) => match e.status {
+            CustomerStatus::Blocked => format!(
+                "customer {} BLOCKED: {}",
+                e.customer_id,
+                e.reason.as_deref().unwrap_or("no reason given")
+            ),
+            CustomerStatus::Active => format!("customer {} ACTIVE", e.customer_id),
+            CustomerStatus::Unknown => format!("customer {} status UNKNOWN", e.customer_id),
+        },
     }
 }
 

@@ -1,7 +1,7 @@
 //! The order service's errors, and the one place each becomes a gRPC status or a consumer
 //! outcome.
 
-use orderflow_domain::{OrderId, TransitionError, ValidationError};
+use orderflow_domain::{Blocked, OrderId, TransitionError, ValidationError};
 use orderflow_platform::HandleError;
 use tonic::Status;
 
@@ -13,6 +13,9 @@ pub enum OrderError {
     Invalid(#[from] ValidationError),
     #[error("order {0} not found")]
     NotFound(OrderId),
+    /// The customer directory lists the customer as blocked.
+    #[error(transparent)]
+    Blocked(#[from] Blocked),
     #[error("idempotency_key {0:?} was already used for a different order")]
     IdempotencyConflict(String),
     /// An outcome this order's history rules out.
@@ -35,6 +38,7 @@ impl From<OrderError> for Status {
         match &e {
             OrderError::Invalid(v) => Status::invalid_argument(v.to_string()),
             OrderError::NotFound(_) => Status::not_found(e.to_string()),
+            OrderError::Blocked(_) => Status::permission_denied(e.to_string()),
             OrderError::IdempotencyConflict(_) => Status::already_exists(e.to_string()),
             OrderError::Impossible { .. } => Status::failed_precondition(e.to_string()),
             // Internal details go to the log, never to the client.

@@ -4,7 +4,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use orderflow_domain::{CustomerId, NewOrder, OrderId, ValidationError, check_known};
+use orderflow_domain::{
+    CustomerId, NewOrder, OrderId, ValidationError, check_known, check_standing,
+};
 use orderflow_events::Topics;
 use orderflow_proto::internal::v1::order_store_server::{OrderStore, OrderStoreServer};
 use orderflow_proto::internal::v1::{GetOrderHistoryRequest, OrderHistory};
@@ -74,8 +76,10 @@ impl OrderStore for OrderApi {
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let order = NewOrder::try_from(request.get_ref()).map_err(OrderError::from)?;
-        let known = self.store.known_skus(&order).await?;
-        check_known(&order, &known).map_err(OrderError::from)?;
+        let admission = self.store.admission(&order).await?;
+        check_standing(&order.customer_id, admission.standing.as_ref())
+            .map_err(OrderError::from)?;
+        check_known(&order, &admission.known_skus).map_err(OrderError::from)?;
         if request.get_ref().validate_only {
             return Ok(Response::new(pb::PlaceOrderResponse {
                 order: None,

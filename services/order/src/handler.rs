@@ -1,9 +1,11 @@
 //! The order service's reaction to payment and inventory outcomes: each event becomes an
-//! [`OrderOutcome`], which the store applies through the state machine. Catalogue entries
-//! update the read model PlaceOrder validates against.
+//! [`OrderOutcome`], which the store applies through the state machine. Catalogue and
+//! customer directory entries update the read models PlaceOrder is judged against.
 
 use async_trait::async_trait;
-use orderflow_domain::{CatalogueEntry, OrderId, OrderOutcome, PaymentOutcome, StockSettlement};
+use orderflow_domain::{
+    CatalogueEntry, CustomerEntry, OrderId, OrderOutcome, PaymentOutcome, StockSettlement,
+};
 use orderflow_events::Event;
 use orderflow_platform::{HandleError, Handler, MessageContext};
 use sqlx::{Postgres, Transaction};
@@ -25,7 +27,10 @@ fn outcome_of(event: &Event) -> Result<Option<OrderOutcome>, OrderError> {
             OrderOutcome::try_from(StockSettlement::try_from(update)?)?
         }
         Event::PaymentRefunded(refund) => OrderOutcome::try_from(refund)?,
-        Event::OrderCreated(_) | Event::OrderStatusChanged(_) | Event::CatalogueItemChanged(_) => {
+        Event::OrderCreated(_)
+        | Event::OrderStatusChanged(_)
+        | Event::CatalogueItemChanged(_)
+        | Event::CustomerStatusChanged(_) => {
             return Ok(None);
         }
     }))
@@ -39,10 +44,18 @@ impl Handler for OrderHandler {
         event: &Event,
         _ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
-        if let Event::CatalogueItemChanged(entry) = event {
-            let entry = CatalogueEntry::try_from(entry).map_err(OrderError::from)?;
-            store::record_catalogue(tx, &entry).await?;
-            return Ok(Vec::new());
+        match event {
+            Event::CatalogueItemChanged(entry) => {
+                let entry = CatalogueEntry::try_from(entry).map_err(OrderError::from)?;
+                store::record_catalogue(tx, &entry).await?;
+                return Ok(Vec::new());
+            }
+            Event::CustomerStatusChanged(entry) => {
+                let entry = CustomerEntry::try_from(entry).map_err(OrderError::from)?;
+                store::record_customer(tx, &entry).await?;
+                return Ok(Vec::new());
+            }
+            _ => {}
         }
         let Some(outcome) = outcome_of(event)? else {
             return Ok(Vec::new());

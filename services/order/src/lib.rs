@@ -1,8 +1,9 @@
 //! The order service: the owner of orders. PlaceOrder stores a PENDING order and its
 //! OrderCreated event in one transaction; payment and inventory outcomes move the order
 //! through the pure state machine, each change recorded with its OrderStatusChanged event.
-//! PlaceOrder refuses SKUs the catalogue does not list, judged against the service's own read
-//! model of the `catalogue` topic, never by calling the inventory service.
+//! PlaceOrder refuses SKUs the catalogue does not list and customers the directory lists as
+//! blocked, judged against the service's own read models of the `catalogue` and `customers`
+//! topics, never by calling another service.
 
 mod config;
 mod error;
@@ -22,20 +23,21 @@ pub use config::OrderArgs;
 pub use error::OrderError;
 pub use handler::OrderHandler;
 pub use metrics::TransitionMetrics;
-pub use store::{OrderRecord, Placed, Store};
+pub use store::{Admission, OrderRecord, Placed, Store};
 
 /// The migrations of the order database: the order service's own and the platform's.
 pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
     orderflow_platform::migrations::with_platform(sqlx::migrate!("../../migrations/order"))
 });
 
-/// The topics this service consumes: outcomes of its orders, and the catalogue it validates
-/// PlaceOrder against.
+/// The topics this service consumes: outcomes of its orders, and the catalogue and customer
+/// directory it judges PlaceOrder against.
 pub fn input_topics(topics: &orderflow_events::Topics) -> Vec<String> {
     vec![
         topics.payments.clone(),
         topics.inventory.clone(),
         topics.catalogue.clone(),
+        topics.customers.clone(),
     ]
 }
 

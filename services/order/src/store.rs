@@ -1,13 +1,14 @@
 //! The order database, all of its SQL: orders, their status history, the outbox writes
-//! that go with every change, and the read model of the catalogue. Rows are read back into domain types; `items` and
-//! `missing_items` are stored as JSON in the shape of the Avro records.
+//! that go with every change, and the read models of the catalogue and of the customer
+//! directory. Rows are read back into domain types; `items` and `missing_items` are stored
+//! as JSON in the shape of the Avro records.
 
-use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use orderflow_domain::{
-    CatalogueEntry, CustomerId, MissingItem, Money, NewOrder, OrderId, OrderLine, OrderOutcome,
-    OrderStatus, Sku, Transition,
+    CatalogueEntry, CustomerEntry, CustomerId, MissingItem, Money, NewOrder, OrderId, OrderLine,
+    OrderOutcome, OrderStatus, Sku, Standing, Transition,
 };
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_platform::trace::TraceParent;
@@ -323,23 +324,76 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// The SKUs of `order` that the catalogue lists (see [`record_catalogue`]).
+    /// What the read models say of `order`, in one statement: which of its SKUs the
+    /// catalogue lists ([`record_catalogue`]) and its customer's standing, if the directory
+    /// lists the customer ([`record_customer`]).
     #[tracing::instrument(skip_all, fields(lines = order.items.len()))]
-    pub async fn known_skus(&self, order: &NewOrder) -> Result<HashSet<Sku>, OrderError> {
+    pub async fn admission(&self, order: &NewOrder) -> Result<Admission, OrderError> {
         let skus: Vec<&str> = order.items.iter().map(|line| line.sku.as_str()).collect();
-        let known: Vec<String> =
-            sqlx::query_scalar("SELECT sku FROM catalogue WHERE sku = ANY($1)")
-                .bind(&skus)
-                .fetch_all(&self.pool)
-                .await?;
-        // Each stored SKU was validated when its entry was recorded.
-        Ok(order
-            .items
-            .iter()
-            .filter(|line| known.iter().any(|sku| sku == line.sku.as_str()))
-            .map(|line| line.sku.clone())
-            .collect())
+        let row = sqlx::query(
+            "SELECT ARRAY(SELECT sku FROM catalogue WHERE sku = ANY($1)) AS known,
+                    c.blocked, c.reason
+             FROM (SELECT 1) one LEFT JOIN customers c ON c.customer_id = $2",
+        )
+        .bind(&skus)
+        .bind(order.customer_id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let known: Vec<String> = row.try_get("known")?;
+        let standing = match row.try_get::<Option<bool>, _>("blocked")? {
+            None => None,
+            Some(false) => Some(Standing::Active),
+            Some(true) => Some(Standing::Blocked {
+                reason: row
+                    .try_get::<Option<String>, _>("reason")?
+                    .unwrap_or_default(),
+            }),
+        };
+        Ok(Admission {
+            // Each stored SKU was validated when its entry was recorded.
+            known_skus: order
+                .items
+                .iter()
+                .filter(|line| known.iter().any(|sku| sku == line.sku.as_str()))
+                .map(|line| line.sku.clone())
+                .collect(),
+            standing,
+        })
     }
+}
+
+/// What the order service's read models say of a new order ([`Store::admission`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The order's SKUs the catalogue lists.
+    pub known_skus: HashSet<Sku>,
+    /// The customer's standing, if the directory lists the customer.
+    pub standing: Option<Standing>,
+}
+
+/// Keeps `entry` as its customer's standing. Entries of a customer arrive in the order they
+/// were published (one key, one partition), so the last one applied is the newest; a
+/// redelivery applies the same entries again, in the same order.
+#[tracing::instrument(skip_all, fields(customer_id = %entry.customer_id))]
+pub async fn record_customer(
+    tx: &mut Transaction<'_, Postgres>,
+    entry: &CustomerEntry,
+) -> Result<(), OrderError> {
+    let reason = match &entry.standing {
+        Standing::Active => None,
+        Standing::Blocked { reason } => Some(reason.as_str()),
+    };
+    sqlx::query(
+        "INSERT INTO customers (customer_id, blocked, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (customer_id) DO UPDATE
+             SET blocked = EXCLUDED.blocked, reason = EXCLUDED.reason, updated_at = now()",
+    )
+    .bind(entry.customer_id.as_str())
+    .bind(reason.is_some())
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Keeps `entry` as its SKU's catalogue entry unless a newer one (a higher revision) is kept

@@ -665,6 +665,16 @@ impl System {
         let bearer = self.credentials.issuer.operator();
         InventoryServiceClient::new(bearer.on(self.channel().await))
     }
+
+    /// The customer directory as `bearer` (an operator may write it).
+    pub async fn customers(
+        &self,
+        bearer: orderflow_auth::Bearer,
+    ) -> orderflow_proto::v1::customer_service_client::CustomerServiceClient<BearerChannel> {
+        orderflow_proto::v1::customer_service_client::CustomerServiceClient::new(
+            bearer.on(self.channel().await),
+        )
+    }
 }
 
 impl Drop for System {

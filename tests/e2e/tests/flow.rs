@@ -139,6 +139,7 @@ async fn orders_placed_while_inventory_is_down_complete_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn place_order_is_idempotent() {
     let system = System::start().await;
+    set_stock(&system, "thing", 10).await;
     let mut orders = system.orders("carol").await;
     let request = order_request("carol", "thing", 1, "pm_card_visa");
     let first = orders
@@ -227,6 +228,7 @@ async fn watch_order_resumes_from_a_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_orders_pages_newest_first() {
     let system = System::start().await;
+    set_stock(&system, "nut", 0).await;
     let mut placed = Vec::new();
     for _ in 0..5 {
         placed.push(
@@ -774,6 +776,7 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
+            "orderflow.v1.CustomerService",
             "orderflow.v1.InventoryService",
             "orderflow.v1.OrderService",
             "orderflow.v1.StatsService"
@@ -897,4 +900,19 @@ async fn the_readme_grpcurl_session_works_with_the_real_grpcurl() {
             "{stderr}"
         );
     }
+
+    // The README's customer directory call.
+    let blocked: serde_json::Value = serde_json::from_str(
+        &run(call_as(
+            &operator,
+            r#"{"customer_id": "mallory", "status": "CUSTOMER_STATUS_BLOCKED", "reason": "chargebacks"}"#,
+            "orderflow.v1.CustomerService/SetCustomerStatus",
+        ))
+        .await,
+    )
+    .expect("SetCustomerStatus JSON");
+    assert_eq!(
+        blocked,
+        serde_json::json!({"customerId": "mallory", "status": "CUSTOMER_STATUS_BLOCKED", "reason": "chargebacks"})
+    );
 }

@@ -94,11 +94,12 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 async fn metrics_reflect_the_flow() {
     let system = System::start().await;
     let topics = system.kafka.topics();
-    let (orders, order_status, payments, inventory) = (
+    let (orders, order_status, payments, inventory, catalogue) = (
         topics.orders.as_str(),
         topics.order_status.as_str(),
         topics.payments.as_str(),
         topics.inventory.as_str(),
+        topics.catalogue.as_str(),
     );
     orderflow_e2e::set_stock(
         system.inventory().await,
@@ -152,9 +153,11 @@ async fn metrics_reflect_the_flow() {
         &system,
         Component::Order,
         &[
-            // PaymentProcessed ×4 and PaymentRefunded; InventoryUpdated ×3.
+            // PaymentProcessed ×4 and PaymentRefunded; InventoryUpdated ×3; the widget's
+            // catalogue entries: stocked, then two deductions.
             consumed("order", payments, "processed", 5.0),
             consumed("order", inventory, "processed", 3.0),
+            consumed("order", catalogue, "processed", 3.0),
             consumed("order", payments, "duplicate", 0.0),
             transition("PENDING", "PAID", 3.0),
             transition("PAID", "COMPLETED", 2.0),
@@ -164,7 +167,7 @@ async fn metrics_reflect_the_flow() {
             (
                 "orderflow_event_processing_seconds_count",
                 vec![("consumer", "order")],
-                8.0,
+                11.0,
             ),
             // OrderCreated ×4; PENDING ×4 plus the 8 transitions.
             produced(orders, 4.0),
@@ -193,6 +196,7 @@ async fn metrics_reflect_the_flow() {
         &[
             consumed("inventory", payments, "processed", 5.0),
             produced(inventory, 3.0),
+            produced(catalogue, 3.0),
             backlog_empty.clone(),
         ],
     )
@@ -268,7 +272,7 @@ async fn metrics_reflect_the_flow() {
             (
                 "orderflow_event_processing_seconds_count",
                 vec![("consumer", "order")],
-                8.0,
+                11.0,
             ),
             produced(orders, 5.0),
             backlog_empty.clone(),

@@ -210,13 +210,16 @@ struct Poison {
 async fn inject(injector: &Injector, kind: &str) -> Vec<Poison> {
     let topics = &injector.topics;
     let mut poisons = Vec::new();
-    let consumers: [(&str, &[&'static str]); 3] = [
+    let consumers: [(&str, &[&'static str]); 5] = [
         (&topics.orders, &["payment"]),
         (&topics.payments, &["order", "inventory"]),
         (&topics.inventory, &["order", "payment"]),
+        (&topics.catalogue, &["order"]),
+        (&topics.customers, &["order"]),
     ];
     for (topic, readers) in consumers {
-        // Keyed like every event, by an order id: one no service knows.
+        // Keyed like the events of orders, by an order id no service knows (on the
+        // catalogue and the directory, a SKU and a customer nobody has).
         let key = new_order_id();
         let (payload, expect): (Vec<u8>, Expect) = match kind {
             "garbage" => (
@@ -299,6 +302,30 @@ async fn invalid_content(injector: &Injector, topic: &str, order_id: &str) -> (V
                 ("order", invalid(&unknown_order)),
                 ("inventory", invalid("items[0].quantity")),
             ]),
+        )
+    } else if topic == topics.catalogue {
+        // A negative stock level: the order service keeps nothing of it.
+        (
+            Event::CatalogueItemChanged(ev::CatalogueItemChanged {
+                event_id: ev::new_event_id(),
+                occurred_at: ev::now_millis(),
+                sku: order_id.to_owned(),
+                available: -5,
+                revision: 1,
+            }),
+            Expect::from([("order", invalid("available"))]),
+        )
+    } else if topic == topics.customers {
+        // A standing this build does not know: the order service keeps nothing of it.
+        (
+            Event::CustomerStatusChanged(ev::CustomerStatusChanged {
+                event_id: ev::new_event_id(),
+                occurred_at: ev::now_millis(),
+                customer_id: order_id.to_owned(),
+                status: ev::CustomerStatus::Unknown,
+                reason: None,
+            }),
+            Expect::from([("order", invalid("status"))]),
         )
     } else {
         // Out of stock for an order nobody placed or paid: nothing to move, nothing to refund.
@@ -489,7 +516,7 @@ async fn poison_in_every_topic_is_dead_lettered_and_good_orders_complete() {
                 .push(poison);
         }
     }
-    assert_eq!(expected.len(), 5, "{:?}", expected.keys());
+    assert_eq!(expected.len(), 7, "{:?}", expected.keys());
     for (topic, wanted) in &expected {
         let consumer = topic.trim_end_matches(".dlq").rsplit('.').next().unwrap();
         let found = dead_letters(&system, topic, wanted.len()).await;
@@ -583,7 +610,12 @@ async fn duplicate_delivery_has_no_second_effect() {
     // row: a consumer batch then holds the same event twice as well as events it applied.
     let topics = &injector.topics;
     let mut republished = BTreeMap::new();
-    for topic in [&topics.orders, &topics.payments, &topics.inventory] {
+    for topic in [
+        &topics.orders,
+        &topics.payments,
+        &topics.inventory,
+        &topics.catalogue,
+    ] {
         let messages = orderflow_platform::dlq::read_messages(&system.kafka, topic, 0, 1000)
             .await
             .expect("read the topic back");
@@ -600,13 +632,15 @@ async fn duplicate_delivery_has_no_second_effect() {
         }
         republished.insert(topic.clone(), messages.len());
     }
-    // 3 OrderCreated; 3 PaymentProcessed and 1 PaymentRefunded; CONFIRMED and OUT_OF_STOCK.
+    // 3 OrderCreated; 3 PaymentProcessed and 1 PaymentRefunded; CONFIRMED and OUT_OF_STOCK;
+    // the SKU's catalogue entries: stocked (5), then dup-1's deduction (3).
     assert_eq!(
         republished,
         BTreeMap::from([
             (topics.orders.clone(), 3),
             (topics.payments.clone(), 4),
-            (topics.inventory.clone(), 2)
+            (topics.inventory.clone(), 2),
+            (topics.catalogue.clone(), 2)
         ])
     );
 
@@ -644,6 +678,18 @@ async fn duplicate_delivery_has_no_second_effect() {
     assert_eq!(after.4, before.4, "reservations changed");
     // Deducted once for dup-1 and once for the later completed order.
     assert_eq!(stock(&system, "dup-sku").await, 5 - 2 - 1);
+    // The order service's copy of the catalogue did not go back to an older entry: it holds
+    // the third revision (the later order's deduction) once that entry arrived.
+    let copy = orderflow_e2e::wait_for("the catalogue copy", Duration::from_secs(30), || async {
+        let kept = rows(
+            &order_db,
+            "SELECT available::text, revision::text FROM catalogue WHERE sku = 'dup-sku'",
+        )
+        .await;
+        (kept.first()?.get(1)?.as_deref() == Some("3")).then_some(kept)
+    })
+    .await;
+    assert_eq!(copy, vec![vec![Some("2".to_owned()), Some("3".to_owned())]]);
 
     // No status change event beyond each order's versions reached order-status.
     let codec = system.credentials.codec(&system.registry_url());

@@ -21,6 +21,17 @@ async fn inventory_with(system: &System, bearer: Bearer) -> InventoryServiceClie
 }
 
 /// Orders (and their outbox events) stored by the order service.
+/// Ten widgets, listed in the order service's catalogue.
+async fn stock_widgets(system: &System) {
+    set_stock(
+        system.inventory().await,
+        (system.orders("stocker").await, "stocker"),
+        "widget",
+        10,
+    )
+    .await;
+}
+
 async fn stored_orders(system: &System) -> (i64, i64) {
     let db = system.order_db.pool().await;
     let row = sqlx::query("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)")
@@ -215,6 +226,7 @@ async fn a_customer_sees_only_its_own_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_placed_as_the_token_s_subject_only() {
     let system = System::start().await;
+    stock_widgets(&system).await;
     let mut alice = system.orders("alice").await;
     assert_refused(
         alice
@@ -282,6 +294,7 @@ async fn a_caller_over_its_rate_limit_is_refused() {
         args.rate_limit_burst = 3;
     });
     let system = System::start_with(Some(slow)).await;
+    stock_widgets(&system).await;
     let mut alice = system.orders("alice").await;
     let mut outcomes = Vec::new();
     for _ in 0..6 {
@@ -317,6 +330,7 @@ async fn a_caller_over_its_rate_limit_is_refused() {
 async fn a_caller_s_open_streams_are_bounded() {
     let two: GatewaySettings = Box::new(|args| args.max_watch_streams_per_caller = 2);
     let system = System::start_with(Some(two)).await;
+    stock_widgets(&system).await;
     let mut alice = system.orders("alice").await;
     let order = placed(&mut alice, "alice", "pm_card_visa").await;
     let watch = || pb::WatchOrderRequest {
@@ -494,6 +508,7 @@ async fn a_service_role_cannot_reach_another_service_s_tables() {
     use sqlx::postgres::PgConnectOptions;
 
     let system = System::start().await;
+    stock_widgets(&system).await;
     let mut alice = system.orders("alice").await;
     let order = placed(&mut alice, "alice", "pm_card_chargeDeclined").await;
     let mut seen = watch_to_end(&mut alice, &order.order_id, 0).await;

@@ -1,14 +1,18 @@
 //! Validation without synchronous calls (seed 004): the inventory service publishes its
-//! catalogue on the compacted `catalogue` topic and the order service judges PlaceOrder
-//! against its own copy. With the inventory service stopped, and the order service restarted
-//! meanwhile, an unknown SKU is still refused at once, naming the line, and a known one is
-//! accepted; those orders complete, with exact stock, once the inventory service returns.
+//! catalogue on the compacted `catalogue` topic, operators publish customers' standing on the
+//! compacted `customers` topic, and the order service judges PlaceOrder against its own
+//! copies. With the inventory service stopped, and the order service restarted meanwhile, an
+//! unknown SKU is still refused at once, naming the line, and a known one is accepted; those
+//! orders complete, with exact stock, once the inventory service returns. A blocked customer
+//! is refused with the reason, across a restart of the order service, until unblocked.
 
 use std::time::Duration;
 
+use orderflow_auth::BearerChannel;
 use orderflow_e2e::scenario::{place, set_stock, stock};
 use orderflow_e2e::{Component, System, order_request, status_name, wait_for, watch_to_end};
 use orderflow_proto::v1 as pb;
+use orderflow_proto::v1::customer_service_client::CustomerServiceClient;
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -148,4 +152,123 @@ async fn the_order_service_s_copy_follows_every_stock_change() {
     .await;
     assert_eq!(copy, (3, 2));
     assert_eq!(stock(&system, "cat-level").await, 3);
+}
+
+fn standing(
+    customer: &str,
+    status: pb::CustomerStatus,
+    reason: &str,
+) -> pb::SetCustomerStatusRequest {
+    pb::SetCustomerStatusRequest {
+        customer_id: customer.into(),
+        status: status.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Waits until the order service answers `customer`'s validate_only PlaceOrder with `code`
+/// (`Code::Ok`: accepts it); returns the message.
+async fn judged(system: &System, customer: &str, code: Code) -> String {
+    let mut orders = system.orders(customer).await;
+    wait_for(
+        "the directory entry to reach the order service",
+        WAIT,
+        || {
+            let mut check = order_request(customer, "dir-sku", 1, "pm_card_visa");
+            check.validate_only = true;
+            let mut orders = orders.clone();
+            async move {
+                match orders.place_order(check).await {
+                    Ok(_) if code == Code::Ok => Some(String::new()),
+                    Err(status) if status.code() == code => Some(status.message().to_owned()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    let request = order_request(customer, "dir-sku", 1, "pm_card_visa");
+    match orders.place_order(request).await {
+        Ok(placed) if code == Code::Ok => placed.into_inner().order.expect("order").order_id,
+        Err(status) if status.code() == code => status.message().to_owned(),
+        other => panic!("{customer}: expected {code:?}, got {other:?}"),
+    }
+}
+
+async fn set(
+    directory: &mut CustomerServiceClient<BearerChannel>,
+    request: pb::SetCustomerStatusRequest,
+) -> Result<pb::CustomerStatusChange, tonic::Status> {
+    directory
+        .set_customer_status(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_customer_is_refused_with_the_reason_until_unblocked() {
+    let mut system = System::start().await;
+    set_stock(&system, "dir-sku", 10).await;
+    let issuer = &system.credentials.issuer;
+    let mut directory = system.customers(issuer.operator()).await;
+
+    // Only an operator writes the directory, and a bad request is refused naming the field.
+    let mut as_customer = system.customers(issuer.customer("mallory")).await;
+    let refused = set(
+        &mut as_customer,
+        standing("mallory", pb::CustomerStatus::Active, ""),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = set(
+        &mut directory,
+        standing("mallory", pb::CustomerStatus::Unspecified, ""),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().starts_with("status:"), "{refused:?}");
+
+    let blocked = set(
+        &mut directory,
+        standing("mallory", pb::CustomerStatus::Blocked, "chargebacks"),
+    )
+    .await
+    .expect("SetCustomerStatus");
+    assert_eq!(blocked.status, i32::from(pb::CustomerStatus::Blocked));
+    let message = judged(&system, "mallory", Code::PermissionDenied).await;
+    assert_eq!(message, "customer mallory is blocked: chargebacks");
+    // Others are not affected.
+    judged(&system, "trent", Code::Ok).await;
+
+    // The order service's copy lives in its database: still refused after a restart.
+    system.stop_component(Component::Order).await;
+    system.start_component(Component::Order).await;
+    let message = judged(&system, "mallory", Code::PermissionDenied).await;
+    assert_eq!(message, "customer mallory is blocked: chargebacks");
+    let listed = system
+        .orders("mallory")
+        .await
+        .list_orders(pb::ListOrdersRequest {
+            customer_id: "mallory".into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("ListOrders")
+        .into_inner()
+        .orders;
+    assert!(listed.is_empty(), "a blocked customer placed {listed:?}");
+
+    set(
+        &mut directory,
+        standing("mallory", pb::CustomerStatus::Active, ""),
+    )
+    .await
+    .expect("SetCustomerStatus");
+    let order_id = judged(&system, "mallory", Code::Ok).await;
+    let mut orders = system.orders("mallory").await;
+    let seen = watch_to_end(&mut orders, &order_id, 1).await;
+    assert_eq!(seen.last().map(|s| s.1), Some("COMPLETED"), "{seen:?}");
 }

@@ -1,10 +1,11 @@
-//! The order service's read model of the catalogue against real PostgreSQL, fed as the
-//! consumer loop feeds it (`apply_batch`): the newest revision of each SKU wins whatever
-//! order entries arrive in, and PlaceOrder's check reads only that model.
+//! The order service's read models of the catalogue and of the customer directory against
+//! real PostgreSQL, fed as the consumer loop feeds them (`apply_batch`): the newest revision
+//! of each SKU wins whatever order entries arrive in, a customer's last entry is its
+//! standing, and PlaceOrder's checks read only those models.
 
 use std::collections::HashSet;
 
-use orderflow_domain::{NewOrder, Sku, check_known};
+use orderflow_domain::{NewOrder, Sku, Standing, check_known, check_standing};
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_order::{OrderHandler, Store, TransitionMetrics};
 use orderflow_platform::consumer::apply_batch;
@@ -127,25 +128,92 @@ async fn place_order_s_check_reads_the_read_model_alone() {
         skus.iter().map(|s| Sku::parse("sku", s).unwrap()).collect()
     };
     let two = order(&["a", "b"]);
-    assert_eq!(store.known_skus(&two).await.unwrap(), known(&[]));
+    assert_eq!(store.admission(&two).await.unwrap().known_skus, known(&[]));
     assert_eq!(
-        check_known(&two, &store.known_skus(&two).await.unwrap())
+        check_known(&two, &store.admission(&two).await.unwrap().known_skus)
             .unwrap_err()
             .field,
         "items[0].sku"
     );
     // A SKU at zero stock is still in the catalogue: its orders end OUT_OF_STOCK, refunded.
     apply(&pool, vec![entry("a", 0, 1)]).await.unwrap();
-    assert_eq!(store.known_skus(&two).await.unwrap(), known(&["a"]));
     assert_eq!(
-        check_known(&two, &store.known_skus(&two).await.unwrap())
+        store.admission(&two).await.unwrap().known_skus,
+        known(&["a"])
+    );
+    assert_eq!(
+        check_known(&two, &store.admission(&two).await.unwrap().known_skus)
             .unwrap_err()
             .field,
         "items[1].sku"
     );
     apply(&pool, vec![entry("b", 3, 1)]).await.unwrap();
     assert_eq!(
-        check_known(&two, &store.known_skus(&two).await.unwrap()),
+        check_known(&two, &store.admission(&two).await.unwrap().known_skus),
         Ok(())
+    );
+}
+
+fn standing(customer: &str, status: ev::CustomerStatus, reason: Option<&str>) -> Event {
+    Event::CustomerStatusChanged(ev::CustomerStatusChanged {
+        event_id: ev::new_event_id(),
+        occurred_at: ev::now_millis(),
+        customer_id: customer.into(),
+        status,
+        reason: reason.map(Into::into),
+    })
+}
+
+#[tokio::test]
+async fn a_customer_s_last_directory_entry_is_its_standing() {
+    let (_db, pool) = database().await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let ana = order(&["a"]);
+    // Never listed: in good standing.
+    assert_eq!(store.admission(&ana).await.unwrap().standing, None);
+    apply(
+        &pool,
+        vec![
+            standing("ana", ev::CustomerStatus::Active, None),
+            standing("ana", ev::CustomerStatus::Blocked, Some("chargebacks")),
+        ],
+    )
+    .await
+    .unwrap();
+    let blocked = store.admission(&ana).await.unwrap().standing;
+    assert_eq!(
+        blocked,
+        Some(Standing::Blocked {
+            reason: "chargebacks".into()
+        })
+    );
+    let refused = check_standing(&ana.customer_id, blocked.as_ref()).unwrap_err();
+    assert_eq!(refused.to_string(), "customer ana is blocked: chargebacks");
+    // The same entries again (a redelivery), then unblocked.
+    apply(
+        &pool,
+        vec![
+            standing("ana", ev::CustomerStatus::Active, None),
+            standing("ana", ev::CustomerStatus::Blocked, Some("chargebacks")),
+            standing("ana", ev::CustomerStatus::Active, None),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.admission(&ana).await.unwrap().standing,
+        Some(Standing::Active)
+    );
+    // A status this build does not know is refused, naming the field, and changes nothing.
+    let err = apply(
+        &pool,
+        vec![standing("ana", ev::CustomerStatus::Unknown, None)],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("status"), "{err}");
+    assert_eq!(
+        store.admission(&ana).await.unwrap().standing,
+        Some(Standing::Active)
     );
 }
