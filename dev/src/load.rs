@@ -254,7 +254,7 @@ pub async fn wait_catalogued(
             Err(status) => status,
         };
         let not_yet = match status.code() {
-            Code::InvalidArgument => status.message().starts_with("items[0].sku:"),
+            Code::InvalidArgument => status.message().contains("not in the catalogue"),
             // The system is away, or the caller is over its rate limit: wait and ask again.
             Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => true,
             _ => false,

@@ -14,14 +14,18 @@ use orderflow_platform::KafkaArgs;
 use orderflow_platform::kafka::{self, Producer};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::customer_service_server::CustomerService;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status};
 
 use crate::access::Access;
 use crate::error::GatewayError;
 
-/// How long a directory entry may take to reach the broker before the call gives up.
+/// How long a call waits for the broker to acknowledge its entry. The entry may still be
+/// delivered after the call gave up; a retry is safe, as the order service keeps the newest
+/// entry of each customer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publishes directory entries.
@@ -55,21 +59,48 @@ impl CustomerApi {
             .await
             .map_err(|e| GatewayError::DirectoryUnavailable(format!("{e:#}")))?;
         let event = Event::CustomerStatusChanged(ev::CustomerStatusChanged::from(entry));
-        let payload = self
-            .codec
-            .encode(&self.topics, &event)
-            .await
-            .map_err(|e| GatewayError::DirectoryUnavailable(e.to_string()))?;
+        let payload =
+            self.codec
+                .encode(&self.topics, &event)
+                .await
+                .map_err(|e| match e.is_transient() {
+                    true => GatewayError::DirectoryUnavailable(e.to_string()),
+                    false => GatewayError::DirectoryRefused(e.to_string()),
+                })?;
         let record = FutureRecord::to(&self.topics.customers)
             .key(event.key())
             .payload(&payload);
-        if let Err((error, _)) = self.producer.get().send(record, DELIVERY_TIMEOUT).await {
-            self.producer.renew();
-            return Err(GatewayError::DirectoryUnavailable(error.to_string()));
+        let producer = self.producer.get();
+        match tokio::time::timeout(DELIVERY_TIMEOUT, producer.send(record, DELIVERY_TIMEOUT)).await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err((KafkaError::MessageProduction(code), _))) if is_refusal(code) => {
+                return Err(GatewayError::DirectoryRefused(code.to_string()));
+            }
+            Ok(Err((error, _))) => {
+                self.producer.renew();
+                return Err(GatewayError::DirectoryUnavailable(error.to_string()));
+            }
+            Err(_) => {
+                return Err(GatewayError::DirectoryUnavailable(format!(
+                    "no acknowledgement within {DELIVERY_TIMEOUT:?}"
+                )));
+            }
         }
         tracing::info!(customer_id = %entry.customer_id, standing = ?entry.standing, "customer standing published");
         Ok(())
     }
+}
+
+/// Whether the broker refused the entry for good (asking again cannot help).
+fn is_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+    )
 }
 
 #[tonic::async_trait]

@@ -38,10 +38,13 @@ pub enum GatewayError {
         per_second: f64,
         retry_after_ms: u128,
     },
-    /// The customer directory's entry did not reach the broker (or the registry); nothing was
-    /// published, the call may be retried.
-    #[error("the customer directory cannot be written now, retry: {0}")]
+    /// The customer directory's entry was not acknowledged (the broker or the registry is
+    /// away): it may or may not be published; asking again is safe.
+    #[error("the customer directory cannot be written now: {0}")]
     DirectoryUnavailable(String),
+    /// The broker or the registry refused the entry for good (a missing grant, say).
+    #[error("the customer directory refused the entry: {0}")]
+    DirectoryRefused(String),
     /// A handler ran without the authentication interceptor: a wiring defect.
     #[error("internal error")]
     NoAccessDecision,
@@ -57,7 +60,14 @@ impl From<GatewayError> for Status {
             GatewayError::FeedNotReady => Status::unavailable(e.to_string()),
             GatewayError::DirectoryUnavailable(reason) => {
                 tracing::warn!(%reason, "customer directory unavailable");
-                Status::unavailable("the customer directory cannot be written now, retry")
+                Status::unavailable(
+                    "the customer directory cannot be written now; the entry may or may not \
+                     be published, and asking again is safe",
+                )
+            }
+            GatewayError::DirectoryRefused(reason) => {
+                tracing::error!(%reason, "customer directory refused the entry");
+                Status::internal("internal error")
             }
             GatewayError::TooManyStreams { .. } => Status::resource_exhausted(e.to_string()),
             GatewayError::AheadOfOrder { .. } => Status::out_of_range(e.to_string()),

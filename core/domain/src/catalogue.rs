@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crate::stock::MAX_STOCK;
+use crate::stock::StockLevel;
 use crate::values::{NewOrder, Sku, ValidationError};
 
 /// One SKU's catalogue entry: its stock level after its `revision`-th change. Entries of a
@@ -19,19 +19,11 @@ pub struct CatalogueEntry {
 }
 
 impl CatalogueEntry {
-    /// Validates an entry as published: a valid SKU, a level within 0 to [`MAX_STOCK`] and a
-    /// revision from 1.
+    /// Validates an entry as published: a valid SKU, a level within 0 to
+    /// [`MAX_STOCK`](crate::MAX_STOCK) and a revision from 1.
     pub fn parse(sku: &str, available: i64, revision: i64) -> Result<Self, ValidationError> {
         let sku = Sku::parse("sku", sku)?;
-        let available = u32::try_from(available)
-            .ok()
-            .filter(|units| *units <= MAX_STOCK)
-            .ok_or_else(|| {
-                ValidationError::new(
-                    "available",
-                    format!("must be between 0 and {MAX_STOCK}, got {available}"),
-                )
-            })?;
+        let available = StockLevel::parse("available", available)?.get();
         if revision < 1 {
             return Err(ValidationError::new(
                 "revision",
@@ -70,6 +62,7 @@ pub fn check_known(order: &NewOrder, known: &HashSet<Sku>) -> Result<(), Validat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stock::MAX_STOCK;
     use crate::values::{CustomerId, IdempotencyKey, Money, OrderLine, PaymentMethod, Quantity};
 
     fn order(skus: &[&str]) -> NewOrder {

@@ -11,7 +11,7 @@ pub mod stock;
 pub mod values;
 
 pub use catalogue::{CatalogueEntry, check_known};
-pub use customers::{Blocked, CustomerEntry, Standing, check_standing};
+pub use customers::{Blocked, CustomerEntry, NO_REASON, Standing, check_standing};
 pub use outcome::{OrderOutcome, PaymentOutcome, PaymentResult};
 pub use state::{OrderInput, OrderStatus, Transition, TransitionError, UnknownStatus, apply};
 pub use stock::{

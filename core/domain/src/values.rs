@@ -70,7 +70,7 @@ impl fmt::Display for OrderId {
     }
 }
 
-fn bounded_text(field: &str, raw: &str, max: usize) -> Result<String, ValidationError> {
+pub(crate) fn bounded_text(field: &str, raw: &str, max: usize) -> Result<String, ValidationError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(ValidationError::new(field, "is required"));

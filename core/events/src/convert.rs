@@ -203,12 +203,18 @@ impl TryFrom<&ev::CustomerStatusChanged> for orderflow_domain::CustomerEntry {
     type Error = ValidationError;
 
     fn try_from(entry: &ev::CustomerStatusChanged) -> Result<Self, Self::Error> {
+        use orderflow_domain::customers::Status;
         let status = match entry.status {
-            ev::CustomerStatus::Active => "ACTIVE",
-            ev::CustomerStatus::Blocked => "BLOCKED",
-            ev::CustomerStatus::Unknown => "UNKNOWN",
+            ev::CustomerStatus::Active => Status::Active,
+            ev::CustomerStatus::Blocked => Status::Blocked,
+            ev::CustomerStatus::Unknown => {
+                return Err(ValidationError::new(
+                    "status",
+                    "must be ACTIVE or BLOCKED, got UNKNOWN",
+                ));
+            }
         };
-        orderflow_domain::CustomerEntry::parse(&entry.customer_id, status, entry.reason.as_deref())
+        orderflow_domain::CustomerEntry::new(&entry.customer_id, status, entry.reason.as_deref())
     }
 }
 

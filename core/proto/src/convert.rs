@@ -36,9 +36,10 @@ impl TryFrom<&pb::SetCustomerStatusRequest> for CustomerEntry {
 
     /// Validates a SetCustomerStatus request into the directory entry it publishes.
     fn try_from(request: &pb::SetCustomerStatusRequest) -> Result<Self, Self::Error> {
+        use orderflow_domain::customers::Status;
         let status = match pb::CustomerStatus::try_from(request.status) {
-            Ok(pb::CustomerStatus::Active) => "ACTIVE",
-            Ok(pb::CustomerStatus::Blocked) => "BLOCKED",
+            Ok(pb::CustomerStatus::Active) => Status::Active,
+            Ok(pb::CustomerStatus::Blocked) => Status::Blocked,
             _ => {
                 return Err(ValidationError::new(
                     "status",
@@ -46,7 +47,7 @@ impl TryFrom<&pb::SetCustomerStatusRequest> for CustomerEntry {
                 ));
             }
         };
-        CustomerEntry::parse(&request.customer_id, status, Some(&request.reason))
+        CustomerEntry::new(&request.customer_id, status, Some(&request.reason))
     }
 }
 

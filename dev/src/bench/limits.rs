@@ -654,9 +654,7 @@ impl Services {
             validate_only: false,
         };
         let order = NewOrder::try_from(&request)?;
-        let admission = self.store.admission(&order).await?;
-        orderflow_domain::check_standing(&order.customer_id, admission.standing.as_ref())?;
-        orderflow_domain::check_known(&order, &admission.known_skus)?;
+        self.store.admission(&order).await?.check(&order)?;
         let placed = self.store.place(&order, &self.topics).await?;
         anyhow::ensure!(
             placed.created,

@@ -291,8 +291,8 @@ impl Quarantine {
         let first = self.first.as_ref()?;
         let rows = if self.rows == 1 { "row" } else { "rows" };
         Some(format!(
-            "{} outbox {rows} set aside, each holding back its order's later events; first: \
-             row {} (order {}, topic {}): {}",
+            "{} outbox {rows} set aside, each holding back the later events of its key (an \
+             order, a SKU); first: row {} (key {}, topic {}): {}",
             self.rows, first.id, first.key, first.topic, first.reason
         ))
     }

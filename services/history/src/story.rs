@@ -75,7 +75,7 @@ pub fn summary(event: &Event) -> String {
             CustomerStatus::Blocked => format!(
                 "customer {} BLOCKED: {}",
                 e.customer_id,
-                e.reason.as_deref().unwrap_or("no reason given")
+                e.reason.as_deref().unwrap_or(orderflow_domain::NO_REASON)
             ),
             CustomerStatus::Active => format!("customer {} ACTIVE", e.customer_id),
             CustomerStatus::Unknown => format!("customer {} status UNKNOWN", e.customer_id),

@@ -48,6 +48,13 @@ impl Changed {
         })
     }
 
+    /// The catalogue entries of the stock rows `rows` (each with sku, available, revision).
+    fn events(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Event>, sqlx::Error> {
+        rows.iter()
+            .map(|row| Changed::from_row(row).map(|c| c.event()))
+            .collect()
+    }
+
     fn event(&self) -> Event {
         Event::CatalogueItemChanged(ev::CatalogueItemChanged {
             event_id: ev::new_event_id(),
@@ -89,18 +96,22 @@ impl Store {
     }
 
     /// Publishes the catalogue entry of every SKU stocked before the catalogue existed
-    /// (revision 0), once: run at start. Returns how many there were.
+    /// (revision 0), once: run at start. Returns how many there were. The rows are locked in
+    /// SKU order, the order the consumer locks them in, so a running instance's settlements
+    /// wait instead of deadlocking.
     pub async fn announce_unpublished(&self) -> Result<usize, InventoryError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "UPDATE stock SET revision = 1 WHERE revision = 0 RETURNING sku, available, revision",
+            "WITH unpublished AS (
+                 SELECT sku FROM stock WHERE revision = 0 ORDER BY sku FOR UPDATE
+             )
+             UPDATE stock SET revision = 1 FROM unpublished
+             WHERE stock.sku = unpublished.sku AND stock.revision = 0
+             RETURNING stock.sku, stock.available, stock.revision",
         )
         .fetch_all(&mut *tx)
         .await?;
-        let events = rows
-            .iter()
-            .map(|row| Changed::from_row(row).map(|c| c.event()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = Changed::events(&rows)?;
         Outbox::insert(&mut tx, &self.topics, &events, &TraceParent::new_root()).await?;
         tx.commit().await?;
         if !events.is_empty() {
@@ -260,10 +271,7 @@ pub async fn deduct(
     .bind(&units)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| Changed::from_row(row).map(|c| c.event()))
-        .collect::<Result<_, _>>()?)
+    Ok(Changed::events(&rows)?)
 }
 
 /// Records the order's decision, which also marks its stock settled.

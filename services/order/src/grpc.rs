@@ -4,9 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use orderflow_domain::{
-    CustomerId, NewOrder, OrderId, ValidationError, check_known, check_standing,
-};
+use orderflow_domain::{CustomerId, NewOrder, OrderId, ValidationError};
 use orderflow_events::Topics;
 use orderflow_proto::internal::v1::order_store_server::{OrderStore, OrderStoreServer};
 use orderflow_proto::internal::v1::{GetOrderHistoryRequest, OrderHistory};
@@ -77,15 +75,14 @@ impl OrderStore for OrderApi {
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let order = NewOrder::try_from(request.get_ref()).map_err(OrderError::from)?;
         let admission = self.store.admission(&order).await?;
-        check_standing(&order.customer_id, admission.standing.as_ref())
-            .map_err(OrderError::from)?;
-        check_known(&order, &admission.known_skus).map_err(OrderError::from)?;
         if request.get_ref().validate_only {
+            admission.check_new(&order)?;
             return Ok(Response::new(pb::PlaceOrderResponse {
                 order: None,
                 created: false,
             }));
         }
+        admission.check(&order)?;
         let placed = self.store.place(&order, &self.topics).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some((&placed.record).into()),

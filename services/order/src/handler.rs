@@ -3,8 +3,10 @@
 //! customer directory entries update the read models PlaceOrder is judged against.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use orderflow_domain::{
     CatalogueEntry, CustomerEntry, OrderId, OrderOutcome, PaymentOutcome, StockSettlement,
+    ValidationError,
 };
 use orderflow_events::Event;
 use orderflow_platform::{HandleError, Handler, MessageContext};
@@ -14,26 +16,53 @@ use crate::error::OrderError;
 use crate::metrics::TransitionMetrics;
 use crate::store;
 
-/// Applies payment and inventory outcomes through the state machine.
+/// Applies payment and inventory outcomes through the state machine, and keeps the read
+/// models of the catalogue and the customer directory.
 pub struct OrderHandler {
     pub transitions: TransitionMetrics,
 }
 
-/// What an event means for its order, or `None` for events this service does not act on.
-fn outcome_of(event: &Event) -> Result<Option<OrderOutcome>, OrderError> {
-    Ok(Some(match event {
-        Event::PaymentProcessed(payment) => PaymentOutcome::try_from(payment)?.into(),
+/// What an event asks of this service.
+enum Work {
+    /// An outcome for one of its orders, applied through the state machine.
+    Outcome(OrderOutcome),
+    /// A catalogue entry, for the read model PlaceOrder is judged against.
+    Catalogue(CatalogueEntry),
+    /// A customer directory entry, with when it was published and its event id, which order
+    /// entries of the same customer.
+    Customer {
+        entry: CustomerEntry,
+        occurred_at: DateTime<Utc>,
+        event_id: uuid::Uuid,
+    },
+    /// Nothing: events this service publishes itself.
+    Nothing,
+}
+
+fn work_of(event: &Event) -> Result<Work, OrderError> {
+    Ok(match event {
+        Event::PaymentProcessed(payment) => {
+            Work::Outcome(PaymentOutcome::try_from(payment)?.into())
+        }
         Event::InventoryUpdated(update) => {
-            OrderOutcome::try_from(StockSettlement::try_from(update)?)?
+            Work::Outcome(OrderOutcome::try_from(StockSettlement::try_from(update)?)?)
         }
-        Event::PaymentRefunded(refund) => OrderOutcome::try_from(refund)?,
-        Event::OrderCreated(_)
-        | Event::OrderStatusChanged(_)
-        | Event::CatalogueItemChanged(_)
-        | Event::CustomerStatusChanged(_) => {
-            return Ok(None);
-        }
-    }))
+        Event::PaymentRefunded(refund) => Work::Outcome(OrderOutcome::try_from(refund)?),
+        Event::CatalogueItemChanged(entry) => Work::Catalogue(CatalogueEntry::try_from(entry)?),
+        Event::CustomerStatusChanged(event) => Work::Customer {
+            entry: CustomerEntry::try_from(event)?,
+            occurred_at: DateTime::from_timestamp_millis(event.occurred_at).ok_or_else(|| {
+                ValidationError::new(
+                    "occurred_at",
+                    format!("{} is not a time", event.occurred_at),
+                )
+            })?,
+            event_id: uuid::Uuid::parse_str(&event.event_id).map_err(|_| {
+                ValidationError::new("event_id", format!("{:?} is not a UUID", event.event_id))
+            })?,
+        },
+        Event::OrderCreated(_) | Event::OrderStatusChanged(_) => Work::Nothing,
+    })
 }
 
 #[async_trait]
@@ -44,23 +73,22 @@ impl Handler for OrderHandler {
         event: &Event,
         _ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
-        match event {
-            Event::CatalogueItemChanged(entry) => {
-                let entry = CatalogueEntry::try_from(entry).map_err(OrderError::from)?;
+        match work_of(event)? {
+            Work::Outcome(outcome) => Ok(store::apply(tx, &outcome, &self.transitions).await?),
+            Work::Catalogue(entry) => {
                 store::record_catalogue(tx, &entry).await?;
-                return Ok(Vec::new());
+                Ok(Vec::new())
             }
-            Event::CustomerStatusChanged(entry) => {
-                let entry = CustomerEntry::try_from(entry).map_err(OrderError::from)?;
-                store::record_customer(tx, &entry).await?;
-                return Ok(Vec::new());
+            Work::Customer {
+                entry,
+                occurred_at,
+                event_id,
+            } => {
+                store::record_customer(tx, &entry, occurred_at, event_id).await?;
+                Ok(Vec::new())
             }
-            _ => {}
+            Work::Nothing => Ok(Vec::new()),
         }
-        let Some(outcome) = outcome_of(event)? else {
-            return Ok(Vec::new());
-        };
-        Ok(store::apply(tx, &outcome, &self.transitions).await?)
     }
 
     /// Locks every order the batch moves at once, in order-id order: applied one after

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use orderflow_domain::{
     CatalogueEntry, CustomerEntry, CustomerId, MissingItem, Money, NewOrder, OrderId, OrderLine,
-    OrderOutcome, OrderStatus, Sku, Standing, Transition,
+    OrderOutcome, OrderStatus, Sku, Standing, Transition, check_known, check_standing,
 };
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_platform::trace::TraceParent;
@@ -324,25 +324,30 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// What the read models say of `order`, in one statement: which of its SKUs the
-    /// catalogue lists ([`record_catalogue`]) and its customer's standing, if the directory
-    /// lists the customer ([`record_customer`]).
+    /// What the order service knows of `order` before placing it, in one statement: whether
+    /// its idempotency key placed an order already, which of its SKUs the catalogue lists
+    /// ([`record_catalogue`]) and its customer's standing, if the directory lists the customer
+    /// ([`record_customer`]).
     #[tracing::instrument(skip_all, fields(lines = order.items.len()))]
     pub async fn admission(&self, order: &NewOrder) -> Result<Admission, OrderError> {
         let skus: Vec<&str> = order.items.iter().map(|line| line.sku.as_str()).collect();
         let row = sqlx::query(
-            "SELECT ARRAY(SELECT sku FROM catalogue WHERE sku = ANY($1)) AS known,
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE customer_id = $2 AND idempotency_key = $3)
+                        AS placed,
+                    ARRAY(SELECT sku FROM catalogue WHERE sku = ANY($1)) AS known,
                     c.blocked, c.reason
              FROM (SELECT 1) one LEFT JOIN customers c ON c.customer_id = $2",
         )
         .bind(&skus)
         .bind(order.customer_id.as_str())
+        .bind(order.idempotency_key.as_str())
         .fetch_one(&self.pool)
         .await?;
         let known: Vec<String> = row.try_get("known")?;
         let standing = match row.try_get::<Option<bool>, _>("blocked")? {
             None => None,
             Some(false) => Some(Standing::Active),
+            // A table constraint: a blocked row has its reason.
             Some(true) => Some(Standing::Blocked {
                 reason: row
                     .try_get::<Option<String>, _>("reason")?
@@ -350,6 +355,7 @@ impl Store {
             }),
         };
         Ok(Admission {
+            placed: row.try_get("placed")?,
             // Each stored SKU was validated when its entry was recorded.
             known_skus: order
                 .items
@@ -362,35 +368,66 @@ impl Store {
     }
 }
 
-/// What the order service's read models say of a new order ([`Store::admission`]).
+/// What the order service knows of a new order before placing it ([`Store::admission`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
+    /// Whether the order's idempotency key placed an order already: a retry is answered with
+    /// that order (or refused as a conflict), whatever the read models say now.
+    pub placed: bool,
     /// The order's SKUs the catalogue lists.
     pub known_skus: HashSet<Sku>,
     /// The customer's standing, if the directory lists the customer.
     pub standing: Option<Standing>,
 }
 
-/// Keeps `entry` as its customer's standing. Entries of a customer arrive in the order they
-/// were published (one key, one partition), so the last one applied is the newest; a
-/// redelivery applies the same entries again, in the same order.
+impl Admission {
+    /// Lets any retry of a placed order through to [`Store::place`], which answers it; judges
+    /// a new one with [`Admission::check_new`].
+    pub fn check(&self, order: &NewOrder) -> Result<(), OrderError> {
+        if self.placed {
+            return Ok(());
+        }
+        self.check_new(order)
+    }
+
+    /// Refuses an order of a blocked customer, then one with a SKU the catalogue does not list.
+    pub fn check_new(&self, order: &NewOrder) -> Result<(), OrderError> {
+        check_standing(&order.customer_id, self.standing.as_ref())?;
+        check_known(order, &self.known_skus)?;
+        Ok(())
+    }
+}
+
+/// Keeps `entry`, published at `occurred_at` as event `event_id`, as its customer's
+/// standing unless a newer entry is kept already, by (time, event id; event ids are UUIDv7,
+/// so later ones sort later): a redriven dead letter, or an entry that arrived late, never
+/// brings back an older standing.
 #[tracing::instrument(skip_all, fields(customer_id = %entry.customer_id))]
 pub async fn record_customer(
     tx: &mut Transaction<'_, Postgres>,
     entry: &CustomerEntry,
+    occurred_at: DateTime<Utc>,
+    event_id: uuid::Uuid,
 ) -> Result<(), OrderError> {
     let reason = match &entry.standing {
         Standing::Active => None,
         Standing::Blocked { reason } => Some(reason.as_str()),
     };
     sqlx::query(
-        "INSERT INTO customers (customer_id, blocked, reason) VALUES ($1, $2, $3)
+        "INSERT INTO customers (customer_id, blocked, reason, occurred_at, event_id)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (customer_id) DO UPDATE
-             SET blocked = EXCLUDED.blocked, reason = EXCLUDED.reason, updated_at = now()",
+             SET blocked = EXCLUDED.blocked, reason = EXCLUDED.reason,
+                 occurred_at = EXCLUDED.occurred_at, event_id = EXCLUDED.event_id,
+                 updated_at = now()
+             WHERE (customers.occurred_at, customers.event_id)
+                 < (EXCLUDED.occurred_at, EXCLUDED.event_id)",
     )
     .bind(entry.customer_id.as_str())
     .bind(reason.is_some())
     .bind(reason)
+    .bind(occurred_at)
+    .bind(event_id)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -154,10 +154,11 @@ async fn place_order_s_check_reads_the_read_model_alone() {
     );
 }
 
-fn standing(customer: &str, status: ev::CustomerStatus, reason: Option<&str>) -> Event {
+/// A directory entry published at `at` (epoch milliseconds).
+fn standing(customer: &str, status: ev::CustomerStatus, reason: Option<&str>, at: i64) -> Event {
     Event::CustomerStatusChanged(ev::CustomerStatusChanged {
         event_id: ev::new_event_id(),
-        occurred_at: ev::now_millis(),
+        occurred_at: at,
         customer_id: customer.into(),
         status,
         reason: reason.map(Into::into),
@@ -165,37 +166,48 @@ fn standing(customer: &str, status: ev::CustomerStatus, reason: Option<&str>) ->
 }
 
 #[tokio::test]
-async fn a_customer_s_last_directory_entry_is_its_standing() {
+async fn a_customer_s_newest_directory_entry_is_its_standing_whatever_the_order_of_arrival() {
     let (_db, pool) = database().await;
     let store = Store::new(pool.clone(), OutboxSignal::default());
     let ana = order(&["a"]);
+    let blocked = Some(Standing::Blocked {
+        reason: "chargebacks".into(),
+    });
     // Never listed: in good standing.
     assert_eq!(store.admission(&ana).await.unwrap().standing, None);
+    let t = ev::now_millis();
     apply(
         &pool,
         vec![
-            standing("ana", ev::CustomerStatus::Active, None),
-            standing("ana", ev::CustomerStatus::Blocked, Some("chargebacks")),
+            standing("ana", ev::CustomerStatus::Active, None, t),
+            standing(
+                "ana",
+                ev::CustomerStatus::Blocked,
+                Some("chargebacks"),
+                t + 1,
+            ),
         ],
     )
     .await
     .unwrap();
-    let blocked = store.admission(&ana).await.unwrap().standing;
-    assert_eq!(
-        blocked,
-        Some(Standing::Blocked {
-            reason: "chargebacks".into()
-        })
-    );
-    let refused = check_standing(&ana.customer_id, blocked.as_ref()).unwrap_err();
+    let admission = store.admission(&ana).await.unwrap();
+    assert_eq!(admission.standing, blocked);
+    let refused = check_standing(&ana.customer_id, admission.standing.as_ref()).unwrap_err();
     assert_eq!(refused.to_string(), "customer ana is blocked: chargebacks");
-    // The same entries again (a redelivery), then unblocked.
+    // An older entry that arrives late (a redriven dead letter, a delivery after its call
+    // timed out) changes nothing, in a batch of its own or after the newer one in the same.
+    apply(
+        &pool,
+        vec![standing("ana", ev::CustomerStatus::Active, None, t - 10)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.admission(&ana).await.unwrap().standing, blocked);
     apply(
         &pool,
         vec![
-            standing("ana", ev::CustomerStatus::Active, None),
-            standing("ana", ev::CustomerStatus::Blocked, Some("chargebacks")),
-            standing("ana", ev::CustomerStatus::Active, None),
+            standing("ana", ev::CustomerStatus::Active, None, t + 5),
+            standing("ana", ev::CustomerStatus::Blocked, Some("late"), t + 2),
         ],
     )
     .await
@@ -207,7 +219,7 @@ async fn a_customer_s_last_directory_entry_is_its_standing() {
     // A status this build does not know is refused, naming the field, and changes nothing.
     let err = apply(
         &pool,
-        vec![standing("ana", ev::CustomerStatus::Unknown, None)],
+        vec![standing("ana", ev::CustomerStatus::Unknown, None, t + 9)],
     )
     .await
     .unwrap_err();
@@ -215,5 +227,47 @@ async fn a_customer_s_last_directory_entry_is_its_standing() {
     assert_eq!(
         store.admission(&ana).await.unwrap().standing,
         Some(Standing::Active)
+    );
+}
+
+#[tokio::test]
+async fn a_retry_of_a_placed_order_is_let_through_whatever_the_read_models_say_now() {
+    let (_db, pool) = database().await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    apply(&pool, vec![entry("a", 5, 1)]).await.unwrap();
+    let first = order(&["a"]);
+    store
+        .admission(&first)
+        .await
+        .unwrap()
+        .check(&first)
+        .unwrap();
+    store.place(&first, &Topics::default()).await.unwrap();
+    // Blocked since: a new order is refused, the retry of the placed one is not.
+    apply(
+        &pool,
+        vec![standing(
+            "ana",
+            ev::CustomerStatus::Blocked,
+            None,
+            ev::now_millis(),
+        )],
+    )
+    .await
+    .unwrap();
+    let retry = store.admission(&first).await.unwrap();
+    assert!(retry.placed);
+    retry.check(&first).unwrap();
+    let mut another = order(&["a"]);
+    another.idempotency_key = orderflow_domain::IdempotencyKey::parse("k", "another").unwrap();
+    let refused = store
+        .admission(&another)
+        .await
+        .unwrap()
+        .check(&another)
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        format!("customer ana is blocked: {}", orderflow_domain::NO_REASON)
     );
 }

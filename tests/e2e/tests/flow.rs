@@ -296,8 +296,13 @@ async fn list_orders_pages_newest_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_name_the_field_and_store_nothing() {
     let system = System::start().await;
+    set_stock(&system, "sku-1", 10).await;
     let mut orders = system.orders("frank").await;
     let valid = order_request("frank", "sku-1", 1, "pm_card_visa");
+    // The unbroken request passes, so each refusal below is the broken field's.
+    let mut check = valid.clone();
+    check.validate_only = true;
+    orders.place_order(check).await.expect("a valid request");
     type Breaker = Box<dyn Fn(&mut pb::PlaceOrderRequest)>;
     let cases: Vec<(&str, Breaker)> = vec![
         ("items", Box::new(|r| r.items.clear())),

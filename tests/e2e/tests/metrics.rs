@@ -101,13 +101,7 @@ async fn metrics_reflect_the_flow() {
         topics.inventory.as_str(),
         topics.catalogue.as_str(),
     );
-    orderflow_e2e::set_stock(
-        system.inventory().await,
-        (system.orders("stocker").await, "stocker"),
-        "widget",
-        5,
-    )
-    .await;
+    orderflow_e2e::scenario::set_stock(&system, "widget", 5).await;
 
     // One after the other, so every count below is exact.
     for (quantity, method, end) in [

@@ -690,6 +690,33 @@ async fn duplicate_delivery_has_no_second_effect() {
     })
     .await;
     assert_eq!(copy, vec![vec![Some("2".to_owned()), Some("3".to_owned())]]);
+    // An older entry under a new event id (not a duplicate, so dedup does not catch it: the
+    // revision does) changes nothing either.
+    let stale = Event::CatalogueItemChanged(ev::CatalogueItemChanged {
+        event_id: ev::new_event_id(),
+        occurred_at: ev::now_millis(),
+        sku: "dup-sku".into(),
+        available: 5,
+        revision: 1,
+    });
+    injector
+        .produce(&topics.catalogue, "dup-sku", &injector.encode(&stale).await)
+        .await;
+    orderflow_e2e::wait_caught_up(
+        &system.kafka,
+        &system.kafka.group("order"),
+        std::slice::from_ref(&topics.catalogue),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &order_db,
+            "SELECT available::text, revision::text FROM catalogue WHERE sku = 'dup-sku'"
+        )
+        .await,
+        copy
+    );
 
     // No status change event beyond each order's versions reached order-status.
     let codec = system.credentials.codec(&system.registry_url());

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use orderflow_auth::{Bearer, BearerChannel, Claims, DEV_AUDIENCE, DEV_ISSUER, SigningKey};
-use orderflow_e2e::{GatewaySettings, System, order_request, set_stock, stock, watch_to_end};
+use orderflow_e2e::{GatewaySettings, System, order_request, stock, watch_to_end};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
@@ -20,18 +20,12 @@ async fn inventory_with(system: &System, bearer: Bearer) -> InventoryServiceClie
     InventoryServiceClient::new(bearer.on(system.channel().await))
 }
 
-/// Orders (and their outbox events) stored by the order service.
 /// Ten widgets, listed in the order service's catalogue.
 async fn stock_widgets(system: &System) {
-    set_stock(
-        system.inventory().await,
-        (system.orders("stocker").await, "stocker"),
-        "widget",
-        10,
-    )
-    .await;
+    orderflow_e2e::scenario::set_stock(system, "widget", 10).await;
 }
 
+/// Orders (and their outbox events) stored by the order service.
 async fn stored_orders(system: &System) -> (i64, i64) {
     let db = system.order_db.pool().await;
     let row = sqlx::query("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)")
@@ -132,6 +126,18 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_store_nothing() {
             Code::Unauthenticated,
             message,
         );
+        let mut directory = system.customers(bearer.clone()).await;
+        assert_refused(
+            directory
+                .set_customer_status(pb::SetCustomerStatusRequest {
+                    customer_id: "alice".into(),
+                    status: pb::CustomerStatus::Blocked.into(),
+                    reason: "forged".into(),
+                })
+                .await,
+            Code::Unauthenticated,
+            message,
+        );
         let mut inventory = inventory_with(&system, bearer).await;
         assert_refused(
             inventory
@@ -152,13 +158,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_sees_only_its_own_orders() {
     let system = System::start().await;
-    set_stock(
-        system.inventory().await,
-        (system.orders("stocker").await, "stocker"),
-        "widget",
-        10,
-    )
-    .await;
+    stock_widgets(&system).await;
     let mut bob = system.orders("bob").await;
     let bobs = placed(&mut bob, "bob", "pm_card_visa").await;
     let mut alice = system.orders("alice").await;
@@ -246,13 +246,7 @@ async fn an_order_is_placed_as_the_token_s_subject_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_an_operator_administers_stock() {
     let system = System::start().await;
-    set_stock(
-        system.inventory().await,
-        (system.orders("stocker").await, "stocker"),
-        "widget",
-        10,
-    )
-    .await;
+    stock_widgets(&system).await;
     let mut customer = inventory_with(&system, system.credentials.issuer.customer("alice")).await;
     assert_refused(
         customer

@@ -239,8 +239,15 @@ async fn a_blocked_customer_is_refused_with_the_reason_until_unblocked() {
     assert_eq!(blocked.status, i32::from(pb::CustomerStatus::Blocked));
     let message = judged(&system, "mallory", Code::PermissionDenied).await;
     assert_eq!(message, "customer mallory is blocked: chargebacks");
-    // Others are not affected.
+    // Others are not affected, listed or not.
+    set(
+        &mut directory,
+        standing("trent", pb::CustomerStatus::Active, ""),
+    )
+    .await
+    .expect("SetCustomerStatus");
     judged(&system, "trent", Code::Ok).await;
+    judged(&system, "peggy", Code::Ok).await;
 
     // The order service's copy lives in its database: still refused after a restart.
     system.stop_component(Component::Order).await;
@@ -271,4 +278,22 @@ async fn a_blocked_customer_is_refused_with_the_reason_until_unblocked() {
     let mut orders = system.orders("mallory").await;
     let seen = watch_to_end(&mut orders, &order_id, 1).await;
     assert_eq!(seen.last().map(|s| s.1), Some("COMPLETED"), "{seen:?}");
+
+    // The directory holds what was accepted, nothing of what was refused: mallory blocked and
+    // active again, trent active.
+    let published = orderflow_platform::dlq::read_messages(
+        &system.kafka,
+        &system.kafka.topics().customers,
+        0,
+        100,
+    )
+    .await
+    .expect("read the directory");
+    let mut keys: Vec<&[u8]> = published.iter().filter_map(|m| m.key.as_deref()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [b"mallory".as_slice(), b"mallory", b"trent"],
+        "{published:?}"
+    );
 }

@@ -45,13 +45,7 @@ const WATCHER: &str = "watcher";
 /// Places an order with the inventory service stopped, so it stays PAID (version 2) for as
 /// long as the test needs a live order; returns its id.
 async fn live_order(system: &mut System) -> String {
-    orderflow_e2e::set_stock(
-        system.inventory().await,
-        (system.orders(WATCHER).await, WATCHER),
-        "gear",
-        100,
-    )
-    .await;
+    orderflow_e2e::scenario::set_stock(system, "gear", 100).await;
     system.stop_component(Component::Inventory).await;
     let mut orders = system.orders(WATCHER).await;
     let order_id = orders
@@ -208,13 +202,7 @@ async fn an_undecodable_status_event_makes_its_watchers_read_their_history() {
 async fn watch_is_refused_until_the_status_feed_is_positioned() {
     let system = System::start().await;
     let mut orders = system.orders("early").await;
-    orderflow_e2e::set_stock(
-        system.inventory().await,
-        (system.orders("early").await, "early"),
-        "nut",
-        10,
-    )
-    .await;
+    orderflow_e2e::scenario::set_stock(&system, "nut", 10).await;
     let order_id = orders
         .place_order(order_request("early", "nut", 1, "pm_card_visa"))
         .await
