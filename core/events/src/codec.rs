@@ -74,6 +74,15 @@ impl CodecError {
     }
 }
 
+/// Whether the registry client's error is worth retrying: the registry was unreachable, or
+/// answered with a server error (5xx). The client library retries only 502 and 503, but a
+/// registry whose own store fails answers 500 (Confluent's error code 50001, as this project's
+/// registry does while its database is down), which passes once the store is back; a 4xx
+/// (incompatible schema, unknown id, refused credentials) is an answer.
+fn is_transient(e: &SRCError) -> bool {
+    e.retriable || e.error.contains("failed with status 5")
+}
+
 fn describe(e: &SRCError) -> String {
     match &e.cause {
         Some(cause) => format!("{}: {cause}", e.error),
@@ -206,7 +215,9 @@ impl SchemaResolver for RegistryResolver {
                 .get_schema_and_id(&subject, strategy)
                 .await
                 .map_err(|e| {
-                    if e.retriable {
+                    if is_transient(&e) {
+                        // The encoder caches the failure; forget it, so the retry asks again.
+                        self.encoder.remove_errors_from_cache();
                         CodecError::RegistryUnavailable(describe(&e))
                     } else {
                         CodecError::Rejected(describe(&e))
@@ -219,7 +230,8 @@ impl SchemaResolver for RegistryResolver {
     fn writer_schema(&self, id: u32) -> Resolving<'_, WriterSchema> {
         Box::pin(async move {
             let writer = self.decoder.get_schema(id).await.map_err(|e| {
-                if e.retriable {
+                if is_transient(&e) {
+                    self.decoder.remove_errors_from_cache();
                     CodecError::RegistryUnavailable(describe(&e))
                 } else {
                     // The decoder caches this failure; forget it, so that once the schema is
@@ -732,6 +744,82 @@ mod tests {
         let garbage = codec.decode(Some(b"{\"json\":1}")).await.unwrap_err();
         assert_eq!(garbage.class(), "not_framed");
         assert_eq!(codec.decode(None).await.unwrap_err().class(), "not_framed");
+    }
+
+    /// A server error is worth retrying, whatever the library says; a refusal is an answer.
+    #[test]
+    fn registry_server_errors_are_transient_and_refusals_are_not() {
+        let status = |code: &str, cause: &str, retriable| {
+            SRCError::new(
+                &format!("HTTP request to schema registry failed with status {code}"),
+                Some(cause.to_owned()),
+                retriable,
+            )
+        };
+        let store_down = status(
+            "500 Internal Server Error",
+            "error_code: 50001, message: Error in the backend data store",
+            false,
+        );
+        assert!(is_transient(&store_down));
+        assert!(is_transient(&status("503 Service Unavailable", "", true)));
+        assert!(is_transient(&status("504 Gateway Timeout", "", false)));
+        assert!(is_transient(&SRCError::new(
+            "connection refused",
+            None,
+            true
+        )));
+        for refusal in [
+            "409 Conflict",
+            "422 Unprocessable Entity",
+            "401 Unauthorized",
+            "404 Not Found",
+        ] {
+            assert!(!is_transient(&status(refusal, "", false)), "{refusal}");
+        }
+    }
+
+    /// A registry that answers every request with `status` and a Confluent error body: once,
+    /// on a port of its own; returns its URL.
+    async fn registry_answering(status: &'static str, code: u32) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 8192];
+                let _ = socket.read(&mut request).await;
+                let body = format!(r#"{{"error_code":{code},"message":"from the test"}}"#);
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    /// Through the real client library: a registry whose store is down (500, 50001) makes
+    /// encoding a transient failure, to retry, not a rejection; an incompatible schema (409)
+    /// is a rejection.
+    #[tokio::test]
+    async fn a_registry_server_error_is_retried_and_a_conflict_is_not() {
+        let event = samples().remove(0);
+        for (status, code, transient) in [
+            ("500 Internal Server Error", 50001, true),
+            ("409 Conflict", 409, false),
+        ] {
+            let url = registry_answering(status, code).await;
+            let codec = EventCodec::new(&RegistryAccess {
+                url: &url,
+                user_info: None,
+                ca_file: None,
+            })
+            .unwrap();
+            let err = codec.encode(&Topics::default(), &event).await.unwrap_err();
+            assert_eq!(err.is_transient(), transient, "{status}: {err}");
+        }
     }
 
     #[test]
