@@ -67,14 +67,7 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
 }
 
 async fn database() -> (TestDatabase, PgPool) {
-    let db = TestDatabase::create("inventory").await;
-    let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(db.url()),
-        &orderflow_inventory::MIGRATOR,
-    )
-    .await
-    .expect("inventory database");
-    (db, pool)
+    TestDatabase::migrated("inventory", &orderflow_inventory::MIGRATOR).await
 }
 
 /// The catalogue entries in the outbox, in outbox order, as (key, sku, available, revision).

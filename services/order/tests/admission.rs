@@ -44,14 +44,7 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
 }
 
 async fn database() -> (TestDatabase, PgPool) {
-    let db = TestDatabase::create("order").await;
-    let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(db.url()),
-        &orderflow_order::MIGRATOR,
-    )
-    .await
-    .expect("order database");
-    (db, pool)
+    TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await
 }
 
 async fn kept(pool: &PgPool, sku: &str) -> Option<(i32, i64)> {

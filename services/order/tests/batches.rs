@@ -75,13 +75,7 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
 /// detected no deadlock.
 #[tokio::test]
 async fn batches_over_the_same_orders_in_opposite_orders_do_not_deadlock() {
-    let db = TestDatabase::create("order").await;
-    let pool = orderflow_db::connect_and_migrate(
-        &orderflow_db::DbSettings::new(db.url()),
-        &orderflow_order::MIGRATOR,
-    )
-    .await
-    .expect("order database");
+    let (_db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
     let store = Store::new(pool.clone(), OutboxSignal::default());
     let place = |n: usize| {
         let store = store.clone();

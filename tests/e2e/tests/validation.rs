@@ -29,6 +29,22 @@ async fn refused(system: &System, request: pb::PlaceOrderRequest) -> String {
     status.message().to_owned()
 }
 
+/// The first page (up to 100) of `customer`'s orders.
+async fn listed(system: &System, customer: &str) -> Vec<pb::Order> {
+    system
+        .orders(customer)
+        .await
+        .list_orders(pb::ListOrdersRequest {
+            customer_id: customer.into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .expect("ListOrders")
+        .into_inner()
+        .orders
+}
+
 async fn status_of(system: &System, customer: &str, order_id: &str) -> &'static str {
     let order = system
         .orders(customer)
@@ -95,18 +111,7 @@ async fn orders_are_judged_against_the_catalogue_while_inventory_is_down() {
         })
         .await;
     }
-    let listed = system
-        .orders("cat")
-        .await
-        .list_orders(pb::ListOrdersRequest {
-            customer_id: "cat".into(),
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .expect("ListOrders")
-        .into_inner()
-        .orders;
+    let listed = listed(&system, "cat").await;
     assert_eq!(
         listed.len(),
         2,
@@ -254,18 +259,7 @@ async fn a_blocked_customer_is_refused_with_the_reason_until_unblocked() {
     system.start_component(Component::Order).await;
     let message = judged(&system, "mallory", Code::PermissionDenied).await;
     assert_eq!(message, "customer mallory is blocked: chargebacks");
-    let listed = system
-        .orders("mallory")
-        .await
-        .list_orders(pb::ListOrdersRequest {
-            customer_id: "mallory".into(),
-            page_size: 10,
-            page_token: String::new(),
-        })
-        .await
-        .expect("ListOrders")
-        .into_inner()
-        .orders;
+    let listed = listed(&system, "mallory").await;
     assert!(listed.is_empty(), "a blocked customer placed {listed:?}");
 
     set(

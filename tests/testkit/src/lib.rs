@@ -59,6 +59,20 @@ impl TestDatabase {
         &self.owner.database
     }
 
+    /// A fresh database `t_<prefix>_<random>` with `migrator` applied, as a service connects to
+    /// its own (`orderflow_db::connect_and_migrate`), and a pool on it.
+    pub async fn migrated(
+        prefix: &str,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> (TestDatabase, PgPool) {
+        let db = TestDatabase::create(prefix).await;
+        let pool =
+            orderflow_db::connect_and_migrate(&orderflow_db::DbSettings::new(db.url()), migrator)
+                .await
+                .unwrap_or_else(|e| panic!("cannot migrate the test database {}: {e}", db.name()));
+        (db, pool)
+    }
+
     /// A small pool for assertions made by the test itself.
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()
