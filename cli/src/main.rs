@@ -194,7 +194,7 @@ where
     F: FnOnce(T, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    orderflow_platform::telemetry::init(name, args.telemetry.log_format);
+    let telemetry = orderflow_platform::telemetry::init(name, &args.telemetry)?;
     let shutdown = orderflow_platform::shutdown::on_signal();
     let grace = args.shutdown_grace();
     let overdue = {
@@ -204,10 +204,12 @@ where
             tokio::time::sleep(grace).await;
         }
     };
-    tokio::select! {
+    let result = tokio::select! {
         result = component(args.component, shutdown) => result,
-        _ = overdue => anyhow::bail!("in-flight work did not finish within {grace:?} of the shutdown request"),
-    }
+        _ = overdue => Err(anyhow::anyhow!("in-flight work did not finish within {grace:?} of the shutdown request")),
+    };
+    telemetry.shutdown().await;
+    result
 }
 
 #[cfg(test)]

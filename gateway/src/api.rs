@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use orderflow_domain::{NewOrder, OrderId, OrderStatus, Sku, ValidationError};
+use orderflow_platform::trace::TracedChannel;
 use orderflow_proto::convert::order_status;
 use orderflow_proto::internal::v1::GetOrderHistoryRequest;
 use orderflow_proto::internal::v1::analytics_store_client::AnalyticsStoreClient;
@@ -18,7 +19,6 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::access::Access;
@@ -33,9 +33,9 @@ fn is_terminal(status: i32) -> bool {
 
 #[derive(Clone)]
 pub struct OrderApi {
-    pub orders: OrderStoreClient<Channel>,
+    pub orders: OrderStoreClient<TracedChannel>,
     /// The history service, which keeps every order's timeline.
-    pub history: HistoryStoreClient<Channel>,
+    pub history: HistoryStoreClient<TracedChannel>,
     pub hub: Arc<Hub>,
     /// True once the status feed is positioned: a watch served before could miss a change.
     pub feed_ready: watch::Receiver<bool>,
@@ -253,7 +253,7 @@ struct Watcher {
     last_version: i64,
     status: i32,
     order_id: String,
-    orders: OrderStoreClient<Channel>,
+    orders: OrderStoreClient<TracedChannel>,
 }
 
 impl Watcher {
@@ -292,7 +292,7 @@ impl Watcher {
 
 #[derive(Clone)]
 pub struct InventoryApi {
-    pub inventory: InventoryServiceClient<Channel>,
+    pub inventory: InventoryServiceClient<TracedChannel>,
 }
 
 #[tonic::async_trait]
@@ -355,7 +355,7 @@ impl InventoryService for InventoryApi {
 /// The figures over every order, for operators, from the analytics service.
 #[derive(Clone)]
 pub struct StatsApi {
-    pub analytics: AnalyticsStoreClient<Channel>,
+    pub analytics: AnalyticsStoreClient<TracedChannel>,
 }
 
 #[tonic::async_trait]

@@ -12,9 +12,11 @@ use orderflow_domain::CustomerEntry;
 use orderflow_events::{self as ev, Event, EventCodec, Topics};
 use orderflow_platform::KafkaArgs;
 use orderflow_platform::kafka::{self, Producer};
+use orderflow_platform::trace::{self, TraceParent};
 use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::customer_service_server::CustomerService;
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::OnceCell;
@@ -67,9 +69,15 @@ impl CustomerApi {
                     true => GatewayError::DirectoryUnavailable(e.to_string()),
                     false => GatewayError::DirectoryRefused(e.to_string()),
                 })?;
+        // The caller's trace goes on to the order service's handling of the entry.
+        let traceparent = TraceParent::current_or_new().header();
         let record = FutureRecord::to(&self.topics.customers)
             .key(event.key())
-            .payload(&payload);
+            .payload(&payload)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: trace::HEADER,
+                value: Some(traceparent.as_str()),
+            }));
         let producer = self.producer.get();
         match tokio::time::timeout(DELIVERY_TIMEOUT, producer.send(record, DELIVERY_TIMEOUT)).await
         {

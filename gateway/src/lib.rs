@@ -175,8 +175,9 @@ pub async fn run(
     });
 
     let layers = ServiceBuilder::new()
-        // One span per call, with method and status in the logs.
-        .layer(tower_http::trace::TraceLayer::new_for_grpc())
+        // One span per call, with method and status in the logs; exported, the root of the
+        // order's trace (or a child of the client's, when it passes a `traceparent`).
+        .layer(orderflow_platform::trace::grpc_layer())
         // Refuse at once (RESOURCE_EXHAUSTED) rather than queue when at the limit below.
         .load_shed()
         // At most this many calls in progress across all connections.

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
+use orderflow_platform::trace::{Propagate, TracedChannel};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
@@ -15,9 +17,24 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A channel to the owner at `urls`: one URL, or one per instance, comma-separated; over
-/// TLS when `tls` is given (the URLs are then `https://`). The prober of a balanced channel
+/// TLS when `tls` is given (the URLs are then `https://`); calls carry the caller's trace
+/// context (`traceparent`). The prober of a balanced channel
 /// stops on `shutdown`.
 pub fn channel(
+    urls: &str,
+    timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<TracedChannel> {
+    // Every call carries the caller's trace context, so the owner's spans join its trace.
+    Ok(InterceptedService::new(
+        balanced(urls, timeout, tls, shutdown)?,
+        Propagate,
+    ))
+}
+
+/// The channel under [`channel`]'s trace propagation.
+fn balanced(
     urls: &str,
     timeout: Duration,
     tls: Option<ClientTlsConfig>,

@@ -32,7 +32,7 @@ use crate::dlq;
 use crate::health::Health;
 use crate::metrics::{ConsumerMetrics, Outcome};
 use crate::outbox::{Outbox, OutboxSignal};
-use crate::trace::TraceParent;
+use crate::trace::{self, TraceParent};
 
 /// Why a message could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,8 @@ pub struct MessageContext {
     /// with the process, so it is no budget for calls to an outside party; a handler that
     /// needs one counts those calls itself, where it makes them.
     pub attempt: u32,
+    /// The trace context the message carries (its `traceparent` header: the span that
+    /// published it), or a new trace when it carries none.
     pub trace: TraceParent,
     /// When the broker appended the message (its log timestamp), if it says.
     pub logged_at: Option<DateTime<Utc>>,
@@ -156,7 +158,7 @@ impl MessageContext {
             partition: message.partition,
             offset: message.offset,
             attempt: 1,
-            trace: trace.child(),
+            trace,
             logged_at: message.timestamp,
             redriven_from: message.header(dlq::REDRIVEN_FROM),
         }
@@ -498,7 +500,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 partition: message.partition(),
                 offset: message.offset(),
                 attempt,
-                trace: trace_of(message).child(),
+                trace: trace_of(message),
                 logged_at: message
                     .timestamp()
                     .to_millis()
@@ -644,13 +646,19 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             .map_err(|e| BatchFailure::new(0, false, e))?;
     }
     let mut applied = Vec::with_capacity(messages.len());
+    // The trace context of what each processed message causes.
+    let mut traces = Vec::with_capacity(messages.len());
     for (i, ((event, ctx), fresh)) in messages.iter().zip(fresh).enumerate() {
         if !fresh {
             tracing::debug!(consumer = %consumer, event_id = %event.event_id(), "duplicate event skipped");
             applied.push(Applied::Duplicate);
             continue;
         }
-        let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, key = %event.key());
+        let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, key = %event.key(), topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset);
+        // Exported, the span is the child of the span that published the message (the
+        // header), and what the message causes is the child of this span.
+        trace::adopt(&span, &ctx.trace);
+        traces.push(TraceParent::of_span(&span).unwrap_or_else(|| ctx.trace.child()));
         let caused = handler
             .handle(tx, event, ctx)
             .instrument(span)
@@ -658,13 +666,13 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             .map_err(|e| BatchFailure::new(i, true, e))?;
         applied.push(Applied::Processed(caused));
     }
-    let caused: Vec<(&[Event], &TraceParent)> = messages
+    let caused: Vec<(&[Event], &TraceParent)> = applied
         .iter()
-        .zip(&applied)
-        .filter_map(|((_, ctx), applied)| match applied {
-            Applied::Processed(events) => Some((events.as_slice(), &ctx.trace)),
+        .filter_map(|applied| match applied {
+            Applied::Processed(events) => Some(events.as_slice()),
             Applied::Duplicate => None,
         })
+        .zip(&traces)
         .collect();
     Outbox::insert_caused(tx, topics, &caused)
         .await
@@ -827,7 +835,7 @@ fn partition_lags(
 
 /// The message's trace context, or a new trace when it carries none.
 fn trace_of(message: &BorrowedMessage<'_>) -> TraceParent {
-    header(message, "traceparent")
+    header(message, trace::HEADER)
         .and_then(|h| TraceParent::parse(&h))
         .unwrap_or_else(TraceParent::new_root)
 }

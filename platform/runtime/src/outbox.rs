@@ -27,11 +27,12 @@ use rdkafka::producer::FutureRecord;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::health::Health;
 use crate::kafka::Producer;
 use crate::metrics::RelayMetrics;
-use crate::trace::TraceParent;
+use crate::trace::{self, TraceParent};
 
 /// The component under which health reports rows set aside.
 const QUARANTINE: &str = "outbox-quarantine";
@@ -86,8 +87,9 @@ impl Outbox {
         Self::insert_caused(tx, topics, &[(events, trace)]).await
     }
 
-    /// Adds the events several messages caused, each group with the trace of the message
-    /// that caused it, in one statement, in the order given.
+    /// Adds the events several messages caused, each group with the trace context of the
+    /// work that caused it (the relay's publish span becomes its child), in one statement, in
+    /// the order given.
     pub async fn insert_caused(
         tx: &mut Transaction<'_, Postgres>,
         topics: &Topics,
@@ -106,7 +108,7 @@ impl Outbox {
                 topic_names.push(topics.for_kind(event.kind()).to_owned());
                 keys.push(event.key().to_owned());
                 payloads.push(serde_json::to_value(event).expect("events serialize to JSON"));
-                traces.push(trace.child().header());
+                traces.push(trace.header());
             }
         }
         sqlx::query(
@@ -506,10 +508,11 @@ impl Relay {
         }
         let producer = self.producer.get();
         let deliveries = sending.iter().map(|(row, payload)| {
+            let (span, traceparent) = publish_span(row);
             let mut headers = OwnedHeaders::new();
-            if let Some(tp) = &row.traceparent {
+            if let Some(tp) = &traceparent {
                 headers = headers.insert(Header {
-                    key: "traceparent",
+                    key: trace::HEADER,
                     value: Some(tp.as_str()),
                 });
             }
@@ -517,7 +520,9 @@ impl Relay {
                 .key(&row.key)
                 .payload(payload)
                 .headers(headers);
-            producer.send(record, Duration::from_secs(30))
+            producer
+                .send(record, Duration::from_secs(30))
+                .instrument(span)
         });
         let results = join_all(deliveries).await;
         // Mark only the acknowledged prefix: anything after a failure is sent again, after
@@ -549,4 +554,19 @@ impl Relay {
             quarantined: quarantined.len(),
         })
     }
+}
+
+/// The span of one row's publication, when spans are exported: a child of the work that
+/// wrote the row, until the broker acknowledges it; its context is the message's
+/// `traceparent`, so the consumers' spans are its children. Otherwise no span, and the row's
+/// own context goes on.
+fn publish_span(row: &OutboxRow) -> (tracing::Span, Option<String>) {
+    let parent = row.traceparent.as_deref().and_then(TraceParent::parse);
+    let Some(parent) = parent.filter(|_| crate::telemetry::exporting()) else {
+        return (tracing::Span::none(), row.traceparent.clone());
+    };
+    let span = tracing::info_span!("publish", topic = %row.topic, key = %row.key);
+    trace::adopt(&span, &parent);
+    let header = TraceParent::of_span(&span).map(|tp| tp.header());
+    (span, header.or_else(|| row.traceparent.clone()))
 }

@@ -200,7 +200,8 @@ async fn order_database_and_topics(name: &str) -> (TestDatabase, PgPool, KafkaAr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
-    orderflow_platform::telemetry::init("outbox-test", Default::default());
+    let _unexported = orderflow_platform::telemetry::init("outbox-test", &Default::default())
+        .expect("no endpoint, nothing to refuse");
     let (_db, pool, kafka, topics) = order_database_and_topics("outbox").await;
 
     // In id order. A: published, then a row that is no event, then A's next change, which

@@ -36,6 +36,8 @@ pub async fn serve(
         server = server.tls_config(tls)?;
     }
     server
+        // One span per call, a child of the caller's when it passes its trace on.
+        .layer(orderflow_platform::trace::grpc_layer())
         .add_service(InventoryServiceServer::new(api))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.cancelled().await

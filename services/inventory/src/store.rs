@@ -112,7 +112,13 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let events = Changed::events(&rows)?;
-        Outbox::insert(&mut tx, &self.topics, &events, &TraceParent::new_root()).await?;
+        Outbox::insert(
+            &mut tx,
+            &self.topics,
+            &events,
+            &TraceParent::current_or_new(),
+        )
+        .await?;
         tx.commit().await?;
         if !events.is_empty() {
             self.outbox_signal.committed();

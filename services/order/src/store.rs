@@ -222,7 +222,7 @@ impl Store {
             now,
         );
         let events = vec![created, pending];
-        Outbox::insert(&mut tx, topics, &events, &TraceParent::new_root()).await?;
+        Outbox::insert(&mut tx, topics, &events, &TraceParent::current_or_new()).await?;
         tx.commit().await?;
         self.outbox_signal.committed();
         tracing::info!(%order_id, customer_id = %order.customer_id, "order placed");

@@ -284,7 +284,8 @@ impl System {
 
     /// As [`System::start_with`], on the broker and with the Kafka settings of `kafka`.
     pub async fn start_on(kafka: KafkaArgs, configure_gateway: Option<GatewaySettings>) -> System {
-        orderflow_platform::telemetry::init("e2e", Default::default());
+        let _unexported = orderflow_platform::telemetry::init("e2e", &Default::default())
+            .expect("no endpoint, nothing to refuse");
         let registry_db = TestDatabase::create("registry").await;
         let pool = orderflow_db::connect_and_migrate(
             &orderflow_db::DbSettings::new(registry_db.url()),

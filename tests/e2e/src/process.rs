@@ -446,6 +446,8 @@ pub struct Options {
     pub partitions: i32,
     /// The services' stall threshold, when not their default.
     pub stall_threshold_secs: Option<u64>,
+    /// Where every process exports its spans (OTLP/gRPC), when it should.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -455,6 +457,7 @@ impl Default for Options {
             max_instances: 1,
             partitions: 1,
             stall_threshold_secs: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -467,6 +470,7 @@ impl Options {
             max_instances: n.max(3),
             partitions,
             stall_threshold_secs: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -705,6 +709,11 @@ impl ProcessSystem {
             || matches!(p, Proc::History | Proc::Analytics | Proc::Notifications)
         {
             env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "4".into()));
+        }
+        if let Some(endpoint) = &self.options.otlp_endpoint {
+            env.push(("ORDERFLOW_OTLP_ENDPOINT", endpoint.clone()));
+            // Spans leave every half second rather than every five.
+            env.push(("OTEL_BSP_SCHEDULE_DELAY", "500".into()));
         }
         if let Some(secs) = self.options.stall_threshold_secs {
             env.push(("ORDERFLOW_STALL_THRESHOLD_SECS", secs.to_string()));
