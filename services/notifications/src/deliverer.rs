@@ -42,6 +42,8 @@ use crate::{SERVICE, store};
 pub const BATCH: i64 = 32;
 /// The longest the deliverer sleeps without looking.
 pub const POLL: Duration = Duration::from_secs(5);
+/// How often, at most, the backlog is read while there is work to deliver.
+const LOOK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the broker may take to acknowledge a dead letter.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -132,6 +134,7 @@ impl Deliverer {
         let mut listener: Option<PgListener> = None;
         let mut failures = 0u32;
         let mut last_purge: Option<Instant> = None;
+        let mut looked: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
@@ -144,12 +147,18 @@ impl Deliverer {
                 Ok((claimed, at)) => {
                     failures = 0;
                     self.health.recovered(DATABASE);
-                    let next = self.look(at).await;
                     if claimed > 0 {
-                        // More may be due: the next status of each order delivered.
+                        // More may be due: the next status of each order delivered. While
+                        // there is work, the backlog's figures (gauge, health) are read at
+                        // most every LOOK_INTERVAL: reading them costs a pass over the backlog.
+                        if looked.is_none_or(|at| at.elapsed() >= LOOK_INTERVAL) {
+                            looked = Some(Instant::now());
+                            self.look(at).await;
+                        }
                         continue;
                     }
-                    next
+                    looked = Some(Instant::now());
+                    self.look(at).await
                 }
                 Err(e) => {
                     failures += 1;
