@@ -150,7 +150,7 @@ impl MessageContext {
     /// its place, its broker timestamp, its trace and redrive headers, as the loop gives them.
     pub fn of_stored(message: &dlq::StoredMessage) -> Self {
         let trace = message
-            .header("traceparent")
+            .header(trace::HEADER)
             .and_then(|raw| TraceParent::parse(&raw))
             .unwrap_or_else(TraceParent::new_root);
         MessageContext {

@@ -561,8 +561,10 @@ impl Relay {
 /// `traceparent`, so the consumers' spans are its children. Otherwise no span, and the row's
 /// own context goes on.
 fn publish_span(row: &OutboxRow) -> (tracing::Span, Option<String>) {
-    let parent = row.traceparent.as_deref().and_then(TraceParent::parse);
-    let Some(parent) = parent.filter(|_| crate::telemetry::exporting()) else {
+    let parent = crate::telemetry::exporting()
+        .then(|| row.traceparent.as_deref().and_then(TraceParent::parse))
+        .flatten();
+    let Some(parent) = parent else {
         return (tracing::Span::none(), row.traceparent.clone());
     };
     let span = tracing::info_span!("publish", topic = %row.topic, key = %row.key);

@@ -117,10 +117,10 @@ pub fn init(service: &str, args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
     }
     EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     match &args.otlp_endpoint {
-        Some(endpoint) if provider.is_some() => {
+        Some(endpoint) => {
             tracing::info!(service, otlp_endpoint = %endpoint, "telemetry initialised; exporting spans")
         }
-        _ => tracing::info!(service, "telemetry initialised"),
+        None => tracing::info!(service, "telemetry initialised"),
     }
     Ok(Telemetry { provider })
 }

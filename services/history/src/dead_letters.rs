@@ -100,7 +100,7 @@ pub fn entry(message: &StoredMessage) -> Result<Entry, String> {
         occurred_at: message.timestamp.unwrap_or_else(Utc::now),
         logged_at: message.timestamp,
         trace_id: message
-            .header("traceparent")
+            .header(orderflow_platform::trace::HEADER)
             .and_then(|raw| orderflow_platform::trace::TraceParent::parse(&raw))
             .map(|t| t.trace_id),
         // A redriven message that failed again keeps the header naming its earlier letter.

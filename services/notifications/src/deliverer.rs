@@ -388,7 +388,7 @@ impl Deliverer {
             attempts: attempts.max(0) as u32,
         };
         let original = OwnedHeaders::new().insert(Header {
-            key: "traceparent",
+            key: orderflow_platform::trace::HEADER,
             value: Some(due.traceparent.as_str()),
         });
         let record = FutureRecord::to(&topic)
