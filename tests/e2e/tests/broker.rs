@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orderflow_e2e::{test_broker, wait_for};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -310,6 +310,103 @@ async fn a_waiting_fetch_is_woken_by_the_append() {
     assert!(
         median < Duration::from_millis(15),
         "acknowledged→consumed: median {median:?}, all {latencies:?}"
+    );
+}
+
+/// A fetch waiting on several partitions is woken by an append to any one of them and
+/// returns that partition's new records at once, whichever partition it is and however the
+/// appends interleave. The broker remembers each partition's offsets between fetches and
+/// reads a partition from storage again only after an append to it (patch 0012), so a
+/// partition whose append was not noticed would wait out the broker's 2 s trust in what it
+/// knew, or the consumer's 3 s fetch wait: every record must arrive within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fetch_returns_the_records_of_whichever_partition_is_appended_to() {
+    // Partitions in an order that is neither ascending nor the consumer's own, with some
+    // appends to two partitions at once.
+    const ROUNDS: [&[i32]; 12] = [
+        &[3],
+        &[0],
+        &[5, 1],
+        &[4],
+        &[2],
+        &[1],
+        &[5],
+        &[0, 3],
+        &[2],
+        &[4, 5],
+        &[3],
+        &[1],
+    ];
+    let (topic, group) = topic_and_group(PARTITIONS).await;
+    let (consumer, producer) = waiting_consumer_and_producer(&topic, &group, 3_000);
+    // One record in every partition first, not timed: a consumer's first record from a
+    // fresh topic can take a whole fetch wait on either broker, patched or not, before it
+    // settles into waiting at each partition's end.
+    for partition in 0..PARTITIONS {
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(partition)
+                    .key("k")
+                    .payload("first"),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("produce");
+    }
+    for _ in 0..PARTITIONS {
+        tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .expect("the first records within 10 s")
+            .expect("consume");
+    }
+    let mut latencies = Vec::new();
+    for (round, partitions) in ROUNDS.iter().enumerate() {
+        let gap = if round == 0 {
+            2_000
+        } else {
+            150 + 37 * (round as u64 % 5)
+        };
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        for &partition in *partitions {
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .partition(partition)
+                        .key("k")
+                        .payload(&format!("{round}-{partition}")),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("produce");
+        }
+        let acknowledged = Instant::now();
+        let mut expected: BTreeSet<String> = partitions
+            .iter()
+            .map(|partition| format!("{round}-{partition}"))
+            .collect();
+        while !expected.is_empty() {
+            let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: {expected:?} not consumed in 10 s"))
+                .expect("consume");
+            let payload =
+                String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            assert!(
+                expected.remove(&payload),
+                "round {round}: consumed {payload:?} (partition {}, offset {}), expected {expected:?}",
+                message.partition(),
+                message.offset()
+            );
+            latencies.push((acknowledged.elapsed(), payload));
+        }
+    }
+    latencies.sort();
+    let (median, _) = &latencies[latencies.len() / 2];
+    let (worst, which) = latencies.last().expect("records");
+    assert!(
+        *worst < Duration::from_secs(1) && *median < Duration::from_millis(15),
+        "acknowledged→consumed: median {median:?}, worst {worst:?} ({which}), all {latencies:?}"
     );
 }
 
