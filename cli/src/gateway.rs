@@ -12,7 +12,7 @@ pub struct GatewayClientArgs {
     #[arg(
         long,
         env = "ORDERFLOW_GATEWAY_URL",
-        default_value = "https://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:9200"
     )]
     gateway: String,
     /// The CA that signed the gateway's certificate (the system's trust store otherwise).

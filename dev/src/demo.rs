@@ -25,7 +25,7 @@ pub struct DemoArgs {
     #[arg(
         long,
         env = "ORDERFLOW_GATEWAY_URL",
-        default_value = "https://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:9200"
     )]
     pub gateway: String,
     /// How long to wait for each order to reach its end.

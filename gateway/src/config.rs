@@ -44,7 +44,7 @@ pub struct GatewayArgs {
     #[arg(
         long = "listen",
         env = "ORDERFLOW_GATEWAY_LISTEN",
-        default_value = "127.0.0.1:50051"
+        default_value = "127.0.0.1:9200"
     )]
     pub listen: SocketAddr,
     /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
@@ -58,14 +58,14 @@ pub struct GatewayArgs {
     #[arg(
         long = "order-url",
         env = "ORDERFLOW_ORDER_URL",
-        default_value = "http://127.0.0.1:50052"
+        default_value = "http://127.0.0.1:9201"
     )]
     pub order_url: String,
     /// The inventory service's gRPC URL; several instances: their URLs, comma-separated.
     #[arg(
         long = "inventory-url",
         env = "ORDERFLOW_INVENTORY_URL",
-        default_value = "http://127.0.0.1:50053"
+        default_value = "http://127.0.0.1:9203"
     )]
     pub inventory_url: String,
     /// The history service's gRPC URL (GetOrderTimeline); several instances: their URLs,
@@ -73,7 +73,7 @@ pub struct GatewayArgs {
     #[arg(
         long = "history-url",
         env = "ORDERFLOW_HISTORY_URL",
-        default_value = "http://127.0.0.1:50054"
+        default_value = "http://127.0.0.1:9204"
     )]
     pub history_url: String,
     /// The analytics service's gRPC URL (GetStats); several instances: their URLs,
@@ -81,7 +81,7 @@ pub struct GatewayArgs {
     #[arg(
         long = "analytics-url",
         env = "ORDERFLOW_ANALYTICS_URL",
-        default_value = "http://127.0.0.1:50055"
+        default_value = "http://127.0.0.1:9205"
     )]
     pub analytics_url: String,
     /// Longest a unary call may take, in milliseconds.

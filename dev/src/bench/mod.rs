@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         env = "ORDERFLOW_GATEWAY_URL",
-        default_value = "https://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:9200"
     )]
     pub gateway: String,
     /// The offered rate of the fixed-rate run, in orders per second.

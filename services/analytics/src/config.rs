@@ -23,7 +23,7 @@ pub struct AnalyticsArgs {
     #[arg(
         long = "grpc-listen",
         env = "ORDERFLOW_ANALYTICS_GRPC_LISTEN",
-        default_value = "127.0.0.1:50055"
+        default_value = "127.0.0.1:9205"
     )]
     pub grpc_listen: SocketAddr,
     /// Address of the HTTP admin endpoint (`/health`, `/metrics`).

@@ -23,7 +23,7 @@ pub struct HistoryArgs {
     #[arg(
         long = "grpc-listen",
         env = "ORDERFLOW_HISTORY_GRPC_LISTEN",
-        default_value = "127.0.0.1:50054"
+        default_value = "127.0.0.1:9204"
     )]
     pub grpc_listen: SocketAddr,
     /// Address of the HTTP admin endpoint (`/health`, `/metrics`).

@@ -23,7 +23,7 @@ pub struct InventoryArgs {
     #[arg(
         long = "grpc-listen",
         env = "ORDERFLOW_INVENTORY_GRPC_LISTEN",
-        default_value = "127.0.0.1:50053"
+        default_value = "127.0.0.1:9203"
     )]
     pub grpc_listen: SocketAddr,
     /// Address of the HTTP admin endpoint (`/health`, `/metrics`).

@@ -23,7 +23,7 @@ pub struct OrderArgs {
     #[arg(
         long = "grpc-listen",
         env = "ORDERFLOW_ORDER_GRPC_LISTEN",
-        default_value = "127.0.0.1:50052"
+        default_value = "127.0.0.1:9201"
     )]
     pub grpc_listen: SocketAddr,
     /// Address of the HTTP admin endpoint (`/health`, `/metrics`).
