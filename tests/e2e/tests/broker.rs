@@ -238,6 +238,24 @@ fn waiting_consumer_and_producer(
     (consumer, producer)
 }
 
+/// Sends `payload` to `topic` (to `partition` if given) and waits for the acknowledgement.
+async fn produce(producer: &FutureProducer, topic: &str, partition: Option<i32>, payload: &str) {
+    let mut record = FutureRecord::to(topic).key("k").payload(payload);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    producer
+        .send(record, Duration::from_secs(5))
+        .await
+        .expect("produce");
+}
+
+/// The pause before append `i` after the first: uneven, so that the appends do not line
+/// up with any poll interval of the broker.
+fn uneven_gap(i: usize) -> Duration {
+    Duration::from_millis(150 + 37 * (i as u64 % 5))
+}
+
 /// A fetch is answered as soon as a record is there, not after the consumer's whole
 /// `fetch.wait.max.ms` (tansu 0.6.0 held every fetch that long, which bounded each hop of an
 /// order at the wait).
@@ -251,13 +269,7 @@ async fn a_fetch_is_answered_when_a_record_arrives() {
         // Let the consumer settle into waiting on an empty partition first.
         tokio::time::sleep(Duration::from_millis(if i == 0 { 4_000 } else { 500 })).await;
         let sent = Instant::now();
-        producer
-            .send(
-                FutureRecord::to(&topic).key("k").payload("v"),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("produce");
+        produce(&producer, &topic, None, "v").await;
         tokio::time::timeout(Duration::from_secs(10), consumer.recv())
             .await
             .expect("a record within 10 s")
@@ -286,18 +298,12 @@ async fn a_waiting_fetch_is_woken_by_the_append() {
         // Let the consumer settle into a waiting fetch first; the uneven gaps keep the
         // appends from lining up with any poll interval.
         let gap = if i == 0 {
-            4_000
+            Duration::from_secs(4)
         } else {
-            150 + 37 * (i as u64 % 5)
+            uneven_gap(i)
         };
-        tokio::time::sleep(Duration::from_millis(gap)).await;
-        producer
-            .send(
-                FutureRecord::to(&topic).key("k").payload("v"),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("produce");
+        tokio::time::sleep(gap).await;
+        produce(&producer, &topic, None, "v").await;
         let acknowledged = Instant::now();
         tokio::time::timeout(Duration::from_secs(10), consumer.recv())
             .await
@@ -343,16 +349,7 @@ async fn a_waiting_fetch_returns_the_records_of_whichever_partition_is_appended_
     // fresh topic can take a whole fetch wait on either broker, patched or not, before it
     // settles into waiting at each partition's end.
     for partition in 0..PARTITIONS {
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .partition(partition)
-                    .key("k")
-                    .payload("first"),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("produce");
+        produce(&producer, &topic, Some(partition), "first").await;
     }
     for _ in 0..PARTITIONS {
         tokio::time::timeout(Duration::from_secs(10), consumer.recv())
@@ -363,22 +360,19 @@ async fn a_waiting_fetch_returns_the_records_of_whichever_partition_is_appended_
     let mut latencies = Vec::new();
     for (round, partitions) in ROUNDS.iter().enumerate() {
         let gap = if round == 0 {
-            2_000
+            Duration::from_secs(2)
         } else {
-            150 + 37 * (round as u64 % 5)
+            uneven_gap(round)
         };
-        tokio::time::sleep(Duration::from_millis(gap)).await;
+        tokio::time::sleep(gap).await;
         for &partition in *partitions {
-            producer
-                .send(
-                    FutureRecord::to(&topic)
-                        .partition(partition)
-                        .key("k")
-                        .payload(&format!("{round}-{partition}")),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("produce");
+            produce(
+                &producer,
+                &topic,
+                Some(partition),
+                &format!("{round}-{partition}"),
+            )
+            .await;
         }
         let acknowledged = Instant::now();
         let mut expected: BTreeSet<String> = partitions
