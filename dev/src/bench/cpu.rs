@@ -14,8 +14,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Snapshot {
     at: Instant,
     by_component: BTreeMap<String, f64>,
-    /// Resident memory per component, in MiB, summed over its processes.
-    resident_mib: BTreeMap<String, f64>,
+    /// Memory per component, in MiB: the proportional set size summed over its processes.
+    memory_mib: BTreeMap<String, f64>,
     machine_busy: f64,
 }
 
@@ -33,9 +33,10 @@ pub struct Usage {
     pub system_cores: f64,
     /// Cores used by each component, largest first.
     pub by_component: Vec<(String, f64)>,
-    /// Resident memory of each component at the end, in MiB (PostgreSQL: all its
-    /// processes, shared buffers counted in each that touched them).
-    pub resident_mib: Vec<(String, f64)>,
+    /// Memory of each component at the end, in MiB: the proportional set size (PSS) summed
+    /// over its processes, so a page shared by n processes (PostgreSQL's shared buffers)
+    /// counts once in all, not once in each.
+    pub memory_mib: Vec<(String, f64)>,
 }
 
 /// Components that are not part of the system under test.
@@ -45,7 +46,7 @@ impl Snapshot {
     pub fn take() -> Snapshot {
         let me = std::process::id();
         let mut by_component = BTreeMap::new();
-        let mut resident_mib = BTreeMap::new();
+        let mut memory_mib = BTreeMap::new();
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
                 let Some(pid) = entry
@@ -59,15 +60,15 @@ impl Snapshot {
                 else {
                     continue;
                 };
-                *resident_mib.entry(component.clone()).or_insert(0.0) +=
-                    resident_kib(pid).unwrap_or(0.0) / 1024.0;
+                *memory_mib.entry(component.clone()).or_insert(0.0) +=
+                    memory_kib(pid).unwrap_or(0.0) / 1024.0;
                 *by_component.entry(component).or_insert(0.0) += seconds;
             }
         }
         Snapshot {
             at: Instant::now(),
             by_component,
-            resident_mib,
+            memory_mib,
             machine_busy: machine_busy_seconds().unwrap_or(0.0),
         }
     }
@@ -101,8 +102,8 @@ impl Snapshot {
             machine_cpu_secs,
             system_cores: (system_cores * 1000.0).round() / 1000.0,
             by_component,
-            resident_mib: later
-                .resident_mib
+            memory_mib: later
+                .memory_mib
                 .iter()
                 .filter(|(name, _)| name.as_str() != "other")
                 .map(|(name, mib)| (name.clone(), mib.round()))
@@ -123,11 +124,15 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SECOND)
 }
 
-/// Resident memory of process `pid` (`VmRSS`), in KiB.
-fn resident_kib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// Memory of process `pid` in KiB: its proportional set size (`Pss` in `smaps_rollup`), or
+/// its resident size (`VmRSS`) where the kernel does not show the former.
+fn memory_kib(pid: u32) -> Option<f64> {
+    let field = |file: &str, name: &str| -> Option<f64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    field("smaps_rollup", "Pss:").or_else(|| field("status", "VmRSS:"))
 }
 
 /// Which part of the system process `pid` is: the broker, PostgreSQL, one of the
@@ -155,6 +160,45 @@ fn component(pid: u32, me: u32) -> Option<String> {
         return Some("postgres".to_owned());
     }
     Some("other".to_owned())
+}
+
+/// The CPUs each part may run on (`Cpus_allowed_list`): the load generator's, and the
+/// distinct sets of the system's processes (one set unless the system was pinned in parts).
+pub fn allowed_cpus() -> (String, String) {
+    let me = std::process::id();
+    let mut system = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let is_system =
+                component(pid, me).is_some_and(|name| !NOT_THE_SYSTEM.contains(&name.as_str()));
+            if is_system && let Some(cpus) = cpus_allowed(pid) {
+                system.insert(cpus);
+            }
+        }
+    }
+    let load_generator = cpus_allowed(me).unwrap_or_else(|| "unknown".to_owned());
+    let system = if system.is_empty() {
+        "unknown".to_owned()
+    } else {
+        system.into_iter().collect::<Vec<_>>().join(" / ")
+    };
+    (load_generator, system)
+}
+
+/// The CPUs process `pid` may run on, as the kernel lists them ("0-1", "0").
+fn cpus_allowed(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+    Some(line.split_whitespace().nth(1)?.to_owned())
 }
 
 /// Busy CPU seconds of the whole machine since boot (everything but idle and iowait).

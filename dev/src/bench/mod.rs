@@ -31,6 +31,11 @@ pub struct BenchArgs {
     /// Seconds each run offers load.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Offer the fixed rate this many times back to back: a soak. Each run is reported with
+    /// every component's memory (PSS) at its end, and the idle cost is measured again after
+    /// the last, so memory growth over many orders shows run by run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
     /// Rates tried by the find-the-maximum search, in order; it stops at the first rate the
     /// system does not sustain.
     #[arg(
@@ -105,10 +110,19 @@ fn machine() -> Machine {
                 .ok()
         })
         .unwrap_or(0.0);
+    // Every CPU of the machine, not only those this process may use (a pinned run).
+    let processors = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     Machine {
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        cores: if processors > 0 {
+            processors
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        },
         memory_gib: kib / 1024.0 / 1024.0,
         cpu,
     }
@@ -127,6 +141,8 @@ struct Report {
     fraction_of_limit: Option<f64>,
     /// What the system costs with no load at all, after the warm-up.
     idle: Option<cpu::Usage>,
+    /// The same after the last fixed-rate run, when it was repeated (`--repeat`).
+    idle_after_runs: Option<cpu::Usage>,
 }
 
 /// How long the idle measurement lasts, after a pause for the warm-up's work to drain.
@@ -168,7 +184,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .map(|p| p.len().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"))
     };
+    let (load_generator_cpus, system_cpus) = cpu::allowed_cpus();
     let configuration = vec![
+        ("CPUs of the system's processes".to_owned(), system_cpus),
+        ("CPUs of the load generator".to_owned(), load_generator_cpus),
         ("topic partitions".to_owned(), partitions),
         (
             "instances per service".to_owned(),
@@ -260,20 +279,40 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         IDLE_WINDOW.as_secs()
     );
     let idle = Some(idle_usage().await);
-    eprintln!(
-        "fixed rate: {} orders/s for {}s ...",
-        args.rate, args.seconds
-    );
-    runs.push(
-        runs::run(
-            &format!("fixed {}/s", args.rate),
+    for round in 1..=args.repeat {
+        let label = if args.repeat == 1 {
+            format!("fixed {}/s", args.rate)
+        } else {
+            format!("fixed {}/s #{round}", args.rate)
+        };
+        eprintln!("{label}: {} orders/s for {}s ...", args.rate, args.seconds);
+        let run = runs::run(
+            &label,
             &gateway,
             &skus,
             args.rate,
             Duration::from_secs(args.seconds),
         )
-        .await?,
-    );
+        .await?;
+        eprintln!(
+            "  {:.1}/s achieved, {}; memory MiB (PSS): {}",
+            run.achieved_per_sec,
+            run.correctness,
+            per_component(&run.cpu.memory_mib, 0)
+        );
+        runs.push(run);
+    }
+    let fixed_runs = runs.len();
+    let idle_after_runs = if args.repeat > 1 {
+        eprintln!(
+            "idle again after {} orders, for {}s ...",
+            runs.iter().map(|r| r.orders).sum::<usize>(),
+            IDLE_WINDOW.as_secs()
+        );
+        Some(idle_usage().await)
+    } else {
+        None
+    };
     let mut max_sustained = None;
     if !args.no_max {
         for &rate in &args.max_rates {
@@ -317,6 +356,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         max_sustained_per_sec: max_sustained,
         fraction_of_limit: fraction,
         idle,
+        idle_after_runs,
     };
     print_table(&report);
     if let Some(dir) = args.out.parent() {
@@ -324,15 +364,17 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nJSON report: {}", args.out.display());
-    // The fixed-rate run is the one a user runs the system at: every order must end
+    // The fixed-rate runs are the ones a user runs the system at: every order must end
     // COMPLETED and stock must be exact. Find-the-maximum steps past the limit may leave
     // orders unfinished when the step ends; they are reported, not failed.
-    let fixed = &report.runs[0];
-    anyhow::ensure!(
-        fixed.correct,
-        "the fixed-rate run was not correct: {}",
-        fixed.correctness
-    );
+    for fixed in &report.runs[..fixed_runs] {
+        anyhow::ensure!(
+            fixed.correct,
+            "the run {} was not correct: {}",
+            fixed.label,
+            fixed.correctness
+        );
+    }
     Ok(())
 }
 
@@ -411,21 +453,26 @@ fn print_table(report: &Report) {
             per_component(&r.cpu.by_component, 2)
         );
         println!(
-            "    resident MiB at the end: {}",
-            per_component(&r.cpu.resident_mib, 0)
+            "    memory MiB (PSS) at the end: {}",
+            per_component(&r.cpu.memory_mib, 0)
         );
     }
-    if let Some(idle) = &report.idle {
+    let idles = [
+        ("idle", &report.idle),
+        ("idle after the runs", &report.idle_after_runs),
+    ];
+    for (what, idle) in idles {
+        let Some(idle) = idle else { continue };
         println!(
-            "\nidle ({:.0} s, nothing offered): the system {:.3} cores, machine {:.2}; {}",
+            "\n{what} ({:.0} s, nothing offered): the system {:.3} cores, machine {:.2}; {}",
             idle.wall_secs,
             idle.system_cores,
             idle.machine_cores,
             per_component(&idle.by_component, 3)
         );
         println!(
-            "  resident MiB while idle: {}",
-            per_component(&idle.resident_mib, 0)
+            "  memory MiB (PSS) while idle: {}",
+            per_component(&idle.memory_mib, 0)
         );
     }
     if let Some(max) = report.max_sustained_per_sec {
