@@ -226,6 +226,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn this_process_has_memory_and_a_list_of_cpus() {
+        let me = std::process::id();
+        let kib = memory_kib(me).expect("own memory from /proc");
+        // A test binary's proportional set size: more than a page, less than its whole
+        // resident size plus rounding.
+        let resident = {
+            let status = std::fs::read_to_string("/proc/self/status").expect("own status");
+            let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        };
+        assert!(
+            kib > 4.0 && kib <= resident + 4.0,
+            "{kib} KiB of {resident}"
+        );
+        let cpus = cpus_allowed(me).expect("own Cpus_allowed_list");
+        assert!(
+            !cpus.is_empty()
+                && cpus
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '-' || c == ','),
+            "{cpus:?}"
+        );
+        let (load_generator, _system) = allowed_cpus();
+        assert_eq!(load_generator, cpus);
+    }
+
+    #[test]
     fn this_process_is_the_load_generator_and_its_cpu_is_counted() {
         let me = std::process::id();
         let before = Snapshot::take();
