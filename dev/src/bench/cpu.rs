@@ -47,23 +47,13 @@ impl Snapshot {
         let me = std::process::id();
         let mut by_component = BTreeMap::new();
         let mut memory_mib = BTreeMap::new();
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                let (Some(seconds), Some(component)) = (cpu_seconds(pid), component(pid, me))
-                else {
-                    continue;
-                };
-                *memory_mib.entry(component.clone()).or_insert(0.0) +=
-                    memory_kib(pid).unwrap_or(0.0) / 1024.0;
-                *by_component.entry(component).or_insert(0.0) += seconds;
-            }
+        for pid in processes() {
+            let (Some(seconds), Some(component)) = (cpu_seconds(pid), component(pid, me)) else {
+                continue;
+            };
+            *memory_mib.entry(component.clone()).or_insert(0.0) +=
+                memory_kib(pid).unwrap_or(0.0) / 1024.0;
+            *by_component.entry(component).or_insert(0.0) += seconds;
         }
         Snapshot {
             at: Instant::now(),
@@ -110,6 +100,15 @@ impl Snapshot {
                 .collect(),
         }
     }
+}
+
+/// The ids of the machine's processes, as `/proc` lists them now.
+fn processes() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
 }
 
 /// User plus system CPU seconds of process `pid` (all its threads).
@@ -167,20 +166,11 @@ fn component(pid: u32, me: u32) -> Option<String> {
 pub fn allowed_cpus() -> (String, String) {
     let me = std::process::id();
     let mut system = std::collections::BTreeSet::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let is_system =
-                component(pid, me).is_some_and(|name| !NOT_THE_SYSTEM.contains(&name.as_str()));
-            if is_system && let Some(cpus) = cpus_allowed(pid) {
-                system.insert(cpus);
-            }
+    for pid in processes() {
+        let is_system =
+            component(pid, me).is_some_and(|name| !NOT_THE_SYSTEM.contains(&name.as_str()));
+        if is_system && let Some(cpus) = cpus_allowed(pid) {
+            system.insert(cpus);
         }
     }
     let load_generator = cpus_allowed(me).unwrap_or_else(|| "unknown".to_owned());
