@@ -119,6 +119,38 @@ impl Due {
     }
 }
 
+/// The claim: up to `$1` notifications due now, oldest first, each the earliest status of its
+/// order still pending (an order's statuses are delivered in order), or one given up on and
+/// waiting to be dead-lettered; locked, skipping rows another deliverer holds. Whether an
+/// earlier status is pending is looked up in `notifications_pending_by_order`, so each
+/// candidate costs a lookup among its own order's entries however large the backlog is.
+pub const CLAIM: &str = "SELECT order_id, status, notification_id, event, body, origin_topic,
+        origin_partition, origin_offset, traceparent, state, attempts, first_failure,
+        last_error, dead_letter_class
+ FROM notifications n
+ WHERE state IN ('pending', 'undeliverable') AND next_attempt_at <= now()
+   AND (state = 'undeliverable'
+        OR NOT EXISTS (SELECT 1 FROM notifications e
+                       WHERE e.order_id = n.order_id AND e.state = 'pending'
+                         AND e.version < n.version))
+ ORDER BY next_attempt_at
+ LIMIT $1
+ FOR UPDATE SKIP LOCKED";
+
+/// The backlog's figures (see [`Backlog`]): one pass over what is pending or undeliverable.
+pub const BACKLOG: &str = "SELECT count(*) FILTER (WHERE state = 'pending'),
+        count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+        count(*) FILTER (WHERE state = 'undeliverable'),
+        min(next_attempt_at) FILTER (WHERE state = 'undeliverable' OR NOT EXISTS (
+            SELECT 1 FROM notifications e
+            WHERE e.order_id = n.order_id AND e.state = 'pending'
+              AND e.version < n.version)),
+        now(),
+        (SELECT last_error FROM notifications
+         WHERE state = 'pending' AND attempts > 0
+         ORDER BY last_attempt_at DESC NULLS LAST LIMIT 1)
+ FROM notifications n WHERE state IN ('pending', 'undeliverable')";
+
 /// Locks up to `limit` notifications due now, skipping rows another deliverer holds: pending
 /// ones to deliver, and undeliverable ones to dead-letter. A pending notification waits while
 /// an earlier status of its order is still pending, so each order's notifications go out in
@@ -128,23 +160,7 @@ pub async fn claim(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
 ) -> Result<Vec<Due>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT order_id, status, notification_id, event, body, origin_topic, origin_partition,
-                origin_offset, traceparent, state, attempts, first_failure, last_error,
-                dead_letter_class
-         FROM notifications n
-         WHERE state IN ('pending', 'undeliverable') AND next_attempt_at <= now()
-           AND (state = 'undeliverable'
-                OR NOT EXISTS (SELECT 1 FROM notifications e
-                               WHERE e.order_id = n.order_id AND e.state = 'pending'
-                                 AND e.version < n.version))
-         ORDER BY next_attempt_at
-         LIMIT $1
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await
+    sqlx::query_as(CLAIM).bind(limit).fetch_all(&mut **tx).await
 }
 
 /// The sink took it.
@@ -233,22 +249,8 @@ pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
         DateTime<Utc>,
         Option<String>,
     );
-    let (pending, retrying, undeliverable, next_due, now, last_error): Row = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE state = 'pending'),
-                count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
-                count(*) FILTER (WHERE state = 'undeliverable'),
-                min(next_attempt_at) FILTER (WHERE state = 'undeliverable' OR NOT EXISTS (
-                    SELECT 1 FROM notifications e
-                    WHERE e.order_id = n.order_id AND e.state = 'pending'
-                      AND e.version < n.version)),
-                now(),
-                (SELECT last_error FROM notifications
-                 WHERE state = 'pending' AND attempts > 0
-                 ORDER BY last_attempt_at DESC NULLS LAST LIMIT 1)
-         FROM notifications n WHERE state IN ('pending', 'undeliverable')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (pending, retrying, undeliverable, next_due, now, last_error): Row =
+        sqlx::query_as(BACKLOG).fetch_one(pool).await?;
     Ok(Backlog {
         pending,
         retrying,
