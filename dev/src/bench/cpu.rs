@@ -51,8 +51,12 @@ impl Snapshot {
             let (Some(seconds), Some(component)) = (cpu_seconds(pid), component(pid, me)) else {
                 continue;
             };
-            *memory_mib.entry(component.clone()).or_insert(0.0) +=
-                memory_kib(pid).unwrap_or(0.0) / 1024.0;
+            // The machine's other processes count for CPU only: their memory is not reported,
+            // and reading a process's PSS walks its page tables.
+            if component != "other" {
+                *memory_mib.entry(component.clone()).or_insert(0.0) +=
+                    memory_kib(pid).unwrap_or(0.0) / 1024.0;
+            }
             *by_component.entry(component).or_insert(0.0) += seconds;
         }
         Snapshot {
@@ -126,12 +130,18 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 /// Memory of process `pid` in KiB: its proportional set size (`Pss` in `smaps_rollup`), or
 /// its resident size (`VmRSS`) where the kernel does not show the former.
 fn memory_kib(pid: u32) -> Option<f64> {
-    let field = |file: &str, name: &str| -> Option<f64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    field("smaps_rollup", "Pss:").or_else(|| field("status", "VmRSS:"))
+    proc_field(pid, "smaps_rollup", "Pss:")
+        .or_else(|| proc_field(pid, "status", "VmRSS:"))?
+        .parse()
+        .ok()
+}
+
+/// The first value of the line starting with `name` in `/proc/<pid>/<file>`
+/// (`Pss:    1234 kB` gives "1234").
+fn proc_field(pid: u32, file: &str, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    Some(line.split_whitespace().nth(1)?.to_owned())
 }
 
 /// Which part of the system process `pid` is: the broker, PostgreSQL, one of the
@@ -184,11 +194,7 @@ pub fn allowed_cpus() -> (String, String) {
 
 /// The CPUs process `pid` may run on, as the kernel lists them ("0-1", "0").
 fn cpus_allowed(pid: u32) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("Cpus_allowed_list:"))?;
-    Some(line.split_whitespace().nth(1)?.to_owned())
+    proc_field(pid, "status", "Cpus_allowed_list:")
 }
 
 /// Busy CPU seconds of the whole machine since boot (everything but idle and iowait).
@@ -221,15 +227,9 @@ mod tests {
         let kib = memory_kib(me).expect("own memory from /proc");
         // A test binary's proportional set size: more than a page, less than its whole
         // resident size plus rounding.
-        let resident = {
-            let status = std::fs::read_to_string("/proc/self/status").expect("own status");
-            let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-            line.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<f64>()
-                .unwrap()
-        };
+        let resident: f64 = proc_field(me, "status", "VmRSS:")
+            .and_then(|kib| kib.parse().ok())
+            .expect("own VmRSS");
         assert!(
             kib > 4.0 && kib <= resident + 4.0,
             "{kib} KiB of {resident}"

@@ -67,18 +67,12 @@ fn per_candidate_nodes(node: &Value, in_subplan: bool, found: &mut Vec<(String, 
 #[tokio::test]
 async fn each_claimed_candidate_reads_only_its_own_orders_entries_in_a_large_unanalysed_backlog() {
     let (_db, pool) = backlog().await;
-    let claim = CLAIM.replace("$1", "32");
-    let mut tx = pool.begin().await.expect("transaction");
-    let explained: Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {claim}"))
-        .fetch_one(&mut *tx)
-        .await
-        .expect("EXPLAIN ANALYZE the claim");
-    tx.rollback().await.expect("rollback");
-    let top = &explained[0]["Plan"];
+    // Run for its plan: the rows it locks are released when the statement's own transaction ends.
+    let top = plan(&pool, "ANALYZE", &CLAIM.replace("$1", "32")).await;
     assert_eq!(top["Actual Rows"], 32, "a full claim: {top:#}");
 
     let mut lookup = Vec::new();
-    per_candidate_nodes(top, false, &mut lookup);
+    per_candidate_nodes(&top, false, &mut lookup);
     assert!(!lookup.is_empty(), "no per-candidate lookup in {top:#}");
     // An order has three entries; a lookup that reads more reads other orders' (before the
     // `notifications_pending_by_order` index: a bitmap of all 30,000 pending, per candidate).
