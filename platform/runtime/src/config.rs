@@ -26,6 +26,7 @@ use orderflow_events::Topics;
 pub use orderflow_db::Secret;
 
 use crate::telemetry::TelemetryArgs;
+use crate::vacuum::SelfVacuum;
 
 /// How a service reaches Kafka.
 #[derive(Debug, Clone, Args)]
@@ -357,6 +358,15 @@ pub struct CommonArgs {
     pub retention: RetentionArgs,
     #[command(flatten)]
     pub progress: ProgressArgs,
+    /// When the service vacuums its own tables: `auto` while the server's autovacuum is off,
+    /// `always`, or `never` (see `orderflow_platform::vacuum`).
+    #[arg(
+        long = "self-vacuum",
+        env = "ORDERFLOW_SELF_VACUUM",
+        value_enum,
+        default_value_t = SelfVacuum::Auto
+    )]
+    pub self_vacuum: SelfVacuum,
     /// Most connections the service's pool opens to its database. Every instance has its
     /// own pool: size them so that all instances fit the server's `max_connections`.
     #[arg(

@@ -19,6 +19,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
+pub mod vacuum;
 
 pub use config::{CommonArgs, EventBusArgs, KafkaArgs, RetentionArgs, Secret, ServeArgs};
 pub use consumer::{ConsumerLoop, HandleError, Handler, MessageContext};

@@ -1,6 +1,7 @@
 //! What every event-driven service starts with: a registry codec, a producer, its topics
-//! created, health, metrics, an outbox relay, consumer loops and the retention purge, all
-//! stopped by one shutdown token.
+//! created, health, metrics, an outbox relay, consumer loops, the retention purge and, where
+//! the server's autovacuum is off, the vacuum of its own tables, all stopped by one shutdown
+//! token.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use crate::health::Health;
 use crate::kafka;
 use crate::metrics::{Metrics, PipelineMetrics};
 use crate::outbox::{OutboxSignal, Published, Relay};
-use crate::{progress, purge};
+use crate::{progress, purge, vacuum};
 
 /// How long the API server may drain its connections after shutdown before they are closed.
 const API_DRAIN: Duration = Duration::from_secs(5);
@@ -133,8 +134,8 @@ impl ServiceKit {
     }
 
     /// Runs the service until `shutdown`: its consumer loop, its outbox relay, the retention
-    /// purge, its admin endpoint (`/health`, `/metrics`) and, when it has one, its API server
-    /// (`api`, which must stop on `shutdown`).
+    /// purge, the self-vacuum, its admin endpoint (`/health`, `/metrics`) and, when it has
+    /// one, its API server (`api`, which must stop on `shutdown`).
     /// Work stops in order: no new requests or messages, then the message in flight is
     /// finished and its offset committed, then the relay publishes what was written, then
     /// the pool closes.
@@ -165,6 +166,12 @@ impl ServiceKit {
             self.pool.clone(),
             self.common.retention.clone(),
             self.pipeline.purge(),
+            shutdown.clone(),
+        ));
+        let vacuuming = tokio::spawn(vacuum::run(
+            self.pool.clone(),
+            self.common.self_vacuum,
+            vacuum::VacuumMetrics::register(&self.metrics),
             shutdown.clone(),
         ));
         let health = self.health.clone();
@@ -219,8 +226,10 @@ impl ServiceKit {
             purging.abort();
         }
         tracing::info!(service = self.name, "shutdown: consumer and purge stopped");
-        // Watching progress is not work in flight: stop it rather than wait for a read.
+        // Watching progress and vacuuming are not work in flight: stop them rather than wait
+        // (an interrupted VACUUM leaves nothing to undo).
         watching.abort();
+        vacuuming.abort();
         stop_relay.cancel();
         // The relay publishes what is left, for a bounded time: a row it has not marked
         // published stays in the outbox, and another instance's relay (or this one's next

@@ -391,6 +391,7 @@ impl System {
                 ..Default::default()
             },
             progress: Default::default(),
+            self_vacuum: Default::default(),
             database_max_connections: 10,
         }
     }
