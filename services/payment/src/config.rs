@@ -2,8 +2,10 @@
 //! `--config` file; see `orderflow_platform::config`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
+use orderflow_platform::config::parse_duration;
 use orderflow_platform::{CommonArgs, Secret};
 
 /// Settings of the payment service.
@@ -43,4 +45,16 @@ pub struct PaymentArgs {
         default_value_t = 8
     )]
     pub refund_attempts: u32,
+    /// How long the simulated payment provider remembers an idempotency key (e.g. `24h`,
+    /// `30m`), as a real provider does: it bounds the provider's memory. A charge asked about
+    /// after its key was forgotten is unknown to the provider, so keep it longer than an
+    /// order can stay in flight.
+    #[arg(
+        long = "provider-key-retention",
+        env = "ORDERFLOW_PAYMENT_PROVIDER_KEY_RETENTION",
+        default_value = "24h",
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub provider_key_retention: Duration,
 }

@@ -30,13 +30,8 @@ pub fn input_topics(topics: &orderflow_events::Topics) -> Vec<String> {
 
 pub async fn serve(args: PaymentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let admin = TcpListener::bind(args.admin_listen).await?;
-    run(
-        args,
-        Arc::new(provider::SimulatedProvider::new()),
-        admin,
-        shutdown,
-    )
-    .await
+    let provider = provider::SimulatedProvider::with_retention(args.provider_key_retention);
+    run(args, Arc::new(provider), admin, shutdown).await
 }
 
 /// Runs the service with `provider` until `shutdown`.

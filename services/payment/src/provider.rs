@@ -3,8 +3,9 @@
 //! deterministic simulated provider whose behaviour is chosen by the payment-method token, in
 //! the style of card networks' test tokens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -154,11 +155,51 @@ pub struct Ledger {
     pub calls: u32,
 }
 
+/// How long [`SimulatedProvider`] remembers an idempotency key by default: a day, as real
+/// providers keep theirs (Stripe removes a key once it is at least 24 hours old).
+pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// A deterministic provider for local runs and tests. Its state stands for the provider's
 /// side: a test that restarts the payment service keeps the same provider.
-#[derive(Default)]
+///
+/// Like a real provider it forgets an idempotency key once the key is older than its
+/// retention: a call under a forgotten key starts afresh, as on a key never seen. So its
+/// memory is bounded by the keys of one retention period (about 300 bytes a key), not by every
+/// order ever paid; the payment service asks about a key only while its order is in flight.
 pub struct SimulatedProvider {
-    accounts: Mutex<HashMap<String, Account>>,
+    keys: Mutex<Keys>,
+    retention: Duration,
+}
+
+impl Default for SimulatedProvider {
+    fn default() -> Self {
+        SimulatedProvider::with_retention(DEFAULT_KEY_RETENTION)
+    }
+}
+
+/// The accounts, and their keys in the order they were first seen, oldest first.
+#[derive(Default)]
+struct Keys {
+    accounts: HashMap<String, Account>,
+    first_seen: VecDeque<(Instant, String)>,
+}
+
+impl Keys {
+    /// The account of `key` at `now`, opened if it is new, after forgetting every key first
+    /// seen `retention` or longer before `now`.
+    fn open(&mut self, key: &str, now: Instant, retention: Duration) -> &mut Account {
+        while let Some((seen, _)) = self.first_seen.front() {
+            if now.saturating_duration_since(*seen) < retention {
+                break;
+            }
+            let (_, old) = self.first_seen.pop_front().expect("a front entry");
+            self.accounts.remove(&old);
+        }
+        if !self.accounts.contains_key(key) {
+            self.first_seen.push_back((now, key.to_owned()));
+        }
+        self.accounts.entry(key.to_owned()).or_default()
+    }
 }
 
 fn unavailable(what: &str) -> ProviderUnavailable {
@@ -170,10 +211,23 @@ impl SimulatedProvider {
         SimulatedProvider::default()
     }
 
+    /// A provider that forgets a key once it is older than `retention`.
+    pub fn with_retention(retention: Duration) -> Self {
+        SimulatedProvider {
+            keys: Mutex::default(),
+            retention,
+        }
+    }
+
+    /// How many keys the provider remembers now.
+    pub fn keys(&self) -> usize {
+        self.keys.lock().expect("keys lock").accounts.len()
+    }
+
     /// What the provider did under `idempotency_key`.
     pub fn ledger(&self, idempotency_key: &str) -> Ledger {
-        let accounts = self.accounts.lock().expect("accounts lock");
-        let Some(account) = accounts.get(idempotency_key) else {
+        let keys = self.keys.lock().expect("keys lock");
+        let Some(account) = keys.accounts.get(idempotency_key) else {
             return Ledger::default();
         };
         Ledger {
@@ -194,8 +248,8 @@ impl SimulatedProvider {
         key: &str,
         call: impl FnOnce(&mut Account) -> Result<T, ProviderUnavailable>,
     ) -> Result<T, ProviderUnavailable> {
-        let mut accounts = self.accounts.lock().expect("accounts lock");
-        let account = accounts.entry(key.to_owned()).or_default();
+        let mut keys = self.keys.lock().expect("keys lock");
+        let account = keys.open(key, Instant::now(), self.retention);
         account.calls += 1;
         if account.payment_method == tokens::PROVIDER_DOWN
             && (2..=1 + OUTAGE_CALLS).contains(&account.calls)
@@ -440,6 +494,36 @@ mod tests {
             Ok(ChargeOutcome::Declined { .. })
         ));
         assert_eq!(p.ledger(key).net_captured_minor, 0);
+    }
+
+    /// Keys are forgotten in the order they were first seen, once older than the retention,
+    /// so what is remembered is bounded by the keys of one retention period.
+    #[test]
+    fn keys_older_than_the_retention_are_forgotten_oldest_first() {
+        let retention = Duration::from_secs(60);
+        let start = Instant::now();
+        let mut keys = Keys::default();
+        for i in 0..1_000u64 {
+            // One new key a second for 1,000 seconds; `a` is asked about every second too.
+            let now = start + Duration::from_secs(i);
+            keys.open(&format!("o-{i}"), now, retention).calls += 1;
+            assert!(
+                keys.accounts.len() <= 61,
+                "{} keys at {i} s",
+                keys.accounts.len()
+            );
+        }
+        // At 999 s the keys first seen at 940..=999 s are remembered, and only they.
+        assert_eq!(keys.accounts.len(), 60);
+        assert_eq!(keys.first_seen.len(), 60);
+        assert!(keys.accounts.contains_key("o-940") && !keys.accounts.contains_key("o-939"));
+        // A key asked about again keeps its account while it is remembered...
+        let later = start + Duration::from_secs(999);
+        assert_eq!(keys.open("o-999", later, retention).calls, 1);
+        // ...and is new once forgotten.
+        let much_later = start + Duration::from_secs(999 + 60);
+        assert_eq!(keys.open("o-999", much_later, retention).calls, 0);
+        assert_eq!(keys.accounts.len(), 1);
     }
 
     /// Down for a long time: the capture is made, then nothing is answered for

@@ -468,6 +468,8 @@ impl System {
                     admin_listen: admin,
                     charge_attempts: 5,
                     refund_attempts: 8,
+                    // Unused: these tests hand the service their own provider.
+                    provider_key_retention: orderflow_payment::provider::DEFAULT_KEY_RETENTION,
                 };
                 tokio::spawn(orderflow_payment::run(
                     args,
