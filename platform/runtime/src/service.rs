@@ -226,8 +226,9 @@ impl ServiceKit {
             purging.abort();
         }
         tracing::info!(service = self.name, "shutdown: consumer and purge stopped");
-        // Watching progress and vacuuming are not work in flight: stop them rather than wait
-        // (an interrupted VACUUM leaves nothing to undo).
+        // Watching progress and vacuuming are not work in flight: stop them rather than wait.
+        // A VACUUM in flight runs on a connection outside the pool, so the pool's close does
+        // not wait for it either.
         watching.abort();
         vacuuming.abort();
         stop_relay.cancel();

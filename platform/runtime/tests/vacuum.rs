@@ -1,6 +1,10 @@
 //! The self-vacuum against real PostgreSQL, as the service's own role, on the order service's
 //! real tables: it vacuums the outbox whose rows were deleted, by the daemon's rule, and leaves
-//! a table with a few dead rows alone.
+//! a table with a few dead rows, and one the daemon is told to skip, alone.
+//!
+//! Where the server's autovacuum is on, its daemon would race the tests for the churned
+//! tables: [`keep_the_daemon_away`] raises the daemon's per-table thresholds, which the
+//! self-vacuum does not read.
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -20,6 +24,17 @@ async fn order_database(db: &TestDatabase) -> PgPool {
     orderflow_db::connect_and_migrate(&orderflow_db::DbSettings::new(db.url()), &ORDER_MIGRATIONS)
         .await
         .expect("order database")
+}
+
+/// Per-table thresholds no table here reaches, for the daemon (where it runs) only.
+async fn keep_the_daemon_away(conn: &mut PgConnection, table: &str) {
+    sqlx::query(&format!(
+        "ALTER TABLE {table} SET (autovacuum_vacuum_threshold = 2000000000,
+            autovacuum_analyze_threshold = 2000000000, autovacuum_vacuum_insert_threshold = -1)"
+    ))
+    .execute(&mut *conn)
+    .await
+    .expect("per-table thresholds");
 }
 
 /// Inserts `rows` outbox rows and deletes them on one connection, then has that connection
@@ -76,15 +91,25 @@ async fn a_round_vacuums_and_analyzes_the_churned_outbox_and_leaves_a_quiet_tabl
     let db = TestDatabase::create("vacuum").await;
     let pool = order_database(&db).await;
     let mut conn = PgConnection::connect(db.url()).await.expect("connect");
-    // A copy of the outbox's shape that only sees a few rows come and go.
-    sqlx::query("CREATE TABLE quiet (LIKE outbox INCLUDING ALL)")
-        .execute(&mut conn)
-        .await
-        .expect("create quiet table");
+    // Copies of the outbox's shape: one only sees a few rows come and go, the other is one the
+    // daemon is told to skip.
+    for sql in [
+        "CREATE TABLE quiet (LIKE outbox INCLUDING ALL)",
+        "CREATE TABLE opted_out (LIKE outbox INCLUDING ALL) WITH (autovacuum_enabled = off)",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .expect("create a table");
+    }
+    keep_the_daemon_away(&mut conn, "outbox").await;
+    keep_the_daemon_away(&mut conn, "quiet").await;
     churn(&mut conn, "outbox", 5_000).await;
     churn(&mut conn, "quiet", 10).await;
+    churn(&mut conn, "opted_out", 5_000).await;
     wait_for(&pool, "outbox", |(dead, ..)| dead == 5_000).await;
     wait_for(&pool, "quiet", |(dead, ..)| dead == 10).await;
+    wait_for(&pool, "opted_out", |(dead, ..)| dead == 5_000).await;
 
     let metrics = Metrics::new();
     let done = vacuum::round(
@@ -97,13 +122,15 @@ async fn a_round_vacuums_and_analyzes_the_churned_outbox_and_leaves_a_quiet_tabl
     .expect("a round");
 
     // 5,000 dead rows against the daemon's 50 (the table holds none), 10,000 changed rows
-    // against its 50; the quiet table's 10 dead rows are below both.
+    // against its 50; the quiet table's 10 dead rows are below both, and the opted-out one is
+    // skipped whatever it holds.
     assert_eq!(done, [("public.outbox".to_owned(), Work::VacuumAnalyze)]);
     wait_for(&pool, "outbox", |(dead, vacuums, analyzes)| {
         dead == 0 && vacuums == 1 && analyzes == 1
     })
     .await;
     assert_eq!(stats(&pool, "quiet").await, (10, 0, 0));
+    assert_eq!(stats(&pool, "opted_out").await, (5_000, 0, 0));
     assert!(
         metrics.render().contains(
             r#"orderflow_self_vacuum_total{table="public.outbox",work="vacuum_analyze"} 1"#
@@ -118,14 +145,36 @@ async fn the_service_loop_reads_the_servers_settings_and_vacuums_until_shutdown(
     let db = TestDatabase::create("vacuum_loop").await;
     let pool = order_database(&db).await;
     let server = vacuum::server_settings(&pool).await.expect("settings");
-    let shown: String = sqlx::query_scalar("SHOW autovacuum_vacuum_threshold")
-        .fetch_one(&pool)
-        .await
-        .expect("show");
-    assert_eq!(server.thresholds.vacuum_base, shown.parse::<f64>().unwrap());
-    assert!(server.naptime >= Duration::from_secs(1));
+    let setting = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let value: String =
+                sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("a setting");
+            value.parse::<f64>().expect("a number")
+        }
+    };
+    let t = server.thresholds;
+    for (read, name) in [
+        (t.vacuum_base, "autovacuum_vacuum_threshold"),
+        (t.vacuum_scale, "autovacuum_vacuum_scale_factor"),
+        (t.insert_base, "autovacuum_vacuum_insert_threshold"),
+        (t.insert_scale, "autovacuum_vacuum_insert_scale_factor"),
+        (t.analyze_base, "autovacuum_analyze_threshold"),
+        (t.analyze_scale, "autovacuum_analyze_scale_factor"),
+    ] {
+        assert_eq!(read, setting(name).await, "{name}");
+    }
+    assert_eq!(
+        server.naptime.as_secs_f64(),
+        setting("autovacuum_naptime").await
+    );
 
     let mut conn = PgConnection::connect(db.url()).await.expect("connect");
+    keep_the_daemon_away(&mut conn, "outbox").await;
     churn(&mut conn, "outbox", 1_000).await;
     wait_for(&pool, "outbox", |(dead, ..)| dead == 1_000).await;
 

@@ -54,7 +54,38 @@ pub struct PaymentArgs {
         env = "ORDERFLOW_PAYMENT_PROVIDER_KEY_RETENTION",
         default_value = "24h",
         value_name = "DURATION",
-        value_parser = parse_duration
+        value_parser = parse_key_retention
     )]
     pub provider_key_retention: Duration,
+}
+
+/// The shortest `--provider-key-retention`: a shorter one could forget a key between the
+/// retries of one charge, and a retried charge whose reply was lost would capture twice.
+pub const MIN_KEY_RETENTION: Duration = Duration::from_secs(60);
+
+fn parse_key_retention(raw: &str) -> Result<Duration, String> {
+    let retention = parse_duration(raw)?;
+    if retention < MIN_KEY_RETENTION {
+        return Err(format!(
+            "{raw:?} is shorter than a minute: the provider could forget a key between the \
+             retries of one charge"
+        ));
+    }
+    Ok(retention)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_retention_shorter_than_a_minute_is_refused_by_name() {
+        assert_eq!(parse_key_retention("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_key_retention("1m"), Ok(MIN_KEY_RETENTION));
+        let error = parse_key_retention("59s").unwrap_err();
+        assert!(
+            error.contains("\"59s\" is shorter than a minute"),
+            "{error}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! deterministic simulated provider whose behaviour is chosen by the payment-method token, in
 //! the style of card networks' test tokens.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -164,8 +165,10 @@ pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 ///
 /// Like a real provider it forgets an idempotency key once the key is older than its
 /// retention: a call under a forgotten key starts afresh, as on a key never seen. So its
-/// memory is bounded by the keys of one retention period (about 300 bytes a key), not by every
-/// order ever paid; the payment service asks about a key only while its order is in flight.
+/// memory is bounded by the keys of one retention period (a few hundred bytes a key), not by
+/// every order ever paid. The payment service asks about a key while its order is in flight,
+/// and when a refund is redriven from the dead-letter topic: keep the retention longer than
+/// both can take.
 pub struct SimulatedProvider {
     keys: Mutex<Keys>,
     retention: Duration,
@@ -195,10 +198,13 @@ impl Keys {
             let (_, old) = self.first_seen.pop_front().expect("a front entry");
             self.accounts.remove(&old);
         }
-        if !self.accounts.contains_key(key) {
-            self.first_seen.push_back((now, key.to_owned()));
+        match self.accounts.entry(key.to_owned()) {
+            Entry::Occupied(account) => account.into_mut(),
+            Entry::Vacant(new) => {
+                self.first_seen.push_back((now, key.to_owned()));
+                new.insert(Account::default())
+            }
         }
-        self.accounts.entry(key.to_owned()).or_default()
     }
 }
 
@@ -217,11 +223,6 @@ impl SimulatedProvider {
             keys: Mutex::default(),
             retention,
         }
-    }
-
-    /// How many keys the provider remembers now.
-    pub fn keys(&self) -> usize {
-        self.keys.lock().expect("keys lock").accounts.len()
     }
 
     /// What the provider did under `idempotency_key`.
@@ -507,15 +508,19 @@ mod tests {
             // One new key a second for 1,000 seconds; `a` is asked about every second too.
             let now = start + Duration::from_secs(i);
             keys.open(&format!("o-{i}"), now, retention).calls += 1;
+            keys.open("a", now, retention).calls += 1;
             assert!(
                 keys.accounts.len() <= 61,
                 "{} keys at {i} s",
                 keys.accounts.len()
             );
         }
-        // At 999 s the keys first seen at 940..=999 s are remembered, and only they.
-        assert_eq!(keys.accounts.len(), 60);
-        assert_eq!(keys.first_seen.len(), 60);
+        // At 999 s the keys first seen at 940..=999 s are remembered, and only they (and `a`).
+        assert_eq!(keys.accounts.len(), 61);
+        assert_eq!(keys.first_seen.len(), 61);
+        // Asking about a key does not keep it: `a`, first seen at 0 s, was forgotten at 60 s
+        // and every 60 s after, so its account now counts the calls since 960 s.
+        assert_eq!(keys.accounts["a"].calls, 40);
         assert!(keys.accounts.contains_key("o-940") && !keys.accounts.contains_key("o-939"));
         // A key asked about again keeps its account while it is remembered...
         let later = start + Duration::from_secs(999);
@@ -524,6 +529,7 @@ mod tests {
         let much_later = start + Duration::from_secs(999 + 60);
         assert_eq!(keys.open("o-999", much_later, retention).calls, 0);
         assert_eq!(keys.accounts.len(), 1);
+        assert_eq!(keys.first_seen.len(), 1);
     }
 
     /// Down for a long time: the capture is made, then nothing is answered for
