@@ -19,9 +19,9 @@
 //! does. A table the daemon is told to skip (`ALTER TABLE … SET (autovacuum_enabled = false)`)
 //! is skipped here too; per-table thresholds are not read (the services set none).
 //!
-//! Each round runs on a connection of its own, opened beside the service's pool (with its
-//! settings) and closed after the round, so a long `VACUUM` neither holds a pooled connection nor keeps the pool from closing
-//! at shutdown, and the memory a `VACUUM` takes in its backend (a list of dead rows of up to
+//! A round with work runs it on a connection of its own, opened beside the service's pool (with
+//! its settings) and closed after the round, so a long `VACUUM` neither holds a pooled
+//! connection nor keeps the pool from closing at shutdown, and the memory a `VACUUM` takes in its backend (a list of dead rows of up to
 //! `maintenance_work_mem`, which the backend's allocator keeps after the statement) goes with
 //! the backend: in the million-order soak, pooled connections that had vacuumed the
 //! notifications table held about 35 MiB each.
@@ -208,14 +208,18 @@ pub async fn round(
     metrics: &VacuumMetrics,
     shutdown: &CancellationToken,
 ) -> Result<Vec<(String, Work)>, sqlx::Error> {
+    let tables: Vec<TableStats> = sqlx::query_as(TABLES).fetch_all(pool).await?;
+    let due: Vec<(TableStats, Work)> = tables
+        .into_iter()
+        .filter_map(|table| thresholds.work(&table).map(|work| (table, work)))
+        .collect();
+    let mut done = Vec::new();
+    if due.is_empty() {
+        return Ok(done);
+    }
     // Not from the pool: it neither waits for a free pooled connection nor takes one.
     let mut conn = pool.connect_options().connect().await?;
-    let tables: Vec<TableStats> = sqlx::query_as(TABLES).fetch_all(&mut conn).await?;
-    let mut done = Vec::new();
-    for table in tables {
-        let Some(work) = thresholds.work(&table) else {
-            continue;
-        };
+    for (table, work) in due {
         let started = std::time::Instant::now();
         let statement = work.statement(&table.name);
         let result = tokio::select! {

@@ -3,9 +3,8 @@
 //! deterministic simulated provider whose behaviour is chosen by the payment-method token, in
 //! the style of card networks' test tokens.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -180,11 +179,12 @@ impl Default for SimulatedProvider {
     }
 }
 
-/// The accounts, and their keys in the order they were first seen, oldest first.
+/// The accounts, and their keys in the order they were first seen, oldest first (each key
+/// stored once, shared by both).
 #[derive(Default)]
 struct Keys {
-    accounts: HashMap<String, Account>,
-    first_seen: VecDeque<(Instant, String)>,
+    accounts: HashMap<Arc<str>, Account>,
+    first_seen: VecDeque<(Instant, Arc<str>)>,
 }
 
 impl Keys {
@@ -198,13 +198,12 @@ impl Keys {
             let (_, old) = self.first_seen.pop_front().expect("a front entry");
             self.accounts.remove(&old);
         }
-        match self.accounts.entry(key.to_owned()) {
-            Entry::Occupied(account) => account.into_mut(),
-            Entry::Vacant(new) => {
-                self.first_seen.push_back((now, key.to_owned()));
-                new.insert(Account::default())
-            }
+        if !self.accounts.contains_key(key) {
+            let key: Arc<str> = key.into();
+            self.first_seen.push_back((now, key.clone()));
+            self.accounts.insert(key, Account::default());
         }
+        self.accounts.get_mut(key).expect("opened above")
     }
 }
 
