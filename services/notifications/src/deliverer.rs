@@ -16,10 +16,23 @@
 //! the same delivery ids. On shutdown no new round starts and the one in flight finishes.
 //!
 //! The deliverer wakes when the consumer commits a new notification (PostgreSQL
-//! LISTEN/NOTIFY), when the next retry is due, and at least every [`POLL`].
+//! LISTEN/NOTIFY), when the next retry is due, and at least every [`POLL`]. While rounds find
+//! work they follow one another with nothing read in between.
+//!
+//! The backlog's figures (the pending gauge, and health while notifications are retried or
+//! wait to be dead-lettered) are read by a task of their own, never on the delivery path: with
+//! millions pending that read is a pass of seconds, and a round that waited for it delivered
+//! about 6 notifications a second (docs/performance.md section 21). It reads every
+//! [`LOOK_INTERVAL`], and soon after a round recorded a failed attempt or gave one up, so
+//! health turns as the sink fails and back as soon as nothing is retried; but never sooner
+//! than ten times as long as its last read took after it, so however large the backlog, the
+//! reads take at most a tenth of one database backend.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 use chrono::{DateTime, Utc};
 use orderflow_events::{Event, EventCodec, OrderStatusChanged, Topics};
@@ -42,8 +55,11 @@ use crate::{SERVICE, store};
 pub const BATCH: i64 = 32;
 /// The longest the deliverer sleeps without looking.
 pub const POLL: Duration = Duration::from_secs(5);
-/// How often, at most, the backlog is read while there is work to deliver.
-const LOOK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often, at most, the backlog's figures are read.
+pub const LOOK_INTERVAL: Duration = Duration::from_secs(1);
+/// A backlog read that took `t` is followed by the next one `LOOK_SHARE × t` later at the
+/// soonest: at most a tenth of one database backend however large the backlog grows.
+const LOOK_SHARE: u32 = 10;
 /// How long the broker may take to acknowledge a dead letter.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +67,7 @@ const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
 const SINK: &str = "notification sink";
 const DEAD_LETTERS: &str = "notification dead letters";
 const DATABASE: &str = "notifications database";
+const BACKLOG: &str = "notifications backlog";
 
 /// Why a notification is given up on, as the dead letter's class.
 const REFUSED: &str = "delivery_refused";
@@ -62,6 +79,7 @@ struct DelivererMetrics {
     delivered: Counter,
     failed_attempts: Counter,
     pending: Gauge,
+    backlog_read: Gauge<f64, AtomicU64>,
 }
 
 impl DelivererMetrics {
@@ -81,6 +99,11 @@ impl DelivererMetrics {
             "notifications_pending",
             "Notifications waiting to be delivered (the service's whole table, not this instance's share)",
             m.pending.clone(),
+        );
+        metrics.register(
+            "notifications_backlog_read_seconds",
+            "How long the last read of the pending gauge's figures took",
+            m.backlog_read.clone(),
         );
         m
     }
@@ -104,6 +127,9 @@ pub struct Deliverer {
     retention: orderflow_platform::RetentionArgs,
     /// The last error publishing a dead letter, for health.
     dead_letter_error: Mutex<Option<String>>,
+    /// Set by a round that changed what health shows (a failed attempt, a notification given
+    /// up on): the backlog is read again as soon as its share allows.
+    look_now: Notify,
 }
 
 impl Deliverer {
@@ -125,40 +151,41 @@ impl Deliverer {
             group,
             retention: kit.common.retention.clone(),
             dead_letter_error: Mutex::new(None),
+            look_now: Notify::new(),
         }
     }
 
-    /// Delivers until `shutdown`; the round in flight is finished first.
+    /// Delivers until `shutdown`; the round in flight is finished first. The backlog's
+    /// figures are read beside it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(sink = %self.sink.describe(), budget = ?self.budget, "delivering notifications");
+        tokio::join!(self.deliver(&shutdown), self.watch(&shutdown));
+        Ok(())
+    }
+
+    /// Rounds one after another while they find work; otherwise sleeps until the next row is
+    /// due, a new notification is committed, or [`POLL`] has passed.
+    async fn deliver(&self, shutdown: &CancellationToken) {
         let mut listener: Option<PgListener> = None;
         let mut failures = 0u32;
         let mut last_purge: Option<Instant> = None;
-        let mut looked: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
             }
             if last_purge.is_none_or(|at| at.elapsed() >= self.retention.purge_interval) {
                 last_purge = Some(Instant::now());
-                self.purge(&shutdown).await;
+                self.purge(shutdown).await;
             }
             let wait = match self.round().await {
                 Ok((claimed, at)) => {
                     failures = 0;
                     self.health.recovered(DATABASE);
                     if claimed > 0 {
-                        // More may be due: the next status of each order delivered. While
-                        // there is work, the backlog's figures (gauge, health) are read at
-                        // most every LOOK_INTERVAL: reading them costs a pass over the backlog.
-                        if looked.is_none_or(|at| at.elapsed() >= LOOK_INTERVAL) {
-                            looked = Some(Instant::now());
-                            self.look(at).await;
-                        }
+                        // More may be due: the next status of each order delivered.
                         continue;
                     }
-                    looked = Some(Instant::now());
-                    self.look(at).await
+                    self.until_due(at).await
                 }
                 Err(e) => {
                     failures += 1;
@@ -185,7 +212,59 @@ impl Deliverer {
                 listener = None;
             }
         }
-        Ok(())
+    }
+
+    /// How long to sleep after a round that claimed nothing (`claimed_at`, the database's
+    /// time of its claim): until the next claimable row is due, at most [`POLL`].
+    async fn until_due(&self, claimed_at: DateTime<Utc>) -> Duration {
+        match store::next_due(&self.pool).await {
+            // Due at the claim but not claimed: another instance holds it. Its round ends
+            // it, or a notify or the poll wakes this one.
+            Ok((Some(at), _)) if at <= claimed_at => POLL,
+            Ok((Some(at), now)) => (at - now)
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(10), POLL),
+            Ok((None, _)) => POLL,
+            Err(e) => {
+                self.health.degraded(DATABASE, e.to_string());
+                POLL
+            }
+        }
+    }
+
+    /// Reads the backlog's figures until `shutdown`: the pending gauge, and health while
+    /// notifications are retried or wait to be dead-lettered.
+    async fn watch(&self, shutdown: &CancellationToken) {
+        loop {
+            let started = Instant::now();
+            let read = tokio::select! {
+                read = store::backlog(&self.pool) => read,
+                _ = shutdown.cancelled() => return,
+            };
+            let took = started.elapsed();
+            self.metrics.backlog_read.set(took.as_secs_f64());
+            match read {
+                Ok(backlog) => {
+                    self.health.recovered(BACKLOG);
+                    self.report(&backlog);
+                }
+                Err(e) => self
+                    .health
+                    .degraded(BACKLOG, format!("cannot read the backlog: {e}")),
+            }
+            let read_ended = Instant::now();
+            let pace = Pace::after(took);
+            let woken = async {
+                self.look_now.notified().await;
+                tokio::time::sleep_until((read_ended + pace.when_woken).into()).await;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pace.unwoken) => {}
+                _ = woken => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
     }
 
     async fn listen(&self) -> Option<PgListener> {
@@ -213,17 +292,8 @@ impl Deliverer {
         }
     }
 
-    /// Reads the backlog: sets the pending gauge and health, and returns how long to sleep
-    /// if nothing is claimable now: until the next row is due, at most [`POLL`]. `claimed_at`
-    /// is the database's time of the last claim.
-    async fn look(&self, claimed_at: DateTime<Utc>) -> Duration {
-        let backlog = match store::backlog(&self.pool).await {
-            Ok(b) => b,
-            Err(e) => {
-                self.health.degraded(DATABASE, e.to_string());
-                return POLL;
-            }
-        };
+    /// Sets the pending gauge and health from `backlog`.
+    fn report(&self, backlog: &store::Backlog) {
         self.metrics.pending.set(backlog.pending);
         if backlog.retrying > 0 {
             self.health.degraded(
@@ -253,16 +323,6 @@ impl Deliverer {
         } else {
             self.health.recovered(DEAD_LETTERS);
         }
-        match backlog.next_due {
-            // Due at the claim but not claimed: another instance holds it. Its round ends
-            // it, or a notify or the poll wakes this one.
-            Some(at) if at <= claimed_at => POLL,
-            Some(at) => (at - backlog.now)
-                .to_std()
-                .unwrap_or_default()
-                .clamp(Duration::from_millis(10), POLL),
-            None => POLL,
-        }
     }
 
     /// Claims the due notifications, delivers the pending ones, dead-letters those given up
@@ -291,6 +351,8 @@ impl Deliverer {
             .collect();
         let outcomes =
             futures::future::join_all(deliveries.iter().map(|d| self.sink.deliver(d))).await;
+        // Whether health may read differently after this round: anything not delivered.
+        let health_changes = outcomes.iter().any(Result::is_err) || !undeliverable.is_empty();
         for (d, outcome) in pending.into_iter().zip(outcomes) {
             let attempts = d.attempts + 1;
             match outcome {
@@ -325,6 +387,9 @@ impl Deliverer {
             self.give_up(&mut tx, d, d.attempts, class, &reason).await?;
         }
         tx.commit().await?;
+        if health_changes {
+            self.look_now.notify_one();
+        }
         Ok((due.len(), at))
     }
 
@@ -400,5 +465,50 @@ impl Deliverer {
             anyhow::bail!("dead-letter topic {topic}: {e}");
         }
         Ok(())
+    }
+}
+
+/// When the backlog is read again after a read that took `took`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pace {
+    /// After the read, if no round asks for one sooner.
+    unwoken: Duration,
+    /// After the read, at the soonest, when a round asks.
+    when_woken: Duration,
+}
+
+impl Pace {
+    fn after(took: Duration) -> Pace {
+        let share = took * LOOK_SHARE;
+        Pace {
+            unwoken: share.max(LOOK_INTERVAL),
+            when_woken: share,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_backlog_is_read_every_second_or_ten_times_its_last_read_whichever_is_longer() {
+        assert_eq!(Pace::after(Duration::ZERO).unwoken, LOOK_INTERVAL);
+        assert_eq!(Pace::after(ms(100)).unwoken, LOOK_INTERVAL);
+        assert_eq!(Pace::after(ms(250)).unwoken, ms(2_500));
+        // The 5.5 s reads of the million-order soak: one every 55 s, not one per round.
+        assert_eq!(Pace::after(ms(5_500)).unwoken, Duration::from_secs(55));
+    }
+
+    #[test]
+    fn a_round_that_changes_health_has_it_read_soon_but_never_past_its_share() {
+        // A small backlog: read again 20 ms after a round's failed attempt, not a second.
+        assert_eq!(Pace::after(ms(2)).when_woken, ms(20));
+        // A huge one: still ten times the read's length, however often rounds ask.
+        assert_eq!(Pace::after(ms(5_500)).when_woken, Duration::from_secs(55));
     }
 }

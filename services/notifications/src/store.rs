@@ -137,19 +137,32 @@ pub const CLAIM: &str = "SELECT order_id, status, notification_id, event, body, 
  LIMIT $1
  FOR UPDATE SKIP LOCKED";
 
-/// The backlog's figures (see [`Backlog`]): one pass over what is pending or undeliverable.
+/// When the next notification that [`claim`] could take is due, and the database's time:
+/// the soonest pending one not waiting behind an earlier status of its order, or
+/// undeliverable one. A walk of `notifications_due` in order that stops at the first such row,
+/// each row looked up among its own order's entries, as the claim does; asked only when a claim
+/// found nothing, so the rows it walks past are the few another deliverer holds or that wait
+/// behind an earlier status.
+pub const NEXT_DUE: &str = "SELECT (SELECT next_attempt_at FROM notifications n
+         WHERE state IN ('pending', 'undeliverable')
+           AND (state = 'undeliverable'
+                OR NOT EXISTS (SELECT 1 FROM notifications e
+                               WHERE e.order_id = n.order_id AND e.state = 'pending'
+                                 AND e.version < n.version))
+         ORDER BY next_attempt_at
+         LIMIT 1),
+        now()";
+
+/// The backlog's figures (see [`Backlog`]): a pass over what is pending or undeliverable,
+/// with no per-row lookup. Read apart from the delivery rounds (see the deliverer), since with
+/// millions pending the pass takes seconds.
 pub const BACKLOG: &str = "SELECT count(*) FILTER (WHERE state = 'pending'),
         count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
         count(*) FILTER (WHERE state = 'undeliverable'),
-        min(next_attempt_at) FILTER (WHERE state = 'undeliverable' OR NOT EXISTS (
-            SELECT 1 FROM notifications e
-            WHERE e.order_id = n.order_id AND e.state = 'pending'
-              AND e.version < n.version)),
-        now(),
         (SELECT last_error FROM notifications
          WHERE state = 'pending' AND attempts > 0
          ORDER BY last_attempt_at DESC NULLS LAST LIMIT 1)
- FROM notifications n WHERE state IN ('pending', 'undeliverable')";
+ FROM notifications WHERE state IN ('pending', 'undeliverable')";
 
 /// Locks up to `limit` notifications due now, skipping rows another deliverer holds: pending
 /// ones to deliver, and undeliverable ones to dead-letter. A pending notification waits while
@@ -161,6 +174,13 @@ pub async fn claim(
     limit: i64,
 ) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as(CLAIM).bind(limit).fetch_all(&mut **tx).await
+}
+
+/// When the next claimable notification is due (`None` if none is), and the database's time.
+pub async fn next_due(
+    pool: &PgPool,
+) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), sqlx::Error> {
+    sqlx::query_as(NEXT_DUE).fetch_one(pool).await
 }
 
 /// The sink took it.
@@ -226,38 +246,24 @@ pub async fn not_delivered(
 }
 
 /// The deliverer's work: pending notifications, how many of them have failed at least once
-/// and the latest error among those, how many were given up on and wait to be
-/// dead-lettered, and when the next row that [`claim`] could take is due (a pending one
-/// waiting behind an earlier status of its order is not).
+/// and the latest error among those, and how many were given up on and wait to be
+/// dead-lettered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
     pub pending: i64,
     pub retrying: i64,
     pub last_error: Option<String>,
     pub undeliverable: i64,
-    pub next_due: Option<DateTime<Utc>>,
-    /// The database's time of the reading.
-    pub now: DateTime<Utc>,
 }
 
 pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
-    type Row = (
-        i64,
-        i64,
-        i64,
-        Option<DateTime<Utc>>,
-        DateTime<Utc>,
-        Option<String>,
-    );
-    let (pending, retrying, undeliverable, next_due, now, last_error): Row =
+    let (pending, retrying, undeliverable, last_error): (i64, i64, i64, Option<String>) =
         sqlx::query_as(BACKLOG).fetch_one(pool).await?;
     Ok(Backlog {
         pending,
         retrying,
         last_error,
         undeliverable,
-        next_due,
-        now,
     })
 }
 
