@@ -386,6 +386,8 @@ pub async fn wait_all_terminal(
 pub struct Watched {
     /// Index of the SKU in the mix's SKUs.
     pub sku: usize,
+    /// The order's id, once PlaceOrder answered.
+    pub order_id: Option<String>,
     pub expect: Outcome,
     /// Due time → PlaceOrder answered.
     pub place: Option<Duration>,
@@ -407,6 +409,7 @@ async fn place_and_watch(
 ) -> Watched {
     let mut result = Watched {
         sku: order.sku,
+        order_id: None,
         expect: order.expect,
         place: None,
         terminal: None,
@@ -426,6 +429,7 @@ async fn place_and_watch(
         }
     };
     result.place = Some(due.elapsed());
+    result.order_id = Some(placed.order_id.clone());
     let watch = async {
         let mut stream = orders
             .watch_order(pb::WatchOrderRequest {

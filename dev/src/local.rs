@@ -144,6 +144,12 @@ fn settings<T: Args>(name: &'static str) -> anyhow::Result<T> {
     Ok(config::load::<ServeArgs<T>>(name, &sources)?.component)
 }
 
+/// The notifications service's database, as its settings name it (`up` connects to it as the
+/// server's administrator to provision it; so does the benchmark's notifications check).
+pub fn notifications_database_url() -> anyhow::Result<orderflow_platform::Secret> {
+    Ok(settings::<orderflow_notifications::NotificationsArgs>("notifications")?.database_url)
+}
+
 /// The Kafka settings the services use (the order service's, read as it reads them), with
 /// the local broker's TLS and the operator's login when `up` secured it.
 fn kafka_settings(home: &Path) -> anyhow::Result<KafkaArgs> {

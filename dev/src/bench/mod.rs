@@ -74,6 +74,11 @@ pub struct BenchArgs {
     /// Use the system as it is: do not run `up` first.
     #[arg(long)]
     pub no_up: bool,
+    /// Do not check that every status of every order of a fixed-rate run was delivered by
+    /// the notifications service (for a system run without it). Checked by default, through
+    /// the notifications service's database as the services' settings name it.
+    #[arg(long)]
+    pub no_notifications_check: bool,
     /// The services' retention settings, as `up` starts them (the same flags and variables):
     /// the PostgreSQL limit's relay treats acknowledged outbox rows as the services do.
     #[command(flatten)]
@@ -273,7 +278,21 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
     let mut runs = Vec::new();
     // A short warm-up, not reported: connections, schema ids and consumer groups settle.
-    runs::run("warm-up", &gateway, &skus, 50.0, Duration::from_secs(2)).await?;
+    runs::run(
+        "warm-up",
+        &gateway,
+        &skus,
+        50.0,
+        Duration::from_secs(2),
+        None,
+    )
+    .await?;
+    let notifications = if args.no_notifications_check {
+        None
+    } else {
+        let url = crate::local::notifications_database_url()?;
+        Some(runs::Notifications::connect(url.expose()).await?)
+    };
     eprintln!(
         "idle: the system's CPU with nothing offered, for {}s ...",
         IDLE_WINDOW.as_secs()
@@ -292,6 +311,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             &skus,
             args.rate,
             Duration::from_secs(args.seconds),
+            notifications.as_ref(),
         )
         .await?;
         eprintln!(
@@ -326,6 +346,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 &skus,
                 rate,
                 Duration::from_secs(args.step_seconds),
+                None,
             )
             .await?;
             let ok = sustained(&result);

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use orderflow_proto::v1 as pb;
 use serde::Serialize;
 
@@ -26,8 +28,13 @@ pub struct RunResult {
     pub first_errors: Vec<String>,
     pub place_order: Percentiles,
     pub time_to_terminal: Percentiles,
-    /// Every order COMPLETED and every SKU's stock exactly what the run found minus what its completed orders took.
+    /// Every order COMPLETED, every SKU's stock exactly what the run found minus what its
+    /// completed orders took, and (when checked) every status of every order notified.
     pub correct: bool,
+    /// The notifications of the run's orders the notifications service delivered, of those
+    /// expected (one per status), and how long after the run's last completion the last was
+    /// delivered; `None` when not checked.
+    pub notifications: Option<NotificationsCheck>,
     pub correctness: String,
     /// Cores each component used on average while the run offered load and drained.
     pub cpu: super::cpu::Usage,
@@ -41,13 +48,75 @@ pub fn skus(run_id: &str, count: usize) -> Vec<String> {
     (0..count).map(|k| format!("bench-{run_id}-{k}")).collect()
 }
 
-/// Offers `rate` orders per second for `duration`, then waits for every order to end.
+/// What the notifications service delivered of one run's orders.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationsCheck {
+    pub delivered: i64,
+    pub expected: i64,
+    /// From the run's last completion to when all were delivered, or to when the check gave up.
+    pub drained_after_secs: f64,
+}
+
+/// How long after a run's last completion its notifications may take to be delivered.
+const NOTIFICATIONS_DRAIN: Duration = Duration::from_secs(120);
+
+/// Statuses a COMPLETED order goes through, one notification each: PENDING, PAID, COMPLETED.
+const STATUSES_TO_COMPLETED: i64 = 3;
+
+/// The notifications service's database, read to check that every status of every order of
+/// a run was delivered: a run is not over while its customers have not been told.
+pub struct Notifications {
+    pool: sqlx::PgPool,
+}
+
+impl Notifications {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .with_context(|| "cannot read the notifications database")?;
+        Ok(Notifications { pool })
+    }
+
+    /// Waits until every notification of `orders` (each COMPLETED) was delivered, at most
+    /// [`NOTIFICATIONS_DRAIN`] after `since`.
+    async fn check(
+        &self,
+        orders: &[uuid::Uuid],
+        since: Instant,
+    ) -> anyhow::Result<NotificationsCheck> {
+        let expected = orders.len() as i64 * STATUSES_TO_COMPLETED;
+        loop {
+            let delivered: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM notifications
+                 WHERE order_id = ANY($1) AND state = 'delivered'",
+            )
+            .bind(orders)
+            .fetch_one(&self.pool)
+            .await?;
+            let waited = since.elapsed();
+            if delivered >= expected || waited >= NOTIFICATIONS_DRAIN {
+                return Ok(NotificationsCheck {
+                    delivered,
+                    expected,
+                    drained_after_secs: waited.as_secs_f64(),
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Offers `rate` orders per second for `duration`, then waits for every order to end, and
+/// for every notification of them when `notifications` is given.
 pub async fn run(
     label: &str,
     gateway: &Gateway,
     skus: &[String],
     rate: f64,
     duration: Duration,
+    notifications: Option<&Notifications>,
 ) -> anyhow::Result<RunResult> {
     let count = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
     // Earlier runs took stock from the same SKUs; this run is checked against what it found.
@@ -90,7 +159,24 @@ pub async fn run(
     }
     let stock_ok = mismatches.is_empty();
     let all_completed = completed == count;
-    let correctness = match (all_completed, stock_ok) {
+    let notified = match notifications {
+        Some(n) => {
+            let orders: Vec<uuid::Uuid> = results
+                .iter()
+                .filter(|r| r.status == Some(pb::OrderStatus::Completed))
+                .filter_map(|r| r.order_id.as_deref()?.parse().ok())
+                .collect();
+            let last_completion = results
+                .iter()
+                .filter_map(|r| r.finished)
+                .max()
+                .unwrap_or_else(Instant::now);
+            Some(n.check(&orders, last_completion).await?)
+        }
+        None => None,
+    };
+    let notified_ok = notified.as_ref().is_none_or(|n| n.delivered >= n.expected);
+    let mut correctness = match (all_completed, stock_ok) {
         (true, true) => format!(
             "all {count} orders COMPLETED; stock exact on {} SKUs",
             skus.len()
@@ -104,6 +190,19 @@ pub async fn run(
             }
         ),
     };
+    if let Some(n) = &notified {
+        correctness += &if notified_ok {
+            format!(
+                "; {} notifications delivered, the last {:.1} s after the last completion",
+                n.delivered, n.drained_after_secs
+            )
+        } else {
+            format!(
+                "; only {} of {} notifications delivered {:.0} s after the last completion",
+                n.delivered, n.expected, n.drained_after_secs
+            )
+        };
+    }
     Ok(RunResult {
         label: label.to_owned(),
         offered_per_sec: rate,
@@ -119,7 +218,8 @@ pub async fn run(
         first_errors: errors.iter().take(3).map(|e| e.to_string()).collect(),
         place_order: Percentiles::of(results.iter().filter_map(|r| r.place).collect()),
         time_to_terminal: Percentiles::of(results.iter().filter_map(|r| r.terminal).collect()),
-        correct: all_completed && stock_ok,
+        correct: all_completed && stock_ok && notified_ok,
+        notifications: notified,
         correctness,
         machine_cpu_ms_per_order: (completed > 0)
             .then(|| cpu.machine_cpu_secs * 1000.0 / completed as f64),
