@@ -132,11 +132,9 @@ pub async fn run(
         .iter()
         .filter(|r| r.status == Some(pb::OrderStatus::Completed))
         .count();
+    let last_finished = results.iter().filter_map(|r| r.finished).max();
     // From the first order's due time to the last terminal status seen.
-    let last_end = results
-        .iter()
-        .filter_map(|r| r.finished)
-        .max()
+    let last_end = last_finished
         .map(|end| end.saturating_duration_since(start))
         .unwrap_or_default();
     let errors: Vec<&String> = results.iter().filter_map(|r| r.error.as_ref()).collect();
@@ -166,12 +164,8 @@ pub async fn run(
                 .filter(|r| r.status == Some(pb::OrderStatus::Completed))
                 .filter_map(|r| r.order_id.as_deref()?.parse().ok())
                 .collect();
-            let last_completion = results
-                .iter()
-                .filter_map(|r| r.finished)
-                .max()
-                .unwrap_or_else(Instant::now);
-            Some(n.check(&orders, last_completion).await?)
+            let since = last_finished.unwrap_or_else(Instant::now);
+            Some(n.check(&orders, since).await?)
         }
         None => None,
     };

@@ -30,9 +30,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 use chrono::{DateTime, Utc};
 use orderflow_events::{Event, EventCodec, OrderStatusChanged, Topics};
@@ -45,6 +43,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Budget;
@@ -56,7 +55,7 @@ pub const BATCH: i64 = 32;
 /// The longest the deliverer sleeps without looking.
 pub const POLL: Duration = Duration::from_secs(5);
 /// How often, at most, the backlog's figures are read.
-pub const LOOK_INTERVAL: Duration = Duration::from_secs(1);
+const LOOK_INTERVAL: Duration = Duration::from_secs(1);
 /// A backlog read that took `t` is followed by the next one `LOOK_SHARE × t` later at the
 /// soonest: at most a tenth of one database backend however large the backlog grows.
 const LOOK_SHARE: u32 = 10;
@@ -178,14 +177,14 @@ impl Deliverer {
                 self.purge(shutdown).await;
             }
             let wait = match self.round().await {
-                Ok((claimed, at)) => {
+                Ok(round) => {
                     failures = 0;
                     self.health.recovered(DATABASE);
-                    if claimed > 0 {
+                    match round {
                         // More may be due: the next status of each order delivered.
-                        continue;
+                        Round::Claimed => continue,
+                        Round::Empty { next_due, at } => until_due(next_due, at),
                     }
-                    self.until_due(at).await
                 }
                 Err(e) => {
                     failures += 1;
@@ -210,25 +209,6 @@ impl Deliverer {
             if let Some(e) = lost {
                 tracing::warn!(error = %e, "lost the database notifications; polling until they are back");
                 listener = None;
-            }
-        }
-    }
-
-    /// How long to sleep after a round that claimed nothing (`claimed_at`, the database's
-    /// time of its claim): until the next claimable row is due, at most [`POLL`].
-    async fn until_due(&self, claimed_at: DateTime<Utc>) -> Duration {
-        match store::next_due(&self.pool).await {
-            // Due at the claim but not claimed: another instance holds it. Its round ends
-            // it, or a notify or the poll wakes this one.
-            Ok((Some(at), _)) if at <= claimed_at => POLL,
-            Ok((Some(at), now)) => (at - now)
-                .to_std()
-                .unwrap_or_default()
-                .clamp(Duration::from_millis(10), POLL),
-            Ok((None, _)) => POLL,
-            Err(e) => {
-                self.health.degraded(DATABASE, e.to_string());
-                POLL
             }
         }
     }
@@ -326,18 +306,15 @@ impl Deliverer {
     }
 
     /// Claims the due notifications, delivers the pending ones, dead-letters those given up
-    /// on, and records every outcome in one transaction. Returns how many it claimed, and
-    /// the database's time of the claim.
-    async fn round(&self) -> Result<(usize, DateTime<Utc>), sqlx::Error> {
+    /// on, and records every outcome in one transaction. If it claimed nothing, it asks in the
+    /// same transaction when the next claimable one is due.
+    async fn round(&self) -> Result<Round, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        // The transaction's time, the `now()` the claim compares with.
-        let at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await?;
         let due = store::claim(&mut tx, BATCH).await?;
         if due.is_empty() {
+            let (next_due, at) = store::next_due(&mut *tx).await?;
             tx.rollback().await?;
-            return Ok((0, at));
+            return Ok(Round::Empty { next_due, at });
         }
         let (undeliverable, pending): (Vec<&store::Due>, Vec<&store::Due>) =
             due.iter().partition(|d| d.undeliverable());
@@ -390,7 +367,7 @@ impl Deliverer {
         if health_changes {
             self.look_now.notify_one();
         }
-        Ok((due.len(), at))
+        Ok(Round::Claimed)
     }
 
     /// Dead-letters `d`, or keeps it `undeliverable` for a later round if the broker does
@@ -468,6 +445,33 @@ impl Deliverer {
     }
 }
 
+/// What a round did.
+enum Round {
+    /// It claimed notifications: more may be due.
+    Claimed,
+    /// Nothing was claimable at `at` (the database's time of the claim); the next claimable
+    /// one is due at `next_due`.
+    Empty {
+        next_due: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+}
+
+/// How long to sleep after a round that claimed nothing at `at`: until the next claimable
+/// row is due, at most [`POLL`].
+fn until_due(next_due: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Duration {
+    match next_due {
+        // Due at the claim but not claimed: another instance holds it. Its round ends it, or
+        // a notify or the poll wakes this one.
+        Some(due) if due <= at => POLL,
+        Some(due) => (due - at)
+            .to_std()
+            .unwrap_or_default()
+            .clamp(Duration::from_millis(10), POLL),
+        None => POLL,
+    }
+}
+
 /// When the backlog is read again after a read that took `took`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pace {
@@ -502,6 +506,18 @@ mod tests {
         assert_eq!(Pace::after(ms(250)).unwoken, ms(2_500));
         // The 5.5 s reads of the million-order soak: one every 55 s, not one per round.
         assert_eq!(Pace::after(ms(5_500)).unwoken, Duration::from_secs(55));
+    }
+
+    #[test]
+    fn an_idle_deliverer_sleeps_until_the_next_row_is_due_within_its_poll() {
+        let at = DateTime::from_timestamp(1_000_000, 0).expect("a time");
+        let later = |ms: i64| Some(at + chrono::Duration::milliseconds(ms));
+        assert_eq!(until_due(later(300), at), ms(300));
+        assert_eq!(until_due(later(1), at), ms(10));
+        assert_eq!(until_due(later(60_000), at), POLL);
+        // Due but not claimed: another instance holds it.
+        assert_eq!(until_due(later(0), at), POLL);
+        assert_eq!(until_due(None, at), POLL);
     }
 
     #[test]

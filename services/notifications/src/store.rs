@@ -119,39 +119,50 @@ impl Due {
     }
 }
 
-/// The claim: up to `$1` notifications due now, oldest first, each the earliest status of its
-/// order still pending (an order's statuses are delivered in order), or one given up on and
-/// waiting to be dead-lettered; locked, skipping rows another deliverer holds. Whether an
-/// earlier status is pending is looked up in `notifications_pending_by_order`, so each
-/// candidate costs a lookup among its own order's entries however large the backlog is.
-pub const CLAIM: &str = "SELECT order_id, status, notification_id, event, body, origin_topic,
-        origin_partition, origin_offset, traceparent, state, attempts, first_failure,
-        last_error, dead_letter_class
- FROM notifications n
- WHERE state IN ('pending', 'undeliverable') AND next_attempt_at <= now()
+/// The rows the deliverer has work for now or later, as a `WHERE` clause on `notifications n`:
+/// a pending notification that is the earliest status of its order still pending (an order's
+/// statuses are delivered in order), or one given up on and waiting to be dead-lettered.
+/// Whether an earlier status is pending is looked up in `notifications_pending_by_order`, so
+/// each candidate costs a lookup among its own order's entries however large the backlog is.
+/// Shared by [`CLAIM`] and [`NEXT_DUE`], which must agree on it.
+macro_rules! claimable {
+    () => {
+        "state IN ('pending', 'undeliverable')
    AND (state = 'undeliverable'
         OR NOT EXISTS (SELECT 1 FROM notifications e
                        WHERE e.order_id = n.order_id AND e.state = 'pending'
-                         AND e.version < n.version))
+                         AND e.version < n.version))"
+    };
+}
+
+/// The claim: up to `$1` claimable notifications due now, oldest first, locked, skipping rows
+/// another deliverer holds.
+pub const CLAIM: &str = concat!(
+    "SELECT order_id, status, notification_id, event, body, origin_topic,
+        origin_partition, origin_offset, traceparent, state, attempts, first_failure,
+        last_error, dead_letter_class
+ FROM notifications n
+ WHERE next_attempt_at <= now() AND ",
+    claimable!(),
+    "
  ORDER BY next_attempt_at
  LIMIT $1
- FOR UPDATE SKIP LOCKED";
+ FOR UPDATE SKIP LOCKED"
+);
 
-/// When the next notification that [`claim`] could take is due, and the database's time:
-/// the soonest pending one not waiting behind an earlier status of its order, or
-/// undeliverable one. A walk of `notifications_due` in order that stops at the first such row,
-/// each row looked up among its own order's entries, as the claim does; asked only when a claim
-/// found nothing, so the rows it walks past are the few another deliverer holds or that wait
-/// behind an earlier status.
-pub const NEXT_DUE: &str = "SELECT (SELECT next_attempt_at FROM notifications n
-         WHERE state IN ('pending', 'undeliverable')
-           AND (state = 'undeliverable'
-                OR NOT EXISTS (SELECT 1 FROM notifications e
-                               WHERE e.order_id = n.order_id AND e.state = 'pending'
-                                 AND e.version < n.version))
+/// When the next claimable notification is due, and the database's time: a walk of
+/// `notifications_due` in order that stops at the first claimable row. Asked in the
+/// transaction of a claim that found nothing, whose `now()` it returns, so the rows it walks
+/// past are the few another deliverer holds or that wait behind an earlier status.
+pub const NEXT_DUE: &str = concat!(
+    "SELECT (SELECT next_attempt_at FROM notifications n
+         WHERE ",
+    claimable!(),
+    "
          ORDER BY next_attempt_at
          LIMIT 1),
-        now()";
+        now()"
+);
 
 /// The backlog's figures (see [`Backlog`]): a pass over what is pending or undeliverable,
 /// with no per-row lookup. Read apart from the delivery rounds (see the deliverer), since with
@@ -176,11 +187,12 @@ pub async fn claim(
     sqlx::query_as(CLAIM).bind(limit).fetch_all(&mut **tx).await
 }
 
-/// When the next claimable notification is due (`None` if none is), and the database's time.
+/// When the next claimable notification is due (`None` if none is), and the database's time
+/// (in a transaction, its start: the `now()` a claim in it compared with).
 pub async fn next_due(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
 ) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), sqlx::Error> {
-    sqlx::query_as(NEXT_DUE).fetch_one(pool).await
+    sqlx::query_as(NEXT_DUE).fetch_one(db).await
 }
 
 /// The sink took it.

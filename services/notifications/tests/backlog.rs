@@ -108,6 +108,30 @@ async fn the_next_due_notification_is_found_by_its_order_without_a_pass_over_the
     );
 }
 
+/// Runs `sql` (with `$1` bound to `order`, if given); `what` names it if it fails.
+async fn update(pool: &sqlx::PgPool, what: &str, sql: &str, order: Option<uuid::Uuid>) {
+    let mut query = sqlx::query(sql);
+    if let Some(order) = order {
+        query = query.bind(order);
+    }
+    query
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// When the next claimable notification is due, and the database's time.
+async fn next_due(
+    pool: &sqlx::PgPool,
+) -> (
+    Option<chrono::DateTime<chrono::Utc>>,
+    chrono::DateTime<chrono::Utc>,
+) {
+    orderflow_notifications::store::next_due(pool)
+        .await
+        .expect("the next-due read")
+}
+
 #[tokio::test]
 async fn the_next_due_notification_skips_those_waiting_behind_an_earlier_status() {
     let (_db, pool) = backlog().await;
@@ -118,99 +142,100 @@ async fn the_next_due_notification_skips_those_waiting_behind_an_earlier_status(
     .fetch_all(&pool)
     .await
     .expect("the first two orders");
-    let due = |pool: sqlx::PgPool| async move {
-        orderflow_notifications::store::next_due(&pool)
-            .await
-            .expect("the next-due read")
-    };
-    let (next, now) = due(pool.clone()).await;
+    let (next, now) = next_due(&pool).await;
     assert_eq!(next, Some(first[0].1), "the oldest order's first status");
     assert!(next.is_some_and(|at| at <= now));
 
     // The first order's PENDING failed and is retried in an hour: its PAID and COMPLETED,
     // due long ago, wait behind it, and the second order's PENDING is the next due.
-    sqlx::query(
+    update(
+        &pool,
+        "a retry",
         "UPDATE notifications SET attempts = 1, next_attempt_at = now() + interval '1 hour'
          WHERE order_id = $1 AND status = 'PENDING'",
+        Some(first[0].0),
     )
-    .bind(first[0].0)
-    .execute(&pool)
-    .await
-    .expect("a retry");
-    assert_eq!(due(pool.clone()).await.0, Some(first[1].1));
+    .await;
+    assert_eq!(next_due(&pool).await.0, Some(first[1].1));
 
     // With every order's first status retried in an hour, nothing is due before then.
-    sqlx::query(
+    update(
+        &pool,
+        "retries",
         "UPDATE notifications SET attempts = 1, next_attempt_at = now() + interval '1 hour'
          WHERE status = 'PENDING'",
+        None,
     )
-    .execute(&pool)
-    .await
-    .expect("retries");
-    let (next, now) = due(pool.clone()).await;
+    .await;
+    let (next, now) = next_due(&pool).await;
     assert!(
         next.is_some_and(|at| at > now + chrono::Duration::minutes(59)),
         "{next:?} at {now}"
     );
 
     // A notification given up on is due to be dead-lettered whatever waits before it.
-    sqlx::query(
+    update(
+        &pool,
+        "an undeliverable one",
         "UPDATE notifications SET state = 'undeliverable', next_attempt_at = now()
          WHERE order_id = $1 AND status = 'COMPLETED'",
+        Some(first[1].0),
     )
-    .bind(first[1].0)
-    .execute(&pool)
-    .await
-    .expect("an undeliverable one");
-    let (next, now) = due(pool.clone()).await;
+    .await;
+    let (next, now) = next_due(&pool).await;
     assert!(next.is_some_and(|at| at <= now), "{next:?} at {now}");
 
     // And once nothing is pending or undeliverable, nothing is due.
-    sqlx::query("UPDATE notifications SET state = 'delivered'")
-        .execute(&pool)
-        .await
-        .expect("all delivered");
-    assert_eq!(due(pool.clone()).await.0, None);
+    update(
+        &pool,
+        "all delivered",
+        "UPDATE notifications SET state = 'delivered'",
+        None,
+    )
+    .await;
+    assert_eq!(next_due(&pool).await.0, None);
 }
 
 #[tokio::test]
 async fn the_backlog_figures_count_pending_retrying_and_undeliverable_notifications() {
     let (_db, pool) = backlog().await;
-    let read = |pool: sqlx::PgPool| async move {
-        orderflow_notifications::store::backlog(&pool)
-            .await
-            .expect("the backlog read")
-    };
-    let backlog = read(pool.clone()).await;
+    let backlog = orderflow_notifications::store::backlog(&pool)
+        .await
+        .expect("the backlog read");
     assert_eq!(backlog.pending, 3 * ORDERS);
     assert_eq!((backlog.retrying, backlog.undeliverable), (0, 0));
     assert_eq!(backlog.last_error, None);
 
-    sqlx::query(
+    update(
+        &pool,
+        "three retried",
         "UPDATE notifications SET attempts = 1, last_error = 'older', last_attempt_at = now() - interval '1 minute'
          WHERE order_id IN (SELECT order_id FROM notifications WHERE status = 'PENDING' LIMIT 3)
            AND status = 'PENDING'",
+        None,
     )
-    .execute(&pool)
-    .await
-    .expect("three retried");
-    sqlx::query(
+    .await;
+    update(
+        &pool,
+        "one retried again",
         "UPDATE notifications SET attempts = 2, last_error = 'latest', last_attempt_at = now()
          WHERE order_id IN (SELECT order_id FROM notifications WHERE status = 'PAID' LIMIT 1)
            AND status = 'PAID'",
+        None,
     )
-    .execute(&pool)
-    .await
-    .expect("one retried again");
-    sqlx::query(
+    .await;
+    update(
+        &pool,
+        "two given up on",
         "UPDATE notifications SET state = 'undeliverable'
          WHERE order_id IN (SELECT order_id FROM notifications WHERE status = 'COMPLETED' LIMIT 2)
            AND status = 'COMPLETED'",
+        None,
     )
-    .execute(&pool)
-    .await
-    .expect("two given up on");
-    let backlog = read(pool.clone()).await;
+    .await;
+    let backlog = orderflow_notifications::store::backlog(&pool)
+        .await
+        .expect("the backlog read");
     assert_eq!(backlog.pending, 3 * ORDERS - 2);
     assert_eq!((backlog.retrying, backlog.undeliverable), (4, 2));
     assert_eq!(backlog.last_error.as_deref(), Some("latest"));
