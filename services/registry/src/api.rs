@@ -2,11 +2,13 @@
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use orderflow_avro_compat::CompatibilityLevel;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,6 +29,12 @@ const SCHEMA_REGISTRY_JSON: &str = "application/vnd.schemaregistry.v1+json";
 /// Confluent's default and maximum page for schema searches (`schema.search.*.limit`); other
 /// listings are unlimited by default, as there.
 const SCHEMA_SEARCH_LIMIT: usize = 1000;
+
+/// The most a request body may hold: axum's default limit for its extractors, made explicit.
+const REQUEST_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How much of a body over the limit is still read (and dropped) so that its refusal arrives.
+const DISCARD_LIMIT: usize = 4 * REQUEST_BODY_LIMIT;
 
 type ApiResult = Result<Response, RegistryError>;
 
@@ -106,6 +114,8 @@ pub fn router(registry: Registry, users: Option<Arc<Users>>) -> Router {
         None => routes,
     };
     routes
+        // Every body is read whole before anything answers (see `read_whole_body`).
+        .layer(middleware::from_fn(read_whole_body))
         // Whatever answers an error without Confluent's JSON body (a rejection nobody mapped)
         // gets one, so a client always finds `error_code` and `message`.
         .layer(middleware::from_fn(confluent_error_bodies))
@@ -114,6 +124,43 @@ pub fn router(registry: Registry, users: Option<Arc<Users>>) -> Router {
         .layer(middleware::from_fn(negotiate_content_type))
         // One span per request, with method, path and status.
         .layer(TraceLayer::new_for_http())
+}
+
+/// Reads a request's whole body before anything answers it. An answer given from the head
+/// alone (a refusal for want of credentials, an unknown route) would leave body bytes unread;
+/// hyper then closes the connection, and the kernel answers bytes still arriving with a reset
+/// that can destroy the answer before the client reads it. A body over the limit is read on and
+/// discarded up to `DISCARD_LIMIT`, so its 413 arrives too; past that the connection is cut.
+async fn read_whole_body(request: Request, next: Next) -> Response {
+    let (parts, mut body) = request.into_parts();
+    let mut kept = Vec::new();
+    let mut length = 0;
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => frame.into_data().unwrap_or_default(),
+            Err(error) => {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    400,
+                    &format!("the request body could not be read: {error}"),
+                );
+            }
+        };
+        length += data.len();
+        if length <= REQUEST_BODY_LIMIT {
+            kept.extend_from_slice(&data);
+        } else if length > DISCARD_LIMIT {
+            break;
+        }
+    }
+    if length > REQUEST_BODY_LIMIT {
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            413,
+            &format!("the request body is over the limit of {REQUEST_BODY_LIMIT} bytes"),
+        );
+    }
+    next.run(Request::from_parts(parts, Body::from(kept))).await
 }
 
 async fn negotiate_content_type(request: Request, next: Next) -> Response {

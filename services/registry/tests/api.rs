@@ -26,10 +26,15 @@ struct Server {
 
 impl Server {
     async fn start(pool: PgPool) -> Server {
+        Server::start_for(pool, None).await
+    }
+
+    /// A registry that requires one of `users` on every request but `/health`.
+    async fn start_for(pool: PgPool, users: Option<orderflow_registry::Users>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(orderflow_registry::run(listener, pool, None, async move {
+        let task = tokio::spawn(orderflow_registry::run(listener, pool, users, async move {
             let _ = stopped.await;
         }));
         Server {
@@ -948,4 +953,95 @@ async fn v1_and_v2_consumers_read_each_others_events_through_the_registry() {
         field(&decoded.value, "provider_reference"),
         Some(&Avro::Union(1, Box::new(Avro::String("psp-42".to_owned()))))
     );
+}
+
+/// Sends `head`, waits until the server has surely answered from the head alone, sends `body`,
+/// then asks `GET /health` on the same connection; returns everything the server wrote.
+async fn late_body_then_health(address: &str, head: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    connection.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Either write may meet a connection the server has already closed: what it answered is
+    // the evidence, so errors here only end the exchange.
+    let _ = connection.write_all(body.as_bytes()).await;
+    let _ = connection
+        .write_all(b"GET /health HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut answered = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        connection.read_to_end(&mut answered),
+    )
+    .await;
+    String::from_utf8_lossy(&answered).into_owned()
+}
+
+/// A request answered before its body arrived (refused for want of credentials or a role, or
+/// sent to no route) still has its body read, so the connection stays usable. Closing it with
+/// the body unread made the kernel answer the late bytes with a reset, which could take the
+/// answer with it: the Python client, sending headers and body separately, then saw "Server
+/// disconnected without sending a response" instead of the 401.
+#[tokio::test]
+async fn a_request_answered_before_its_body_arrives_leaves_the_connection_usable() {
+    let db = TestDatabase::create("registry").await;
+    let users =
+        orderflow_registry::Users::parse("reader:r:read\nadmin:a:admin\n").expect("test users");
+    let server = Server::start_for(migrated(&db).await, Some(users)).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let body = json!({ "schema": record(r#"{"name":"a","type":"int"}"#) }).to_string();
+    let basic = |user_info: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(user_info)
+    };
+    for (method_and_path, authorization, status) in [
+        ("POST /subjects/s/versions", None, "401"),
+        ("POST /subjects/s/versions", Some(basic("reader:r")), "403"),
+        ("POST /no/such/route", Some(basic("admin:a")), "404"),
+    ] {
+        let authorization = authorization
+            .map(|credentials| format!("Authorization: Basic {credentials}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method_and_path} HTTP/1.1\r\nHost: registry\r\n{authorization}\
+             Content-Type: application/vnd.schemaregistry.v1+json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let answered = late_body_then_health(&address, &head, &body).await;
+        // Each answer's status line (a body does not end in a line break).
+        let statuses: Vec<&str> = answered
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|rest| &rest[..3])
+            .collect();
+        assert_eq!(
+            statuses,
+            [status, "200"],
+            "{method_and_path}: the answer, then /health on the same connection:\n{answered}"
+        );
+    }
+
+    // A body over the limit is refused by name, and its refusal arrives.
+    let too_big = json!({ "schema": "x".repeat(2 * 1024 * 1024) }).to_string();
+    let response = server
+        .client
+        .post(format!("{}/subjects/s/versions", server.url))
+        .basic_auth("admin", Some("a"))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .body(too_big)
+        .send()
+        .await
+        .expect("the refusal of a body over the limit arrives");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let refusal: Value = response.json().await.unwrap();
+    assert_eq!(refusal["error_code"], 413, "{refusal}");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("2097152 bytes"),
+        "{refusal}"
+    );
+    server.stop().await;
 }
