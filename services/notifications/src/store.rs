@@ -24,7 +24,9 @@ pub struct Origin<'a> {
 
 /// Records `notification` (with its `event`, as JSON) to be delivered, and wakes the
 /// deliverers at commit. Returns false, and changes nothing, if this order's status was
-/// recorded already: a redelivered event notifies nobody twice.
+/// recorded already: a redelivered event notifies nobody twice. It is due when the order's
+/// earlier pending status is (now, unless that one waits to be tried again), so the claim
+/// does not walk past it while it cannot be delivered anyway (see [`not_delivered`]).
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     notification: &Notification,
@@ -33,8 +35,11 @@ pub async fn record(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO notifications (order_id, status, notification_id, customer_id, version, event,
-                                    body, origin_topic, origin_partition, origin_offset, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                    body, origin_topic, origin_partition, origin_offset, traceparent,
+                                    next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 greatest(now(), (SELECT max(next_attempt_at) FROM notifications
+                                  WHERE order_id = $1 AND state = 'pending' AND version < $5)))
          ON CONFLICT DO NOTHING",
     )
     .bind(notification.order_id)
@@ -222,7 +227,10 @@ pub enum Undelivered<'a> {
     Dead { class: &'a str },
 }
 
-/// Records `outcome` after `attempts` attempts, the last one failing with `error`.
+/// Records `outcome` after `attempts` attempts, the last one failing with `error`. A pending
+/// notification to be tried again takes the order's later pending statuses to its new time:
+/// they cannot go before it, and left due they would be walked past by every claim until
+/// then, one walk over every order waiting on a failing sink, per round.
 pub async fn not_delivered(
     db: impl PgExecutor<'_>,
     due: &Due,
@@ -238,12 +246,18 @@ pub async fn not_delivered(
         Undelivered::Dead { class } => ("dead", Some(class), None),
     };
     sqlx::query(
-        "UPDATE notifications
-         SET state = $3, attempts = $4, last_error = $5,
-             dead_letter_class = coalesce($6, dead_letter_class),
-             next_attempt_at = coalesce(now() + $7, next_attempt_at),
-             last_attempt_at = now(), first_failure = coalesce(first_failure, now())
-         WHERE order_id = $1 AND status = $2",
+        "WITH tried AS (
+             UPDATE notifications
+             SET state = $3, attempts = $4, last_error = $5,
+                 dead_letter_class = coalesce($6, dead_letter_class),
+                 next_attempt_at = coalesce(now() + $7, next_attempt_at),
+                 last_attempt_at = now(), first_failure = coalesce(first_failure, now())
+             WHERE order_id = $1 AND status = $2
+             RETURNING version, state, next_attempt_at)
+         UPDATE notifications later SET next_attempt_at = tried.next_attempt_at
+         FROM tried
+         WHERE tried.state = 'pending' AND later.order_id = $1 AND later.state = 'pending'
+           AND later.version > tried.version AND later.next_attempt_at < tried.next_attempt_at",
     )
     .bind(due.order_id)
     .bind(&due.status)

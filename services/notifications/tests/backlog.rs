@@ -240,3 +240,161 @@ async fn the_backlog_figures_count_pending_retrying_and_undeliverable_notificati
     assert_eq!((backlog.retrying, backlog.undeliverable), (4, 2));
     assert_eq!(backlog.last_error.as_deref(), Some("latest"));
 }
+
+/// Claims every claimable notification, in rounds of 1,000, and fails each with a retry in an
+/// hour, as the deliverer does while its sink refuses everything; returns how many it failed.
+async fn fail_everything_claimable(pool: &sqlx::PgPool) -> usize {
+    use orderflow_notifications::store::{Undelivered, claim, not_delivered};
+    let mut failed = 0;
+    loop {
+        let mut tx = pool.begin().await.expect("a transaction");
+        let claimed = claim(&mut tx, 1_000).await.expect("a claim");
+        if claimed.is_empty() {
+            return failed;
+        }
+        for due in &claimed {
+            let retry = Undelivered::RetryLater(std::time::Duration::from_secs(3600));
+            not_delivered(&mut *tx, due, 1, "the sink refused", retry)
+                .await
+                .expect("a failed attempt recorded");
+        }
+        tx.commit().await.expect("the round committed");
+        failed += claimed.len();
+    }
+}
+
+/// Rows read (kept or filtered out) in `plan` by a walk over the backlog: a scan of the
+/// `notifications_due` index or of the whole table, however the planner nests it.
+fn rows_walked(node: &Value) -> f64 {
+    let walks = node["Index Name"] == "notifications_due"
+        || (node["Node Type"] == "Seq Scan" && node["Relation Name"] == "notifications");
+    let own = if walks {
+        let per_loop = node["Actual Rows"].as_f64().unwrap_or(0.0)
+            + node["Rows Removed by Filter"].as_f64().unwrap_or(0.0);
+        per_loop * node["Actual Loops"].as_f64().unwrap_or(1.0)
+    } else {
+        0.0
+    };
+    own + node["Plans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(rows_walked)
+        .sum::<f64>()
+}
+
+/// With the sink failing for every order, each order's later statuses wait on its first, to
+/// be retried in an hour. A claim must not walk past those 20,000 waiting rows each round to
+/// find nothing (it did: they were due since they were recorded, so every round of every
+/// deliverer read them all, and the cost of a round grew with the orders waiting); a failed
+/// attempt takes them to its retry time, and a status recorded after it starts there.
+#[tokio::test]
+async fn while_the_sink_fails_a_claim_does_not_walk_past_the_statuses_waiting_behind_it() {
+    let (_db, pool) = backlog().await;
+    let failed = fail_everything_claimable(&pool).await;
+    assert_eq!(
+        failed as i64, ORDERS,
+        "each order's first status, tried once"
+    );
+
+    let top = plan(&pool, "ANALYZE", &CLAIM.replace("$1", "32")).await;
+    assert_eq!(top["Actual Rows"], 0, "nothing is due: {top:#}");
+    let read = rows_walked(&top);
+    assert!(read <= 3.0, "the claim read {read} rows to claim nothing");
+
+    let top = plan(&pool, "ANALYZE", NEXT_DUE).await;
+    let read = rows_walked(&top);
+    assert!(read <= 3.0, "the next-due question read {read} rows");
+    let (next, now) = next_due(&pool).await;
+    assert!(
+        next.is_some_and(|at| at > now + chrono::Duration::minutes(59)),
+        "{next:?} at {now}"
+    );
+
+    // Each order's statuses now wait together, due when its first is tried again.
+    let apart: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications n JOIN notifications first
+             ON first.order_id = n.order_id AND first.status = 'PENDING'
+         WHERE n.next_attempt_at <> first.next_attempt_at",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the schedule");
+    assert_eq!(apart, 0, "statuses due apart from the first they wait on");
+}
+
+#[tokio::test]
+async fn a_status_recorded_while_an_earlier_one_waits_to_be_retried_is_due_with_it() {
+    use orderflow_notifications::notification::Notification;
+    use orderflow_notifications::store::{Origin, record};
+    let (_db, pool) =
+        TestDatabase::migrated("notifications", &orderflow_notifications::MIGRATOR).await;
+    let order = uuid::Uuid::new_v4();
+    let status = |status: &'static str, version: i64| Notification {
+        notification_id: uuid::Uuid::new_v4(),
+        customer_id: "alice".into(),
+        order_id: order,
+        status,
+        version,
+        reason: None,
+        occurred_at: chrono::Utc::now(),
+        message: format!("order {order} is {status}"),
+    };
+    let origin = Origin {
+        topic: "order-status",
+        partition: 0,
+        offset: 0,
+        traceparent: String::new(),
+    };
+    let recorded = |notification: Notification| {
+        let (pool, origin) = (pool.clone(), origin.clone());
+        async move {
+            let mut tx = pool.begin().await.expect("a transaction");
+            let event = serde_json::json!({});
+            assert!(
+                record(&mut tx, &notification, &event, &origin)
+                    .await
+                    .unwrap()
+            );
+            tx.commit().await.expect("recorded");
+        }
+    };
+    let due_at = |status: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                "SELECT next_attempt_at FROM notifications WHERE order_id = $1 AND status = $2",
+            )
+            .bind(order)
+            .bind(status)
+            .fetch_one(&pool)
+            .await
+            .expect("a recorded status")
+        }
+    };
+
+    recorded(status("PENDING", 1)).await;
+    assert_eq!(fail_everything_claimable(&pool).await, 1);
+    let retry_at = due_at("PENDING").await;
+    recorded(status("PAID", 2)).await;
+    assert_eq!(
+        due_at("PAID").await,
+        retry_at,
+        "PAID waits for PENDING's retry"
+    );
+
+    // Delivered, PENDING holds nothing back: the next status is due as it is recorded.
+    update(
+        &pool,
+        "PENDING and PAID delivered",
+        "UPDATE notifications SET state = 'delivered' WHERE order_id = $1",
+        Some(order),
+    )
+    .await;
+    recorded(status("COMPLETED", 3)).await;
+    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(due_at("COMPLETED").await <= now);
+}
