@@ -16,7 +16,7 @@ use orderflow_proto::v1 as pb;
 use orderflow_proto::v1::inventory_service_client::InventoryServiceClient;
 use orderflow_proto::v1::order_service_client::OrderServiceClient;
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -129,10 +129,17 @@ impl Mix {
     }
 }
 
+/// WatchOrder streams the gateway allows open at once on one connection, by default
+/// (`--max-watch-streams-per-connection`): a load keeps to it, as a well-behaved client does,
+/// and an order whose watch would exceed it waits for one of that connection's streams to end.
+pub const WATCH_STREAMS_PER_CONNECTION: usize = 100;
+
 /// The gateway connections a load is spread over.
 #[derive(Clone)]
 pub struct Gateway {
     channels: Vec<Channel>,
+    /// Per connection, the WatchOrder streams it may still open.
+    watch_slots: Vec<Arc<Semaphore>>,
     /// Signs each customer's token; none for a gateway that runs without authentication.
     issuer: Option<Arc<LocalIssuer>>,
 }
@@ -158,7 +165,15 @@ impl Gateway {
             }
             channels.push(endpoint.connect_lazy());
         }
-        Ok(Gateway { channels, issuer })
+        let watch_slots = channels
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(WATCH_STREAMS_PER_CONNECTION)))
+            .collect();
+        Ok(Gateway {
+            channels,
+            watch_slots,
+            issuer,
+        })
     }
 
     /// The order API on connection `i` (modulo the connections), as `customer`.
@@ -168,6 +183,11 @@ impl Gateway {
             None => Bearer::none(),
         };
         OrderServiceClient::new(bearer.on(self.channels[i % self.channels.len()].clone()))
+    }
+
+    /// The WatchOrder streams connection `i` (modulo the connections) may still open.
+    fn watch_slots(&self, i: usize) -> Arc<Semaphore> {
+        self.watch_slots[i % self.watch_slots.len()].clone()
     }
 
     /// The inventory API, as an operator.
@@ -397,12 +417,17 @@ pub struct Watched {
     pub finished: Option<Instant>,
     /// The terminal status seen.
     pub status: Option<pb::OrderStatus>,
+    /// Whether its watch had to wait for a stream of its connection to end (the load has
+    /// more orders in flight than its connections may watch at once).
+    pub watch_waited: bool,
     pub error: Option<String>,
 }
 
-/// Places `order` when it is due and watches it until its terminal status.
+/// Places `order` when it is due and watches it until its terminal status, on a stream of
+/// `watch_slots` (waited for when all are taken; the wait counts in its latency).
 async fn place_and_watch(
     mut orders: OrderServiceClient<BearerChannel>,
+    watch_slots: Arc<Semaphore>,
     due: Instant,
     order: Planned,
     watch_timeout: Duration,
@@ -415,6 +440,7 @@ async fn place_and_watch(
         terminal: None,
         finished: None,
         status: None,
+        watch_waited: false,
         error: None,
     };
     let placed = match orders.place_order(order.request).await {
@@ -430,6 +456,16 @@ async fn place_and_watch(
     };
     result.place = Some(due.elapsed());
     result.order_id = Some(placed.order_id.clone());
+    let _slot = match watch_slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            result.watch_waited = true;
+            watch_slots
+                .acquire_owned()
+                .await
+                .expect("the watch slots are never closed")
+        }
+    };
     let watch = async {
         let mut stream = orders
             .watch_order(pb::WatchOrderRequest {
@@ -482,6 +518,7 @@ pub async fn open_loop(
         let order = mix.order(i);
         let task = place_and_watch(
             gateway.orders(i, &order.request.customer_id),
+            gateway.watch_slots(i),
             due,
             order,
             Duration::from_secs(60),

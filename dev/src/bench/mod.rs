@@ -7,6 +7,7 @@
 mod cpu;
 pub mod limits;
 mod runs;
+mod targets;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,8 +26,9 @@ pub struct BenchArgs {
         default_value = "https://127.0.0.1:9200"
     )]
     pub gateway: String,
-    /// The offered rate of the fixed-rate run, in orders per second.
-    #[arg(long, default_value_t = 500.0)]
+    /// The offered rate of the fixed-rate run, in orders per second: by default the rate of
+    /// the latency target (p99 to COMPLETED at most 150 ms at 200/s).
+    #[arg(long, default_value_t = targets::LATENCY_RATE)]
     pub rate: f64,
     /// Seconds each run offers load.
     #[arg(long, default_value_t = 20)]
@@ -55,7 +57,9 @@ pub struct BenchArgs {
     pub no_limits: bool,
     /// Gateway connections the load is spread over. Each order is watched to its end on one
     /// of them, and the gateway allows 100 open WatchOrder streams per connection by default:
-    /// 32 connections keep 3,200 orders in flight, enough for a saturated step.
+    /// 32 connections watch 3,200 orders at once, enough for a saturated step. Beyond that an
+    /// order's watch waits for one to end (counted, and in its latency), as a client keeping
+    /// to the gateway's limits would.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
     /// SKUs the orders are spread over (round-robin).
@@ -148,6 +152,8 @@ struct Report {
     idle: Option<cpu::Usage>,
     /// The same after the last fixed-rate run, when it was repeated (`--repeat`).
     idle_after_runs: Option<cpu::Usage>,
+    /// Issue 13's targets, each judged from the figures above.
+    targets: Vec<targets::Target>,
 }
 
 /// How long the idle measurement lasts, after a pause for the warm-up's work to drain.
@@ -160,10 +166,6 @@ async fn idle_usage() -> cpu::Usage {
     let before = cpu::Snapshot::take();
     tokio::time::sleep(IDLE_WINDOW).await;
     before.usage_until(&cpu::Snapshot::take())
-}
-
-fn sustained(run: &runs::RunResult) -> bool {
-    run.errors == 0 && run.correct && run.achieved_per_sec >= 0.95 * run.offered_per_sec
 }
 
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
@@ -349,7 +351,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            let ok = sustained(&result);
+            let ok = targets::sustained(&result);
             runs.push(result);
             if !ok {
                 break;
@@ -369,7 +371,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .map(|l| l.orders_per_sec)
         .fold(f64::INFINITY, f64::min);
     let fraction = (tightest.is_finite() && tightest > 0.0).then(|| best / tightest);
+    let targets = targets::judge(&runs, max_sustained, idle.as_ref());
     let report = Report {
+        targets,
         machine,
         configuration,
         limits,
@@ -464,6 +468,12 @@ fn print_table(report: &Report) {
         for e in &r.first_errors {
             println!("    error: {e}");
         }
+        if r.watches_waited > 0 {
+            println!(
+                "    {} orders' watches waited for a stream slot (more in flight than the load's connections may watch)",
+                r.watches_waited
+            );
+        }
         println!(
             "    CPU cores: machine {:.2} of {}{}; {}",
             r.cpu.machine_cores,
@@ -504,5 +514,14 @@ fn print_table(report: &Report) {
             "best achieved rate = {:.0} % of the tighter machine limit",
             f * 100.0
         );
+    }
+    println!("\ntargets (issue 13), judged from this run:");
+    for t in &report.targets {
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "not measured",
+        };
+        println!("  {:<62} {:<13} {}", t.target, verdict, t.measured);
     }
 }

@@ -26,6 +26,9 @@ pub struct RunResult {
     pub completed: usize,
     pub errors: usize,
     pub first_errors: Vec<String>,
+    /// Orders whose watch waited for a stream of its connection to end: more orders were in
+    /// flight than the load's connections may watch at once (their wait is in their latency).
+    pub watches_waited: usize,
     pub place_order: Percentiles,
     pub time_to_terminal: Percentiles,
     /// Every order COMPLETED, every SKU's stock exactly what the run found minus what its
@@ -210,6 +213,7 @@ pub async fn run(
         completed,
         errors: errors.len(),
         first_errors: errors.iter().take(3).map(|e| e.to_string()).collect(),
+        watches_waited: results.iter().filter(|r| r.watch_waited).count(),
         place_order: Percentiles::of(results.iter().filter_map(|r| r.place).collect()),
         time_to_terminal: Percentiles::of(results.iter().filter_map(|r| r.terminal).collect()),
         correct: all_completed && stock_ok && notified_ok,
