@@ -9,20 +9,21 @@ use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaArgs;
+use crate::producer::KafkaProducer;
 
 /// An idempotent producer (acks=all, retries preserve per-partition order).
-pub fn producer(kafka: &KafkaArgs) -> Result<FutureProducer, rdkafka::error::KafkaError> {
-    kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", kafka.linger_ms.to_string())
-        .set("message.timeout.ms", "30000")
-        .create()
+pub fn producer(kafka: &KafkaArgs) -> Result<KafkaProducer, rdkafka::error::KafkaError> {
+    KafkaProducer::create(
+        kafka
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", kafka.linger_ms.to_string())
+            .set("message.timeout.ms", "30000"),
+    )
 }
 
 /// The idempotent producer a service publishes with, replaced by a fresh one after a failed
@@ -33,7 +34,7 @@ pub fn producer(kafka: &KafkaArgs) -> Result<FutureProducer, rdkafka::error::Kaf
 #[derive(Clone)]
 pub struct Producer {
     kafka: KafkaArgs,
-    current: std::sync::Arc<std::sync::Mutex<FutureProducer>>,
+    current: std::sync::Arc<std::sync::Mutex<KafkaProducer>>,
 }
 
 impl Producer {
@@ -45,15 +46,14 @@ impl Producer {
     }
 
     /// The producer to send with now (a cheap handle).
-    pub fn get(&self) -> FutureProducer {
+    pub fn get(&self) -> KafkaProducer {
         self.current.lock().expect("producer lock").clone()
     }
 
     /// Replaces the producer after a failed delivery.
     pub fn renew(&self) {
-        use rdkafka::producer::Producer as _;
         let mut current = self.current.lock().expect("producer lock");
-        if let Some((code, reason)) = current.client().fatal_error() {
+        if let Some((code, reason)) = current.fatal_error() {
             tracing::warn!(?code, %reason, "producer hit a fatal error");
         }
         match producer(&self.kafka) {

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod migrations;
 pub mod outbox;
+pub mod producer;
 pub mod progress;
 pub mod purge;
 pub mod replay;

@@ -12,9 +12,10 @@ use orderflow_e2e::process::{Databases, Proc, ProcessSystem};
 use orderflow_e2e::{order_request, status_name, wait_for, watch_to_end};
 use orderflow_events::{self as ev, Event, EventCodec, EventKind, Topics};
 use orderflow_platform::dlq::{self, MessageRef, Selection, StoredMessage};
+use orderflow_platform::producer::KafkaProducer;
 use orderflow_proto::v1 as pb;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use sqlx::{PgPool, Row};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -22,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Produces raw bytes to the system's topics, the way a misbehaving producer would.
 struct Injector {
-    producer: FutureProducer,
+    producer: KafkaProducer,
     codec: EventCodec,
     topics: Topics,
 }
