@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use crate::access::{Users, authorize};
 use crate::error::{RegistryError, error_body};
-use crate::extract::{JsonBody, Params, PathParams, registrable, subject, subject_prefix};
+use crate::extract::{
+    JsonBody, Params, PathParams, REQUEST_BODY_LIMIT, registrable, subject, subject_prefix,
+};
 use crate::registry::{
     Config, Deleted, Mode, Registry, SchemaRequest, StoredSchema, SubjectVersion, VersionSelector,
 };
@@ -29,9 +31,6 @@ const SCHEMA_REGISTRY_JSON: &str = "application/vnd.schemaregistry.v1+json";
 /// Confluent's default and maximum page for schema searches (`schema.search.*.limit`); other
 /// listings are unlimited by default, as there.
 const SCHEMA_SEARCH_LIMIT: usize = 1000;
-
-/// The most a request body may hold: axum's default limit for its extractors, made explicit.
-const REQUEST_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// How much of a body over the limit is still read (and dropped) so that its refusal arrives.
 const DISCARD_LIMIT: usize = 4 * REQUEST_BODY_LIMIT;
@@ -130,7 +129,8 @@ pub fn router(registry: Registry, users: Option<Arc<Users>>) -> Router {
 /// alone (a refusal for want of credentials, an unknown route) would leave body bytes unread;
 /// hyper then closes the connection, and the kernel answers bytes still arriving with a reset
 /// that can destroy the answer before the client reads it. A body over the limit is read on and
-/// discarded up to `DISCARD_LIMIT`, so its 413 arrives too; past that the connection is cut.
+/// discarded up to `DISCARD_LIMIT`, so that its refusal (Confluent's 42209, naming the limit)
+/// arrives too; past that the connection is cut.
 async fn read_whole_body(request: Request, next: Next) -> Response {
     let (parts, mut body) = request.into_parts();
     let mut kept = Vec::new();
@@ -154,11 +154,10 @@ async fn read_whole_body(request: Request, next: Next) -> Response {
         }
     }
     if length > REQUEST_BODY_LIMIT {
-        return error_body(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            413,
-            &format!("the request body is over the limit of {REQUEST_BODY_LIMIT} bytes"),
-        );
+        return RegistryError::SchemaTooLarge {
+            limit: REQUEST_BODY_LIMIT,
+        }
+        .into_response();
     }
     next.run(Request::from_parts(parts, Body::from(kept))).await
 }

@@ -57,8 +57,11 @@ pub enum RegistryError {
         "Subject '{0}' names a context other than the default context ':.:'; this registry has only the default context"
     )]
     UnsupportedContext(String),
-    #[error("Register operation failed because schema is too large")]
-    SchemaTooLarge,
+    #[error(
+        "Register operation failed because schema is too large: the request body is over \
+         {limit} bytes"
+    )]
+    SchemaTooLarge { limit: usize },
     #[error("{0}")]
     InvalidRuleSet(String),
     /// A body that is not JSON, or JSON of the wrong shape (Confluent: Jackson's exceptions).
@@ -100,7 +103,7 @@ impl RegistryError {
             ReferenceExists(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42206),
             IdDoesNotMatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42207),
             InvalidSubject(_) | UnsupportedContext(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42208),
-            SchemaTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, 42209),
+            SchemaTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, 42209),
             InvalidRuleSet(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42210),
             BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
             UnprocessableEntity(_) => (StatusCode::UNPROCESSABLE_ENTITY, 422),

@@ -112,6 +112,9 @@ where
     }
 }
 
+/// The most a request body may hold: axum's default limit for its extractors, made explicit.
+pub const REQUEST_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// A JSON request body, read whatever its declared content type (Confluent accepts its own
 /// type, `application/json` and `application/octet-stream`). Errors as Confluent's
 /// rest-utils answers them: not JSON or the wrong shape, 400 with code 400; missing or
@@ -130,7 +133,9 @@ where
             Bytes::from_request(request, state)
                 .await
                 .map_err(|rejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => RegistryError::SchemaTooLarge,
+                    StatusCode::PAYLOAD_TOO_LARGE => RegistryError::SchemaTooLarge {
+                        limit: REQUEST_BODY_LIMIT,
+                    },
                     _ => RegistryError::BadRequest(rejection.body_text()),
                 })?;
         parse_body(&bytes).map(JsonBody)

@@ -1033,9 +1033,9 @@ async fn a_request_answered_before_its_body_arrives_leaves_the_connection_usable
         .send()
         .await
         .expect("the refusal of a body over the limit arrives");
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let refusal: Value = response.json().await.unwrap();
-    assert_eq!(refusal["error_code"], 413, "{refusal}");
+    assert_eq!(refusal["error_code"], 42209, "{refusal}");
     assert!(
         refusal["message"]
             .as_str()
