@@ -5,7 +5,10 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// An order moved to `status` at `version`; an older version than the one stored changes
-/// nothing (changes of one order may arrive out of order across a redelivery).
+/// nothing (changes of one order may arrive out of order across a redelivery). The order
+/// moves from the status it had (its row's, read under the row's lock) to `status` in
+/// `orders_per_status`, in the same statement, which locks those counts in status order (two
+/// such statements cannot deadlock on them).
 pub async fn order_status(
     db: impl PgExecutor<'_>,
     order_id: Uuid,
@@ -14,10 +17,21 @@ pub async fn order_status(
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO order_status (order_id, status, version, changed_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (order_id) DO UPDATE
-         SET status = EXCLUDED.status, version = EXCLUDED.version, changed_at = EXCLUDED.changed_at
-         WHERE order_status.version < EXCLUDED.version",
+        "WITH changed AS (
+             INSERT INTO order_status (order_id, status, version, changed_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (order_id) DO UPDATE
+             SET previous_status = order_status.status, status = EXCLUDED.status,
+                 version = EXCLUDED.version, changed_at = EXCLUDED.changed_at
+             WHERE order_status.version < EXCLUDED.version
+             RETURNING status, previous_status),
+         moves AS (
+             SELECT status, 1 AS orders FROM changed
+             UNION ALL
+             SELECT previous_status, -1 FROM changed WHERE previous_status IS NOT NULL)
+         INSERT INTO orders_per_status (status, orders)
+         SELECT status, sum(orders) FROM moves GROUP BY status ORDER BY status
+         ON CONFLICT (status) DO UPDATE SET orders = orders_per_status.orders + EXCLUDED.orders",
     )
     .bind(order_id)
     .bind(status)
@@ -98,10 +112,11 @@ pub struct Figures {
 
 /// The figures now, with revenue for the newest `minutes` minutes that have any.
 pub async fn figures(pool: &PgPool, minutes: i64) -> Result<Figures, sqlx::Error> {
-    let orders =
-        sqlx::query_as("SELECT status, count(*) FROM order_status GROUP BY status ORDER BY status")
-            .fetch_all(pool)
-            .await?;
+    let orders = sqlx::query_as(
+        "SELECT status, orders FROM orders_per_status WHERE orders > 0 ORDER BY status",
+    )
+    .fetch_all(pool)
+    .await?;
     let revenue = sqlx::query_as(
         "SELECT minute, currency, captured_minor, refunded_minor FROM revenue_per_minute
          ORDER BY minute DESC, currency LIMIT $1",
@@ -152,9 +167,12 @@ pub async fn clear(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     consumer: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("TRUNCATE order_status, revenue_per_minute, payment_outcomes, stock_outs")
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "TRUNCATE order_status, orders_per_status, revenue_per_minute, payment_outcomes,
+                       stock_outs",
+    )
+    .execute(&mut **tx)
+    .await?;
     sqlx::query("DELETE FROM processed_events WHERE consumer = $1")
         .bind(consumer)
         .execute(&mut **tx)

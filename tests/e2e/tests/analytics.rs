@@ -19,6 +19,7 @@ async fn projection(pool: &sqlx::PgPool) -> Vec<String> {
     for sql in [
         "SELECT 'status ' || order_id || ' ' || status || ' v' || version || ' ' || changed_at FROM order_status ORDER BY 1",
         "SELECT 'revenue ' || minute || ' ' || currency || ' ' || captured_minor || ' ' || refunded_minor FROM revenue_per_minute ORDER BY 1",
+        "SELECT 'orders ' || status || ' ' || orders FROM orders_per_status WHERE orders > 0 ORDER BY 1",
         "SELECT 'payments ' || outcome || ' ' || payments FROM payment_outcomes ORDER BY 1",
         "SELECT 'stock-out ' || sku || ' ' || orders || ' ' || units_short FROM stock_outs ORDER BY 1",
     ] {

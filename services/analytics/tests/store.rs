@@ -1,0 +1,121 @@
+//! The projection's orders per status against real PostgreSQL: kept by each status change's
+//! own write, it must always equal a count of the orders' current statuses, whatever order
+//! the changes of one order arrive in and however often one arrives again.
+
+use chrono::Utc;
+use orderflow_analytics::store;
+use orderflow_testkit::TestDatabase;
+use uuid::Uuid;
+
+/// The orders per status as a count over every order's row: the truth the kept counts must
+/// match.
+async fn counted(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT status, count(*) FROM order_status GROUP BY status ORDER BY status")
+        .fetch_all(pool)
+        .await
+        .expect("the count")
+}
+
+async fn kept(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
+    store::figures(pool, 0).await.expect("the figures").orders
+}
+
+#[tokio::test]
+async fn orders_per_status_follow_every_change_once_in_whatever_order_it_arrives() {
+    let (_db, pool) = TestDatabase::migrated("analytics", &orderflow_analytics::MIGRATOR).await;
+    let change = |order: Uuid, status: &'static str, version: i64| {
+        let pool = pool.clone();
+        async move {
+            store::order_status(&pool, order, status, version, Utc::now())
+                .await
+                .expect("a status change")
+        }
+    };
+    let path = [("PENDING", 1), ("PAID", 2), ("COMPLETED", 3)];
+    let orders: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+
+    // In order, each change twice (a redelivery).
+    for &(status, version) in &path {
+        change(orders[0], status, version).await;
+        change(orders[0], status, version).await;
+    }
+    // Backwards: the newest first, the older ones change nothing.
+    for &(status, version) in path.iter().rev() {
+        change(orders[1], status, version).await;
+    }
+    // Skipping one, then the skipped one late.
+    change(orders[2], "PENDING", 1).await;
+    change(orders[2], "COMPLETED", 3).await;
+    change(orders[2], "PAID", 2).await;
+    // Some still on the way.
+    change(orders[3], "PENDING", 1).await;
+    change(orders[4], "PENDING", 1).await;
+    change(orders[4], "FAILED", 2).await;
+    change(orders[5], "PAID", 2).await;
+
+    let expected: Vec<(String, i64)> =
+        [("COMPLETED", 3), ("FAILED", 1), ("PAID", 1), ("PENDING", 1)]
+            .map(|(s, n)| (s.to_owned(), n))
+            .to_vec();
+    assert_eq!(counted(&pool).await, expected);
+    assert_eq!(kept(&pool).await, expected);
+}
+
+#[tokio::test]
+async fn concurrent_changes_of_the_same_orders_keep_the_counts_exact() {
+    let (_db, pool) = TestDatabase::migrated("analytics", &orderflow_analytics::MIGRATOR).await;
+    let orders: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    // Four writers race through every order's changes in different orders, each in its own
+    // transactions, as instances overlapping in a rebalance would.
+    let mut writers = Vec::new();
+    for writer in 0..4usize {
+        let (pool, orders) = (pool.clone(), orders.clone());
+        writers.push(tokio::spawn(async move {
+            let mut path = vec![("PENDING", 1), ("PAID", 2), ("COMPLETED", 3)];
+            path.rotate_left(writer % 3);
+            for order in &orders {
+                for &(status, version) in &path {
+                    store::order_status(&pool, *order, status, version, Utc::now())
+                        .await
+                        .expect("a status change");
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    assert_eq!(counted(&pool).await, [("COMPLETED".to_owned(), 50)]);
+    assert_eq!(kept(&pool).await, counted(&pool).await);
+}
+
+#[tokio::test]
+async fn the_migration_counts_the_orders_already_projected() {
+    let (_db, pool) = TestDatabase::migrated("analytics", &orderflow_analytics::MIGRATOR).await;
+    // As a database migrated before the counts existed would hold them: rows only.
+    for (status, orders) in [("COMPLETED", 3), ("FAILED", 2)] {
+        sqlx::query(
+            "INSERT INTO order_status (order_id, status, version, changed_at)
+             SELECT gen_random_uuid(), $1, 3, now() FROM generate_series(1, $2)",
+        )
+        .bind(status)
+        .bind(orders)
+        .execute(&pool)
+        .await
+        .expect("projected rows");
+    }
+    sqlx::query("TRUNCATE orders_per_status")
+        .execute(&pool)
+        .await
+        .expect("no counts");
+    let backfill = include_str!("../../../migrations/analytics/0002_orders_per_status.sql");
+    let insert = &backfill[backfill
+        .find("INSERT INTO orders_per_status")
+        .expect("the backfill")..];
+    let insert = &insert[..=insert.find(';').expect("its end")];
+    sqlx::query(insert)
+        .execute(&pool)
+        .await
+        .expect("the backfill");
+    assert_eq!(kept(&pool).await, counted(&pool).await);
+}
