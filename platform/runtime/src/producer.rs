@@ -177,11 +177,6 @@ impl KafkaProducer {
     pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
         self.handle.producer.client().fatal_error()
     }
-
-    /// Waits up to `timeout` for every queued message to be delivered.
-    pub fn flush(&self, timeout: impl Into<Timeout>) -> KafkaResult<()> {
-        self.handle.producer.flush(timeout)
-    }
 }
 
 /// The message a refused record would have been, for the caller's error.

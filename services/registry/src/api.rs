@@ -18,9 +18,7 @@ use std::sync::Arc;
 
 use crate::access::{Users, authorize};
 use crate::error::{RegistryError, error_body};
-use crate::extract::{
-    JsonBody, Params, PathParams, REQUEST_BODY_LIMIT, registrable, subject, subject_prefix,
-};
+use crate::extract::{JsonBody, Params, PathParams, registrable, subject, subject_prefix};
 use crate::registry::{
     Config, Deleted, Mode, Registry, SchemaRequest, StoredSchema, SubjectVersion, VersionSelector,
 };
@@ -31,6 +29,10 @@ const SCHEMA_REGISTRY_JSON: &str = "application/vnd.schemaregistry.v1+json";
 /// Confluent's default and maximum page for schema searches (`schema.search.*.limit`); other
 /// listings are unlimited by default, as there.
 const SCHEMA_SEARCH_LIMIT: usize = 1000;
+
+/// The most a request body may hold (axum's default limit for its extractors, which then see
+/// only bodies within it).
+const REQUEST_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// How much of a body over the limit is still read (and dropped) so that its refusal arrives.
 const DISCARD_LIMIT: usize = 4 * REQUEST_BODY_LIMIT;

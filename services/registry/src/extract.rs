@@ -112,13 +112,11 @@ where
     }
 }
 
-/// The most a request body may hold: axum's default limit for its extractors, made explicit.
-pub const REQUEST_BODY_LIMIT: usize = 2 * 1024 * 1024;
-
 /// A JSON request body, read whatever its declared content type (Confluent accepts its own
 /// type, `application/json` and `application/octet-stream`). Errors as Confluent's
 /// rest-utils answers them: not JSON or the wrong shape, 400 with code 400; missing or
-/// `null`, 422 with code 422 (a `@NotNull` violation); over the size limit, 42209.
+/// `null`, 422 with code 422 (a `@NotNull` violation). The size limit is the router's
+/// (`api::read_whole_body`, 42209): a body reaches this extractor whole and within it.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -129,15 +127,9 @@ where
     type Rejection = RegistryError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => RegistryError::SchemaTooLarge {
-                        limit: REQUEST_BODY_LIMIT,
-                    },
-                    _ => RegistryError::BadRequest(rejection.body_text()),
-                })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| RegistryError::BadRequest(rejection.body_text()))?;
         parse_body(&bytes).map(JsonBody)
     }
 }
