@@ -141,11 +141,10 @@ async fn read_whole_body(request: Request, next: Next) -> Response {
         let data = match frame {
             Ok(frame) => frame.into_data().unwrap_or_default(),
             Err(error) => {
-                return error_body(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    &format!("the request body could not be read: {error}"),
-                );
+                return RegistryError::BadRequest(format!(
+                    "the request body could not be read: {error}"
+                ))
+                .into_response();
             }
         };
         length += data.len();
