@@ -85,7 +85,8 @@ export ORDERFLOW_BIN="$PWD/target/debug/orderflow"
 if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
   BROKER_DIR=$(mktemp -d)
   PORT=$(free_port)
-  target/debug/orderflow-dev broker --data-dir "$BROKER_DIR" --listen "127.0.0.1:$PORT" &
+  # It compacts every 5 s (dev/src/tansu.rs, TEST_MAINTENANCE_INTERVAL), as the fault tests' brokers do.
+  target/debug/orderflow-dev broker --data-dir "$BROKER_DIR" --listen "127.0.0.1:$PORT" --maintenance-interval 5s &
   BROKER_PID=$!
   CLEANUP+=("kill $BROKER_PID; wait $BROKER_PID 2>/dev/null; rm -rf $BROKER_DIR")
   for _ in $(seq 1 300); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
@@ -93,7 +94,10 @@ if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
   say "test broker (tansu) at $ORDERFLOW_TEST_BROKER"
 fi
 say "tests"
-cargo nextest run --locked --workspace --no-fail-fast
+# Without backtraces: a failing test's output then ends with the panic's place and message,
+# which the tail of a long CI log keeps (a backtrace through the async runtime pushed them
+# out of it). Run one test with RUST_BACKTRACE=1 to see its backtrace.
+RUST_BACKTRACE=0 cargo nextest run --locked --workspace --no-fail-fast
 
 # --- the schema gate -----------------------------------------------------------------------
 ORDERFLOW=target/debug/orderflow

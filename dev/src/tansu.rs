@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 /// Where scripts/bootstrap.sh put the broker binary: it exports `ORDERFLOW_TANSU_BIN`.
 pub fn binary() -> anyhow::Result<PathBuf> {
@@ -23,6 +24,11 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// How often the tests' brokers compact (tansu's default is ten minutes): often enough
+/// that a test which reads a compacted topic meets compaction, as it may on any broker at
+/// any time, instead of only when it happens to run at the ten-minute mark of a long run.
+pub const TEST_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// One tansu broker with durable sqlite storage in `data_dir`, listening on `address`
 /// (`host:port`).
 #[derive(Debug, Clone)]
@@ -32,6 +38,10 @@ pub struct Tansu {
     pub address: String,
     /// TLS and SASL SCRAM on the listener; `None`: plaintext, no authentication.
     pub security: Option<BrokerSecurity>,
+    /// How often the broker runs its maintenance, which compacts the compacted topics
+    /// (`cleanup.policy=compact`: only the newest record of each key is kept); `None`:
+    /// tansu's default of ten minutes.
+    pub maintenance_interval: Option<Duration>,
 }
 
 /// The broker's certificate and key (PEM): with them it serves only TLS and requires every
@@ -43,6 +53,18 @@ pub struct BrokerSecurity {
 }
 
 impl Tansu {
+    /// The sqlite storage, relative to the data folder, with the maintenance interval if
+    /// one is set (tansu reads it from the storage URL).
+    fn storage_url(&self) -> String {
+        match self.maintenance_interval {
+            Some(every) => format!(
+                "sqlite://tansu.db?maintenance_interval={}ms",
+                every.as_millis()
+            ),
+            None => "sqlite://tansu.db".to_owned(),
+        }
+    }
+
     /// The command that runs the broker in the foreground, its output going to `log`.
     pub fn command(&self, log: &Path) -> anyhow::Result<std::process::Command> {
         std::fs::create_dir_all(&self.data_dir)?;
@@ -62,7 +84,7 @@ impl Tansu {
             ])
             // tansu mangles an absolute sqlite path: run it from its data folder with a
             // relative one.
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", &self.storage_url()])
             .current_dir(&self.data_dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -98,9 +120,7 @@ impl Tansu {
             .kill_on_drop(true)
             .spawn()?;
         let created = async {
-            provisioning
-                .wait_listening(std::time::Duration::from_secs(30))
-                .await?;
+            provisioning.wait_listening(Duration::from_secs(30)).await?;
             for (user, password) in users {
                 for mechanism in ["scram256", "scram512"] {
                     let output = tokio::process::Command::new(&self.binary)
@@ -124,7 +144,7 @@ impl Tansu {
     }
 
     /// Waits until the broker accepts connections, at most `timeout`.
-    pub async fn wait_listening(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+    pub async fn wait_listening(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if tokio::net::TcpStream::connect(&self.address).await.is_ok() {

@@ -218,6 +218,8 @@ impl Broker {
             data_dir: self.dir.path().to_owned(),
             address: self.address(),
             security: self.security.clone(),
+            // Compacting often, as the shared test broker does (scripts/test.sh).
+            maintenance_interval: Some(orderflow_dev::tansu::TEST_MAINTENANCE_INTERVAL),
         }
     }
 
