@@ -634,14 +634,22 @@ async fn duplicate_delivery_has_no_second_effect() {
         republished.insert(topic.clone(), messages.len());
     }
     // 3 OrderCreated; 3 PaymentProcessed and 1 PaymentRefunded; CONFIRMED and OUT_OF_STOCK;
-    // the SKU's catalogue entries: stocked (5), then dup-1's deduction (3).
+    // the SKU's catalogue entries: stocked (5), then dup-1's deduction (3). The catalogue is
+    // compacted, by the broker at a time of its own (docs/tansu.md): the first entry may be
+    // gone, the newest never is.
+    let catalogue = republished
+        .remove(&topics.catalogue)
+        .expect("the catalogue read back");
+    assert!(
+        (1..=2).contains(&catalogue),
+        "{catalogue} catalogue entries"
+    );
     assert_eq!(
         republished,
         BTreeMap::from([
             (topics.orders.clone(), 3),
             (topics.payments.clone(), 4),
             (topics.inventory.clone(), 2),
-            (topics.catalogue.clone(), 2)
         ])
     );
 
