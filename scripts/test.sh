@@ -85,8 +85,8 @@ export ORDERFLOW_BIN="$PWD/target/debug/orderflow"
 if [ -z "${ORDERFLOW_TEST_BROKER:-}" ]; then
   BROKER_DIR=$(mktemp -d)
   PORT=$(free_port)
-  # It compacts every 5 s (dev/src/tansu.rs, TEST_MAINTENANCE_INTERVAL), as the fault tests' brokers do.
-  target/debug/orderflow-dev broker --data-dir "$BROKER_DIR" --listen "127.0.0.1:$PORT" --maintenance-interval 5s &
+  # `--for-tests`: it compacts as often as the fault tests' brokers do.
+  target/debug/orderflow-dev broker --data-dir "$BROKER_DIR" --listen "127.0.0.1:$PORT" --for-tests &
   BROKER_PID=$!
   CLEANUP+=("kill $BROKER_PID; wait $BROKER_PID 2>/dev/null; rm -rf $BROKER_DIR")
   for _ in $(seq 1 300); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done

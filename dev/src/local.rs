@@ -45,22 +45,39 @@ pub struct BrokerArgs {
     #[arg(long)]
     pub listen: String,
     /// How often the broker compacts the compacted topics (and does its other
-    /// maintenance), e.g. `10s`; tansu's default is every ten minutes. The test suite's
-    /// broker compacts often, so that every test meets compaction, as on any broker, rather
-    /// than only those that happen to run at the ten-minute mark.
-    #[arg(long, value_parser = config::parse_duration)]
+    /// maintenance), e.g. `10s`; tansu's default is every ten minutes.
+    #[arg(long, value_parser = config::parse_duration, conflicts_with = "for_tests")]
     pub maintenance_interval: Option<Duration>,
+    /// A broker for the test suite: it compacts as often as the fault tests' brokers do
+    /// (`TEST_MAINTENANCE_INTERVAL` in dev/src/tansu.rs), so that every test meets
+    /// compaction, as on any broker, rather than only those that happen to run at the
+    /// ten-minute mark.
+    #[arg(long)]
+    pub for_tests: bool,
+}
+
+impl BrokerArgs {
+    /// The maintenance period asked for: the test brokers' with `--for-tests`, else
+    /// `--maintenance-interval`, else tansu's default (`None`).
+    fn maintenance_interval(&self) -> Option<Duration> {
+        if self.for_tests {
+            Some(crate::tansu::TEST_MAINTENANCE_INTERVAL)
+        } else {
+            self.maintenance_interval
+        }
+    }
 }
 
 /// Runs a tansu broker in the foreground until SIGTERM or Ctrl-C, then stops it.
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.data_dir)?;
+    let maintenance_interval = args.maintenance_interval();
     let tansu = crate::tansu::Tansu {
         binary: crate::tansu::binary()?,
         data_dir: data_dir.clone(),
         address: args.listen,
         security: None,
-        maintenance_interval: args.maintenance_interval,
+        maintenance_interval,
     };
     let mut child = tokio::process::Command::from(tansu.command(&data_dir.join("broker.log"))?)
         .kill_on_drop(true)
@@ -1041,5 +1058,44 @@ fn input_topics(service: &str, topics: &orderflow_events::Topics) -> Vec<String>
         "analytics" => orderflow_analytics::input_topics(topics),
         "notifications" => orderflow_notifications::input_topics(topics),
         _ => orderflow_inventory::input_topics(topics),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<BrokerArgs, clap::Error> {
+        let args = ["broker", "--data-dir", "d", "--listen", "127.0.0.1:1"];
+        Cli::try_parse_from(args.iter().chain(extra)).map(|cli| cli.broker)
+    }
+
+    #[test]
+    fn a_test_broker_compacts_as_often_as_the_fault_tests_brokers() {
+        let args = parse(&["--for-tests"]).unwrap();
+        assert_eq!(
+            args.maintenance_interval(),
+            Some(crate::tansu::TEST_MAINTENANCE_INTERVAL)
+        );
+    }
+
+    #[test]
+    fn the_maintenance_interval_is_tansus_default_unless_asked_for() {
+        assert_eq!(parse(&[]).unwrap().maintenance_interval(), None);
+        let args = parse(&["--maintenance-interval", "10s"]).unwrap();
+        assert_eq!(args.maintenance_interval(), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_test_broker_and_another_interval_are_refused_together() {
+        let error = parse(&["--for-tests", "--maintenance-interval", "10s"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }
