@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The seed-style FastAPI peer and orderflow measured in one run on this machine, each alone,
+# at the same offered rates, on the same broker build (the tansu this project's bootstrap
+# builds) and the same PostgreSQL. Prints each system's table, then the ratio of the highest
+# rates each sustained.
+#
+#   scripts/side-by-side.sh [RATE...]          default rates: 100 150 200 250 300 350 400
+#   SECONDS_PER_RATE=30 PEER_DIR=... scripts/side-by-side.sh 100 200 300
+#
+# PEER_DIR is the peer's folder (default ../shared/peers/fastapi-seed beside this checkout);
+# its virtualenv is made in VENV (/tmp/peer-venv) from PyPI the first time, and its state
+# goes to RUN_DIR (/tmp/peer-run). A rate is sustained when at least 95 % of it is achieved
+# with every order right (the peer: every order COMPLETED and its stock check OK; orderflow:
+# its bench's own check); each system is offered the rates in turn until one is not
+# sustained. The peer is measured first, then stopped and its data dropped; then orderflow is
+# stopped and reset (its broker data and service databases wiped), brought up, warmed up and
+# measured with `./orderflow bench`, and left running. When the peer sustains every rate
+# given, its figure is a lower bound: offer it more.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rates=${*:-100 150 200 250 300 350 400}
+seconds=${SECONDS_PER_RATE:-20}
+peer=${PEER_DIR:-$(cd .. && pwd)/shared/peers/fastapi-seed}
+export VENV=${VENV:-/tmp/peer-venv} RUN_DIR=${RUN_DIR:-/tmp/peer-run}
+out=${OUT_DIR:-bench-results/side-by-side-$(date +%Y%m%d-%H%M%S)}
+[ -x "$peer/up.sh" ] || { echo "side-by-side: no peer at $peer (set PEER_DIR)" >&2; exit 1; }
+mkdir -p "$out"
+out=$(realpath "$out")
+
+say() { printf '\033[1m[side-by-side]\033[0m %s\n' "$*" >&2; }
+
+# The same broker build for both: the one the bootstrap builds (and caches) for orderflow.
+export TANSU
+TANSU=$(bash scripts/bootstrap.sh)
+if [ ! -x "$VENV/bin/python" ]; then
+  say "making the peer's virtualenv in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q fastapi uvicorn asyncpg confluent-kafka httpx orjson uvloop httptools aiohttp sniffio
+fi
+say "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); rates: $rates; ${seconds} s each; results in $out"
+
+# --- the peer, alone --------------------------------------------------------------------
+./orderflow down >/dev/null 2>&1 || true
+(cd "$peer" && ./down.sh --clean >/dev/null 2>&1 || true)
+(cd "$peer" && ./up.sh >"$out/peer-up.log" 2>&1) || { say "the peer did not start"; tail "$out/peer-up.log" >&2; exit 1; }
+sleep 8
+peer_best=0
+for rate in $rates; do
+  # CPU per part over the middle half of the run.
+  (sleep $((seconds / 4 + 3)); "$VENV/bin/python" "$peer/cpu_sample.py" $((seconds / 2))) >"$out/peer-cpu-$rate.txt" &
+  sampler=$!
+  (cd "$peer" && "$VENV/bin/python" load.py --rate "$rate" --duration "$seconds" \
+    --json-out "$out/peer.jsonl" --label "rate-$rate" 2>&1 || true) \
+    | grep -E '^rate|time-to-COMPLETED|stock' | tee -a "$out/peer.txt" | sed 's/^/peer  /' >&2
+  wait "$sampler" || true
+  sed 's/^/peer    cpu (% of a core)/' "$out/peer-cpu-$rate.txt" | grep -E 'TOTAL|postgres|tansu' >&2 || true
+  line=$(grep -E "^rate $rate/s" "$out/peer.txt" | tail -1)
+  achieved=$(sed -E 's/.*achieved ([0-9.]+) completed.*/\1/' <<<"$line")
+  counts=$(sed -E 's/.*\(([0-9]+)\/([0-9]+) COMPLETED\).*/\1 \2/' <<<"$line")
+  stock_ok=$(grep -A2 -E "^rate $rate/s" "$out/peer.txt" | grep -c 'stock OK' || true)
+  read -r completed total <<<"$counts"
+  if [ "$completed" = "$total" ] && [ "$stock_ok" -ge 1 ] \
+    && awk -v a="$achieved" -v r="$rate" 'BEGIN { exit !(a >= 0.95 * r) }'; then
+    peer_best=$rate
+  else
+    say "the peer did not sustain $rate/s; it is not offered more"
+    break
+  fi
+done
+(cd "$peer" && ./down.sh --clean >/dev/null 2>&1 || true)
+
+# --- orderflow, alone -------------------------------------------------------------------
+./orderflow down >/dev/null 2>&1 || true
+for db in order payment inventory history analytics notifications registry; do
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS orderflow_$db WITH (FORCE)" postgres
+done
+rm -rf .orderflow
+./orderflow up >"$out/orderflow-up.log" 2>&1 || { say "orderflow did not start"; tail "$out/orderflow-up.log" >&2; exit 1; }
+./orderflow bench --no-up --no-limits --no-max --rate 50 --seconds 5 >/dev/null 2>&1 # warm-up
+first=${rates%% *}
+./orderflow bench --no-up --no-limits --rate "$first" --seconds "$seconds" \
+  --max-rates "$(tr ' ' , <<<"$rates")" --step-seconds "$seconds" --out "$out/orderflow.json" \
+  | tee "$out/orderflow.txt" >&2
+orderflow_best=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["max_sustained_per_sec"] or 0))' "$out/orderflow.json")
+
+echo "highest rate sustained, same machine, same run: peer ${peer_best}/s, orderflow ${orderflow_best}/s" | tee "$out/summary.txt"
+if [ "$peer_best" -gt 0 ]; then
+  awk -v o="$orderflow_best" -v p="$peer_best" 'BEGIN { printf "orderflow / peer = %.2f\n", o / p }' | tee -a "$out/summary.txt"
+fi
