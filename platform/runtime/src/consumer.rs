@@ -122,6 +122,14 @@ impl Applied {
             Applied::Duplicate => Outcome::Duplicate,
         }
     }
+
+    /// Whether any of a batch's messages caused an event, i.e. the batch added rows to the
+    /// outbox and the relay has something to publish once it commits.
+    fn caused_any(batch: &[Applied]) -> bool {
+        batch
+            .iter()
+            .any(|applied| matches!(applied, Applied::Processed(events) if !events.is_empty()))
+    }
 }
 
 /// Where a message came from, for handlers and logs.
@@ -233,7 +241,7 @@ pub struct ConsumerLoop<H> {
     pub handler: H,
     pub health: Health,
     pub metrics: ConsumerMetrics,
-    /// Wakes the outbox relay after each commit.
+    /// Wakes the outbox relay after each commit of a batch that caused events.
     pub outbox_signal: OutboxSignal,
     /// Most messages applied in one transaction (at least 1).
     pub max_batch: usize,
@@ -519,7 +527,12 @@ impl<H: Handler> ConsumerLoop<H> {
         tx.commit()
             .await
             .map_err(|e| BatchFailure::new(end, false, e.into()))?;
-        self.outbox_signal.committed();
+        // Only a batch that added to the outbox wakes the relay: woken for nothing, it would
+        // spend a transaction finding the outbox empty, once per batch of every consumer
+        // that causes no events (history, analytics, notifications).
+        if Applied::caused_any(&applied) {
+            self.outbox_signal.committed();
+        }
         Ok(applied.iter().map(Applied::outcome).collect())
     }
 
@@ -600,8 +613,9 @@ impl<H: Handler> ConsumerLoop<H> {
 /// than one), the handler runs for each event not seen before (an id twice in `messages`
 /// counts once), and one statement adds every caused event to the outbox, each with a child
 /// of its message's trace. The caller commits
-/// `tx` and then wakes the relay ([`OutboxSignal::committed`]); after a failure it must roll
-/// `tx` back, as part of the batch may be applied in it.
+/// `tx` and then, if any message caused an event, wakes the relay
+/// ([`OutboxSignal::committed`]); after a failure it must roll `tx` back, as part of the batch
+/// may be applied in it.
 pub async fn apply_batch<H: Handler + ?Sized>(
     tx: &mut Transaction<'_, Postgres>,
     consumer: &str,
@@ -875,5 +889,32 @@ mod tests {
             HandleError::from(CodecError::RegistryUnavailable("connection refused".into())),
             HandleError::Transient(_)
         ));
+    }
+
+    /// The relay is woken after a batch that caused events, and only then.
+    #[test]
+    fn only_a_batch_that_caused_events_has_anything_for_the_relay() {
+        use orderflow_events::{OrderStatus, OrderStatusChanged};
+        let caused = Event::OrderStatusChanged(OrderStatusChanged {
+            event_id: "e1".into(),
+            order_id: "00000000-0000-4000-8000-000000000001".into(),
+            occurred_at: 1,
+            customer_id: "customer".into(),
+            version: 2,
+            status: OrderStatus::Paid,
+            reason: None,
+        });
+        let nothing = || Applied::Processed(Vec::new());
+        assert!(!Applied::caused_any(&[]));
+        assert!(!Applied::caused_any(&[
+            nothing(),
+            Applied::Duplicate,
+            nothing()
+        ]));
+        assert!(Applied::caused_any(&[
+            nothing(),
+            Applied::Duplicate,
+            Applied::Processed(vec![caused]),
+        ]));
     }
 }
