@@ -55,13 +55,15 @@ for rate in $rates; do
     | grep -E '^rate|time-to-COMPLETED|stock' | tee -a "$out/peer.txt" | sed 's/^/peer  /' >&2
   wait "$sampler" || true
   sed 's/^/peer    cpu (% of a core)/' "$out/peer-cpu-$rate.txt" | grep -E 'TOTAL|postgres|tansu' >&2 || true
-  line=$(grep -E "^rate $rate/s" "$out/peer.txt" | tail -1)
-  achieved=$(sed -E 's/.*achieved ([0-9.]+) completed.*/\1/' <<<"$line")
-  counts=$(sed -E 's/.*\(([0-9]+)\/([0-9]+) COMPLETED\).*/\1 \2/' <<<"$line")
-  stock_ok=$(grep -A2 -E "^rate $rate/s" "$out/peer.txt" | grep -c 'stock OK' || true)
-  read -r completed total <<<"$counts"
-  if [ "$completed" = "$total" ] && [ "$stock_ok" -ge 1 ] \
-    && awk -v a="$achieved" -v r="$rate" 'BEGIN { exit !(a >= 0.95 * r) }'; then
+  # The run's own summary (the last JSON line load.py wrote), not its printed report.
+  if python3 - "$out/peer.jsonl" "$rate" <<'PY'
+import json, sys
+run = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+rate = float(sys.argv[2])
+sustained = run["completed"] == run["orders"] and run["stockOk"] and run["achievedPerS"] >= 0.95 * rate
+sys.exit(0 if sustained else 1)
+PY
+  then
     peer_best=$rate
   else
     say "the peer did not sustain $rate/s; it is not offered more"
