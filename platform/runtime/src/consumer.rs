@@ -215,6 +215,20 @@ pub trait Handler: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Handles a batch's new messages (more than one) together, with fewer statements than
+    /// one each, and returns what each caused, in order. `None`, the default, has the loop
+    /// call [`Handler::handle`] for each message. A handler whose work per message is a row it
+    /// can write with the others in one statement overrides it (the history service's
+    /// timeline). An error fails the batch, and the loop then applies its messages one at a
+    /// time, so a message the handler refuses is still dead-lettered alone.
+    async fn handle_together(
+        &self,
+        _tx: &mut Transaction<'_, Postgres>,
+        _messages: &[(&Event, &MessageContext)],
+    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
+        None
+    }
+
     /// Whether the loop records each event id in `processed_events` and skips an id it has
     /// seen (the default), which makes any handler's effects happen once. A handler whose
     /// every write is keyed so that a repeat writes nothing is idempotent by itself and
@@ -611,8 +625,9 @@ impl<H: Handler> ConsumerLoop<H> {
 /// idempotent by itself, [`Handler::records_event_ids`]), the handler locks the
 /// rows the new events need in a stable order ([`Handler::lock_batch`], for a batch of more
 /// than one), the handler runs for each event not seen before (an id twice in `messages`
-/// counts once), and one statement adds every caused event to the outbox, each with a child
-/// of its message's trace. The caller commits
+/// counts once; for more than one, all together if it can, [`Handler::handle_together`]), and
+/// one statement adds every caused event to the outbox, each with a child of its message's
+/// trace. The caller commits
 /// `tx` and then, if any message caused an event, wakes the relay
 /// ([`OutboxSignal::committed`]); after a failure it must roll `tx` back, as part of the batch
 /// may be applied in it.
@@ -646,40 +661,79 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             *fresh = recorded.remove(*id);
         }
     }
-    // The new events; one alone has nothing to be ordered against.
-    let new_events: Vec<&Event> = messages
+    // The new messages, with their place in the batch.
+    let new: Vec<(usize, &Event, &MessageContext)> = messages
         .iter()
-        .zip(&fresh)
-        .filter(|(_, fresh)| **fresh)
-        .map(|((event, _), _)| event)
+        .enumerate()
+        .filter(|(i, _)| fresh[*i])
+        .map(|(i, (event, ctx))| (i, event, ctx))
         .collect();
-    if new_events.len() > 1 {
+    // One alone has nothing to be ordered against.
+    if new.len() > 1 {
+        let new_events: Vec<&Event> = new.iter().map(|(_, event, _)| *event).collect();
         handler
             .lock_batch(tx, &new_events)
             .await
             .map_err(|e| BatchFailure::new(0, false, e))?;
     }
-    let mut applied = Vec::with_capacity(messages.len());
-    // The trace context of what each processed message causes.
-    let mut traces = Vec::with_capacity(messages.len());
-    for (i, ((event, ctx), fresh)) in messages.iter().zip(fresh).enumerate() {
-        if !fresh {
-            tracing::debug!(consumer = %consumer, event_id = %event.event_id(), "duplicate event skipped");
-            applied.push(Applied::Duplicate);
-            continue;
+    // Each new message's span: exported, it is the child of the span that published the
+    // message (the header), and what the message causes is the child of this span.
+    let spans: Vec<tracing::Span> = new
+        .iter()
+        .map(|(_, event, ctx)| {
+            let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, key = %event.key(), topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset);
+            trace::adopt(&span, &ctx.trace);
+            span
+        })
+        .collect();
+    // The trace context of what each new message causes.
+    let traces: Vec<TraceParent> = new
+        .iter()
+        .zip(&spans)
+        .map(|((_, _, ctx), span)| TraceParent::of_span(span).unwrap_or_else(|| ctx.trace.child()))
+        .collect();
+    let together = match new.len() {
+        0 | 1 => None,
+        _ => {
+            let all: Vec<(&Event, &MessageContext)> =
+                new.iter().map(|(_, event, ctx)| (*event, *ctx)).collect();
+            handler.handle_together(tx, &all).await
         }
-        let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, key = %event.key(), topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset);
-        // Exported, the span is the child of the span that published the message (the
-        // header), and what the message causes is the child of this span.
-        trace::adopt(&span, &ctx.trace);
-        traces.push(TraceParent::of_span(&span).unwrap_or_else(|| ctx.trace.child()));
-        let caused = handler
-            .handle(tx, event, ctx)
-            .instrument(span)
-            .await
-            .map_err(|e| BatchFailure::new(i, true, e))?;
-        applied.push(Applied::Processed(caused));
-    }
+    };
+    // What each new message caused, in order.
+    let caused_by_new = match together {
+        Some(caused) => {
+            // A failure of the whole batch, not of one message: none is charged an attempt.
+            let caused = caused.map_err(|e| BatchFailure::new(0, false, e))?;
+            assert_eq!(caused.len(), new.len(), "one result per new message");
+            caused
+        }
+        None => {
+            let mut caused = Vec::with_capacity(new.len());
+            for ((i, event, ctx), span) in new.iter().zip(&spans) {
+                let events = handler
+                    .handle(tx, event, ctx)
+                    .instrument(span.clone())
+                    .await
+                    .map_err(|e| BatchFailure::new(*i, true, e))?;
+                caused.push(events);
+            }
+            caused
+        }
+    };
+    let mut caused_by_new = caused_by_new.into_iter();
+    let applied: Vec<Applied> = messages
+        .iter()
+        .zip(&fresh)
+        .map(|((event, _), fresh)| {
+            if *fresh {
+                Applied::Processed(caused_by_new.next().expect("one result per new message"))
+            } else {
+                tracing::debug!(consumer = %consumer, event_id = %event.event_id(), "duplicate event skipped");
+                Applied::Duplicate
+            }
+        })
+        .collect();
     let caused: Vec<(&[Event], &TraceParent)> = applied
         .iter()
         .filter_map(|applied| match applied {

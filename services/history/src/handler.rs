@@ -1,4 +1,5 @@
-//! Records each event of the event topics in the timeline, keyed by its place in the log.
+//! Records each event of the event topics in the timeline, keyed by its place in the log; a
+//! batch's rows in one statement.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -61,6 +62,24 @@ impl Handler for HistoryHandler {
     ) -> Result<Vec<Event>, HandleError> {
         store::record(&mut **tx, &entry(event, ctx)?).await?;
         Ok(Vec::new())
+    }
+
+    /// A batch's rows in one statement. A message that makes no row (one that belongs to no
+    /// order) fails the batch, and the loop dead-letters it alone.
+    async fn handle_together(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[(&Event, &MessageContext)],
+    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
+        let recorded = async {
+            let entries = messages
+                .iter()
+                .map(|(event, ctx)| entry(event, ctx))
+                .collect::<Result<Vec<Entry>, HandleError>>()?;
+            store::record_all(&mut **tx, &entries).await?;
+            Ok(vec![Vec::new(); messages.len()])
+        };
+        Some(recorded.await)
     }
 
     /// Every row is keyed by (topic, partition, offset): a redelivery writes nothing, and a

@@ -49,6 +49,37 @@ pub async fn record(db: impl PgExecutor<'_>, entry: &Entry) -> Result<bool, sqlx
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Records every one of `entries` whose place in the log is not recorded already, in one
+/// statement; returns how many were new.
+pub async fn record_all(db: impl PgExecutor<'_>, entries: &[Entry]) -> Result<u64, sqlx::Error> {
+    fn column<'a, T>(entries: &'a [Entry], field: impl Fn(&'a Entry) -> T) -> Vec<T> {
+        entries.iter().map(field).collect()
+    }
+    let inserted = sqlx::query(
+        r#"INSERT INTO order_timeline (topic, "partition", "offset", order_id, event_type,
+               event_id, producer, summary, occurred_at, logged_at, trace_id, redriven_from)
+           SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::uuid[], $5::text[],
+                                $6::text[], $7::text[], $8::text[], $9::timestamptz[],
+                                $10::timestamptz[], $11::text[], $12::text[])
+           ON CONFLICT (topic, "partition", "offset") DO NOTHING"#,
+    )
+    .bind(column(entries, |e| e.topic.as_str()))
+    .bind(column(entries, |e| e.partition))
+    .bind(column(entries, |e| e.offset))
+    .bind(column(entries, |e| e.order_id))
+    .bind(column(entries, |e| e.event_type.as_str()))
+    .bind(column(entries, |e| e.event_id.as_deref()))
+    .bind(column(entries, |e| e.producer.as_str()))
+    .bind(column(entries, |e| e.summary.as_str()))
+    .bind(column(entries, |e| e.occurred_at))
+    .bind(column(entries, |e| e.logged_at))
+    .bind(column(entries, |e| e.trace_id.as_deref()))
+    .bind(column(entries, |e| e.redriven_from.as_deref()))
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
 /// Every entry of `order_id`, oldest first: by the time it happened (the order's creation
 /// first among entries of the same millisecond: its PENDING status is written with it), then
 /// by when the broker logged it, then by its place in the log, so equal times read in one

@@ -16,8 +16,13 @@
 //! the same delivery ids. On shutdown no new round starts and the one in flight finishes.
 //!
 //! The deliverer wakes when the consumer commits a new notification (PostgreSQL
-//! LISTEN/NOTIFY), when the next retry is due, and at least every [`POLL`]. While rounds find
-//! work they follow one another with nothing read in between.
+//! LISTEN/NOTIFY), when the next retry is due, and at least every [`POLL`]. A round that
+//! claimed a full batch is followed at once. One that claimed fewer asks, in its own
+//! transaction and after its outcomes, when the next claimable notification is due, and is
+//! followed at once only if one is due already (the next status of an order it delivered): a
+//! round that would find nothing costs a transaction, and at low rates those were half the
+//! deliverer's (docs/performance.md section 28). Wake-ups that arrived before a claim are
+//! answered by it, so a burst of them starts one round, not one each.
 //!
 //! The backlog's figures (the pending gauge, and health while notifications are retried or
 //! wait to be dead-lettered) are read by a task of their own, never on the delivery path: with
@@ -162,8 +167,8 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Rounds one after another while they find work; otherwise sleeps until the next row is
-    /// due, a new notification is committed, or [`POLL`] has passed.
+    /// Rounds one after another while something is due; otherwise sleeps until the next row
+    /// is due, a new notification is committed, or [`POLL`] has passed.
     async fn deliver(&self, shutdown: &CancellationToken) {
         let mut listener: Option<PgListener> = None;
         let mut failures = 0u32;
@@ -176,14 +181,18 @@ impl Deliverer {
                 last_purge = Some(Instant::now());
                 self.purge(shutdown).await;
             }
+            // A wake-up received before the claim is answered by it: the row it announces
+            // was committed before the claim reads.
+            if let Some(l) = listener.as_mut() {
+                while l.next_buffered().is_some() {}
+            }
             let wait = match self.round().await {
                 Ok(round) => {
                     failures = 0;
                     self.health.recovered(DATABASE);
-                    match round {
-                        // More may be due: the next status of each order delivered.
-                        Round::Claimed => continue,
-                        Round::Empty { next_due, at } => until_due(next_due, at),
+                    match round.wait() {
+                        Some(wait) => wait,
+                        None => continue,
                     }
                 }
                 Err(e) => {
@@ -306,8 +315,9 @@ impl Deliverer {
     }
 
     /// Claims the due notifications, delivers the pending ones, dead-letters those given up
-    /// on, and records every outcome in one transaction. If it claimed nothing, it asks in the
-    /// same transaction when the next claimable one is due.
+    /// on, and records every outcome in one transaction. Unless it claimed a full batch, it
+    /// then asks in the same transaction when the next claimable one is due, so that a round
+    /// that leaves nothing due is not followed by one that finds nothing.
     async fn round(&self) -> Result<Round, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let due = store::claim(&mut tx, BATCH).await?;
@@ -316,6 +326,7 @@ impl Deliverer {
             tx.rollback().await?;
             return Ok(Round::Empty { next_due, at });
         }
+        let full = due.len() as i64 == BATCH;
         let (undeliverable, pending): (Vec<&store::Due>, Vec<&store::Due>) =
             due.iter().partition(|d| d.undeliverable());
         let deliveries: Vec<Delivery<'_>> = pending
@@ -330,13 +341,11 @@ impl Deliverer {
             futures::future::join_all(deliveries.iter().map(|d| self.sink.deliver(d))).await;
         // Whether health may read differently after this round: anything not delivered.
         let health_changes = outcomes.iter().any(Result::is_err) || !undeliverable.is_empty();
+        let mut delivered = Vec::with_capacity(pending.len());
         for (d, outcome) in pending.into_iter().zip(outcomes) {
             let attempts = d.attempts + 1;
             match outcome {
-                Ok(()) => {
-                    store::delivered(&mut *tx, d).await?;
-                    self.metrics.delivered.inc();
-                }
+                Ok(()) => delivered.push(d),
                 Err(DeliveryError::Retry(why)) if (attempts as u32) < self.budget.max_attempts => {
                     let delay = self.budget.delay(attempts as u32);
                     tracing::warn!(order_id = %d.order_id, status = d.status, attempts, ?delay, error = %why, "notification not delivered, will retry");
@@ -363,11 +372,20 @@ impl Deliverer {
             let reason = d.last_error.clone().unwrap_or_default();
             self.give_up(&mut tx, d, d.attempts, class, &reason).await?;
         }
+        store::delivered(&mut *tx, &delivered).await?;
+        let round = if full {
+            Round::Full
+        } else {
+            // After this round's outcomes: the next status of an order delivered here is due.
+            let (next_due, at) = store::next_due(&mut *tx).await?;
+            Round::Claimed { next_due, at }
+        };
         tx.commit().await?;
+        self.metrics.delivered.inc_by(delivered.len() as u64);
         if health_changes {
             self.look_now.notify_one();
         }
-        Ok(Round::Claimed)
+        Ok(round)
     }
 
     /// Dead-letters `d`, or keeps it `undeliverable` for a later round if the broker does
@@ -446,15 +464,39 @@ impl Deliverer {
 }
 
 /// What a round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
-    /// It claimed notifications: more may be due.
-    Claimed,
-    /// Nothing was claimable at `at` (the database's time of the claim); the next claimable
-    /// one is due at `next_due`.
+    /// It claimed a full batch: more is likely due.
+    Full,
+    /// It claimed fewer; after its outcomes the next claimable notification is due at
+    /// `next_due`, and `at` is the database's time of the claim.
+    Claimed {
+        next_due: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// Nothing was claimable at `at`; the next claimable one is due at `next_due`.
     Empty {
         next_due: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     },
+}
+
+impl Round {
+    /// How long to sleep before the next round; `None` to start it at once.
+    fn wait(self) -> Option<Duration> {
+        match self {
+            Round::Full => None,
+            // Due already: the next status of an order this round delivered (or one another
+            // instance holds, which the next round finds out).
+            Round::Claimed {
+                next_due: Some(due),
+                at,
+            } if due <= at => None,
+            Round::Claimed { next_due, at } | Round::Empty { next_due, at } => {
+                Some(until_due(next_due, at))
+            }
+        }
+    }
 }
 
 /// How long to sleep after a round that claimed nothing at `at`: until the next claimable
@@ -518,6 +560,24 @@ mod tests {
         // Due but not claimed: another instance holds it.
         assert_eq!(until_due(later(0), at), POLL);
         assert_eq!(until_due(None, at), POLL);
+    }
+
+    #[test]
+    fn a_round_goes_on_at_once_only_while_something_is_due() {
+        let at = DateTime::from_timestamp(1_000_000, 0).expect("a time");
+        let later = |ms: i64| Some(at + chrono::Duration::milliseconds(ms));
+        assert_eq!(Round::Full.wait(), None);
+        // Its deliveries left the next status of an order due.
+        let claimed = |next_due| Round::Claimed { next_due, at };
+        assert_eq!(claimed(later(0)).wait(), None);
+        assert_eq!(claimed(later(-5)).wait(), None);
+        // Nothing due: no round that would find nothing.
+        assert_eq!(claimed(None).wait(), Some(POLL));
+        assert_eq!(claimed(later(300)).wait(), Some(ms(300)));
+        // A round that found nothing due waits even if a held row is due.
+        let empty = |next_due| Round::Empty { next_due, at };
+        assert_eq!(empty(later(0)).wait(), Some(POLL));
+        assert_eq!(empty(None).wait(), Some(POLL));
     }
 
     #[test]

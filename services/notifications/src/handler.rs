@@ -23,6 +23,35 @@ fn redriven_from_here(ctx: &MessageContext) -> bool {
         .is_some_and(|from| from.starts_with(&ours))
 }
 
+/// What `event` (consumed at `ctx`) has recorded: its notification, if it is a status change
+/// a customer is told of.
+fn to_record<'a>(
+    event: &Event,
+    ctx: &'a MessageContext,
+) -> Result<Option<store::ToRecord<'a>>, HandleError> {
+    let Event::OrderStatusChanged(change) = event else {
+        return Ok(None);
+    };
+    let notification = match Notification::of(change) {
+        Ok(n) => n,
+        Err(NotNotified::UnknownStatus) => {
+            tracing::warn!(order_id = %change.order_id, version = change.version, "status unknown to this version: not notified");
+            return Ok(None);
+        }
+        Err(NotNotified::Invalid(reason)) => return Err(HandleError::invalid(reason)),
+    };
+    Ok(Some(store::ToRecord {
+        notification,
+        event: serde_json::to_value(change).expect("an event serializes"),
+        origin: store::Origin {
+            topic: &ctx.topic,
+            partition: ctx.partition,
+            offset: ctx.offset,
+            traceparent: ctx.trace.header(),
+        },
+    }))
+}
+
 #[async_trait]
 impl Handler for NotificationsHandler {
     async fn handle(
@@ -31,30 +60,39 @@ impl Handler for NotificationsHandler {
         event: &Event,
         ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
-        let Event::OrderStatusChanged(change) = event else {
+        let Some(record) = to_record(event, ctx)? else {
             return Ok(Vec::new());
         };
-        let notification = match Notification::of(change) {
-            Ok(n) => n,
-            Err(NotNotified::UnknownStatus) => {
-                tracing::warn!(order_id = %change.order_id, version = change.version, "status unknown to this version: not notified");
-                return Ok(Vec::new());
-            }
-            Err(NotNotified::Invalid(reason)) => return Err(HandleError::invalid(reason)),
-        };
-        let origin = store::Origin {
-            topic: &ctx.topic,
-            partition: ctx.partition,
-            offset: ctx.offset,
-            traceparent: ctx.trace.header(),
-        };
-        let event = serde_json::to_value(change).expect("an event serializes");
-        let recorded = store::record(tx, &notification, &event, &origin).await?;
+        let recorded = store::record(tx, std::slice::from_ref(&record)).await? == 1;
         if !recorded && redriven_from_here(ctx) {
-            let revived = store::revive(tx, notification.order_id, notification.status).await?;
-            tracing::info!(order_id = %notification.order_id, status = notification.status, revived, "redriven status change");
+            let n = &record.notification;
+            let revived = store::revive(tx, n.order_id, n.status).await?;
+            tracing::info!(order_id = %n.order_id, status = n.status, revived, "redriven status change");
         }
         Ok(Vec::new())
+    }
+
+    /// A batch's notifications in one statement, unless a message of it was redriven from
+    /// this service's dead letters (which may revive a notification): then one at a time. A
+    /// message that is no valid status change fails the batch, and the loop dead-letters it
+    /// alone.
+    async fn handle_together(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[(&Event, &MessageContext)],
+    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
+        if messages.iter().any(|(_, ctx)| redriven_from_here(ctx)) {
+            return None;
+        }
+        let recorded = async {
+            let mut records = Vec::with_capacity(messages.len());
+            for (event, ctx) in messages {
+                records.extend(to_record(event, ctx)?);
+            }
+            store::record(tx, &records).await?;
+            Ok(vec![Vec::new(); messages.len()])
+        };
+        Some(recorded.await)
     }
 
     /// Keyed by (order, status): see the module's documentation.

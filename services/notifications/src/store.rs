@@ -22,45 +22,65 @@ pub struct Origin<'a> {
     pub traceparent: String,
 }
 
-/// Records `notification` (with its `event`, as JSON) to be delivered, and wakes the
-/// deliverers at commit. Returns false, and changes nothing, if this order's status was
-/// recorded already: a redelivered event notifies nobody twice. It is due when the order's
-/// earlier pending status is (now, unless that one waits to be tried again), so the claim
-/// does not walk past it while it cannot be delivered anyway (see [`not_delivered`]).
+/// A notification to record: what it says, the status change it is of (as JSON), and
+/// where that was read.
+#[derive(Debug, Clone)]
+pub struct ToRecord<'a> {
+    pub notification: Notification,
+    pub event: serde_json::Value,
+    pub origin: Origin<'a>,
+}
+
+/// Records each of `notifications` to be delivered, and wakes the deliverers at commit, in
+/// one statement. Returns how many were new: one whose order's status was recorded already
+/// changes nothing, so a redelivered event notifies nobody twice. Each is due when the
+/// order's earlier pending status is (now, unless that one waits to be tried again), so the
+/// claim does not walk past it while it cannot be delivered anyway (see [`not_delivered`]).
+/// Two statuses of one order in one call are due alike, as they would be one call each: the
+/// earlier one is due now unless an even earlier one waits.
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
-    notification: &Notification,
-    event: &serde_json::Value,
-    origin: &Origin<'_>,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO notifications (order_id, status, notification_id, customer_id, version, event,
-                                    body, origin_topic, origin_partition, origin_offset, traceparent,
-                                    next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                 greatest(now(), (SELECT max(next_attempt_at) FROM notifications
-                                  WHERE order_id = $1 AND state = 'pending' AND version < $5)))
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(notification.order_id)
-    .bind(notification.status)
-    .bind(notification.notification_id)
-    .bind(&notification.customer_id)
-    .bind(notification.version)
-    .bind(Json(event))
-    .bind(Json(notification.body()))
-    .bind(origin.topic)
-    .bind(origin.partition)
-    .bind(origin.offset)
-    .bind(&origin.traceparent)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if inserted {
-        wake(tx).await?;
+    notifications: &[ToRecord<'_>],
+) -> Result<u64, sqlx::Error> {
+    fn column<'a, T>(all: &'a [ToRecord<'_>], field: impl Fn(&'a ToRecord<'_>) -> T) -> Vec<T> {
+        all.iter().map(field).collect()
     }
-    Ok(inserted)
+    let n = notifications;
+    // The wake-up is selected from the inserted rows, so a redelivery (no row) wakes nobody;
+    // PostgreSQL sends one notification per transaction for all of them.
+    let woken = sqlx::query(
+        "WITH inserted AS (
+             INSERT INTO notifications (order_id, status, notification_id, customer_id, version,
+                                        event, body, origin_topic, origin_partition,
+                                        origin_offset, traceparent, next_attempt_at)
+             SELECT n.*,
+                    greatest(now(), (SELECT max(next_attempt_at) FROM notifications e
+                                     WHERE e.order_id = n.order_id AND e.state = 'pending'
+                                       AND e.version < n.version))
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[],
+                         $6::jsonb[], $7::jsonb[], $8::text[], $9::int4[], $10::int8[],
+                         $11::text[])
+                  AS n(order_id, status, notification_id, customer_id, version, event, body,
+                       origin_topic, origin_partition, origin_offset, traceparent)
+             ON CONFLICT DO NOTHING
+             RETURNING 1)
+         SELECT pg_notify($12, '') FROM inserted",
+    )
+    .bind(column(n, |r| r.notification.order_id))
+    .bind(column(n, |r| r.notification.status))
+    .bind(column(n, |r| r.notification.notification_id))
+    .bind(column(n, |r| r.notification.customer_id.as_str()))
+    .bind(column(n, |r| r.notification.version))
+    .bind(column(n, |r| Json(&r.event)))
+    .bind(column(n, |r| Json(r.notification.body())))
+    .bind(column(n, |r| r.origin.topic))
+    .bind(column(n, |r| r.origin.partition))
+    .bind(column(n, |r| r.origin.offset))
+    .bind(column(n, |r| r.origin.traceparent.as_str()))
+    .bind(CHANNEL)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(woken.len() as u64)
 }
 
 /// Puts a dead-lettered notification back to be delivered from its first attempt (its event
@@ -200,16 +220,21 @@ pub async fn next_due(
     sqlx::query_as(NEXT_DUE).fetch_one(db).await
 }
 
-/// The sink took it.
-pub async fn delivered(db: impl PgExecutor<'_>, due: &Due) -> Result<(), sqlx::Error> {
+/// The sink took every one of `delivered`: one statement for a round's deliveries.
+pub async fn delivered(db: impl PgExecutor<'_>, delivered: &[&Due]) -> Result<(), sqlx::Error> {
+    if delivered.is_empty() {
+        return Ok(());
+    }
+    let orders: Vec<Uuid> = delivered.iter().map(|d| d.order_id).collect();
+    let statuses: Vec<&str> = delivered.iter().map(|d| d.status.as_str()).collect();
     sqlx::query(
         "UPDATE notifications
          SET state = 'delivered', attempts = attempts + 1, delivered_at = now(),
              last_attempt_at = now(), last_error = NULL
-         WHERE order_id = $1 AND status = $2",
+         WHERE (order_id, status) IN (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
     )
-    .bind(due.order_id)
-    .bind(&due.status)
+    .bind(&orders)
+    .bind(&statuses)
     .execute(db)
     .await?;
     Ok(())

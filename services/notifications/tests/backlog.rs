@@ -326,7 +326,7 @@ async fn while_the_sink_fails_a_claim_does_not_walk_past_the_statuses_waiting_be
 #[tokio::test]
 async fn a_status_recorded_while_an_earlier_one_waits_to_be_retried_is_due_with_it() {
     use orderflow_notifications::notification::Notification;
-    use orderflow_notifications::store::{Origin, record};
+    use orderflow_notifications::store::{Origin, ToRecord, record};
     let (_db, pool) =
         TestDatabase::migrated("notifications", &orderflow_notifications::MIGRATOR).await;
     let order = uuid::Uuid::new_v4();
@@ -346,18 +346,27 @@ async fn a_status_recorded_while_an_earlier_one_waits_to_be_retried_is_due_with_
         offset: 0,
         traceparent: String::new(),
     };
-    let recorded = |notification: Notification| {
+    // Records `notifications` in one call; how many were new.
+    let record_together = |notifications: Vec<Notification>| {
         let (pool, origin) = (pool.clone(), origin.clone());
         async move {
+            let records: Vec<ToRecord<'_>> = notifications
+                .into_iter()
+                .map(|notification| ToRecord {
+                    notification,
+                    event: serde_json::json!({}),
+                    origin: origin.clone(),
+                })
+                .collect();
             let mut tx = pool.begin().await.expect("a transaction");
-            let event = serde_json::json!({});
-            assert!(
-                record(&mut tx, &notification, &event, &origin)
-                    .await
-                    .unwrap()
-            );
+            let new = record(&mut tx, &records).await.unwrap();
             tx.commit().await.expect("recorded");
+            new
         }
+    };
+    let recorded = |notification: Notification| {
+        let record_together = &record_together;
+        async move { assert_eq!(record_together(vec![notification]).await, 1) }
     };
     let due_at = |status: &'static str| {
         let pool = pool.clone();
@@ -376,12 +385,25 @@ async fn a_status_recorded_while_an_earlier_one_waits_to_be_retried_is_due_with_
     recorded(status("PENDING", 1)).await;
     assert_eq!(fail_everything_claimable(&pool).await, 1);
     let retry_at = due_at("PENDING").await;
-    recorded(status("PAID", 2)).await;
+    // Two statuses in one call (one consumer batch), as two calls would have them.
+    let (paid, completed) = (status("PAID", 2), status("COMPLETED", 3));
+    assert_eq!(
+        record_together(vec![paid.clone(), completed.clone()]).await,
+        2
+    );
     assert_eq!(
         due_at("PAID").await,
         retry_at,
         "PAID waits for PENDING's retry"
     );
+    assert_eq!(due_at("COMPLETED").await, retry_at, "and so does COMPLETED");
+    // Delivered again (a redelivered batch): nothing new.
+    assert_eq!(record_together(vec![paid, completed]).await, 0);
+    sqlx::query("DELETE FROM notifications WHERE order_id = $1 AND status = 'COMPLETED'")
+        .bind(order)
+        .execute(&pool)
+        .await
+        .expect("COMPLETED forgotten, to be recorded again below");
 
     // Delivered, PENDING holds nothing back: the next status is due as it is recorded.
     update(

@@ -162,11 +162,17 @@ impl Store {
         let order_id = OrderId::generate();
         let now = Utc::now();
         let items: Vec<ev::OrderLine> = order.items.iter().map(Into::into).collect();
+        // The order and its first status in one statement; neither if the key was used.
         let inserted = sqlx::query(
-            "INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items, total_minor, currency,
-                                 payment_method, status, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', 1, $9, $9)
-             ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
+            "WITH placed AS (
+                 INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items,
+                                     total_minor, currency, payment_method, status, version,
+                                     created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', 1, $9, $9)
+                 ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+                 RETURNING order_id)
+             INSERT INTO order_status_history (order_id, version, status, occurred_at)
+             SELECT order_id, 1, 'PENDING', $9 FROM placed",
         )
         .bind(order_id.as_uuid())
         .bind(order.customer_id.as_str())
@@ -199,11 +205,6 @@ impl Store {
                 events: Vec::new(),
             });
         }
-        sqlx::query("INSERT INTO order_status_history (order_id, version, status, occurred_at) VALUES ($1, 1, 'PENDING', $2)")
-            .bind(order_id.as_uuid())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         let created = Event::OrderCreated(ev::OrderCreated {
             event_id: ev::new_event_id(),
             order_id: order_id.to_string(),
@@ -509,14 +510,6 @@ pub async fn apply(
     let mut from = current;
     for t in &transitions {
         version += 1;
-        sqlx::query("INSERT INTO order_status_history (order_id, version, status, reason, occurred_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(order_id.as_uuid())
-            .bind(version)
-            .bind(t.to.as_str())
-            .bind(&t.reason)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
         events.push(status_event(
             order_id,
             &customer_id,
@@ -530,14 +523,32 @@ pub async fn apply(
         from = t.to;
     }
     if let Some(last) = transitions.last() {
-        sqlx::query("UPDATE orders SET status = $2, version = $3, status_reason = COALESCE($4, status_reason), updated_at = $5 WHERE order_id = $1")
-            .bind(order_id.as_uuid())
-            .bind(last.to.as_str())
-            .bind(version)
-            .bind(&last.reason)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+        // Each transition's history row (versions after the stored one) and the order's new
+        // status, in one statement.
+        let first_version = version - transitions.len() as i64 + 1;
+        let versions: Vec<i64> = (first_version..=version).collect();
+        let statuses: Vec<&str> = transitions.iter().map(|t| t.to.as_str()).collect();
+        let reasons: Vec<Option<&str>> = transitions.iter().map(|t| t.reason.as_deref()).collect();
+        sqlx::query(
+            "WITH history AS (
+                 INSERT INTO order_status_history (order_id, version, status, reason, occurred_at)
+                 SELECT $1, version, status, reason, $5
+                 FROM UNNEST($6::int8[], $7::text[], $8::text[]) AS t(version, status, reason))
+             UPDATE orders
+             SET status = $2, version = $3, status_reason = COALESCE($4, status_reason),
+                 updated_at = $5
+             WHERE order_id = $1",
+        )
+        .bind(order_id.as_uuid())
+        .bind(last.to.as_str())
+        .bind(version)
+        .bind(&last.reason)
+        .bind(now)
+        .bind(&versions)
+        .bind(&statuses)
+        .bind(&reasons)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(events)
 }
