@@ -168,6 +168,12 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// One column of `rows`: what a multi-row statement binds as an array, a parameter per column,
+/// and reads back as rows with `UNNEST`.
+pub fn column<'a, R, T>(rows: &'a [R], field: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(field).collect()
+}
+
 /// True for errors a later retry of the same work can get past, as opposed to errors in the
 /// statement or its data, which fail the same way every time.
 ///

@@ -1,6 +1,7 @@
 //! The timeline table: one row per place in the log, written idempotently, read per order.
 
 use chrono::{DateTime, Utc};
+use orderflow_db::column;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -26,35 +27,12 @@ pub const DEAD_LETTERED: &str = "DeadLettered";
 
 /// Records `entry` unless its place in the log is recorded already; true if it was new.
 pub async fn record(db: impl PgExecutor<'_>, entry: &Entry) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        r#"INSERT INTO order_timeline (topic, "partition", "offset", order_id, event_type,
-               event_id, producer, summary, occurred_at, logged_at, trace_id, redriven_from)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-           ON CONFLICT (topic, "partition", "offset") DO NOTHING"#,
-    )
-    .bind(&entry.topic)
-    .bind(entry.partition)
-    .bind(entry.offset)
-    .bind(entry.order_id)
-    .bind(&entry.event_type)
-    .bind(&entry.event_id)
-    .bind(&entry.producer)
-    .bind(&entry.summary)
-    .bind(entry.occurred_at)
-    .bind(entry.logged_at)
-    .bind(&entry.trace_id)
-    .bind(&entry.redriven_from)
-    .execute(db)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(record_all(db, std::slice::from_ref(entry)).await? == 1)
 }
 
 /// Records every one of `entries` whose place in the log is not recorded already, in one
 /// statement; returns how many were new.
 pub async fn record_all(db: impl PgExecutor<'_>, entries: &[Entry]) -> Result<u64, sqlx::Error> {
-    fn column<'a, T>(entries: &'a [Entry], field: impl Fn(&'a Entry) -> T) -> Vec<T> {
-        entries.iter().map(field).collect()
-    }
     let inserted = sqlx::query(
         r#"INSERT INTO order_timeline (topic, "partition", "offset", order_id, event_type,
                event_id, producer, summary, occurred_at, logged_at, trace_id, redriven_from)

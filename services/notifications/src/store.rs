@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use orderflow_db::column;
 use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -42,9 +43,6 @@ pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     notifications: &[ToRecord<'_>],
 ) -> Result<u64, sqlx::Error> {
-    fn column<'a, T>(all: &'a [ToRecord<'_>], field: impl Fn(&'a ToRecord<'_>) -> T) -> Vec<T> {
-        all.iter().map(field).collect()
-    }
     let n = notifications;
     // The wake-up is selected from the inserted rows, so a redelivery (no row) wakes nobody;
     // PostgreSQL sends one notification per transaction for all of them.

@@ -507,9 +507,11 @@ pub async fn apply(
     }
     let now = Utc::now();
     let mut events = Vec::with_capacity(transitions.len());
+    let mut versions = Vec::with_capacity(transitions.len());
     let mut from = current;
     for t in &transitions {
         version += 1;
+        versions.push(version);
         events.push(status_event(
             order_id,
             &customer_id,
@@ -523,10 +525,7 @@ pub async fn apply(
         from = t.to;
     }
     if let Some(last) = transitions.last() {
-        // Each transition's history row (versions after the stored one) and the order's new
-        // status, in one statement.
-        let first_version = version - transitions.len() as i64 + 1;
-        let versions: Vec<i64> = (first_version..=version).collect();
+        // Each transition's history row and the order's new status, in one statement.
         let statuses: Vec<&str> = transitions.iter().map(|t| t.to.as_str()).collect();
         let reasons: Vec<Option<&str>> = transitions.iter().map(|t| t.reason.as_deref()).collect();
         sqlx::query(
