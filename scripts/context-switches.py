@@ -5,9 +5,10 @@
 
 Reads every thread's voluntary and involuntary switch counts from /proc before and after the
 window and prints the difference per second (and per order, given the orders the window
-held), grouped by process: the broker (tansu), each service (`orderflow serve <name>`), the
-PostgreSQL backends of each database, and anything else running. Run it beside
-`./orderflow bench --no-up` while a fixed-rate run offers load.
+held), grouped by process under the names the bench's CPU report uses (dev/src/bench/cpu.rs,
+`component`): the broker, each `orderflow serve <name>` component, PostgreSQL (its backends
+also per database, as `pg:<database>`), and anything else running under its program's name.
+Run it beside `./orderflow bench --no-up` while a fixed-rate run offers load.
 """
 import collections
 import os
@@ -28,11 +29,13 @@ def process_name(pid):
         backend = re.match(r"postgres: [^:]+: (\S+) (\S+) ", argv[0])
         return "pg:" + backend.group(2) if backend else "pg:" + argv[0].split(":", 2)[2].strip()
     exe = os.path.basename(argv[0])
-    if "tansu" in exe:
-        return "tansu"
+    if exe.endswith("tansu"):
+        return "broker"
     if exe == "orderflow" and len(argv) > 2 and argv[1] == "serve":
-        return "orderflow " + argv[2]
-    return exe + (" " + argv[1] if exe.startswith("orderflow") and len(argv) > 1 else "")
+        return argv[2]
+    if exe == "orderflow-dev" and argv[1:2] == ["bench"]:
+        return "load generator"
+    return exe
 
 
 def counts():
