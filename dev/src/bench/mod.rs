@@ -412,6 +412,26 @@ fn per_component(figures: &[(String, f64)], decimals: usize) -> String {
         .join(", ")
 }
 
+/// Counts of a window divided by the orders it completed ("broker 254, postgres 301"), or
+/// the counts themselves when none completed.
+fn per_order(counts: &[(String, u64)], orders: usize) -> String {
+    let orders = orders.max(1) as f64;
+    counts
+        .iter()
+        .map(|(name, n)| format!("{name} {:.0}", *n as f64 / orders))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Counts of a window divided by its length in seconds.
+fn per_second(counts: &[(String, u64)], secs: f64) -> String {
+    counts
+        .iter()
+        .map(|(name, n)| format!("{name} {:.0}", *n as f64 / secs.max(1e-9)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print_table(report: &Report) {
     let m = &report.machine;
     println!(
@@ -487,6 +507,18 @@ fn print_table(report: &Report) {
             "    memory MiB (PSS) at the end: {}",
             per_component(&r.cpu.memory_mib, 0)
         );
+        println!(
+            "    context switches: machine {:.0}/s{}; per completed order: {}",
+            r.cpu.machine_switches_per_sec,
+            r.machine_switches_per_order
+                .map(|n| format!(" ({n:.0} per completed order)"))
+                .unwrap_or_default(),
+            per_order(&r.cpu.switches_by_component, r.completed)
+        );
+        println!(
+            "    threads that switched most, per completed order: {}",
+            per_order(&r.cpu.switches_by_thread, r.completed)
+        );
     }
     let idles = [
         ("idle", &report.idle),
@@ -504,6 +536,11 @@ fn print_table(report: &Report) {
         println!(
             "  memory MiB (PSS) while idle: {}",
             per_component(&idle.memory_mib, 0)
+        );
+        println!(
+            "  context switches a second: machine {:.0}; {}",
+            idle.machine_switches_per_sec,
+            per_second(&idle.switches_by_component, idle.wall_secs)
         );
     }
     if let Some(max) = report.max_sustained_per_sec {

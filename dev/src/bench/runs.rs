@@ -1,6 +1,6 @@
 //! One benchmark run at one offered rate: the open-loop load of [`crate::load`], then what
 //! the system achieved, how long customers waited, whether every order was right, and the
-//! CPU each component used.
+//! CPU, memory and context switches of each component.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ pub struct RunResult {
     pub cpu: super::cpu::Usage,
     /// The whole machine's CPU time in that window per completed order, in milliseconds.
     pub machine_cpu_ms_per_order: Option<f64>,
+    /// The whole machine's context switches in that window per completed order.
+    pub machine_switches_per_order: Option<f64>,
 }
 
 /// The bench SKUs of one run: orders are spread round-robin so one hot stock row does not
@@ -221,6 +223,8 @@ pub async fn run(
         correctness,
         machine_cpu_ms_per_order: (completed > 0)
             .then(|| cpu.machine_cpu_secs * 1000.0 / completed as f64),
+        machine_switches_per_order: (completed > 0)
+            .then(|| (cpu.machine_switches as f64 / completed as f64).round()),
         cpu,
     })
 }

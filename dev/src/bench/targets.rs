@@ -128,6 +128,10 @@ mod tests {
             system_cores: cores,
             by_component: Vec::new(),
             memory_mib: Vec::new(),
+            machine_switches_per_sec: 0.0,
+            machine_switches: 0,
+            switches_by_component: Vec::new(),
+            switches_by_thread: Vec::new(),
         }
     }
 
@@ -152,6 +156,7 @@ mod tests {
             correctness: String::new(),
             cpu: usage(1.0),
             machine_cpu_ms_per_order: Some(cpu_ms),
+            machine_switches_per_order: None,
         }
     }
 
