@@ -3,9 +3,20 @@
 //! the changes of one order arrive in and however often one arrives again.
 
 use chrono::Utc;
-use orderflow_analytics::store;
+use orderflow_analytics::store::{self, Changes};
 use orderflow_testkit::TestDatabase;
 use uuid::Uuid;
+
+/// Records one status change alone, in a transaction of its own.
+async fn change_status(pool: &sqlx::PgPool, order: Uuid, status: &'static str, version: i64) {
+    let mut changes = Changes::default();
+    changes.order_status(order, status, version, Utc::now());
+    let mut tx = pool.begin().await.expect("a transaction");
+    store::record(&mut tx, &changes)
+        .await
+        .expect("a status change");
+    tx.commit().await.expect("the commit");
+}
 
 /// The orders per status as a count over every order's row: the truth the kept counts must
 /// match.
@@ -25,11 +36,7 @@ async fn orders_per_status_follow_every_change_once_in_whatever_order_it_arrives
     let (_db, pool) = TestDatabase::migrated("analytics", &orderflow_analytics::MIGRATOR).await;
     let change = |order: Uuid, status: &'static str, version: i64| {
         let pool = pool.clone();
-        async move {
-            store::order_status(&pool, order, status, version, Utc::now())
-                .await
-                .expect("a status change")
-        }
+        async move { change_status(&pool, order, status, version).await }
     };
     let path = [("PENDING", 1), ("PAID", 2), ("COMPLETED", 3)];
     let orders: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
@@ -75,9 +82,7 @@ async fn concurrent_changes_of_the_same_orders_keep_the_counts_exact() {
             path.rotate_left(writer % 3);
             for order in &orders {
                 for &(status, version) in &path {
-                    store::order_status(&pool, *order, status, version, Utc::now())
-                        .await
-                        .expect("a status change");
+                    change_status(&pool, *order, status, version).await;
                 }
             }
         }));
