@@ -95,6 +95,45 @@ async fn concurrent_changes_of_the_same_orders_keep_the_counts_exact() {
 }
 
 #[tokio::test]
+async fn concurrent_batches_over_the_same_orders_neither_deadlock_nor_miscount() {
+    let (_db, pool) = TestDatabase::migrated("analytics", &orderflow_analytics::MIGRATOR).await;
+    let orders: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    // Four instances record batches that each hold one step of every order (and its money),
+    // the steps in different orders, all at once: their statements lock the same rows of
+    // each table, which must be in one order for none of them to fail with a deadlock.
+    let mut writers = Vec::new();
+    for writer in 0..4usize {
+        let (pool, orders) = (pool.clone(), orders.clone());
+        writers.push(tokio::spawn(async move {
+            let mut path = vec![("PENDING", 1), ("PAID", 2), ("COMPLETED", 3)];
+            path.rotate_left(writer % 3);
+            for &(status, version) in &path {
+                let mut changes = Changes::default();
+                for order in orders.iter().rev().skip(writer).chain(&orders[..]) {
+                    changes.order_status(*order, status, version, Utc::now());
+                }
+                changes.revenue(Utc::now(), "EUR", 100, 0);
+                changes.payment(store::PAID);
+                changes.stock_out("sku-a", 1);
+                let mut tx = pool.begin().await.expect("a transaction");
+                store::record(&mut tx, &changes).await.expect("a batch");
+                tx.commit().await.expect("the commit");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    assert_eq!(counted(&pool).await, [("COMPLETED".to_owned(), 50)]);
+    assert_eq!(kept(&pool).await, counted(&pool).await);
+    let figures = store::figures(&pool, 10).await.expect("the figures");
+    assert_eq!(figures.paid, 12);
+    assert_eq!(figures.stock_outs, [("sku-a".to_owned(), 12, 12)]);
+    let captured: i64 = figures.revenue.iter().map(|(_, _, c, _)| c).sum();
+    assert_eq!(captured, 1_200);
+}
+
+#[tokio::test]
 async fn the_migration_counts_the_orders_already_projected() {
     let (_db, pool) = TestDatabase::migrated("analytics", &orderflow_analytics::MIGRATOR).await;
     // As a database migrated before the counts existed would hold them: rows only.
