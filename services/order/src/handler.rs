@@ -1,6 +1,7 @@
 //! The order service's reaction to payment and inventory outcomes: each event becomes an
-//! [`OrderOutcome`], which the store applies through the state machine. Catalogue and
-//! customer directory entries update the read models PlaceOrder is judged against.
+//! [`OrderOutcome`], which the store applies through the state machine (a batch's outcomes
+//! together). Catalogue and customer directory entries update the read models PlaceOrder is
+//! judged against.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -65,6 +66,55 @@ fn work_of(event: &Event) -> Result<Work, OrderError> {
     })
 }
 
+impl OrderHandler {
+    async fn handle_all(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[(&Event, &MessageContext)],
+    ) -> Result<Vec<Vec<Event>>, HandleError> {
+        let works = messages
+            .iter()
+            .map(|(event, _)| work_of(event))
+            .collect::<Result<Vec<Work>, OrderError>>()?;
+        let outcomes: Vec<&OrderOutcome> = works
+            .iter()
+            .filter_map(|work| match work {
+                Work::Outcome(outcome) => Some(outcome),
+                _ => None,
+            })
+            .collect();
+        let mut caused = store::apply_all(tx, &outcomes, &self.transitions)
+            .await?
+            .into_iter();
+        let entries: Vec<&CatalogueEntry> = works
+            .iter()
+            .filter_map(|work| match work {
+                Work::Catalogue(entry) => Some(entry),
+                _ => None,
+            })
+            .collect();
+        if !entries.is_empty() {
+            store::record_catalogues(tx, &entries).await?;
+        }
+        let mut results = Vec::with_capacity(works.len());
+        for work in works {
+            results.push(match work {
+                Work::Outcome(_) => caused.next().expect("one result per outcome"),
+                Work::Customer {
+                    entry,
+                    occurred_at,
+                    event_id,
+                } => {
+                    store::record_customer(tx, &entry, occurred_at, event_id).await?;
+                    Vec::new()
+                }
+                Work::Catalogue(_) | Work::Nothing => Vec::new(),
+            });
+        }
+        Ok(results)
+    }
+}
+
 #[async_trait]
 impl Handler for OrderHandler {
     async fn handle(
@@ -89,6 +139,17 @@ impl Handler for OrderHandler {
             }
             Work::Nothing => Ok(Vec::new()),
         }
+    }
+
+    /// A batch's outcomes through [`store::apply_all`] (each order read once, the history
+    /// rows and new statuses written in one statement) and its catalogue entries in one
+    /// statement; customer entries one by one (rare). What each message caused, in order.
+    async fn handle_together(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[(&Event, &MessageContext)],
+    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
+        Some(self.handle_all(tx, messages).await)
     }
 
     /// Locks every order the batch moves at once, in order-id order: applied one after

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use orderflow_db::column;
 use orderflow_domain::{
     CatalogueEntry, CustomerEntry, CustomerId, MissingItem, Money, NewOrder, OrderId, OrderLine,
     OrderOutcome, OrderStatus, Sku, Standing, Transition, check_known, check_standing,
@@ -441,15 +442,35 @@ pub async fn record_catalogue(
     tx: &mut Transaction<'_, Postgres>,
     entry: &CatalogueEntry,
 ) -> Result<(), OrderError> {
+    record_catalogues(tx, &[entry]).await
+}
+
+/// Keeps each of `entries` as [`record_catalogue`] does, in one statement: of a SKU's
+/// entries only the newest revision (of two with one revision, the first) can be kept, so
+/// only it is written, and the SKUs in order.
+#[tracing::instrument(skip_all, fields(entries = entries.len()))]
+pub async fn record_catalogues(
+    tx: &mut Transaction<'_, Postgres>,
+    entries: &[&CatalogueEntry],
+) -> Result<(), OrderError> {
+    let mut newest = std::collections::BTreeMap::<&str, &CatalogueEntry>::new();
+    for entry in entries {
+        let kept = newest.entry(entry.sku.as_str()).or_insert(entry);
+        if entry.revision > kept.revision {
+            *kept = entry;
+        }
+    }
+    let newest: Vec<&CatalogueEntry> = newest.into_values().collect();
     sqlx::query(
-        "INSERT INTO catalogue (sku, available, revision) VALUES ($1, $2, $3)
+        "INSERT INTO catalogue (sku, available, revision)
+         SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int8[]) ORDER BY 1
          ON CONFLICT (sku) DO UPDATE
              SET available = EXCLUDED.available, revision = EXCLUDED.revision, updated_at = now()
              WHERE catalogue.revision < EXCLUDED.revision",
     )
-    .bind(entry.sku.as_str())
-    .bind(entry.available as i32)
-    .bind(entry.revision)
+    .bind(column(&newest, |e| e.sku.as_str()))
+    .bind(column(&newest, |e| e.available as i32))
+    .bind(column(&newest, |e| e.revision))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -475,79 +496,145 @@ pub async fn lock_orders(
 }
 
 /// Applies an outcome to its order inside the consumer's transaction, through the state
-/// machine, and returns the OrderStatusChanged events to publish. The missing items of an
-/// OUT_OF_STOCK outcome are recorded with the order; each change is counted in `counted`.
+/// machine, and returns the OrderStatusChanged events to publish ([`apply_all`] of one).
 #[tracing::instrument(skip_all, fields(order_id = %outcome.order_id))]
 pub async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     outcome: &OrderOutcome,
     counted: &TransitionMetrics,
 ) -> Result<Vec<Event>, OrderError> {
-    let order_id = outcome.order_id;
-    let row = sqlx::query(
-        "SELECT customer_id, status, version, created_at FROM orders WHERE order_id = $1 FOR UPDATE",
+    let mut caused = apply_all(tx, &[outcome], counted).await?;
+    Ok(caused.pop().unwrap_or_default())
+}
+
+/// An order as [`apply_all`] moves it: read once, then changed in memory by each outcome.
+struct Moving {
+    customer_id: String,
+    status: OrderStatus,
+    version: i64,
+    created_at: DateTime<Utc>,
+    /// The newest reason an outcome gave, if any gave one.
+    reason: Option<String>,
+    moved: bool,
+}
+
+/// Applies `outcomes` to their orders inside the consumer's transaction, in order, through
+/// the state machine, and returns the OrderStatusChanged events each causes. It does what
+/// applying them one at a time does, in three statements however many there are: every
+/// order they name is read once, locked in order-id order; the state machine runs in
+/// memory, so a later outcome of an order sees what the earlier ones made of it; then every
+/// transition's history row and every moved order's newest status are written in one
+/// statement. The missing items of an OUT_OF_STOCK outcome are recorded with the order (a
+/// statement each; rare); each change is counted in `counted`. An outcome for an unknown
+/// order or one its order cannot take fails them all.
+#[tracing::instrument(skip_all, fields(outcomes = outcomes.len()))]
+pub async fn apply_all(
+    tx: &mut Transaction<'_, Postgres>,
+    outcomes: &[&OrderOutcome],
+    counted: &TransitionMetrics,
+) -> Result<Vec<Vec<Event>>, OrderError> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<uuid::Uuid> = outcomes.iter().map(|o| o.order_id.as_uuid()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = sqlx::query(
+        "SELECT order_id, customer_id, status, version, created_at FROM orders
+         WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
     )
-    .bind(order_id.as_uuid())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(OrderError::NotFound(order_id))?;
-    let customer_id: String = row.try_get("customer_id")?;
-    let mut version: i64 = row.try_get("version")?;
-    let created_at: DateTime<Utc> = row.try_get("created_at")?;
-    let current = stored_status(order_id, row.try_get("status")?)?;
-    let transitions: Vec<Transition> = orderflow_domain::apply(current, &outcome.input)
-        .map_err(|source| OrderError::Impossible { order_id, source })?;
-    if !outcome.missing.is_empty() {
-        let missing: Vec<ev::MissingItem> = outcome.missing.iter().map(Into::into).collect();
-        sqlx::query("UPDATE orders SET missing_items = $2 WHERE order_id = $1")
-            .bind(order_id.as_uuid())
-            .bind(serde_json::to_value(&missing).expect("missing items serialize"))
-            .execute(&mut **tx)
-            .await?;
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut orders = std::collections::BTreeMap::new();
+    for row in &rows {
+        let order_id = OrderId::from(row.try_get::<uuid::Uuid, _>("order_id")?);
+        let moving = Moving {
+            customer_id: row.try_get("customer_id")?,
+            status: stored_status(order_id, row.try_get("status")?)?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            reason: None,
+            moved: false,
+        };
+        orders.insert(order_id.as_uuid(), moving);
     }
+
     let now = Utc::now();
-    let mut events = Vec::with_capacity(transitions.len());
-    let mut versions = Vec::with_capacity(transitions.len());
-    let mut from = current;
-    for t in &transitions {
-        version += 1;
-        versions.push(version);
-        events.push(status_event(
-            order_id,
-            &customer_id,
-            version,
-            t.to,
-            t.reason.clone(),
-            now,
-        ));
-        tracing::info!(%order_id, from = %current, to = %t.to, version, "order status changed");
-        counted.record(from, t.to, (now - created_at).as_seconds_f64());
-        from = t.to;
+    // Every transition's history row: order, version, status, reason.
+    let mut history: Vec<(uuid::Uuid, i64, &'static str, Option<String>)> = Vec::new();
+    let mut caused = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let order_id = outcome.order_id;
+        let order = orders
+            .get_mut(&order_id.as_uuid())
+            .ok_or(OrderError::NotFound(order_id))?;
+        let transitions: Vec<Transition> = orderflow_domain::apply(order.status, &outcome.input)
+            .map_err(|source| OrderError::Impossible { order_id, source })?;
+        if !outcome.missing.is_empty() {
+            let missing: Vec<ev::MissingItem> = outcome.missing.iter().map(Into::into).collect();
+            sqlx::query("UPDATE orders SET missing_items = $2 WHERE order_id = $1")
+                .bind(order_id.as_uuid())
+                .bind(serde_json::to_value(&missing).expect("missing items serialize"))
+                .execute(&mut **tx)
+                .await?;
+        }
+        let mut events = Vec::with_capacity(transitions.len());
+        for t in transitions {
+            order.version += 1;
+            events.push(status_event(
+                order_id,
+                &order.customer_id,
+                order.version,
+                t.to,
+                t.reason.clone(),
+                now,
+            ));
+            tracing::info!(%order_id, from = %order.status, to = %t.to, version = order.version, "order status changed");
+            counted.record(
+                order.status,
+                t.to,
+                (now - order.created_at).as_seconds_f64(),
+            );
+            order.status = t.to;
+            order.moved = true;
+            // As `status_reason = COALESCE(reason, status_reason)` would keep it, outcome
+            // by outcome: the last transition's reason, where it has one.
+            if t.reason.is_some() {
+                order.reason.clone_from(&t.reason);
+            }
+            history.push((order_id.as_uuid(), order.version, t.to.as_str(), t.reason));
+        }
+        caused.push(events);
     }
-    if let Some(last) = transitions.last() {
-        // Each transition's history row and the order's new status, in one statement.
-        let statuses: Vec<&str> = transitions.iter().map(|t| t.to.as_str()).collect();
-        let reasons: Vec<Option<&str>> = transitions.iter().map(|t| t.reason.as_deref()).collect();
-        sqlx::query(
-            "WITH history AS (
-                 INSERT INTO order_status_history (order_id, version, status, reason, occurred_at)
-                 SELECT $1, version, status, reason, $5
-                 FROM UNNEST($6::int8[], $7::text[], $8::text[]) AS t(version, status, reason))
-             UPDATE orders
-             SET status = $2, version = $3, status_reason = COALESCE($4, status_reason),
-                 updated_at = $5
-             WHERE order_id = $1",
-        )
-        .bind(order_id.as_uuid())
-        .bind(last.to.as_str())
-        .bind(version)
-        .bind(&last.reason)
-        .bind(now)
-        .bind(&versions)
-        .bind(&statuses)
-        .bind(&reasons)
-        .execute(&mut **tx)
-        .await?;
+    if history.is_empty() {
+        return Ok(caused);
     }
-    Ok(events)
+    // Each moved order's newest status, in order-id order.
+    let moved: Vec<(&uuid::Uuid, &Moving)> = orders.iter().filter(|(_, o)| o.moved).collect();
+    sqlx::query(
+        "WITH history AS (
+             INSERT INTO order_status_history (order_id, version, status, reason, occurred_at)
+             SELECT order_id, version, status, reason, $1
+             FROM UNNEST($2::uuid[], $3::int8[], $4::text[], $5::text[])
+                  AS h(order_id, version, status, reason))
+         UPDATE orders
+         SET status = u.status, version = u.version,
+             status_reason = COALESCE(u.reason, orders.status_reason), updated_at = $1
+         FROM UNNEST($6::uuid[], $7::text[], $8::int8[], $9::text[])
+              AS u(order_id, status, version, reason)
+         WHERE orders.order_id = u.order_id",
+    )
+    .bind(now)
+    .bind(column(&history, |(order_id, ..)| *order_id))
+    .bind(column(&history, |(_, version, ..)| *version))
+    .bind(column(&history, |(_, _, status, _)| *status))
+    .bind(column(&history, |(.., reason)| reason.as_deref()))
+    .bind(column(&moved, |(order_id, _)| **order_id))
+    .bind(column(&moved, |(_, o)| o.status.as_str()))
+    .bind(column(&moved, |(_, o)| o.version))
+    .bind(column(&moved, |(_, o)| o.reason.as_deref()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(caused)
 }

@@ -1,12 +1,14 @@
-//! Batches of the order consumer against real PostgreSQL: two instances applying batches
-//! that touch the same orders at the same time (one consuming `payments`, the other
-//! `inventory`, as partition assignments can fall), as the consumer loop applies them
-//! (`apply_batch` in one transaction each), must not deadlock.
+//! Batches of the order consumer against real PostgreSQL, as the consumer loop applies them
+//! (`apply_batch` in one transaction each): a batch's outcomes and catalogue entries applied
+//! together leave every order, its history and the catalogue as one message at a time does,
+//! and cause the same status changes; two instances applying batches that touch the same
+//! orders at the same time (one consuming `payments`, the other `inventory`, as partition
+//! assignments can fall) must not deadlock.
 
 use orderflow_domain::NewOrder;
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_order::{OrderHandler, Store, TransitionMetrics};
-use orderflow_platform::consumer::apply_batch;
+use orderflow_platform::consumer::{Applied, apply_batch};
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
@@ -50,6 +52,258 @@ fn confirmed(order_id: &str) -> Event {
         }],
         missing: Vec::new(),
     })
+}
+
+fn declined(order_id: &str) -> Event {
+    let Event::PaymentProcessed(mut payment) = paid(order_id) else {
+        unreachable!()
+    };
+    payment.status = ev::PaymentStatus::Failed;
+    payment.failure_reason = Some("card declined".into());
+    Event::PaymentProcessed(payment)
+}
+
+fn short(order_id: &str) -> Event {
+    Event::InventoryUpdated(ev::InventoryUpdated {
+        event_id: ev::new_event_id(),
+        order_id: order_id.into(),
+        occurred_at: ev::now_millis(),
+        status: ev::InventoryStatus::OutOfStock,
+        items: Vec::new(),
+        missing: vec![ev::MissingItem {
+            sku: "sku-a".into(),
+            requested: 1,
+            available: 0,
+        }],
+    })
+}
+
+fn refunded(order_id: &str) -> Event {
+    Event::PaymentRefunded(ev::PaymentRefunded {
+        event_id: ev::new_event_id(),
+        order_id: order_id.into(),
+        occurred_at: ev::now_millis(),
+        payment_id: "pay".into(),
+        refund_id: "ref".into(),
+        amount: ev::Money {
+            amount_minor: 100,
+            currency: "EUR".into(),
+        },
+        reason: "out of stock".into(),
+    })
+}
+
+fn catalogue(sku: &str, available: i32, revision: i64) -> Event {
+    Event::CatalogueItemChanged(ev::CatalogueItemChanged {
+        event_id: ev::new_event_id(),
+        occurred_at: ev::now_millis(),
+        sku: sku.into(),
+        available,
+        revision,
+    })
+}
+
+/// Places an order of one unit of `sku-a` for ana, keyed `key`; its id.
+async fn place(store: &Store, key: &str) -> String {
+    let request = pb::PlaceOrderRequest {
+        customer_id: "ana".into(),
+        items: vec![pb::OrderLine {
+            sku: "sku-a".into(),
+            quantity: 1,
+            unit_price: Some(pb::Money {
+                amount_minor: 100,
+                currency: "EUR".into(),
+            }),
+        }],
+        payment_method: "pm_card_visa".into(),
+        idempotency_key: key.into(),
+        validate_only: false,
+    };
+    let order = NewOrder::try_from(&request).expect("valid order");
+    store
+        .place(&order, &Topics::default())
+        .await
+        .expect("place")
+        .record
+        .order_id
+        .to_string()
+}
+
+/// Applies `batch` in one transaction and commits it; the (order, version, status) of each
+/// status change it caused, in order.
+async fn apply_caused(
+    pool: &PgPool,
+    batch: &[(Event, MessageContext)],
+) -> Vec<(String, i64, String)> {
+    let handler = OrderHandler {
+        transitions: TransitionMetrics::default(),
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let applied = apply_batch(&mut tx, "order", &Topics::default(), &handler, batch)
+        .await
+        .expect("the batch applies");
+    tx.commit().await.unwrap();
+    applied
+        .into_iter()
+        .filter_map(|a| match a {
+            Applied::Processed(caused) => Some(caused),
+            Applied::Duplicate => None,
+        })
+        .flatten()
+        .map(|event| match event {
+            Event::OrderStatusChanged(e) => (e.order_id, e.version, format!("{:?}", e.status)),
+            other => panic!("the order service caused {other:?}"),
+        })
+        .collect()
+}
+
+/// Every order (by the place it was placed in: status, version, reason, missing items), its
+/// history (version, status, reason), the catalogue, and the status changes caused.
+#[derive(Debug, PartialEq)]
+struct State {
+    orders: Vec<(usize, String, i64, Option<String>, serde_json::Value)>,
+    history: Vec<(usize, i64, String, Option<String>)>,
+    catalogue: Vec<(String, i32, i64)>,
+    caused: Vec<(usize, i64, String)>,
+}
+
+async fn state(pool: &PgPool, placed: &[String], caused: Vec<(String, i64, String)>) -> State {
+    let index = |id: uuid::Uuid| placed.iter().position(|p| *p == id.to_string()).unwrap();
+    let orders: Vec<(uuid::Uuid, String, i64, Option<String>, serde_json::Value)> = sqlx::query_as(
+        "SELECT order_id, status, version, status_reason, missing_items FROM orders",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut orders: Vec<_> = orders
+        .into_iter()
+        .map(|(id, status, version, reason, missing)| (index(id), status, version, reason, missing))
+        .collect();
+    orders.sort_by_key(|o| o.0);
+    let history: Vec<(uuid::Uuid, i64, String, Option<String>)> =
+        sqlx::query_as("SELECT order_id, version, status, reason FROM order_status_history")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let mut history: Vec<_> = history
+        .into_iter()
+        .map(|(id, version, status, reason)| (index(id), version, status, reason))
+        .collect();
+    history.sort_by_key(|h| (h.0, h.1));
+    let catalogue = sqlx::query_as("SELECT sku, available, revision FROM catalogue ORDER BY sku")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let mut caused: Vec<(usize, i64, String)> = caused
+        .into_iter()
+        .map(|(id, version, status)| (index(uuid::Uuid::parse_str(&id).unwrap()), version, status))
+        .collect();
+    caused.sort();
+    State {
+        orders,
+        history,
+        catalogue,
+        caused,
+    }
+}
+
+/// The outcomes of eight orders as the order service's inputs deliver them, with the
+/// orders' ids: completed, declined, out of stock and refunded, the stock result before the
+/// payment, an outcome delivered twice, one order on its way, and catalogue entries out of
+/// revision order.
+fn outcomes(placed: &[String]) -> Vec<Event> {
+    let o = |i: usize| placed[i].as_str();
+    let first = paid(o(4));
+    vec![
+        paid(o(0)),
+        catalogue("sku-a", 10, 1),
+        confirmed(o(0)),
+        declined(o(1)),
+        paid(o(2)),
+        short(o(2)),
+        catalogue("sku-b", 5, 3),
+        refunded(o(2)),
+        // The stock result read before the payment: it implies the payment.
+        confirmed(o(3)),
+        paid(o(3)),
+        first.clone(),
+        catalogue("sku-b", 4, 2),
+        first,
+        confirmed(o(4)),
+        paid(o(5)),
+        catalogue("sku-a", 9, 2),
+        catalogue("sku-a", 8, 2),
+        paid(o(6)),
+        short(o(6)),
+        declined(o(7)),
+        refunded(o(6)),
+    ]
+}
+
+#[tokio::test]
+async fn batches_leave_the_orders_one_message_at_a_time_leaves() {
+    let mut expected: Option<State> = None;
+    for size in [1, 2, 3, 64] {
+        let (_db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
+        let store = Store::new(pool.clone(), OutboxSignal::default());
+        let mut placed = Vec::new();
+        for n in 0..8 {
+            placed.push(place(&store, &format!("order-{n}")).await);
+        }
+        let batch: Vec<(Event, MessageContext)> =
+            outcomes(&placed).into_iter().map(|e| (e, ctx())).collect();
+        let mut caused = Vec::new();
+        for chunk in batch.chunks(size) {
+            caused.extend(apply_caused(&pool, chunk).await);
+        }
+        let now = state(&pool, &placed, caused).await;
+        match &expected {
+            None => {
+                // One at a time: what the outcomes must make, checked by hand once.
+                let statuses: Vec<(&str, i64)> =
+                    now.orders.iter().map(|o| (o.1.as_str(), o.2)).collect();
+                assert_eq!(
+                    statuses,
+                    [
+                        ("COMPLETED", 3),
+                        ("FAILED", 2),
+                        ("REFUNDED", 4),
+                        ("COMPLETED", 3),
+                        ("COMPLETED", 3),
+                        ("PAID", 2),
+                        ("REFUNDED", 4),
+                        ("FAILED", 2),
+                    ]
+                );
+                assert_eq!(
+                    now.catalogue,
+                    [("sku-a".to_owned(), 9, 2), ("sku-b".to_owned(), 5, 3)]
+                );
+                // Every transition caused one status change: versions 2.. of each order.
+                let changes: usize = statuses.iter().map(|(_, v)| (*v - 1) as usize).sum();
+                assert_eq!(now.caused.len(), changes);
+                assert_eq!(now.history.len(), changes + 8);
+                let reasons: Vec<Option<&str>> =
+                    now.orders.iter().map(|o| o.3.as_deref()).collect();
+                let (declined, refunded) = (Some("card declined"), Some("out of stock"));
+                assert_eq!(
+                    reasons,
+                    [
+                        None, declined, refunded, None, None, None, refunded, declined
+                    ]
+                );
+                let short: Vec<usize> = now
+                    .orders
+                    .iter()
+                    .filter(|o| o.4.as_array().is_some_and(|missing| !missing.is_empty()))
+                    .map(|o| o.0)
+                    .collect();
+                assert_eq!(short, [2, 6]);
+                expected = Some(now);
+            }
+            Some(expected) => assert_eq!(&now, expected, "batches of {size}"),
+        }
+    }
 }
 
 /// Applies `events` as one batch in one transaction and commits it, as the consumer loop's
