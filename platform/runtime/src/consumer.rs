@@ -217,10 +217,12 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Handles a batch's new messages (more than one) together, with fewer statements than
     /// one each, and returns what each caused, in order. `None`, the default, has the loop
-    /// call [`Handler::handle`] for each message. A handler whose work per message is a row it
-    /// can write with the others in one statement overrides it (the history service's
-    /// timeline). An error fails the batch, and the loop then applies its messages one at a
-    /// time, so a message the handler refuses is still dead-lettered alone.
+    /// call [`Handler::handle`] for each message. A handler whose messages' writes can be
+    /// made together overrides it: a row each in one statement (the history service's
+    /// timeline), sums by row (the analytics service), the state machine run in memory over
+    /// rows read once (the order service). An error fails the batch, and the loop then applies
+    /// its messages one at a time, so a message the handler refuses is still dead-lettered
+    /// alone.
     async fn handle_together(
         &self,
         _tx: &mut Transaction<'_, Postgres>,
