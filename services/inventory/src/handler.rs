@@ -1,57 +1,85 @@
 //! The inventory service's reaction to payments: for a PAID order, deduct every line or
-//! none, and publish the new stock level of each SKU deducted on the catalogue. The decision is the domain's [`settle`]; the store locks the order's rows in SKU
-//! order first, and a batch's rows all at once in SKU order before its first order (no
-//! deadlocks between concurrent orders or batches), and the `available >= 0` constraint
-//! backs the rule, so stock never goes below zero.
+//! none, and publish the new stock level of each SKU deducted on the catalogue. The decision
+//! is the domain's [`orderflow_domain::settle`], order after order; the store locks every
+//! row the orders need at once, in SKU order (no deadlocks between concurrent batches), and
+//! the `available >= 0` constraint backs the rule, so stock never goes below zero. A batch's
+//! paid orders are settled together, in four statements.
 
 use async_trait::async_trait;
-use orderflow_domain::{PaymentOutcome, PaymentResult, StockDecision, StockRequest, settle};
+use orderflow_domain::{PaymentOutcome, PaymentResult, StockRequest};
 use orderflow_events::{self as ev, Event};
 use orderflow_platform::{HandleError, Handler, MessageContext};
 use sqlx::{Postgres, Transaction};
 
 use crate::error::InventoryError;
-use crate::store;
+use crate::store::{self, Settlement};
 
 /// Settles the stock of every paid order.
 pub struct InventoryHandler;
 
+/// What a payment asks of the stock: the units of a paid order, or nothing.
+fn stock_request(event: &Event) -> Result<Option<StockRequest>, InventoryError> {
+    let Event::PaymentProcessed(payment) = event else {
+        return Ok(None);
+    };
+    // Stock is touched only for a paid order.
+    let PaymentResult::Paid = PaymentOutcome::try_from(payment)?.result else {
+        return Ok(None);
+    };
+    Ok(Some(StockRequest::try_from(payment)?))
+}
+
+/// The events a settled order causes: its outcome first, then the new stock levels of the
+/// catalogue.
+fn settled_events(request: &StockRequest, settlement: Settlement) -> Vec<Event> {
+    let StockRequest { order_id, units } = request;
+    let status = ev::InventoryStatus::from(&settlement.decision);
+    let missing = settlement.decision.missing();
+    tracing::info!(%order_id, ?status, missing = missing.len(), "stock settled");
+    let settled = Event::InventoryUpdated(ev::InventoryUpdated {
+        event_id: ev::new_event_id(),
+        order_id: order_id.to_string(),
+        occurred_at: ev::now_millis(),
+        status,
+        items: units.iter().map(Into::into).collect(),
+        missing: missing.iter().map(Into::into).collect(),
+    });
+    std::iter::once(settled)
+        .chain(settlement.catalogue)
+        .collect()
+}
+
 impl InventoryHandler {
-    async fn settle(
+    /// Settles the paid orders among `events` together ([`store::settle_all`]): what each
+    /// event caused, in order. An event the service refuses fails them all.
+    async fn settle_all(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        payment: &ev::PaymentProcessed,
-    ) -> Result<Vec<Event>, InventoryError> {
-        // Stock is touched only for a paid order.
-        let PaymentResult::Paid = PaymentOutcome::try_from(payment)?.result else {
-            return Ok(Vec::new());
-        };
-        let StockRequest { order_id, units } = StockRequest::try_from(payment)?;
-        if store::is_settled(tx, order_id).await? {
-            tracing::info!(%order_id, "stock already settled for this order");
-            return Ok(Vec::new());
+        events: &[&Event],
+    ) -> Result<Vec<Vec<Event>>, InventoryError> {
+        // Which events ask for stock, and what they ask.
+        let mut requests = Vec::new();
+        let mut asks = Vec::with_capacity(events.len());
+        for event in events {
+            let request = stock_request(event)?;
+            asks.push(request.is_some());
+            requests.extend(request);
         }
-        let available = store::lock_available(tx, &units).await?;
-        let decision = settle(&units, &available);
-        let catalogue = if decision == StockDecision::Confirmed {
-            store::deduct(tx, &units).await?
-        } else {
-            Vec::new()
-        };
-        store::record_reservation(tx, order_id, &units, &decision).await?;
-        let status = ev::InventoryStatus::from(&decision);
-        let missing = decision.missing();
-        tracing::info!(%order_id, ?status, missing = missing.len(), "stock settled");
-        let settled = Event::InventoryUpdated(ev::InventoryUpdated {
-            event_id: ev::new_event_id(),
-            order_id: order_id.to_string(),
-            occurred_at: ev::now_millis(),
-            status,
-            items: units.iter().map(Into::into).collect(),
-            missing: missing.iter().map(Into::into).collect(),
-        });
-        // The order's outcome first, then the new stock levels of the catalogue.
-        Ok(std::iter::once(settled).chain(catalogue).collect())
+        let settlements = store::settle_all(tx, &requests).await?;
+        let mut settled = requests.iter().zip(settlements);
+        Ok(asks
+            .into_iter()
+            .map(|asks| {
+                if !asks {
+                    return Vec::new();
+                }
+                match settled.next().expect("one settlement per request") {
+                    (request, Some(settlement)) => settled_events(request, settlement),
+                    // Settled before: nothing again.
+                    (_, None) => Vec::new(),
+                }
+            })
+            .collect())
     }
 }
 
@@ -63,30 +91,19 @@ impl Handler for InventoryHandler {
         event: &Event,
         _ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
-        match event {
-            Event::PaymentProcessed(payment) => Ok(self.settle(tx, payment).await?),
-            _ => Ok(Vec::new()),
-        }
+        let mut caused = self.settle_all(tx, &[event]).await?;
+        Ok(caused.pop().expect("one result per event"))
     }
 
-    /// Locks the stock rows of every paid order in the batch at once, in SKU order: each
-    /// order locks its own SKUs in that order, but a batch's orders one after another would
-    /// lock them in arrival order, and two instances sharing SKUs could deadlock.
-    async fn lock_batch(
+    /// The batch's paid orders settled together: four statements, not four per order. The
+    /// first locks every stock row the batch needs at once, in SKU order, before anything is
+    /// read or written, so this handler needs no [`Handler::lock_batch`].
+    async fn handle_together(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        events: &[&Event],
-    ) -> Result<(), HandleError> {
-        let skus: Vec<&str> = events
-            .iter()
-            .filter_map(|event| match event {
-                Event::PaymentProcessed(p) if p.status == ev::PaymentStatus::Paid => {
-                    Some(p.items.iter().map(|line| line.sku.as_str()))
-                }
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        Ok(store::lock_skus(tx, &skus).await?)
+        messages: &[(&Event, &MessageContext)],
+    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
+        let events: Vec<&Event> = messages.iter().map(|(event, _)| *event).collect();
+        Some(self.settle_all(tx, &events).await.map_err(Into::into))
     }
 }

@@ -8,10 +8,10 @@
 //! catalogue follows the stock exactly: no change is published that did not commit, none
 //! that committed is left out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use orderflow_domain::{
-    MAX_STOCK, OrderId, RequestedUnits, Sku, StockDecision, StockDelta, StockLevel, ValidationError,
+    MAX_STOCK, Sku, StockDecision, StockDelta, StockLevel, StockRequest, ValidationError, settle,
 };
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_platform::trace::TraceParent;
@@ -197,111 +197,162 @@ impl Store {
     }
 }
 
-/// Whether the order's stock was settled already (a repeated payment event).
-#[tracing::instrument(skip_all, fields(%order_id))]
-pub async fn is_settled(
-    tx: &mut Transaction<'_, Postgres>,
-    order_id: OrderId,
-) -> Result<bool, InventoryError> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
-            .bind(order_id.as_uuid())
-            .fetch_one(&mut **tx)
-            .await?,
-    )
+/// What settling one paid order did: the decision, recorded as its reservation, and the
+/// catalogue entry of each SKU it deducted (none unless confirmed), in SKU order.
+#[derive(Debug)]
+pub struct Settlement {
+    pub decision: StockDecision,
+    pub catalogue: Vec<Event>,
 }
 
-/// The units available of each requested SKU, with their rows locked until the transaction
-/// ends. Rows are locked in SKU order, so concurrent orders cannot deadlock. A SKU never
-/// stocked has no row and is left out.
-#[tracing::instrument(skip_all, fields(skus = requested.len()))]
-pub async fn lock_available(
+/// A stock row as read under lock, and what the orders settled so far took from it.
+struct Level {
+    available: u32,
+    revision: i64,
+    /// Units deducted, and revisions counted, by this call.
+    deducted: u32,
+    deductions: i64,
+}
+
+/// Settles the stock of paid orders, in order, with their stock rows locked until the
+/// transaction ends: each order is decided by [`settle`] on what the orders before it left,
+/// as one transaction per order would decide it. An order settled before (a repeated payment
+/// event, or the same order earlier in `requests`) is left alone: `None`. Four statements
+/// however many orders: the rows locked in SKU order (so concurrent calls cannot deadlock),
+/// which orders were settled (read once the locks are held, so a call that waited sees what
+/// the one before it committed), every deduction, every reservation.
+#[tracing::instrument(skip_all, fields(orders = requests.len()))]
+pub async fn settle_all(
     tx: &mut Transaction<'_, Postgres>,
-    requested: &RequestedUnits,
-) -> Result<BTreeMap<Sku, u32>, InventoryError> {
-    let skus: Vec<&str> = requested.skus().map(Sku::as_str).collect();
-    let rows =
-        sqlx::query("SELECT sku, available FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
-            .bind(&skus)
-            .fetch_all(&mut **tx)
-            .await?;
-    let mut levels: BTreeMap<&str, u32> = BTreeMap::new();
-    for row in &rows {
-        let available: i32 = row.try_get("available")?;
-        // Never negative (a table constraint); were it so, it would count as none.
-        levels.insert(row.try_get("sku")?, u32::try_from(available).unwrap_or(0));
+    requests: &[StockRequest],
+) -> Result<Vec<Option<Settlement>>, InventoryError> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(requested
-        .skus()
-        .filter_map(|sku| levels.get(sku.as_str()).map(|n| (sku.clone(), *n)))
-        .collect())
-}
-
-/// Locks the stock rows of `skus` (any order, repeats allowed) until the transaction ends,
-/// in SKU order, the order [`lock_available`] locks in, so transactions that lock some of the
-/// same rows wait for each other instead of deadlocking. A SKU never stocked has no row.
-#[tracing::instrument(skip_all, fields(skus = skus.len()))]
-pub async fn lock_skus(
-    tx: &mut Transaction<'_, Postgres>,
-    skus: &[&str],
-) -> Result<(), InventoryError> {
-    if skus.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT 1 FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
-        .bind(skus)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Deducts every requested unit. Call only for a confirmed decision, with the rows locked.
-/// Returns the catalogue entry of each SKU deducted, for the caller to publish in `tx`.
-#[tracing::instrument(skip_all, fields(skus = requested.len()))]
-pub async fn deduct(
-    tx: &mut Transaction<'_, Postgres>,
-    requested: &RequestedUnits,
-) -> Result<Vec<Event>, InventoryError> {
-    let (skus, units): (Vec<&str>, Vec<i32>) = requested
+    let skus: Vec<&str> = requests
         .iter()
-        // RequestedUnits holds at most i32::MAX units per SKU.
-        .map(|(sku, units)| (sku.as_str(), units as i32))
-        .unzip();
+        .flat_map(|r| r.units.skus().map(Sku::as_str))
+        .collect();
     let rows = sqlx::query(
-        "UPDATE stock SET available = available - d.quantity, revision = revision + 1,
-                          updated_at = now()
-         FROM UNNEST($1::text[], $2::int[]) AS d(sku, quantity) WHERE stock.sku = d.sku
-         RETURNING stock.sku, stock.available, stock.revision",
+        "SELECT sku, available, revision FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
     )
     .bind(&skus)
-    .bind(&units)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(Changed::events(&rows)?)
-}
-
-/// Records the order's decision, which also marks its stock settled.
-#[tracing::instrument(skip_all, fields(%order_id))]
-pub async fn record_reservation(
-    tx: &mut Transaction<'_, Postgres>,
-    order_id: OrderId,
-    requested: &RequestedUnits,
-    decision: &StockDecision,
-) -> Result<(), InventoryError> {
-    let status = match decision {
-        StockDecision::Confirmed => "CONFIRMED",
-        StockDecision::OutOfStock { .. } => "OUT_OF_STOCK",
-    };
-    let lines: Vec<ev::StockLine> = requested.iter().map(Into::into).collect();
-    let missing: Vec<ev::MissingItem> = decision.missing().iter().map(Into::into).collect();
-    sqlx::query(
-        "INSERT INTO reservations (order_id, status, items, missing) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(order_id.as_uuid())
-    .bind(status)
-    .bind(serde_json::to_value(&lines).expect("lines serialize"))
-    .bind(serde_json::to_value(&missing).expect("missing serialize"))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let ids: Vec<uuid::Uuid> = requests.iter().map(|r| r.order_id.as_uuid()).collect();
+    let mut settled: HashSet<uuid::Uuid> =
+        sqlx::query_scalar("SELECT order_id FROM reservations WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+    let mut stock: BTreeMap<String, Level> = BTreeMap::new();
+    for row in &rows {
+        let available: i32 = row.try_get("available")?;
+        stock.insert(
+            row.try_get("sku")?,
+            Level {
+                // Never negative (a table constraint); were it so, it would count as none.
+                available: u32::try_from(available).unwrap_or(0),
+                revision: row.try_get("revision")?,
+                deducted: 0,
+                deductions: 0,
+            },
+        );
+    }
+    let mut settlements = Vec::with_capacity(requests.len());
+    // The reservations' columns.
+    let (mut reserved, mut statuses, mut items, mut missing) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for StockRequest { order_id, units } in requests {
+        if !settled.insert(order_id.as_uuid()) {
+            tracing::info!(%order_id, "stock already settled for this order");
+            settlements.push(None);
+            continue;
+        }
+        let available: BTreeMap<Sku, u32> = units
+            .skus()
+            .filter_map(|sku| stock.get(sku.as_str()).map(|l| (sku.clone(), l.available)))
+            .collect();
+        let decision = settle(units, &available);
+        let mut catalogue = Vec::new();
+        if decision == StockDecision::Confirmed {
+            for (sku, n) in units.iter() {
+                let level = stock
+                    .get_mut(sku.as_str())
+                    .expect("a confirmed order's SKUs are stocked");
+                level.available -= n;
+                level.revision += 1;
+                level.deducted += n;
+                level.deductions += 1;
+                catalogue.push(
+                    Changed {
+                        sku: sku.to_string(),
+                        available: level.available as i32,
+                        revision: level.revision,
+                    }
+                    .event(),
+                );
+            }
+        }
+        let status = match decision {
+            StockDecision::Confirmed => "CONFIRMED",
+            StockDecision::OutOfStock { .. } => "OUT_OF_STOCK",
+        };
+        let lines: Vec<ev::StockLine> = units.iter().map(Into::into).collect();
+        let short: Vec<ev::MissingItem> = decision.missing().iter().map(Into::into).collect();
+        reserved.push(order_id.as_uuid());
+        statuses.push(status);
+        items.push(serde_json::to_value(&lines).expect("lines serialize"));
+        missing.push(serde_json::to_value(&short).expect("missing serialize"));
+        settlements.push(Some(Settlement {
+            decision,
+            catalogue,
+        }));
+    }
+    // Every SKU deducted, by the units and revisions all of the orders took; the
+    // `available >= 0` constraint is still the backstop.
+    let deducted: Vec<(&str, i32, i64)> = stock
+        .iter()
+        .filter(|(_, level)| level.deductions > 0)
+        // At most the units the row held, which an INT holds.
+        .map(|(sku, level)| (sku.as_str(), level.deducted as i32, level.deductions))
+        .collect();
+    if !deducted.is_empty() {
+        sqlx::query(
+            "UPDATE stock SET available = available - d.units, revision = revision + d.revisions,
+                              updated_at = now()
+             FROM UNNEST($1::text[], $2::int4[], $3::int8[]) AS d(sku, units, revisions)
+             WHERE stock.sku = d.sku",
+        )
+        .bind(deducted.iter().map(|(sku, ..)| *sku).collect::<Vec<_>>())
+        .bind(
+            deducted
+                .iter()
+                .map(|(_, units, _)| *units)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deducted
+                .iter()
+                .map(|(.., revisions)| *revisions)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !reserved.is_empty() {
+        sqlx::query(
+            "INSERT INTO reservations (order_id, status, items, missing)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[])",
+        )
+        .bind(&reserved)
+        .bind(&statuses)
+        .bind(&items)
+        .bind(&missing)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(settlements)
 }

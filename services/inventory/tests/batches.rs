@@ -13,31 +13,49 @@ use sqlx::PgPool;
 
 /// A paid order for one unit of each of `skus`.
 fn paid(skus: &[&str]) -> Event {
+    let lines: Vec<(&str, i32)> = skus.iter().map(|sku| (*sku, 1)).collect();
+    paid_for(&uuid::Uuid::now_v7().to_string(), &lines)
+}
+
+/// The payment of order `order_id` for `lines` (SKU, quantity), PAID.
+fn paid_for(order_id: &str, lines: &[(&str, i32)]) -> Event {
     let price = ev::Money {
         amount_minor: 100,
         currency: "EUR".into(),
     };
+    let units: i32 = lines.iter().map(|(_, quantity)| quantity).sum();
     Event::PaymentProcessed(ev::PaymentProcessed {
         event_id: ev::new_event_id(),
-        order_id: uuid::Uuid::now_v7().to_string(),
+        order_id: order_id.into(),
         occurred_at: ev::now_millis(),
         payment_id: uuid::Uuid::now_v7().to_string(),
         status: ev::PaymentStatus::Paid,
         amount: ev::Money {
-            amount_minor: 100 * skus.len() as i64,
+            amount_minor: 100 * i64::from(units),
             currency: "EUR".into(),
         },
-        items: skus
+        items: lines
             .iter()
-            .map(|sku| ev::OrderLine {
+            .map(|(sku, quantity)| ev::OrderLine {
                 sku: (*sku).into(),
-                quantity: 1,
+                quantity: *quantity,
                 unit_price: price.clone(),
             })
             .collect(),
         failure_reason: None,
         provider_reference: Some("ref".into()),
     })
+}
+
+/// The payment of order `order_id` for `lines`, declined.
+fn declined_for(order_id: &str, lines: &[(&str, i32)]) -> Event {
+    let Event::PaymentProcessed(mut payment) = paid_for(order_id, lines) else {
+        unreachable!()
+    };
+    payment.status = ev::PaymentStatus::Failed;
+    payment.failure_reason = Some("card declined".into());
+    payment.provider_reference = None;
+    Event::PaymentProcessed(payment)
 }
 
 fn ctx() -> MessageContext {
@@ -222,4 +240,154 @@ async fn batches_over_shared_skus_in_opposite_orders_do_not_deadlock() {
         0,
         "deadlocks detected"
     );
+}
+
+/// What the inventory database holds, to compare: each SKU's (available, revision), each
+/// order's reservation (status, items, missing), and the outbox's events in order, as
+/// (topic, key, payload) without the fields that differ run to run (ids, times).
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    stock: Vec<(String, i32, i64)>,
+    reservations: Vec<(uuid::Uuid, String, serde_json::Value, serde_json::Value)>,
+    outbox: Vec<(String, String, serde_json::Value)>,
+}
+
+async fn snapshot(pool: &PgPool) -> Snapshot {
+    fn without_ids(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                fields.remove("event_id");
+                fields.remove("occurred_at");
+                fields.values_mut().for_each(without_ids);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(without_ids),
+            _ => {}
+        }
+    }
+    let outbox: Vec<(String, String, serde_json::Value)> =
+        sqlx::query_as("SELECT topic, event_key, payload FROM outbox ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    Snapshot {
+        stock: sqlx::query_as("SELECT sku, available, revision FROM stock ORDER BY sku")
+            .fetch_all(pool)
+            .await
+            .unwrap(),
+        reservations: sqlx::query_as(
+            "SELECT order_id, status, items, missing FROM reservations ORDER BY order_id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        outbox: outbox
+            .into_iter()
+            .map(|(topic, key, mut payload)| {
+                without_ids(&mut payload);
+                (topic, key, payload)
+            })
+            .collect(),
+    }
+}
+
+/// A batch's paid orders are settled together (four statements for the batch): each order
+/// must be decided on what the orders before it left, a repeated payment must settle nothing
+/// again, and the catalogue must get one entry per deduction, with its revision, exactly as
+/// when every message is its own batch. The scenario, by hand: a 10, b 3, c 0, d never
+/// stocked.
+#[tokio::test]
+async fn batches_settle_the_stock_as_one_message_at_a_time_does() {
+    let order = |n: u32| format!("00000000-0000-7000-8000-{n:012}");
+    let events = || {
+        vec![
+            paid_for(&order(1), &[("sku-a", 4)]), // CONFIRMED: a 6
+            paid_for(&order(2), &[("sku-a", 3), ("sku-b", 2)]), // CONFIRMED: a 3, b 1
+            declined_for(&order(3), &[("sku-a", 1)]), // nothing
+            paid_for(&order(4), &[("sku-a", 4)]), // OUT_OF_STOCK: a has 3
+            paid_for(&order(5), &[("sku-b", 1), ("sku-c", 1)]), // OUT_OF_STOCK: c has 0
+            paid_for(&order(6), &[("sku-d", 1)]), // OUT_OF_STOCK: d unknown
+            paid_for(&order(1), &[("sku-a", 4)]), // repeated: nothing
+            paid_for(&order(7), &[("sku-a", 3), ("sku-b", 1)]), // CONFIRMED: a 0, b 0
+            paid_for(&order(8), &[("sku-a", 1), ("sku-a", 1)]), // OUT_OF_STOCK: a 2 of 0
+            paid_for(&order(9), &[("sku-b", 1)]), // OUT_OF_STOCK: b has 0
+        ]
+    };
+    let mut snapshots = Vec::new();
+    for size in [1, 2, 3, 10] {
+        let (_db, pool) = database().await;
+        sqlx::query(
+            "INSERT INTO stock (sku, available, revision)
+             VALUES ('sku-a', 10, 1), ('sku-b', 3, 1), ('sku-c', 0, 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        for batch in events().chunks(size) {
+            apply(&pool, batch.to_vec())
+                .await
+                .unwrap_or_else(|e| panic!("batches of {size}: {e}"));
+        }
+        snapshots.push((size, snapshot(&pool).await));
+    }
+    let (_, one_at_a_time) = &snapshots[0];
+    // By hand, one message at a time.
+    assert_eq!(
+        one_at_a_time.stock,
+        vec![
+            ("sku-a".into(), 0, 4),
+            ("sku-b".into(), 0, 3),
+            ("sku-c".into(), 0, 1)
+        ]
+    );
+    let statuses: Vec<(u128, &str)> = one_at_a_time
+        .reservations
+        .iter()
+        .map(|(id, status, ..)| (id.as_u128() & 0xffff, status.as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (1, "CONFIRMED"),
+            (2, "CONFIRMED"),
+            (4, "OUT_OF_STOCK"),
+            (5, "OUT_OF_STOCK"),
+            (6, "OUT_OF_STOCK"),
+            (7, "CONFIRMED"),
+            (8, "OUT_OF_STOCK"),
+            (9, "OUT_OF_STOCK"),
+        ]
+    );
+    // The catalogue entries, (sku, available, revision), one per deduction, in order.
+    let entries: Vec<(&str, i64, i64)> = one_at_a_time
+        .outbox
+        .iter()
+        .filter(|(topic, ..)| *topic == Topics::default().catalogue)
+        .map(|(_, _, payload)| {
+            assert_eq!(payload["type"], "CatalogueItemChanged");
+            let entry = &payload["event"];
+            (
+                entry["sku"].as_str().unwrap(),
+                entry["available"].as_i64().unwrap(),
+                entry["revision"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            ("sku-a", 6, 2),
+            ("sku-a", 3, 3),
+            ("sku-b", 1, 2),
+            ("sku-a", 0, 4),
+            ("sku-b", 0, 3),
+        ]
+    );
+    assert_eq!(
+        one_at_a_time.outbox.len(),
+        8 + 5,
+        "an outcome per order settled"
+    );
+    for (size, snapshot) in &snapshots[1..] {
+        assert_eq!(snapshot, one_at_a_time, "batches of {size}");
+    }
 }
