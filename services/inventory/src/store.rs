@@ -311,14 +311,15 @@ pub async fn settle_all(
             catalogue,
         }));
     }
-    // Every SKU deducted, by the units and revisions all of the orders took; the
-    // `available >= 0` constraint is still the backstop.
-    let deducted: Vec<(&str, i32, i64)> = stock
-        .iter()
-        .filter(|(_, level)| level.deductions > 0)
-        // At most the units the row held, which an INT holds.
-        .map(|(sku, level)| (sku.as_str(), level.deducted as i32, level.deductions))
-        .collect();
+    // Every SKU deducted, by the units and revisions all of the orders took (at most the
+    // units the row held, which an INT holds); the `available >= 0` constraint is still the
+    // backstop.
+    let (mut deducted, mut units, mut revisions) = (Vec::new(), Vec::new(), Vec::new());
+    for (sku, level) in stock.iter().filter(|(_, level)| level.deductions > 0) {
+        deducted.push(sku.as_str());
+        units.push(level.deducted as i32);
+        revisions.push(level.deductions);
+    }
     if !deducted.is_empty() {
         sqlx::query(
             "UPDATE stock SET available = available - d.units, revision = revision + d.revisions,
@@ -326,19 +327,9 @@ pub async fn settle_all(
              FROM UNNEST($1::text[], $2::int4[], $3::int8[]) AS d(sku, units, revisions)
              WHERE stock.sku = d.sku",
         )
-        .bind(deducted.iter().map(|(sku, ..)| *sku).collect::<Vec<_>>())
-        .bind(
-            deducted
-                .iter()
-                .map(|(_, units, _)| *units)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deducted
-                .iter()
-                .map(|(.., revisions)| *revisions)
-                .collect::<Vec<_>>(),
-        )
+        .bind(&deducted)
+        .bind(&units)
+        .bind(&revisions)
         .execute(&mut **tx)
         .await?;
     }
