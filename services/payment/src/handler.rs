@@ -9,9 +9,11 @@
 //! order PAID; otherwise the charge is voided, so nothing can capture later, and only then is
 //! the order FAILED. No FAILED order keeps money at the provider, and no PAID order lacks it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
 use orderflow_domain::{
     MissingItem, OrderId, PaymentResult, PlacedOrder, StockSettlement, describe_missing,
 };
@@ -130,34 +132,164 @@ impl Handler for PaymentHandler {
         event: &Event,
         _ctx: &MessageContext,
     ) -> Result<Vec<Event>, HandleError> {
-        Ok(match event {
-            Event::OrderCreated(order) => {
-                let order = PlacedOrder::try_from(order).map_err(PaymentError::from)?;
-                self.charge(tx, &order).await?
-            }
-            // Only an order that ran out of stock concerns payment; other stock outcomes
-            // (confirmed, or a status from a newer schema) are not read any further.
-            Event::InventoryUpdated(update) if update.status == ev::InventoryStatus::OutOfStock => {
-                let settled = StockSettlement::try_from(update).map_err(PaymentError::from)?;
-                self.refund(tx, settled.order_id, settled.decision.missing())
-                    .await?
-            }
-            _ => Vec::new(),
-        })
+        let mut caused = self.handle_all(tx, &[event]).await?;
+        Ok(caused.pop().expect("one result per event"))
+    }
+
+    /// The batch's placed orders charged together: three statements for the batch, not three
+    /// per order, and the provider asked about the orders concurrently.
+    async fn handle_together(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[(&Event, &MessageContext)],
+    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
+        let events: Vec<&Event> = messages.iter().map(|(event, _)| *event).collect();
+        Some(self.handle_all(tx, &events).await.map_err(Into::into))
     }
 }
 
+/// Provider calls one batch has in flight at once, at most.
+const CONCURRENT_CALLS: usize = 16;
+
 impl PaymentHandler {
-    async fn charge(
+    /// What each of `events` causes, in order: the placed orders are charged together, an
+    /// order out of stock is refunded, and the rest cause nothing.
+    async fn handle_all(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        order: &PlacedOrder,
-    ) -> Result<Vec<Event>, PaymentError> {
-        let order_id = order.order_id;
-        if let Some(status) = store::charge_status(tx, order_id).await? {
-            tracing::info!(%order_id, %status, "order already charged, not charging again");
+        events: &[&Event],
+    ) -> Result<Vec<Vec<Event>>, PaymentError> {
+        let mut caused: Vec<Vec<Event>> = events.iter().map(|_| Vec::new()).collect();
+        let mut placed = Vec::new();
+        let mut placed_at = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            match event {
+                Event::OrderCreated(order) => {
+                    placed.push(PlacedOrder::try_from(order)?);
+                    placed_at.push(i);
+                }
+                // Only an order that ran out of stock concerns payment; other stock outcomes
+                // (confirmed, or a status from a newer schema) are not read any further.
+                Event::InventoryUpdated(update)
+                    if update.status == ev::InventoryStatus::OutOfStock =>
+                {
+                    let settled = StockSettlement::try_from(update)?;
+                    caused[i] = self
+                        .refund(tx, settled.order_id, settled.decision.missing())
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        for (i, events) in placed_at
+            .into_iter()
+            .zip(self.charge_all(tx, &placed).await?)
+        {
+            caused[i] = events;
+        }
+        Ok(caused)
+    }
+
+    /// Charges each of `orders` that is not charged yet, once however often it is named, and
+    /// returns the PaymentProcessed each caused (nothing for the others), in order. Which are
+    /// charged already, and the failed calls of the rest, are read in one statement each; the
+    /// charges are recorded in one. Any charge left unsettled fails the call: every failed
+    /// provider call is counted already, and the consumer loop then charges the orders one at
+    /// a time (the provider answers a repeated charge as it did the first).
+    async fn charge_all(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        orders: &[PlacedOrder],
+    ) -> Result<Vec<Vec<Event>>, PaymentError> {
+        if orders.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<OrderId> = orders.iter().map(|order| order.order_id).collect();
+        let charged = store::charge_statuses(tx, &ids).await?;
+        let failures = store::provider_failures(tx, &ids, Operation::Charge).await?;
+        // The orders to charge now, by their place in `orders`.
+        let mut seen = HashSet::new();
+        let mut to_charge = Vec::new();
+        for (i, order) in orders.iter().enumerate() {
+            let order_id = order.order_id;
+            if let Some(status) = charged.get(&order_id) {
+                tracing::info!(%order_id, %status, "order already charged, not charging again");
+            } else if seen.insert(order_id) {
+                to_charge.push(i);
+            }
+        }
+        let calls: Vec<_> = to_charge
+            .iter()
+            .map(|&i| {
+                let order = &orders[i];
+                self.settle(order, failures.get(&order.order_id).copied().unwrap_or(0))
+            })
+            .collect();
+        let settlements: Vec<Result<(Settled, u32), PaymentError>> = stream::iter(calls)
+            .buffered(CONCURRENT_CALLS)
+            .collect()
+            .await;
+        let settlements = settlements.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // Each settled charge: its order's place, the payment id, the result, the provider's
+        // reference and the charge calls it took.
+        let settled: Vec<(usize, uuid::Uuid, PaymentResult, Option<String>, u32)> = to_charge
+            .iter()
+            .zip(settlements)
+            .map(|(&i, (settled, attempts))| {
+                let (result, reference) = match settled {
+                    Settled::Paid { reference } => (PaymentResult::Paid, Some(reference)),
+                    Settled::Failed { reason } => (PaymentResult::Failed { reason }, None),
+                };
+                (i, uuid::Uuid::now_v7(), result, reference, attempts)
+            })
+            .collect();
+        let charges: Vec<NewCharge> = settled
+            .iter()
+            .map(|(i, payment_id, result, reference, attempts)| NewCharge {
+                order_id: orders[*i].order_id,
+                payment_id: *payment_id,
+                amount: orders[*i].total,
+                result,
+                provider_reference: reference.as_deref(),
+                attempts: *attempts,
+            })
+            .collect();
+        store::insert_charges(tx, &charges).await?;
+        let mut caused: Vec<Vec<Event>> = orders.iter().map(|_| Vec::new()).collect();
+        for (i, payment_id, result, reference, _) in settled {
+            let order = &orders[i];
+            let order_id = order.order_id;
+            let (status, failure_reason) = match result {
+                PaymentResult::Paid => (ev::PaymentStatus::Paid, None),
+                PaymentResult::Failed { reason } => (ev::PaymentStatus::Failed, Some(reason)),
+            };
+            tracing::info!(%order_id, ?status, reason = failure_reason.as_deref().unwrap_or(""), "payment processed");
+            caused[i] = vec![Event::PaymentProcessed(ev::PaymentProcessed {
+                event_id: ev::new_event_id(),
+                order_id: order_id.to_string(),
+                occurred_at: ev::now_millis(),
+                payment_id: payment_id.to_string(),
+                status,
+                amount: order.total.into(),
+                items: order.items.iter().map(Into::into).collect(),
+                failure_reason,
+                provider_reference: reference,
+            })];
+        }
+        Ok(caused)
+    }
+
+    /// Settles the charge of `order`, whose charge calls failed `failures` times before, at
+    /// the provider, and returns the settlement and the charge calls it took. A failed charge
+    /// call is counted durably at once; below the budget it leaves the charge unsettled (an
+    /// error, so the event is delivered again), and the call that spends the budget has the
+    /// charge resolved at the provider now.
+    async fn settle(
+        &self,
+        order: &PlacedOrder,
+        mut failures: u32,
+    ) -> Result<(Settled, u32), PaymentError> {
+        let order_id = order.order_id;
         let request = ChargeRequest {
             idempotency_key: order_id.to_string(),
             amount_minor: order.total.amount_minor(),
@@ -165,7 +297,6 @@ impl PaymentHandler {
             payment_method: order.payment_method.to_string(),
         };
         let provider = self.provider.as_ref();
-        let mut failures = store::provider_failures(tx, order_id, Operation::Charge).await?;
         let settled = match settle_charge(provider, &request, failures, self.charge_attempts).await
         {
             Ok(settled) => settled,
@@ -198,39 +329,7 @@ impl PaymentHandler {
         } else {
             failures
         };
-        let (result, reference) = match settled {
-            Settled::Paid { reference } => (PaymentResult::Paid, Some(reference)),
-            Settled::Failed { reason } => (PaymentResult::Failed { reason }, None),
-        };
-        let payment_id = uuid::Uuid::now_v7();
-        store::insert_charge(
-            tx,
-            &NewCharge {
-                order_id,
-                payment_id,
-                amount: order.total,
-                result: &result,
-                provider_reference: reference.as_deref(),
-                attempts,
-            },
-        )
-        .await?;
-        let (status, failure_reason) = match result {
-            PaymentResult::Paid => (ev::PaymentStatus::Paid, None),
-            PaymentResult::Failed { reason } => (ev::PaymentStatus::Failed, Some(reason)),
-        };
-        tracing::info!(%order_id, ?status, reason = failure_reason.as_deref().unwrap_or(""), "payment processed");
-        Ok(vec![Event::PaymentProcessed(ev::PaymentProcessed {
-            event_id: ev::new_event_id(),
-            order_id: order_id.to_string(),
-            occurred_at: ev::now_millis(),
-            payment_id: payment_id.to_string(),
-            status,
-            amount: order.total.into(),
-            items: order.items.iter().map(Into::into).collect(),
-            failure_reason,
-            provider_reference: reference,
-        })])
+        Ok((settled, attempts))
     }
 
     async fn refund(

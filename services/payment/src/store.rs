@@ -3,6 +3,8 @@
 //! runs inside the consumer's transaction, except [`count_provider_failure`], which must
 //! outlive it.
 
+use std::collections::HashMap;
+
 use orderflow_domain::{Money, OrderId, PaymentResult};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -46,42 +48,67 @@ pub struct NewRefund<'a> {
     pub reason: &'a str,
 }
 
-/// The status of the order's charge, if it was charged already.
-#[tracing::instrument(skip_all, fields(%order_id))]
-pub async fn charge_status(
+/// The status (`PAID` or `FAILED`) of each of `orders` that was charged already.
+#[tracing::instrument(skip_all, fields(orders = orders.len()))]
+pub async fn charge_statuses(
     tx: &mut Transaction<'_, Postgres>,
-    order_id: OrderId,
-) -> Result<Option<String>, PaymentError> {
-    Ok(
-        sqlx::query_scalar("SELECT status FROM charges WHERE order_id = $1")
-            .bind(order_id.as_uuid())
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    orders: &[OrderId],
+) -> Result<HashMap<OrderId, String>, PaymentError> {
+    let ids: Vec<uuid::Uuid> = orders.iter().map(OrderId::as_uuid).collect();
+    let rows: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT order_id, status FROM charges WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, status)| (OrderId::from(id), status))
+        .collect())
 }
 
-/// Records a charge: `PAID`, or `FAILED` with the reason.
-#[tracing::instrument(skip_all, fields(order_id = %charge.order_id))]
-pub async fn insert_charge(
+/// Records charges, each `PAID` or `FAILED` with the reason, in one statement.
+#[tracing::instrument(skip_all, fields(charges = charges.len()))]
+pub async fn insert_charges(
     tx: &mut Transaction<'_, Postgres>,
-    charge: &NewCharge<'_>,
+    charges: &[NewCharge<'_>],
 ) -> Result<(), PaymentError> {
-    let (status, failure_reason) = match charge.result {
-        PaymentResult::Paid => ("PAID", None),
-        PaymentResult::Failed { reason } => ("FAILED", Some(reason.as_str())),
-    };
+    if charges.is_empty() {
+        return Ok(());
+    }
+    let mut order_ids = Vec::with_capacity(charges.len());
+    let mut payment_ids = Vec::with_capacity(charges.len());
+    let mut amounts = Vec::with_capacity(charges.len());
+    let mut currencies = Vec::with_capacity(charges.len());
+    let mut statuses = Vec::with_capacity(charges.len());
+    let mut reasons = Vec::with_capacity(charges.len());
+    let mut references = Vec::with_capacity(charges.len());
+    let mut attempts = Vec::with_capacity(charges.len());
+    for charge in charges {
+        let (status, failure_reason) = match charge.result {
+            PaymentResult::Paid => ("PAID", None),
+            PaymentResult::Failed { reason } => ("FAILED", Some(reason.as_str())),
+        };
+        order_ids.push(charge.order_id.as_uuid());
+        payment_ids.push(charge.payment_id);
+        amounts.push(charge.amount.amount_minor());
+        currencies.push(charge.amount.currency().to_string());
+        statuses.push(status);
+        reasons.push(failure_reason);
+        references.push(charge.provider_reference);
+        attempts.push(i32::try_from(charge.attempts).unwrap_or(i32::MAX));
+    }
     sqlx::query(
         "INSERT INTO charges (order_id, payment_id, amount_minor, currency, status, failure_reason, provider_reference, attempts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int4[])",
     )
-    .bind(charge.order_id.as_uuid())
-    .bind(charge.payment_id)
-    .bind(charge.amount.amount_minor())
-    .bind(charge.amount.currency().as_str())
-    .bind(status)
-    .bind(failure_reason)
-    .bind(charge.provider_reference)
-    .bind(charge.attempts as i32)
+    .bind(&order_ids)
+    .bind(&payment_ids)
+    .bind(&amounts)
+    .bind(&currencies)
+    .bind(&statuses)
+    .bind(&reasons)
+    .bind(&references)
+    .bind(&attempts)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -157,21 +184,26 @@ impl Operation {
     }
 }
 
-/// How many `operation` calls for the order failed at the provider so far.
-#[tracing::instrument(skip_all, fields(%order_id, ?operation))]
+/// How many `operation` calls failed at the provider so far for each of `orders` that had
+/// any.
+#[tracing::instrument(skip_all, fields(orders = orders.len(), ?operation))]
 pub async fn provider_failures(
     tx: &mut Transaction<'_, Postgres>,
-    order_id: OrderId,
+    orders: &[OrderId],
     operation: Operation,
-) -> Result<u32, PaymentError> {
-    let failures: Option<i32> = sqlx::query_scalar(
-        "SELECT failures FROM provider_failures WHERE order_id = $1 AND operation = $2",
+) -> Result<HashMap<OrderId, u32>, PaymentError> {
+    let ids: Vec<uuid::Uuid> = orders.iter().map(OrderId::as_uuid).collect();
+    let rows: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
+        "SELECT order_id, failures FROM provider_failures WHERE order_id = ANY($1) AND operation = $2",
     )
-    .bind(order_id.as_uuid())
+    .bind(&ids)
     .bind(operation.as_str())
-    .fetch_optional(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(failures.map_or(0, |n| n.unsigned_abs()))
+    Ok(rows
+        .into_iter()
+        .map(|(id, failures)| (OrderId::from(id), failures.unsigned_abs()))
+        .collect())
 }
 
 /// Counts one failed `operation` call for the order and returns the failures so far. It is

@@ -389,3 +389,208 @@ async fn the_provider_budget_survives_a_restart() {
     assert_eq!(bench.charge(&id).await, ("FAILED".into(), 5));
     assert_eq!(bench.provider.ledger(&id).net_captured_minor, 0);
 }
+
+/// Applies `events` as one batch, the way the consumer loop applies a poll's messages, and
+/// commits it; returns what each message caused, or the batch's failure (rolled back).
+async fn apply_together(
+    bench: &Bench,
+    service: &PaymentHandler,
+    events: &[Event],
+) -> Result<Vec<Vec<Event>>, HandleError> {
+    let batch: Vec<(Event, MessageContext)> = events
+        .iter()
+        .map(|event| (event.clone(), MessageContext::replayed("t", 1)))
+        .collect();
+    let mut tx = bench.pool.begin().await.expect("begin");
+    match apply_batch(&mut tx, "payment", &bench.topics, service, &batch).await {
+        Ok(applied) => {
+            tx.commit().await.expect("commit");
+            Ok(applied
+                .into_iter()
+                .map(|applied| match applied {
+                    Applied::Processed(caused) => caused,
+                    other => panic!("expected every message processed, got {other:?}"),
+                })
+                .collect())
+        }
+        Err(failure) => {
+            tx.rollback().await.expect("rollback");
+            Err(failure.error)
+        }
+    }
+}
+
+/// The same order's event published again under a new event id.
+fn republished(event: &Event) -> Event {
+    let mut copy = event.clone();
+    if let Event::OrderCreated(order) = &mut copy {
+        order.event_id = ev::new_event_id();
+    }
+    copy
+}
+
+fn stock_confirmed(order_id: &str) -> Event {
+    Event::InventoryUpdated(ev::InventoryUpdated {
+        event_id: ev::new_event_id(),
+        order_id: order_id.into(),
+        occurred_at: ev::now_millis(),
+        status: ev::InventoryStatus::Confirmed,
+        items: vec![ev::StockLine {
+            sku: "sku-1".into(),
+            quantity: 1,
+        }],
+        missing: Vec::new(),
+    })
+}
+
+/// What the books say about an order: its charge row (status, attempts), whether it was
+/// refunded, and what the provider holds and was asked.
+async fn books(bench: &Bench, id: &str) -> (String, i32, bool, i64, u32) {
+    let (status, attempts) = bench.charge(id).await;
+    let ledger = bench.provider.ledger(id);
+    (
+        status,
+        attempts,
+        bench.refunded(id).await,
+        ledger.net_captured_minor,
+        ledger.charge_calls,
+    )
+}
+
+/// A batch is charged as one message at a time is: the placed orders of a batch (approved and
+/// declined, one of them published twice) charged together, beside a stock confirmation the
+/// service ignores and a refund, leave the same charge rows, provider calls and events as
+/// the same messages delivered one at a time, each in its place.
+#[tokio::test]
+async fn a_batch_is_charged_as_one_message_at_a_time_is() {
+    let bench = Bench::start().await;
+    let service = bench.service(5, 8);
+    let tokens = [
+        tokens::VISA,
+        tokens::DECLINED,
+        tokens::MASTERCARD,
+        tokens::INSUFFICIENT_FUNDS,
+    ];
+    // Paid earlier, out of stock now: refunded in the batch.
+    let earlier = order_created(tokens::VISA);
+    let earlier_id = order_id(&earlier);
+    bench
+        .deliver(&service, &earlier, |_| Fault::None)
+        .await
+        .0
+        .committed("the earlier order");
+
+    let mut alone = Vec::new();
+    for token in tokens {
+        let created = order_created(token);
+        let caused = bench
+            .deliver(&service, &created, |_| Fault::None)
+            .await
+            .0
+            .committed(token);
+        alone.push((
+            published_status(&caused),
+            books(&bench, &order_id(&created)).await,
+        ));
+    }
+
+    let placed: Vec<Event> = tokens.iter().map(|token| order_created(token)).collect();
+    let mut batch = placed.clone();
+    batch.insert(1, stock_confirmed(&order_id(&placed[0])));
+    batch.insert(3, out_of_stock(&earlier_id));
+    batch.push(republished(&placed[2]));
+    let caused = apply_together(&bench, &service, &batch)
+        .await
+        .expect("the batch applies");
+    assert_eq!(caused.len(), batch.len(), "one result per message");
+    assert!(caused[1].is_empty(), "a confirmation causes nothing");
+    assert!(
+        matches!(caused[3][..], [Event::PaymentRefunded(_)]),
+        "the refund in its place: {:?}",
+        caused[3]
+    );
+    assert!(
+        caused[6].is_empty(),
+        "an order published again is charged once"
+    );
+    let charged = [&caused[0], &caused[2], &caused[4], &caused[5]];
+    for ((token, created), (caused, alone)) in tokens
+        .iter()
+        .zip(&placed)
+        .zip(charged.into_iter().zip(&alone))
+    {
+        let id = order_id(created);
+        match &caused[..] {
+            [Event::PaymentProcessed(p)] => assert_eq!(p.order_id, id, "{token}: in its place"),
+            other => panic!("{token}: expected one PaymentProcessed, got {other:?}"),
+        }
+        assert_eq!(
+            &(published_status(caused), books(&bench, &id).await),
+            alone,
+            "{token}: batched against alone"
+        );
+    }
+    assert_eq!(
+        books(&bench, &earlier_id).await,
+        ("PAID".into(), 1, true, 0, 1),
+        "the earlier order, refunded"
+    );
+}
+
+/// A charge left unsettled fails its batch and loses nothing: the failed call is counted once,
+/// nothing of the batch is recorded, and when the loop then applies the messages one at a
+/// time every order is charged once, the flaky one after its budgeted retries.
+#[tokio::test]
+async fn an_unsettled_charge_fails_its_batch_and_charges_nothing_twice() {
+    let bench = Bench::start().await;
+    let service = bench.service(5, 8);
+    let batch = [
+        order_created(tokens::VISA),
+        order_created(tokens::FLAKY),
+        order_created(tokens::DECLINED),
+    ];
+    let failure = apply_together(&bench, &service, &batch)
+        .await
+        .expect_err("a flaky card fails its first call");
+    assert!(
+        matches!(failure, HandleError::Transient(_)),
+        "retried, not dead-lettered: {failure:?}"
+    );
+    let flaky = order_id(&batch[1]);
+    let failures: i32 = sqlx::query_scalar(
+        "SELECT failures FROM provider_failures WHERE order_id = $1::uuid AND operation = 'charge'",
+    )
+    .bind(&flaky)
+    .fetch_one(&bench.pool)
+    .await
+    .expect("the failed call is counted");
+    assert_eq!(failures, 1);
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM charges")
+        .fetch_one(&bench.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "nothing of the failed batch is recorded");
+
+    for event in &batch {
+        bench
+            .deliver(&service, event, |_| Fault::None)
+            .await
+            .0
+            .committed("one at a time");
+    }
+    let visa = order_id(&batch[0]);
+    let declined = order_id(&batch[2]);
+    // Each card was asked twice (in the batch, then alone) and charged once.
+    assert_eq!(
+        books(&bench, &visa).await,
+        ("PAID".into(), 1, false, AMOUNT, 2)
+    );
+    assert_eq!(
+        books(&bench, &declined).await,
+        ("FAILED".into(), 1, false, 0, 2)
+    );
+    assert_eq!(
+        books(&bench, &flaky).await,
+        ("PAID".into(), 3, false, AMOUNT, 3)
+    );
+}
