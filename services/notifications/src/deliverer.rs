@@ -337,8 +337,7 @@ impl Deliverer {
                 body: &d.body.0,
             })
             .collect();
-        let outcomes =
-            futures::future::join_all(deliveries.iter().map(|d| self.sink.deliver(d))).await;
+        let outcomes = self.sink.deliver_all(&deliveries).await;
         // Whether health may read differently after this round: anything not delivered.
         let health_changes = outcomes.iter().any(Result::is_err) || !undeliverable.is_empty();
         let mut delivered = Vec::with_capacity(pending.len());
