@@ -26,5 +26,5 @@ pub use config::{CommonArgs, EventBusArgs, KafkaArgs, RetentionArgs, Secret, Ser
 pub use consumer::{ConsumerLoop, HandleError, Handler, MessageContext};
 pub use health::Health;
 pub use metrics::Metrics;
-pub use outbox::{Outbox, OutboxSignal, Published, Relay};
+pub use outbox::{Outbox, OutboxRows, OutboxSignal, Published, Relay};
 pub use service::ServiceKit;

@@ -24,6 +24,8 @@ use futures::future::join_all;
 use orderflow_events::{Event, EventCodec, Topics};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +58,54 @@ impl OutboxSignal {
     /// the last wait. The relay's side of the signal.
     pub async fn wait(&self) {
         self.0.notified().await
+    }
+}
+
+/// Events as the outbox's columns, four arrays for one `UNNEST` ([`Outbox::INSERT_ROWS`]).
+pub struct OutboxRows {
+    topics: Vec<String>,
+    keys: Vec<String>,
+    payloads: Vec<serde_json::Value>,
+    traces: Vec<String>,
+}
+
+impl OutboxRows {
+    /// The rows of the events several messages caused, each group with the trace context of
+    /// the work that caused it, in the order given.
+    pub fn of(topics: &Topics, caused: &[(&[Event], &TraceParent)]) -> OutboxRows {
+        let count: usize = caused.iter().map(|(events, _)| events.len()).sum();
+        let mut rows = OutboxRows {
+            topics: Vec::with_capacity(count),
+            keys: Vec::with_capacity(count),
+            payloads: Vec::with_capacity(count),
+            traces: Vec::with_capacity(count),
+        };
+        for (events, trace) in caused {
+            for event in *events {
+                rows.topics.push(topics.for_kind(event.kind()).to_owned());
+                rows.keys.push(event.key().to_owned());
+                rows.payloads
+                    .push(serde_json::to_value(event).expect("events serialize to JSON"));
+                rows.traces.push(trace.header());
+            }
+        }
+        rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// `query` with the four arrays bound as its next four parameters.
+    pub fn bind<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(&self.topics)
+            .bind(&self.keys)
+            .bind(&self.payloads)
+            .bind(&self.traces)
     }
 }
 
@@ -95,34 +145,23 @@ impl Outbox {
         topics: &Topics,
         caused: &[(&[Event], &TraceParent)],
     ) -> Result<(), sqlx::Error> {
-        let count: usize = caused.iter().map(|(events, _)| events.len()).sum();
-        if count == 0 {
+        let rows = OutboxRows::of(topics, caused);
+        if rows.is_empty() {
             return Ok(());
         }
-        let mut topic_names = Vec::with_capacity(count);
-        let mut keys = Vec::with_capacity(count);
-        let mut payloads = Vec::with_capacity(count);
-        let mut traces = Vec::with_capacity(count);
-        for (events, trace) in caused {
-            for event in *events {
-                topic_names.push(topics.for_kind(event.kind()).to_owned());
-                keys.push(event.key().to_owned());
-                payloads.push(serde_json::to_value(event).expect("events serialize to JSON"));
-                traces.push(trace.header());
-            }
-        }
-        sqlx::query(
-            "INSERT INTO outbox (topic, event_key, payload, traceparent)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[])",
-        )
-        .bind(&topic_names)
-        .bind(&keys)
-        .bind(&payloads)
-        .bind(&traces)
-        .execute(&mut **tx)
-        .await?;
+        rows.bind(sqlx::query(Outbox::INSERT_ROWS))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
+
+    /// The statement that adds an [`OutboxRows`] bound as `$1` to `$4`. A writer whose whole
+    /// change fits in one statement puts its own writes in a `WITH` ahead of it, binds its
+    /// values from `$5` on, and may add a `WHERE` (say, that its own insert took place): its
+    /// state and its events are then written in one statement, which needs no transaction
+    /// (`Store::place` of the order service).
+    pub const INSERT_ROWS: &str = "INSERT INTO outbox (topic, event_key, payload, traceparent)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[])";
 
     /// Reads up to `limit` unpublished rows in id order, locked until `tx` ends: a second
     /// relay (another instance) waits instead of reordering events. Rows held back by a

@@ -4,6 +4,7 @@
 //! as JSON in the shape of the Avro records.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use orderflow_db::column;
@@ -13,7 +14,7 @@ use orderflow_domain::{
 };
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_platform::trace::TraceParent;
-use orderflow_platform::{Outbox, OutboxSignal};
+use orderflow_platform::{Outbox, OutboxRows, OutboxSignal};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -145,6 +146,26 @@ fn status_event(
     })
 }
 
+/// A new order in one statement: the order (`PENDING`, version 1), its first history row and
+/// its events' outbox rows ([`Outbox::INSERT_ROWS`], `$1` to `$4`), or none of them when the
+/// customer's idempotency key placed an order already. The order's values are `$5` to `$13`.
+static PLACE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH placed AS (
+             INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items,
+                                 total_minor, currency, payment_method, status, version,
+                                 created_at, updated_at)
+             VALUES ($5, $6, $7, $8, $9, $10, $11, $12, 'PENDING', 1, $13, $13)
+             ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+             RETURNING order_id),
+         history AS (
+             INSERT INTO order_status_history (order_id, version, status, occurred_at)
+             SELECT order_id, 1, 'PENDING', $13 FROM placed)
+         {} WHERE EXISTS (SELECT 1 FROM placed)",
+        Outbox::INSERT_ROWS
+    )
+});
+
 impl Store {
     /// A store on `pool` that wakes the relay through `outbox_signal` after each commit.
     pub fn new(pool: PgPool, outbox_signal: OutboxSignal) -> Self {
@@ -155,57 +176,15 @@ impl Store {
     }
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
-    /// or returns the order an earlier request with the same idempotency key placed.
+    /// or returns the order an earlier request with the same idempotency key placed. A new
+    /// order is one statement ([`PLACE`]), so it needs no transaction of its own.
     #[tracing::instrument(skip_all, fields(customer_id = %order.customer_id))]
     pub async fn place(&self, order: &NewOrder, topics: &Topics) -> Result<Placed, OrderError> {
         let hash = request_hash(order);
-        let mut tx = self.pool.begin().await?;
         let order_id = OrderId::generate();
         let now = Utc::now();
         let items: Vec<ev::OrderLine> = order.items.iter().map(Into::into).collect();
-        // The order and its first status in one statement; neither if the key was used.
-        let inserted = sqlx::query(
-            "WITH placed AS (
-                 INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items,
-                                     total_minor, currency, payment_method, status, version,
-                                     created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', 1, $9, $9)
-                 ON CONFLICT (customer_id, idempotency_key) DO NOTHING
-                 RETURNING order_id)
-             INSERT INTO order_status_history (order_id, version, status, occurred_at)
-             SELECT order_id, 1, 'PENDING', $9 FROM placed",
-        )
-        .bind(order_id.as_uuid())
-        .bind(order.customer_id.as_str())
-        .bind(order.idempotency_key.as_str())
-        .bind(&hash)
-        .bind(serde_json::to_value(&items).expect("lines serialize"))
-        .bind(order.total.amount_minor())
-        .bind(order.total.currency().as_str())
-        .bind(order.payment_method.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
-            let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2"))
-                .bind(order.customer_id.as_str())
-                .bind(order.idempotency_key.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            let stored_hash: String = row.try_get("request_hash")?;
-            if stored_hash != hash {
-                return Err(OrderError::IdempotencyConflict(
-                    order.idempotency_key.to_string(),
-                ));
-            }
-            return Ok(Placed {
-                record: record_from_row(&row)?,
-                created: false,
-                events: Vec::new(),
-            });
-        }
+        let items_json = serde_json::to_value(&items).expect("lines serialize");
         let created = Event::OrderCreated(ev::OrderCreated {
             event_id: ev::new_event_id(),
             order_id: order_id.to_string(),
@@ -224,8 +203,42 @@ impl Store {
             now,
         );
         let events = vec![created, pending];
-        Outbox::insert(&mut tx, topics, &events, &TraceParent::current_or_new()).await?;
-        tx.commit().await?;
+        let outbox = OutboxRows::of(topics, &[(&events, &TraceParent::current_or_new())]);
+        let inserted = outbox
+            .bind(sqlx::query(&PLACE))
+            .bind(order_id.as_uuid())
+            .bind(order.customer_id.as_str())
+            .bind(order.idempotency_key.as_str())
+            .bind(&hash)
+            .bind(items_json)
+            .bind(order.total.amount_minor())
+            .bind(order.total.currency().as_str())
+            .bind(order.payment_method.as_str())
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0;
+        if !inserted {
+            // The key placed an order before (an insert racing this one has committed by now:
+            // the conflict waited for it).
+            let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2"))
+                .bind(order.customer_id.as_str())
+                .bind(order.idempotency_key.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+            let stored_hash: String = row.try_get("request_hash")?;
+            if stored_hash != hash {
+                return Err(OrderError::IdempotencyConflict(
+                    order.idempotency_key.to_string(),
+                ));
+            }
+            return Ok(Placed {
+                record: record_from_row(&row)?,
+                created: false,
+                events: Vec::new(),
+            });
+        }
         self.outbox_signal.committed();
         tracing::info!(%order_id, customer_id = %order.customer_id, "order placed");
         Ok(Placed {
