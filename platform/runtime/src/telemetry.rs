@@ -4,6 +4,7 @@
 //! (to Jaeger, or any OpenTelemetry collector), joined across services into one trace per
 //! order by the `traceparent` carried in gRPC metadata and Kafka headers ([`crate::trace`]).
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -101,7 +102,12 @@ pub fn init(service: &str, args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
             .with_tracer(provider.tracer("orderflow"))
             .with_threads(false)
     });
-    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    // Colours only for a person at a terminal: a log file (`./orderflow up` sends each
+    // component's output to one) or a collector gets plain text; `NO_COLOR` turns them off.
+    let colours = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(colours);
     let fmt = match args.log_format {
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Text => fmt.compact().boxed(),
