@@ -103,8 +103,10 @@ pub fn init(service: &str, args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
             .with_threads(false)
     });
     // Colours only for a person at a terminal: a log file (`./orderflow up` sends each
-    // component's output to one) or a collector gets plain text; `NO_COLOR` turns them off.
-    let colours = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // component's output to one) or a collector gets plain text; `NO_COLOR` (not empty) turns
+    // them off.
+    let colours = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(colours);

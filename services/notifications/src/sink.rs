@@ -11,6 +11,7 @@
 //! it has seen and drops a repeat, as with any webhook.
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -249,6 +250,9 @@ impl Sink for File {
     /// error, none is counted delivered (a line written before the error is delivered again;
     /// a receiver drops repeats by id).
     async fn deliver_all(&self, deliveries: &[Delivery<'_>]) -> Vec<Result<(), DeliveryError>> {
+        if deliveries.is_empty() {
+            return Vec::new();
+        }
         let mut lines = Vec::new();
         for delivery in deliveries {
             serde_json::to_writer(&mut lines, delivery.body).expect("JSON serializes");
@@ -265,12 +269,23 @@ impl Sink for File {
 }
 
 /// Appends `lines` to the file at `path` with one write and flushes them to disk. The file is
-/// opened for each call, so a rotated file is followed; one write keeps the lines whole.
+/// opened for each call, so a rotated file is followed. A file that does not end with a line
+/// break (a write cut short, by a full disk say) gets one first, so the cut line stays alone
+/// and the lines appended after it are whole.
 fn append(path: &std::path::Path, lines: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)?;
+    let len = file.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 {
+        file.read_exact_at(&mut last, len - 1)?;
+    }
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
     file.write_all(lines)?;
     file.sync_data()
 }
@@ -379,8 +394,19 @@ mod tests {
             .collect();
         assert_eq!(sink.deliver_all(&round).await, vec![Ok(()); 3]);
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+        assert_eq!(
+            sink.deliver_all(&[]).await,
+            vec![],
+            "an empty round writes nothing"
+        );
+
+        // A line cut short by an earlier write stays alone; the round after it is whole.
+        std::fs::write(&path, "{\"n\":0}\n{\"cut").unwrap();
+        assert_eq!(sink.deliver_all(&round[..1]).await, vec![Ok(())]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "{\"n\":0}\n{\"cut\n{\"n\":1}\n");
 
         // A file that cannot be written: every delivery of the round is to be tried again,
         // and the error names the file.
