@@ -230,36 +230,29 @@ impl PaymentHandler {
             .collect()
             .await;
         let settlements = settlements.into_iter().collect::<Result<Vec<_>, _>>()?;
-        // Each settled charge: its order's place, the payment id, the result, the provider's
-        // reference and the charge calls it took.
-        let settled: Vec<(usize, uuid::Uuid, PaymentResult, Option<String>, u32)> = to_charge
+        let charges: Vec<NewCharge> = to_charge
             .iter()
             .zip(settlements)
             .map(|(&i, (settled, attempts))| {
-                let (result, reference) = match settled {
+                let (result, provider_reference) = match settled {
                     Settled::Paid { reference } => (PaymentResult::Paid, Some(reference)),
                     Settled::Failed { reason } => (PaymentResult::Failed { reason }, None),
                 };
-                (i, uuid::Uuid::now_v7(), result, reference, attempts)
-            })
-            .collect();
-        let charges: Vec<NewCharge> = settled
-            .iter()
-            .map(|(i, payment_id, result, reference, attempts)| NewCharge {
-                order_id: orders[*i].order_id,
-                payment_id: *payment_id,
-                amount: orders[*i].total,
-                result,
-                provider_reference: reference.as_deref(),
-                attempts: *attempts,
+                NewCharge {
+                    order_id: orders[i].order_id,
+                    payment_id: uuid::Uuid::now_v7(),
+                    amount: orders[i].total,
+                    result,
+                    provider_reference,
+                    attempts,
+                }
             })
             .collect();
         store::insert_charges(tx, &charges).await?;
         let mut caused: Vec<Vec<Event>> = orders.iter().map(|_| Vec::new()).collect();
-        for (i, payment_id, result, reference, _) in settled {
-            let order = &orders[i];
-            let order_id = order.order_id;
-            let (status, failure_reason) = match result {
+        for (&i, charge) in to_charge.iter().zip(charges) {
+            let order_id = charge.order_id;
+            let (status, failure_reason) = match charge.result {
                 PaymentResult::Paid => (ev::PaymentStatus::Paid, None),
                 PaymentResult::Failed { reason } => (ev::PaymentStatus::Failed, Some(reason)),
             };
@@ -268,12 +261,12 @@ impl PaymentHandler {
                 event_id: ev::new_event_id(),
                 order_id: order_id.to_string(),
                 occurred_at: ev::now_millis(),
-                payment_id: payment_id.to_string(),
+                payment_id: charge.payment_id.to_string(),
                 status,
-                amount: order.total.into(),
-                items: order.items.iter().map(Into::into).collect(),
+                amount: charge.amount.into(),
+                items: orders[i].items.iter().map(Into::into).collect(),
                 failure_reason,
-                provider_reference: reference,
+                provider_reference: charge.provider_reference,
             })];
         }
         Ok(caused)

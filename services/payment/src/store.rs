@@ -12,12 +12,12 @@ use crate::error::PaymentError;
 
 /// A charge to record.
 #[derive(Debug, Clone)]
-pub struct NewCharge<'a> {
+pub struct NewCharge {
     pub order_id: OrderId,
     pub payment_id: uuid::Uuid,
     pub amount: Money,
-    pub result: &'a PaymentResult,
-    pub provider_reference: Option<&'a str>,
+    pub result: PaymentResult,
+    pub provider_reference: Option<String>,
     /// Charge calls it took at the provider (it may have failed to answer before).
     pub attempts: u32,
 }
@@ -70,7 +70,7 @@ pub async fn charge_statuses(
 #[tracing::instrument(skip_all, fields(charges = charges.len()))]
 pub async fn insert_charges(
     tx: &mut Transaction<'_, Postgres>,
-    charges: &[NewCharge<'_>],
+    charges: &[NewCharge],
 ) -> Result<(), PaymentError> {
     if charges.is_empty() {
         return Ok(());
@@ -84,7 +84,7 @@ pub async fn insert_charges(
     let mut references = Vec::with_capacity(charges.len());
     let mut attempts = Vec::with_capacity(charges.len());
     for charge in charges {
-        let (status, failure_reason) = match charge.result {
+        let (status, failure_reason) = match &charge.result {
             PaymentResult::Paid => ("PAID", None),
             PaymentResult::Failed { reason } => ("FAILED", Some(reason.as_str())),
         };
@@ -94,7 +94,7 @@ pub async fn insert_charges(
         currencies.push(charge.amount.currency().to_string());
         statuses.push(status);
         reasons.push(failure_reason);
-        references.push(charge.provider_reference);
+        references.push(charge.provider_reference.as_deref());
         attempts.push(i32::try_from(charge.attempts).unwrap_or(i32::MAX));
     }
     sqlx::query(

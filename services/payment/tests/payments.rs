@@ -429,18 +429,14 @@ fn republished(event: &Event) -> Event {
     copy
 }
 
+/// The stock confirmation of an order: what `out_of_stock` reports, with nothing missing.
 fn stock_confirmed(order_id: &str) -> Event {
-    Event::InventoryUpdated(ev::InventoryUpdated {
-        event_id: ev::new_event_id(),
-        order_id: order_id.into(),
-        occurred_at: ev::now_millis(),
-        status: ev::InventoryStatus::Confirmed,
-        items: vec![ev::StockLine {
-            sku: "sku-1".into(),
-            quantity: 1,
-        }],
-        missing: Vec::new(),
-    })
+    let Event::InventoryUpdated(mut update) = out_of_stock(order_id) else {
+        unreachable!("out_of_stock makes an InventoryUpdated")
+    };
+    update.status = ev::InventoryStatus::Confirmed;
+    update.missing.clear();
+    Event::InventoryUpdated(update)
 }
 
 /// What the books say about an order: its charge row (status, attempts), whether it was
