@@ -191,45 +191,29 @@ impl MessageContext {
 /// A service's reaction to the events it consumes.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    /// Applies `event` inside `tx` and returns the events it causes (written to the outbox in
-    /// the same transaction). Events the service does not care about return an empty list.
+    /// Applies `messages` inside `tx`, in order, and returns the events each caused, one list
+    /// per message (written to the outbox in the same transaction). Events the service does
+    /// not act on cause an empty list.
+    ///
+    /// The loop passes a batch's new messages (in partition order; duplicates left out), or
+    /// a single message when it applies them one at a time, so one function serves both and
+    /// a handler writes a batch with as few statements as it can: a row each in one statement
+    /// (the history service's timeline), sums by row (the analytics service), the state
+    /// machine run in memory over rows read once (the order service). An error for more than
+    /// one message fails the batch without charging any of them an attempt; the loop then
+    /// applies its messages one at a time, so a message the handler refuses is still
+    /// dead-lettered alone.
+    ///
+    /// A handler that locks rows locks every row the messages need at once, in one order
+    /// that does not depend on the messages (sorted by key), before it writes: locked message
+    /// by message, in arrival order, two instances whose batches share rows (the same SKUs,
+    /// the same orders) could each hold what the other needs next, and PostgreSQL would break
+    /// the deadlock by failing one batch, which then falls back to one message at a time.
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError>;
-
-    /// Locks, inside `tx` and before any of them is handled, the rows that `events` (a
-    /// batch's new events, in partition order) will lock, in one order that does not depend
-    /// on the batch (e.g. sorted by key). Handling locks rows message by message, so without
-    /// it two instances whose batches share rows (the same SKUs, the same orders) lock them
-    /// in arrival order, each can hold what the other needs next, and PostgreSQL breaks the
-    /// deadlock by failing one batch, which then falls back to one message at a time. Events
-    /// the handler would refuse may be skipped here. The default locks nothing.
-    async fn lock_batch(
-        &self,
-        _tx: &mut Transaction<'_, Postgres>,
-        _events: &[&Event],
-    ) -> Result<(), HandleError> {
-        Ok(())
-    }
-
-    /// Handles a batch's new messages (more than one) together, with fewer statements than
-    /// one each, and returns what each caused, in order. `None`, the default, has the loop
-    /// call [`Handler::handle`] for each message. A handler whose messages' writes can be
-    /// made together overrides it: a row each in one statement (the history service's
-    /// timeline), sums by row (the analytics service), the state machine run in memory over
-    /// rows read once (the order service). An error fails the batch, and the loop then applies
-    /// its messages one at a time, so a message the handler refuses is still dead-lettered
-    /// alone.
-    async fn handle_together(
-        &self,
-        _tx: &mut Transaction<'_, Postgres>,
-        _messages: &[(&Event, &MessageContext)],
-    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
-        None
-    }
+        messages: &[(&Event, &MessageContext)],
+    ) -> Result<Vec<Vec<Event>>, HandleError>;
 
     /// Whether the loop records each event id in `processed_events` and skips an id it has
     /// seen (the default), which makes any handler's effects happen once. A handler whose
@@ -624,15 +608,12 @@ impl<H: Handler> ConsumerLoop<H> {
 
 /// Applies one batch of decoded messages inside `tx`, in order, as the consumer loop does:
 /// one statement records every event id as processed by `consumer` (unless the handler is
-/// idempotent by itself, [`Handler::records_event_ids`]), the handler locks the
-/// rows the new events need in a stable order ([`Handler::lock_batch`], for a batch of more
-/// than one), the handler runs for each event not seen before (an id twice in `messages`
-/// counts once; for more than one, all together if it can, [`Handler::handle_together`]), and
-/// one statement adds every caused event to the outbox, each with a child of its message's
-/// trace. The caller commits
-/// `tx` and then, if any message caused an event, wakes the relay
-/// ([`OutboxSignal::committed`]); after a failure it must roll `tx` back, as part of the batch
-/// may be applied in it.
+/// idempotent by itself, [`Handler::records_event_ids`]), the handler runs once for the
+/// messages not seen before ([`Handler::handle`]; an id twice in `messages` counts once),
+/// and one statement adds every caused event to the outbox, each with a child of its
+/// message's trace. The caller commits `tx` and then, if any message caused an event, wakes
+/// the relay ([`OutboxSignal::committed`]); after a failure it must roll `tx` back, as part
+/// of the batch may be applied in it.
 pub async fn apply_batch<H: Handler + ?Sized>(
     tx: &mut Transaction<'_, Postgres>,
     consumer: &str,
@@ -670,14 +651,6 @@ pub async fn apply_batch<H: Handler + ?Sized>(
         .filter(|(i, _)| fresh[*i])
         .map(|(i, (event, ctx))| (i, event, ctx))
         .collect();
-    // One alone has nothing to be ordered against.
-    if new.len() > 1 {
-        let new_events: Vec<&Event> = new.iter().map(|(_, event, _)| *event).collect();
-        handler
-            .lock_batch(tx, &new_events)
-            .await
-            .map_err(|e| BatchFailure::new(0, false, e))?;
-    }
     // Each new message's span: exported, it is the child of the span that published the
     // message (the header), and what the message causes is the child of this span.
     let spans: Vec<tracing::Span> = new
@@ -694,35 +667,25 @@ pub async fn apply_batch<H: Handler + ?Sized>(
         .zip(&spans)
         .map(|((_, _, ctx), span)| TraceParent::of_span(span).unwrap_or_else(|| ctx.trace.child()))
         .collect();
-    let together = match new.len() {
-        0 | 1 => None,
+    let caused_by_new = match new.as_slice() {
+        [] => Vec::new(),
+        // One alone: a failure is that message's, and counts as an attempt at it.
+        [(i, event, ctx)] => handler
+            .handle(tx, &[(*event, *ctx)])
+            .instrument(spans[0].clone())
+            .await
+            .map_err(|e| BatchFailure::new(*i, true, e))?,
+        // A failure of the whole batch, not of one message: none is charged an attempt.
         _ => {
             let all: Vec<(&Event, &MessageContext)> =
                 new.iter().map(|(_, event, ctx)| (*event, *ctx)).collect();
-            handler.handle_together(tx, &all).await
+            handler
+                .handle(tx, &all)
+                .await
+                .map_err(|e| BatchFailure::new(0, false, e))?
         }
     };
-    // What each new message caused, in order.
-    let caused_by_new = match together {
-        Some(caused) => {
-            // A failure of the whole batch, not of one message: none is charged an attempt.
-            let caused = caused.map_err(|e| BatchFailure::new(0, false, e))?;
-            assert_eq!(caused.len(), new.len(), "one result per new message");
-            caused
-        }
-        None => {
-            let mut caused = Vec::with_capacity(new.len());
-            for ((i, event, ctx), span) in new.iter().zip(&spans) {
-                let events = handler
-                    .handle(tx, event, ctx)
-                    .instrument(span.clone())
-                    .await
-                    .map_err(|e| BatchFailure::new(*i, true, e))?;
-                caused.push(events);
-            }
-            caused
-        }
-    };
+    assert_eq!(caused_by_new.len(), new.len(), "one result per new message");
     let mut caused_by_new = caused_by_new.into_iter();
     let applied: Vec<Applied> = messages
         .iter()

@@ -54,32 +54,19 @@ fn when(event: &Event, ctx: &MessageContext) -> DateTime<Utc> {
 
 #[async_trait]
 impl Handler for HistoryHandler {
+    /// The messages' rows in one statement. A message that makes no row (one that belongs
+    /// to no order) fails them all, and the loop dead-letters it alone.
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError> {
-        store::record(&mut **tx, &entry(event, ctx)?).await?;
-        Ok(Vec::new())
-    }
-
-    /// A batch's rows in one statement. A message that makes no row (one that belongs to no
-    /// order) fails the batch, and the loop dead-letters it alone.
-    async fn handle_together(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
         messages: &[(&Event, &MessageContext)],
-    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
-        let recorded = async {
-            let entries = messages
-                .iter()
-                .map(|(event, ctx)| entry(event, ctx))
-                .collect::<Result<Vec<Entry>, HandleError>>()?;
-            store::record_all(&mut **tx, &entries).await?;
-            Ok(vec![Vec::new(); messages.len()])
-        };
-        Some(recorded.await)
+    ) -> Result<Vec<Vec<Event>>, HandleError> {
+        let entries = messages
+            .iter()
+            .map(|(event, ctx)| entry(event, ctx))
+            .collect::<Result<Vec<Entry>, HandleError>>()?;
+        store::record_all(&mut **tx, &entries).await?;
+        Ok(vec![Vec::new(); messages.len()])
     }
 
     /// Every row is keyed by (topic, partition, offset): a redelivery writes nothing, and a

@@ -49,18 +49,21 @@ fn settled_events(request: &StockRequest, settlement: Settlement) -> Vec<Event> 
         .collect()
 }
 
-impl InventoryHandler {
-    /// Settles the paid orders among `events` together ([`store::settle_all`]): what each
-    /// event caused, in order. An event the service refuses fails them all.
-    async fn settle_all(
+#[async_trait]
+impl Handler for InventoryHandler {
+    /// The paid orders among the messages settled together ([`store::settle_all`]): four
+    /// statements, not four per order. The first locks every stock row they need at once, in
+    /// SKU order, before anything is read or written, so two instances whose batches share
+    /// SKUs do not deadlock. A message the service refuses fails them all.
+    async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        events: &[&Event],
-    ) -> Result<Vec<Vec<Event>>, InventoryError> {
+        messages: &[(&Event, &MessageContext)],
+    ) -> Result<Vec<Vec<Event>>, HandleError> {
         // Which events ask for stock, and what they ask.
         let mut requests = Vec::new();
-        let mut asks = Vec::with_capacity(events.len());
-        for event in events {
+        let mut asks = Vec::with_capacity(messages.len());
+        for (event, _) in messages {
             let request = stock_request(event)?;
             asks.push(request.is_some());
             requests.extend(request);
@@ -80,30 +83,5 @@ impl InventoryHandler {
                 }
             })
             .collect())
-    }
-}
-
-#[async_trait]
-impl Handler for InventoryHandler {
-    async fn handle(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        _ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError> {
-        let mut caused = self.settle_all(tx, &[event]).await?;
-        Ok(caused.pop().expect("one result per event"))
-    }
-
-    /// The batch's paid orders settled together: four statements, not four per order. The
-    /// first locks every stock row the batch needs at once, in SKU order, before anything is
-    /// read or written, so this handler needs no [`Handler::lock_batch`].
-    async fn handle_together(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        messages: &[(&Event, &MessageContext)],
-    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
-        let events: Vec<&Event> = messages.iter().map(|(event, _)| *event).collect();
-        Some(self.settle_all(tx, &events).await.map_err(Into::into))
     }
 }

@@ -52,47 +52,50 @@ fn to_record<'a>(
     }))
 }
 
+/// Records `event`'s notification, if it has one; one redriven from this service's dead
+/// letters whose notification is recorded already is put back to be delivered again.
+async fn record_one(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    ctx: &MessageContext,
+) -> Result<(), HandleError> {
+    let Some(record) = to_record(event, ctx)? else {
+        return Ok(());
+    };
+    let recorded = store::record(tx, std::slice::from_ref(&record)).await? == 1;
+    if !recorded && redriven_from_here(ctx) {
+        let n = &record.notification;
+        let revived = store::revive(tx, n.order_id, n.status).await?;
+        tracing::info!(order_id = %n.order_id, status = n.status, revived, "redriven status change");
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Handler for NotificationsHandler {
+    /// The messages' notifications in one statement, unless one of them was redriven from
+    /// this service's dead letters (which may revive a notification): then one at a time. A
+    /// message that is no valid status change fails them all, and the loop dead-letters it
+    /// alone.
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError> {
-        let Some(record) = to_record(event, ctx)? else {
-            return Ok(Vec::new());
-        };
-        let recorded = store::record(tx, std::slice::from_ref(&record)).await? == 1;
-        if !recorded && redriven_from_here(ctx) {
-            let n = &record.notification;
-            let revived = store::revive(tx, n.order_id, n.status).await?;
-            tracing::info!(order_id = %n.order_id, status = n.status, revived, "redriven status change");
-        }
-        Ok(Vec::new())
-    }
-
-    /// A batch's notifications in one statement, unless a message of it was redriven from
-    /// this service's dead letters (which may revive a notification): then one at a time. A
-    /// message that is no valid status change fails the batch, and the loop dead-letters it
-    /// alone.
-    async fn handle_together(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
         messages: &[(&Event, &MessageContext)],
-    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
+    ) -> Result<Vec<Vec<Event>>, HandleError> {
         if messages.iter().any(|(_, ctx)| redriven_from_here(ctx)) {
-            return None;
-        }
-        let recorded = async {
+            for (event, ctx) in messages {
+                record_one(tx, event, ctx).await?;
+            }
+        } else {
             let mut records = Vec::with_capacity(messages.len());
             for (event, ctx) in messages {
                 records.extend(to_record(event, ctx)?);
             }
-            store::record(tx, &records).await?;
-            Ok(vec![Vec::new(); messages.len()])
-        };
-        Some(recorded.await)
+            if !records.is_empty() {
+                store::record(tx, &records).await?;
+            }
+        }
+        Ok(vec![Vec::new(); messages.len()])
     }
 
     /// Keyed by (order, status): see the module's documentation.

@@ -6,8 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_domain::{
-    CatalogueEntry, CustomerEntry, OrderId, OrderOutcome, PaymentOutcome, StockSettlement,
-    ValidationError,
+    CatalogueEntry, CustomerEntry, OrderOutcome, PaymentOutcome, StockSettlement, ValidationError,
 };
 use orderflow_events::Event;
 use orderflow_platform::{HandleError, Handler, MessageContext};
@@ -66,8 +65,14 @@ fn work_of(event: &Event) -> Result<Work, OrderError> {
     })
 }
 
-impl OrderHandler {
-    async fn handle_all(
+#[async_trait]
+impl Handler for OrderHandler {
+    /// The outcomes through [`store::apply_all`] (every order they move locked and read at
+    /// once, in order-id order, so two instances whose batches share orders do not deadlock;
+    /// the history rows and new statuses written in one statement) and the catalogue entries
+    /// in one statement; customer entries one by one (rare). What each message caused, in
+    /// order.
+    async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         messages: &[(&Event, &MessageContext)],
@@ -112,60 +117,5 @@ impl OrderHandler {
             });
         }
         Ok(results)
-    }
-}
-
-#[async_trait]
-impl Handler for OrderHandler {
-    async fn handle(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        _ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError> {
-        match work_of(event)? {
-            Work::Outcome(outcome) => Ok(store::apply(tx, &outcome, &self.transitions).await?),
-            Work::Catalogue(entry) => {
-                store::record_catalogue(tx, &entry).await?;
-                Ok(Vec::new())
-            }
-            Work::Customer {
-                entry,
-                occurred_at,
-                event_id,
-            } => {
-                store::record_customer(tx, &entry, occurred_at, event_id).await?;
-                Ok(Vec::new())
-            }
-            Work::Nothing => Ok(Vec::new()),
-        }
-    }
-
-    /// A batch's outcomes through [`store::apply_all`] (each order read once, the history
-    /// rows and new statuses written in one statement) and its catalogue entries in one
-    /// statement; customer entries one by one (rare). What each message caused, in order.
-    async fn handle_together(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        messages: &[(&Event, &MessageContext)],
-    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
-        Some(self.handle_all(tx, messages).await)
-    }
-
-    /// Locks every order the batch moves at once, in order-id order: applied one after
-    /// another, a batch would lock them in arrival order, and two instances (one consuming an
-    /// order's `payments` partition, the other its `inventory` partition) could deadlock.
-    async fn lock_batch(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        events: &[&Event],
-    ) -> Result<(), HandleError> {
-        let orders: Vec<OrderId> = events
-            .iter()
-            .filter(|event| !matches!(event, Event::OrderCreated(_) | Event::OrderStatusChanged(_)))
-            // An invalid id is refused when its event is handled.
-            .filter_map(|event| OrderId::parse("order_id", event.order_id()?).ok())
-            .collect();
-        Ok(store::lock_orders(tx, &orders).await?)
     }
 }

@@ -341,7 +341,7 @@ impl Store {
 
     /// What the order service knows of `order` before placing it, in one statement: whether
     /// its idempotency key placed an order already, which of its SKUs the catalogue lists
-    /// ([`record_catalogue`]) and its customer's standing, if the directory lists the customer
+    /// ([`record_catalogues`]) and its customer's standing, if the directory lists the customer
     /// ([`record_customer`]).
     #[tracing::instrument(skip_all, fields(lines = order.items.len()))]
     pub async fn admission(&self, order: &NewOrder) -> Result<Admission, OrderError> {
@@ -448,19 +448,10 @@ pub async fn record_customer(
     Ok(())
 }
 
-/// Keeps `entry` as its SKU's catalogue entry unless a newer one (a higher revision) is kept
-/// already: a redelivered or replayed entry, or one read late, changes nothing.
-#[tracing::instrument(skip_all, fields(sku = %entry.sku, revision = entry.revision))]
-pub async fn record_catalogue(
-    tx: &mut Transaction<'_, Postgres>,
-    entry: &CatalogueEntry,
-) -> Result<(), OrderError> {
-    record_catalogues(tx, &[entry]).await
-}
-
-/// Keeps each of `entries` as [`record_catalogue`] does, in one statement: of a SKU's
-/// entries only the newest revision (of two with one revision, the first) can be kept, so
-/// only it is written, and the SKUs in order.
+/// Keeps each of `entries` as its SKU's catalogue entry unless a newer one (a higher
+/// revision) is kept already: a redelivered or replayed entry, or one read late, changes
+/// nothing. One statement: of a SKU's entries only the newest revision (of two with one
+/// revision, the first) can be kept, so only it is written, and the SKUs in order.
 #[tracing::instrument(skip_all, fields(entries = entries.len()))]
 pub async fn record_catalogues(
     tx: &mut Transaction<'_, Postgres>,
@@ -487,37 +478,6 @@ pub async fn record_catalogues(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Locks the rows of `orders` (any order, repeats allowed) until the transaction ends, in
-/// order-id order, so transactions that move some of the same orders wait for each other
-/// instead of deadlocking. An unknown order has no row.
-#[tracing::instrument(skip_all, fields(orders = orders.len()))]
-pub async fn lock_orders(
-    tx: &mut Transaction<'_, Postgres>,
-    orders: &[OrderId],
-) -> Result<(), OrderError> {
-    if orders.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<uuid::Uuid> = orders.iter().map(OrderId::as_uuid).collect();
-    sqlx::query("SELECT 1 FROM orders WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE")
-        .bind(&ids)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Applies an outcome to its order inside the consumer's transaction, through the state
-/// machine, and returns the OrderStatusChanged events to publish ([`apply_all`] of one).
-#[tracing::instrument(skip_all, fields(order_id = %outcome.order_id))]
-pub async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
-    outcome: &OrderOutcome,
-    counted: &TransitionMetrics,
-) -> Result<Vec<Event>, OrderError> {
-    let mut caused = apply_all(tx, &[outcome], counted).await?;
-    Ok(caused.pop().unwrap_or_default())
 }
 
 /// An order as [`apply_all`] moves it: read once, then changed in memory by each outcome.

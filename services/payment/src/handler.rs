@@ -126,46 +126,21 @@ async fn resolve(
 
 #[async_trait]
 impl Handler for PaymentHandler {
+    /// What each message causes, in order: the placed orders are charged together (three
+    /// statements for all of them, not three per order, and the provider asked about them
+    /// concurrently), an order out of stock is refunded, and the rest cause nothing.
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        _ctx: &MessageContext,
-    ) -> Result<Vec<Event>, HandleError> {
-        let mut caused = self.handle_all(tx, &[event]).await?;
-        Ok(caused.pop().expect("one result per event"))
-    }
-
-    /// The batch's placed orders charged together: three statements for the batch, not three
-    /// per order, and the provider asked about the orders concurrently.
-    async fn handle_together(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
         messages: &[(&Event, &MessageContext)],
-    ) -> Option<Result<Vec<Vec<Event>>, HandleError>> {
-        let events: Vec<&Event> = messages.iter().map(|(event, _)| *event).collect();
-        Some(self.handle_all(tx, &events).await.map_err(Into::into))
-    }
-}
-
-/// Provider calls one batch has in flight at once, at most.
-const CONCURRENT_CALLS: usize = 16;
-
-impl PaymentHandler {
-    /// What each of `events` causes, in order: the placed orders are charged together, an
-    /// order out of stock is refunded, and the rest cause nothing.
-    async fn handle_all(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        events: &[&Event],
-    ) -> Result<Vec<Vec<Event>>, PaymentError> {
-        let mut caused: Vec<Vec<Event>> = events.iter().map(|_| Vec::new()).collect();
+    ) -> Result<Vec<Vec<Event>>, HandleError> {
+        let mut caused: Vec<Vec<Event>> = messages.iter().map(|_| Vec::new()).collect();
         let mut placed = Vec::new();
         let mut placed_at = Vec::new();
-        for (i, event) in events.iter().enumerate() {
+        for (i, (event, _)) in messages.iter().enumerate() {
             match event {
                 Event::OrderCreated(order) => {
-                    placed.push(PlacedOrder::try_from(order)?);
+                    placed.push(PlacedOrder::try_from(order).map_err(PaymentError::from)?);
                     placed_at.push(i);
                 }
                 // Only an order that ran out of stock concerns payment; other stock outcomes
@@ -173,7 +148,7 @@ impl PaymentHandler {
                 Event::InventoryUpdated(update)
                     if update.status == ev::InventoryStatus::OutOfStock =>
                 {
-                    let settled = StockSettlement::try_from(update)?;
+                    let settled = StockSettlement::try_from(update).map_err(PaymentError::from)?;
                     caused[i] = self
                         .refund(tx, settled.order_id, settled.decision.missing())
                         .await?;
@@ -189,7 +164,12 @@ impl PaymentHandler {
         }
         Ok(caused)
     }
+}
 
+/// Provider calls one batch has in flight at once, at most.
+const CONCURRENT_CALLS: usize = 16;
+
+impl PaymentHandler {
     /// Charges each of `orders` that is not charged yet, once however often it is named, and
     /// returns the PaymentProcessed each caused (nothing for the others), in order. Which are
     /// charged already, and the failed calls of the rest, are read in one statement each; the
