@@ -90,14 +90,14 @@ const ORDER_MESSAGES: [OrderMessage; 5] = [
         per_order: 1,
         readers: &["payment"],
     },
-    // `Store::place` (PENDING, v1), `store::apply` on PaymentProcessed (PAID, v2) and on
+    // `Store::place` (PENDING, v1), `store::apply_all` on PaymentProcessed (PAID, v2) and on
     // InventoryUpdated (COMPLETED, v3). Only the gateway reads order-status.
     OrderMessage {
         kind: EventKind::OrderStatusChanged,
         per_order: 3,
         readers: &["gateway"],
     },
-    // services/payment/src/handler.rs `PaymentHandler::charge`.
+    // services/payment/src/handler.rs `PaymentHandler::charge_all`.
     OrderMessage {
         kind: EventKind::PaymentProcessed,
         per_order: 1,

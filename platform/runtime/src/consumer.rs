@@ -83,24 +83,37 @@ impl From<CodecError> for HandleError {
     }
 }
 
-/// Why [`apply_batch`] applied nothing: which message failed, whether its handler returned
-/// the error, and the error.
+/// Why [`apply_batch`] applied nothing: the message the failure belongs to, if it belongs to
+/// one, whether it counts as an attempt at that message, and the error.
 #[derive(Debug, thiserror::Error)]
-#[error("message {at} of the batch: {error}")]
+#[error("{}{error}", at.map(|i| format!("message {i} of the batch: ")).unwrap_or_default())]
 pub struct BatchFailure {
-    /// The failed message's index in the batch, or the batch's length for the statements
-    /// after the last handler.
-    pub at: usize,
-    /// Whether the message's handler returned the error.
+    /// The index in the batch of the message the failure belongs to: one that could not be
+    /// decoded, or the only new message when its handler failed. `None` for a failure of the
+    /// batch as a whole: the statements around the handler, the commit, or a handler failure
+    /// over several messages, which the loop cannot lay at any one of them.
+    pub at: Option<usize>,
+    /// Whether the handler returned the error for that message alone, so that a transient
+    /// one counts as an attempt at it.
     pub in_handler: bool,
     pub error: HandleError,
 }
 
 impl BatchFailure {
-    fn new(at: usize, in_handler: bool, error: HandleError) -> Self {
+    /// A failure of message `at` of the batch, returned by its handler or not.
+    fn of_message(at: usize, in_handler: bool, error: HandleError) -> Self {
         BatchFailure {
-            at,
+            at: Some(at),
             in_handler,
+            error,
+        }
+    }
+
+    /// A failure of the batch as a whole.
+    fn of_batch(error: HandleError) -> Self {
+        BatchFailure {
+            at: None,
+            in_handler: false,
             error,
         }
     }
@@ -195,8 +208,9 @@ pub trait Handler: Send + Sync + 'static {
     /// per message (written to the outbox in the same transaction). Events the service does
     /// not act on cause an empty list.
     ///
-    /// The loop passes a batch's new messages (in partition order; duplicates left out), or
-    /// a single message when it applies them one at a time, so one function serves both and
+    /// The loop passes a batch's new messages (in partition order; events whose ids it
+    /// recorded before are left out, unless [`Handler::records_event_ids`] is false), or a
+    /// single message when it applies them one at a time, so one function serves both and
     /// a handler writes a batch with as few statements as it can: a row each in one statement
     /// (the history service's timeline), sums by row (the analytics service), the state
     /// machine run in memory over rows read once (the order service). An error for more than
@@ -204,11 +218,13 @@ pub trait Handler: Send + Sync + 'static {
     /// applies its messages one at a time, so a message the handler refuses is still
     /// dead-lettered alone.
     ///
-    /// A handler that locks rows locks every row the messages need at once, in one order
-    /// that does not depend on the messages (sorted by key), before it writes: locked message
-    /// by message, in arrival order, two instances whose batches share rows (the same SKUs,
-    /// the same orders) could each hold what the other needs next, and PostgreSQL would break
-    /// the deadlock by failing one batch, which then falls back to one message at a time.
+    /// Rows that another instance's batches may lock too (the same SKUs, the same orders)
+    /// are locked at once, in one order that does not depend on the messages (sorted by key),
+    /// before anything is written: locked message by message, in arrival order, two
+    /// instances could each hold what the other needs next, and PostgreSQL would break the
+    /// deadlock by failing one batch, which then falls back to one message at a time. Rows
+    /// only one partition's messages touch (a charge, keyed by its order) may be locked as
+    /// they come.
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -394,8 +410,9 @@ impl<H: Handler> ConsumerLoop<H> {
         batch: &[BorrowedMessage<'_>],
         shutdown: &CancellationToken,
     ) -> usize {
-        // Which message made the batch fail, and whether that counts as a first attempt
-        // (a transient handler failure, e.g. the payment provider, uses up an attempt).
+        // The message whose first attempt the batch's failure was: a transient failure its
+        // handler returned for it alone (e.g. the payment provider, for the batch's only new
+        // message).
         let mut failed = None;
         if batch.len() > 1 {
             let started = Instant::now();
@@ -412,15 +429,12 @@ impl<H: Handler> ConsumerLoop<H> {
                     tracing::debug!(consumer = %self.name, size = batch.len(), error = %failure.error, "batch failed, applying its messages one by one");
                     let used_an_attempt =
                         failure.in_handler && matches!(failure.error, HandleError::Transient(_));
-                    failed = Some((failure.at, used_an_attempt));
+                    failed = failure.at.filter(|_| used_an_attempt);
                 }
             }
         }
         for (done, message) in batch.iter().enumerate() {
-            let prior_attempts = match failed {
-                Some((at, true)) if at == done => 1,
-                _ => 0,
-            };
+            let prior_attempts = u32::from(failed == Some(done));
             if !self.process(message, shutdown, prior_attempts).await {
                 return done;
             }
@@ -502,7 +516,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut batch = Vec::with_capacity(messages.len());
         for (i, message) in messages.iter().enumerate() {
             let event = self.codec.decode(message.payload()).await;
-            let event = event.map_err(|e| BatchFailure::new(i, false, e.into()))?;
+            let event = event.map_err(|e| BatchFailure::of_message(i, false, e.into()))?;
             let ctx = MessageContext {
                 topic: message.topic().to_owned(),
                 partition: message.partition(),
@@ -517,16 +531,15 @@ impl<H: Handler> ConsumerLoop<H> {
             };
             batch.push((event, ctx));
         }
-        let end = messages.len();
         let mut tx = self
             .pool
             .begin()
             .await
-            .map_err(|e| BatchFailure::new(0, false, e.into()))?;
+            .map_err(|e| BatchFailure::of_batch(e.into()))?;
         let applied = apply_batch(&mut tx, &self.name, &self.topics, &self.handler, &batch).await?;
         tx.commit()
             .await
-            .map_err(|e| BatchFailure::new(end, false, e.into()))?;
+            .map_err(|e| BatchFailure::of_batch(e.into()))?;
         // Only a batch that added to the outbox wakes the relay: woken for nothing, it would
         // spend a transaction finding the outbox empty, once per batch of every consumer
         // that causes no events (history, analytics, notifications).
@@ -637,7 +650,7 @@ pub async fn apply_batch<H: Handler + ?Sized>(
         .bind(&ids)
         .fetch_all(&mut **tx)
         .await
-        .map_err(|e| BatchFailure::new(0, false, e.into()))?
+        .map_err(|e| BatchFailure::of_batch(e.into()))?
         .into_iter()
         .collect();
         for (fresh, id) in fresh.iter_mut().zip(&ids) {
@@ -674,7 +687,7 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             .handle(tx, &[(*event, *ctx)])
             .instrument(spans[0].clone())
             .await
-            .map_err(|e| BatchFailure::new(*i, true, e))?,
+            .map_err(|e| BatchFailure::of_message(*i, true, e))?,
         // A failure of the whole batch, not of one message: none is charged an attempt.
         _ => {
             let all: Vec<(&Event, &MessageContext)> =
@@ -682,7 +695,7 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             handler
                 .handle(tx, &all)
                 .await
-                .map_err(|e| BatchFailure::new(0, false, e))?
+                .map_err(BatchFailure::of_batch)?
         }
     };
     assert_eq!(caused_by_new.len(), new.len(), "one result per new message");
@@ -709,7 +722,7 @@ pub async fn apply_batch<H: Handler + ?Sized>(
         .collect();
     Outbox::insert_caused(tx, topics, &caused)
         .await
-        .map_err(|e| BatchFailure::new(messages.len(), false, e.into()))?;
+        .map_err(|e| BatchFailure::of_batch(e.into()))?;
     Ok(applied)
 }
 

@@ -129,6 +129,7 @@ async fn a_message_of_no_order_fails_its_batch_and_alone_only_itself() {
     let failure = apply(&pool, &batch).await.expect_err("the batch fails");
     assert!(failure.to_string().contains("\"not-a-uuid\""), "{failure}");
     // Not charged to any one message: the loop applies each alone next.
+    assert_eq!(failure.at, None);
     assert!(!failure.in_handler);
     assert!(
         recorded(&pool).await.is_empty(),
@@ -141,8 +142,8 @@ async fn a_message_of_no_order_fails_its_batch_and_alone_only_itself() {
             Ok(_) => {}
             Err(BatchFailure {
                 error: HandleError::Permanent { message, .. },
+                at: Some(0),
                 in_handler: true,
-                ..
             }) => {
                 assert!(message.contains("\"not-a-uuid\""), "{message}");
                 refused += 1;

@@ -60,8 +60,8 @@ pub struct Placed {
 /// Where a page of ListOrders starts: after the order created at this time with this id.
 pub type Cursor = (DateTime<Utc>, uuid::Uuid);
 
-/// The order database for the gRPC API. The consumer's writes are [`apply`], inside the
-/// consumer's transaction.
+/// The order database for the gRPC API. The consumer's writes are [`apply_all`],
+/// [`record_catalogues`] and [`record_customer`], inside the consumer's transaction.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
