@@ -15,12 +15,14 @@ use crate::{SERVICE, store};
 /// The notifications service's reaction to an event: a notification to deliver, or nothing.
 pub struct NotificationsHandler;
 
-/// Whether `ctx`'s message was put back from this service's own dead letters.
+/// Whether `ctx`'s message was put back from this service's own dead letters (its
+/// `redriven_from` is `<our dead-letter topic>/<partition>/<offset>`). Asked of every message,
+/// so the topic's name is made only for one that was redriven at all.
 fn redriven_from_here(ctx: &MessageContext) -> bool {
-    let ours = format!("{}/", dead_letter_topic(&ctx.topic, SERVICE));
-    ctx.redriven_from
-        .as_deref()
-        .is_some_and(|from| from.starts_with(&ours))
+    ctx.redriven_from.as_deref().is_some_and(|from| {
+        from.strip_prefix(dead_letter_topic(&ctx.topic, SERVICE).as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// What `event` (consumed at `ctx`) has recorded: its notification, if it is a status change
