@@ -18,7 +18,7 @@ use orderflow_inventory::InventoryHandler;
 use orderflow_order::{OrderHandler, TransitionMetrics};
 use orderflow_payment::PaymentHandler;
 use orderflow_payment::provider::{SimulatedProvider, tokens};
-use orderflow_platform::consumer::{Applied, apply_batch};
+use orderflow_platform::consumer::{Applied, apply_committed};
 use orderflow_platform::{
     Handler, KafkaArgs, MessageContext, Outbox, OutboxSignal, Published, Relay, kafka, outbox,
 };
@@ -356,7 +356,7 @@ fn bench_databases(tag: &str) -> [String; 3] {
 /// PostgreSQL's rate for the writes one COMPLETED order causes: `concurrency` workers replay
 /// whole orders ([`ORDER_TRANSACTIONS`]) for `duration` with the services' own code (the
 /// order service's store places each order; each consumer stage runs the service's handler
-/// inside the consumer loop's batch transaction, [`apply_batch`]) against fresh databases
+/// in the consumer loop's batch transaction, [`apply_committed`]) against fresh databases
 /// migrated with the services' migrations, on the server of `admin_database_url`, with its
 /// durability settings, while an outbox relay per database marks the rows published with
 /// the relay's statements. The databases are dropped afterwards.
@@ -488,9 +488,8 @@ struct Consumer {
 
 impl Consumer {
     /// Consumes the events among `published` that travel on `topic`, `batch` messages per
-    /// transaction, as the consumer loop applies the messages that arrived together: each
-    /// batch with [`apply_batch`], then the commit, then the relay is woken. Returns the
-    /// events they caused.
+    /// transaction, as the consumer loop applies the messages that arrived together (each
+    /// batch with [`apply_committed`], which wakes the relay). Returns the events they caused.
     async fn consume(
         &self,
         topics: &Topics,
@@ -505,12 +504,16 @@ impl Consumer {
             .collect();
         let mut caused = Vec::with_capacity(messages.len());
         for messages in messages.chunks(batch) {
-            let mut tx = self.db.pool.begin().await?;
-            let applied = apply_batch(&mut tx, self.name, topics, &*self.handler, messages)
-                .await
-                .with_context(|| format!("the {} consumer failed on {topic}", self.name))?;
-            tx.commit().await?;
-            self.db.signal.committed();
+            let applied = apply_committed(
+                &self.db.pool,
+                self.name,
+                topics,
+                &*self.handler,
+                messages,
+                &self.db.signal,
+            )
+            .await
+            .with_context(|| format!("the {} consumer failed on {topic}", self.name))?;
             for applied in applied {
                 match applied {
                     Applied::Processed(events) => caused.extend(events),

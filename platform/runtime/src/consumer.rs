@@ -531,21 +531,15 @@ impl<H: Handler> ConsumerLoop<H> {
             };
             batch.push((event, ctx));
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| BatchFailure::of_batch(e.into()))?;
-        let applied = apply_batch(&mut tx, &self.name, &self.topics, &self.handler, &batch).await?;
-        tx.commit()
-            .await
-            .map_err(|e| BatchFailure::of_batch(e.into()))?;
-        // Only a batch that added to the outbox wakes the relay: woken for nothing, it would
-        // spend a transaction finding the outbox empty, once per batch of every consumer
-        // that causes no events (history, analytics, notifications).
-        if Applied::caused_any(&applied) {
-            self.outbox_signal.committed();
-        }
+        let applied = apply_committed(
+            &self.pool,
+            &self.name,
+            &self.topics,
+            &self.handler,
+            &batch,
+            &self.outbox_signal,
+        )
+        .await?;
         Ok(applied.iter().map(Applied::outcome).collect())
     }
 
@@ -626,7 +620,7 @@ impl<H: Handler> ConsumerLoop<H> {
 /// and one statement adds every caused event to the outbox, each with a child of its
 /// message's trace. The caller commits `tx` and then, if any message caused an event, wakes
 /// the relay ([`OutboxSignal::committed`]); after a failure it must roll `tx` back, as part
-/// of the batch may be applied in it.
+/// of the batch may be applied in it. [`apply_committed`] does all of that.
 pub async fn apply_batch<H: Handler + ?Sized>(
     tx: &mut Transaction<'_, Postgres>,
     consumer: &str,
@@ -657,18 +651,18 @@ pub async fn apply_batch<H: Handler + ?Sized>(
             *fresh = recorded.remove(*id);
         }
     }
-    // The new messages, with their place in the batch.
-    let new: Vec<(usize, &Event, &MessageContext)> = messages
+    // The new messages, and their places in the batch.
+    let (places, new): (Vec<usize>, Vec<(&Event, &MessageContext)>) = messages
         .iter()
         .enumerate()
         .filter(|(i, _)| fresh[*i])
-        .map(|(i, (event, ctx))| (i, event, ctx))
-        .collect();
+        .map(|(i, (event, ctx))| (i, (event, ctx)))
+        .unzip();
     // Each new message's span: exported, it is the child of the span that published the
     // message (the header), and what the message causes is the child of this span.
     let spans: Vec<tracing::Span> = new
         .iter()
-        .map(|(_, event, ctx)| {
+        .map(|(event, ctx)| {
             let span = tracing::info_span!("message", consumer = %consumer, trace_id = %ctx.trace.trace_id, key = %event.key(), topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset);
             trace::adopt(&span, &ctx.trace);
             span
@@ -678,25 +672,21 @@ pub async fn apply_batch<H: Handler + ?Sized>(
     let traces: Vec<TraceParent> = new
         .iter()
         .zip(&spans)
-        .map(|((_, _, ctx), span)| TraceParent::of_span(span).unwrap_or_else(|| ctx.trace.child()))
+        .map(|((_, ctx), span)| TraceParent::of_span(span).unwrap_or_else(|| ctx.trace.child()))
         .collect();
-    let caused_by_new = match new.as_slice() {
+    let caused_by_new = match places.as_slice() {
         [] => Vec::new(),
         // One alone: a failure is that message's, and counts as an attempt at it.
-        [(i, event, ctx)] => handler
-            .handle(tx, &[(*event, *ctx)])
+        [i] => handler
+            .handle(tx, &new)
             .instrument(spans[0].clone())
             .await
             .map_err(|e| BatchFailure::of_message(*i, true, e))?,
         // A failure of the whole batch, not of one message: none is charged an attempt.
-        _ => {
-            let all: Vec<(&Event, &MessageContext)> =
-                new.iter().map(|(_, event, ctx)| (*event, *ctx)).collect();
-            handler
-                .handle(tx, &all)
-                .await
-                .map_err(BatchFailure::of_batch)?
-        }
+        _ => handler
+            .handle(tx, &new)
+            .await
+            .map_err(BatchFailure::of_batch)?,
     };
     assert_eq!(caused_by_new.len(), new.len(), "one result per new message");
     let mut caused_by_new = caused_by_new.into_iter();
@@ -723,6 +713,43 @@ pub async fn apply_batch<H: Handler + ?Sized>(
     Outbox::insert_caused(tx, topics, &caused)
         .await
         .map_err(|e| BatchFailure::of_batch(e.into()))?;
+    Ok(applied)
+}
+
+/// Applies `messages` with [`apply_batch`] in a transaction of its own, as the consumer loop
+/// applies each poll's messages: commits it and then, if any message caused an event, wakes
+/// the relay with `signal`. After a failure it rolls the transaction back, so nothing of the
+/// batch stays, and returns the failure.
+pub async fn apply_committed<H: Handler + ?Sized>(
+    pool: &PgPool,
+    consumer: &str,
+    topics: &Topics,
+    handler: &H,
+    messages: &[(Event, MessageContext)],
+    signal: &OutboxSignal,
+) -> Result<Vec<Applied>, BatchFailure> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| BatchFailure::of_batch(e.into()))?;
+    let applied = match apply_batch(&mut tx, consumer, topics, handler, messages).await {
+        Ok(applied) => applied,
+        Err(failure) => {
+            // The failure is what the caller needs. A rollback that fails too (the connection
+            // is gone) has nothing left to undo: the server ends the transaction with it.
+            let _ = tx.rollback().await;
+            return Err(failure);
+        }
+    };
+    tx.commit()
+        .await
+        .map_err(|e| BatchFailure::of_batch(e.into()))?;
+    // Only a batch that added to the outbox wakes the relay: woken for nothing, it would
+    // spend a transaction finding the outbox empty, once per batch of every consumer that
+    // causes no events (history, analytics, notifications).
+    if Applied::caused_any(&applied) {
+        signal.committed();
+    }
     Ok(applied)
 }
 

@@ -1,15 +1,17 @@
-//! `apply_batch` against real PostgreSQL, with a handler that refuses one order's events:
-//! what the handler is given (the batch's new messages, or the only new one), where each
-//! message's result lands, and which message a failure is laid at. The consumer loop charges
-//! an attempt only to a message its handler failed alone.
+//! `apply_batch`, through `apply_committed` as the consumer loop calls it, against real
+//! PostgreSQL, with a handler that refuses one order's events: what the handler is given
+//! (the batch's new messages, or the only new one), where each message's result lands, which
+//! message a failure is laid at, and when the relay is woken. The consumer loop charges an
+//! attempt only to a message its handler failed alone.
 
 use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use orderflow_events::{Event, OrderStatus, OrderStatusChanged, Topics};
-use orderflow_platform::consumer::{Applied, BatchFailure, apply_batch};
+use orderflow_platform::consumer::{Applied, BatchFailure, apply_committed};
 use orderflow_platform::migrations::with_platform;
-use orderflow_platform::{HandleError, Handler, MessageContext};
+use orderflow_platform::{HandleError, Handler, MessageContext, OutboxSignal};
 use orderflow_testkit::TestDatabase;
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -64,26 +66,31 @@ fn messages(events: &[&Event]) -> Vec<(Event, MessageContext)> {
         .collect()
 }
 
-/// Applies `events` in one transaction, committed unless it failed.
+/// Applies `events` as the consumer loop does, in a transaction of their own.
 async fn apply(
     pool: &PgPool,
     handler: &Echo,
     events: &[&Event],
 ) -> Result<Vec<Applied>, BatchFailure> {
-    let mut tx = pool.begin().await.unwrap();
-    let applied = apply_batch(
-        &mut tx,
-        "test",
-        &Topics::default(),
-        handler,
-        &messages(events),
-    )
-    .await;
-    match applied {
-        Ok(_) => tx.commit().await.unwrap(),
-        Err(_) => tx.rollback().await.unwrap(),
-    }
-    applied
+    apply_waking(pool, handler, events, &OutboxSignal::default()).await
+}
+
+async fn apply_waking(
+    pool: &PgPool,
+    handler: &Echo,
+    events: &[&Event],
+    signal: &OutboxSignal,
+) -> Result<Vec<Applied>, BatchFailure> {
+    let messages = messages(events);
+    apply_committed(pool, "test", &Topics::default(), handler, &messages, signal).await
+}
+
+/// Whether `signal` was given since it was last waited on, without waiting.
+async fn woken(signal: &OutboxSignal) -> bool {
+    // `timeout` polls the wait once before it looks at the clock.
+    tokio::time::timeout(Duration::ZERO, signal.wait())
+        .await
+        .is_ok()
 }
 
 async fn outbox_rows(pool: &PgPool) -> i64 {
@@ -170,4 +177,29 @@ async fn a_failure_of_the_only_new_message_is_laid_at_it_and_one_of_several_at_n
         .expect("other alone");
     assert!(matches!(applied.as_slice(), [Applied::Processed(_)]));
     assert_eq!(outbox_rows(&pool).await, 2, "good's and other's, once each");
+}
+
+#[tokio::test]
+async fn only_a_committed_batch_that_caused_events_wakes_the_relay() {
+    let (_db, pool) = TestDatabase::migrated("apply_batch", &MIGRATIONS).await;
+    let handler = Echo::default();
+    let signal = OutboxSignal::default();
+    let event = changed(&uuid::Uuid::now_v7().to_string());
+
+    apply_waking(&pool, &handler, &[&event], &signal)
+        .await
+        .expect("the event alone");
+    assert!(woken(&signal).await, "its status change is in the outbox");
+
+    apply_waking(&pool, &handler, &[&event], &signal)
+        .await
+        .expect("the event again");
+    assert!(!woken(&signal).await, "a duplicate causes nothing");
+
+    let refused = changed(REFUSED);
+    apply_waking(&pool, &handler, &[&refused], &signal)
+        .await
+        .expect_err("the refused order fails");
+    assert!(!woken(&signal).await, "a failed batch commits nothing");
+    assert_eq!(outbox_rows(&pool).await, 1);
 }

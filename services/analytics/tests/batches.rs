@@ -1,13 +1,13 @@
 //! The analytics service's batches against real PostgreSQL, applied as the consumer loop
-//! applies them (`apply_batch` in one transaction): a batch's events summed and written
+//! applies them (`apply_committed`: one transaction each): a batch's events summed and written
 //! together leave exactly the figures that the same events applied one at a time leave,
 //! whatever the batches' sizes, with changes of one order out of order and events delivered
 //! twice; a message the handler refuses fails its batch and writes nothing.
 
 use orderflow_analytics::{AnalyticsHandler, MIGRATOR, store};
 use orderflow_events::{self as ev, Event, Topics};
-use orderflow_platform::MessageContext;
-use orderflow_platform::consumer::{BatchFailure, apply_batch};
+use orderflow_platform::consumer::{BatchFailure, apply_committed};
+use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -137,28 +137,19 @@ fn messages(events: &[Event]) -> Vec<(Event, MessageContext)> {
         .collect()
 }
 
-/// Applies `batch` in one transaction and commits it, as the consumer loop's fast path does;
-/// rolls back a batch that fails.
+/// Applies `batch` as the consumer loop's fast path does, in a transaction of its own.
 async fn apply(pool: &PgPool, batch: &[(Event, MessageContext)]) -> Result<(), BatchFailure> {
-    let mut tx = pool.begin().await.unwrap();
-    let applied = apply_batch(
-        &mut tx,
+    let signal = OutboxSignal::default();
+    apply_committed(
+        pool,
         "analytics",
         &Topics::default(),
         &AnalyticsHandler,
         batch,
+        &signal,
     )
-    .await;
-    match applied {
-        Ok(_) => {
-            tx.commit().await.unwrap();
-            Ok(())
-        }
-        Err(failure) => {
-            tx.rollback().await.unwrap();
-            Err(failure)
-        }
-    }
+    .await
+    .map(drop)
 }
 
 /// Every figure and every order's row.

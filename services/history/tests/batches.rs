@@ -5,8 +5,8 @@
 
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_history::{HistoryHandler, MIGRATOR};
-use orderflow_platform::consumer::{Applied, BatchFailure, apply_batch};
-use orderflow_platform::{HandleError, MessageContext};
+use orderflow_platform::consumer::{Applied, BatchFailure, apply_committed};
+use orderflow_platform::{HandleError, MessageContext, OutboxSignal};
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -46,30 +46,21 @@ fn at_offsets(first: i64, events: Vec<Event>) -> Vec<(Event, MessageContext)> {
         .collect()
 }
 
-/// Applies `batch` in one transaction and commits it, as the consumer loop's fast path does.
+/// Applies `batch` as the consumer loop's fast path does, in a transaction of its own.
 async fn apply(
     pool: &PgPool,
     batch: &[(Event, MessageContext)],
 ) -> Result<Vec<Applied>, BatchFailure> {
-    let mut tx = pool.begin().await.unwrap();
-    let applied = apply_batch(
-        &mut tx,
+    let signal = OutboxSignal::default();
+    apply_committed(
+        pool,
         "history",
         &Topics::default(),
         &HistoryHandler,
         batch,
+        &signal,
     )
-    .await;
-    match applied {
-        Ok(applied) => {
-            tx.commit().await.unwrap();
-            Ok(applied)
-        }
-        Err(failure) => {
-            tx.rollback().await.unwrap();
-            Err(failure)
-        }
-    }
+    .await
 }
 
 /// The recorded offsets and their orders, in offset order.

@@ -1,12 +1,12 @@
 //! The inventory service's writes against real PostgreSQL: two instances applying batches
-//! that share SKUs at the same time, as the consumer loop applies them (`apply_batch` in one
+//! that share SKUs at the same time, as the consumer loop applies them (`apply_committed`, one
 //! transaction each), must not deadlock; and every change of a SKU's stock, by an operator or
 //! by a paid order, puts the SKU's new catalogue entry in the outbox with it.
 
 use orderflow_domain::{Sku, StockDelta, StockLevel};
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_inventory::{InventoryHandler, Store};
-use orderflow_platform::consumer::apply_batch;
+use orderflow_platform::consumer::apply_committed;
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
@@ -62,26 +62,22 @@ fn ctx() -> MessageContext {
     MessageContext::replayed("payments", 1)
 }
 
-/// Applies `events` as one batch in one transaction and commits it, as the consumer loop's
-/// fast path does; the error, if the batch failed.
+/// Applies `events` as one batch, as the consumer loop's fast path does, in a transaction of
+/// its own; the error, if the batch failed.
 async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
     let batch: Vec<(Event, MessageContext)> = events.into_iter().map(|e| (e, ctx())).collect();
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-    match apply_batch(
-        &mut tx,
+    let signal = OutboxSignal::default();
+    apply_committed(
+        pool,
         "inventory",
         &Topics::default(),
         &InventoryHandler,
         &batch,
+        &signal,
     )
     .await
-    {
-        Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
-        Err(failure) => {
-            let _ = tx.rollback().await;
-            Err(failure.to_string())
-        }
-    }
+    .map(drop)
+    .map_err(|failure| failure.to_string())
 }
 
 async fn database() -> (TestDatabase, PgPool) {

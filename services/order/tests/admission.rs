@@ -1,5 +1,5 @@
 //! The order service's read models of the catalogue and of the customer directory against
-//! real PostgreSQL, fed as the consumer loop feeds them (`apply_batch`): the newest revision
+//! real PostgreSQL, fed as the consumer loop feeds them (`apply_committed`): the newest revision
 //! of each SKU wins whatever order entries arrive in, a customer's last entry is its
 //! standing, and PlaceOrder's checks read only those models.
 
@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use orderflow_domain::{NewOrder, Sku, Standing, check_known, check_standing};
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_order::{OrderHandler, Store, TransitionMetrics};
-use orderflow_platform::consumer::apply_batch;
+use orderflow_platform::consumer::apply_committed;
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
@@ -33,14 +33,11 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
         .into_iter()
         .map(|e| (e, MessageContext::replayed("catalogue", 1)))
         .collect();
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-    match apply_batch(&mut tx, "order", &Topics::default(), &handler, &batch).await {
-        Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
-        Err(failure) => {
-            let _ = tx.rollback().await;
-            Err(failure.to_string())
-        }
-    }
+    let signal = OutboxSignal::default();
+    apply_committed(pool, "order", &Topics::default(), &handler, &batch, &signal)
+        .await
+        .map(drop)
+        .map_err(|failure| failure.to_string())
 }
 
 async fn database() -> (TestDatabase, PgPool) {

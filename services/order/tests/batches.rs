@@ -1,5 +1,5 @@
 //! Batches of the order consumer against real PostgreSQL, as the consumer loop applies them
-//! (`apply_batch` in one transaction each): a batch's outcomes and catalogue entries applied
+//! (`apply_committed`, one transaction each): a batch's outcomes and catalogue entries applied
 //! together leave every order, its history and the catalogue as one message at a time does,
 //! and cause the same status changes; two instances applying batches that touch the same
 //! orders at the same time (one consuming `payments`, the other `inventory`, as partition
@@ -8,7 +8,7 @@
 use orderflow_domain::NewOrder;
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_order::{OrderHandler, Store, TransitionMetrics};
-use orderflow_platform::consumer::{Applied, apply_batch};
+use orderflow_platform::consumer::{Applied, apply_committed};
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
@@ -138,12 +138,10 @@ async fn apply_caused(
     let handler = OrderHandler {
         transitions: TransitionMetrics::default(),
     };
-    let mut tx = pool.begin().await.unwrap();
-    let applied = apply_batch(&mut tx, "order", &Topics::default(), &handler, batch)
+    let signal = OutboxSignal::default();
+    apply_committed(pool, "order", &Topics::default(), &handler, batch, &signal)
         .await
-        .expect("the batch applies");
-    tx.commit().await.unwrap();
-    applied
+        .expect("the batch applies")
         .into_iter()
         .filter_map(|a| match a {
             Applied::Processed(caused) => Some(caused),
@@ -313,14 +311,11 @@ async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
         transitions: TransitionMetrics::default(),
     };
     let batch: Vec<(Event, MessageContext)> = events.into_iter().map(|e| (e, ctx())).collect();
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-    match apply_batch(&mut tx, "order", &Topics::default(), &handler, &batch).await {
-        Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
-        Err(failure) => {
-            let _ = tx.rollback().await;
-            Err(failure.to_string())
-        }
-    }
+    let signal = OutboxSignal::default();
+    apply_committed(pool, "order", &Topics::default(), &handler, &batch, &signal)
+        .await
+        .map(drop)
+        .map_err(|failure| failure.to_string())
 }
 
 /// Finding 9 of issue 11: one instance applies the payments of orders x and y, another the

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_payment::PaymentHandler;
 use orderflow_payment::provider::{PaymentProvider, SimulatedProvider, tokens};
-use orderflow_platform::consumer::{Applied, apply_batch};
-use orderflow_platform::{HandleError, MessageContext};
+use orderflow_platform::consumer::{Applied, apply_batch, apply_committed};
+use orderflow_platform::{HandleError, MessageContext, OutboxSignal};
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
@@ -354,17 +354,16 @@ async fn the_provider_budget_survives_a_restart() {
     let before_restart = bench.service(5, 8);
     // Three deliveries, then the process dies: every later delivery is the new process's.
     for attempt in 1..=3 {
-        let mut tx = bench.pool.begin().await.unwrap();
         let ctx = MessageContext::replayed("t", attempt);
-        let result = apply_batch(
-            &mut tx,
+        let result = apply_committed(
+            &bench.pool,
             "payment",
             &bench.topics,
             &before_restart,
             &[(created.clone(), ctx)],
+            &OutboxSignal::default(),
         )
         .await;
-        tx.rollback().await.unwrap();
         assert!(
             matches!(
                 result,
@@ -401,23 +400,24 @@ async fn apply_together(
         .iter()
         .map(|event| (event.clone(), MessageContext::replayed("t", 1)))
         .collect();
-    let mut tx = bench.pool.begin().await.expect("begin");
-    match apply_batch(&mut tx, "payment", &bench.topics, service, &batch).await {
-        Ok(applied) => {
-            tx.commit().await.expect("commit");
-            Ok(applied
-                .into_iter()
-                .map(|applied| match applied {
-                    Applied::Processed(caused) => caused,
-                    other => panic!("expected every message processed, got {other:?}"),
-                })
-                .collect())
-        }
-        Err(failure) => {
-            tx.rollback().await.expect("rollback");
-            Err(failure.error)
-        }
-    }
+    let signal = OutboxSignal::default();
+    let applied = apply_committed(
+        &bench.pool,
+        "payment",
+        &bench.topics,
+        service,
+        &batch,
+        &signal,
+    )
+    .await
+    .map_err(|failure| failure.error)?;
+    Ok(applied
+        .into_iter()
+        .map(|applied| match applied {
+            Applied::Processed(caused) => caused,
+            other => panic!("expected every message processed, got {other:?}"),
+        })
+        .collect())
 }
 
 /// The same order's event published again under a new event id.
