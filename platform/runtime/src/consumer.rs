@@ -4,7 +4,8 @@
 //! 1. decode it (Confluent-framed Avro, writer schema from the registry);
 //! 2. in one PostgreSQL transaction, record `(consumer, event_id)` in `processed_events`
 //!    (a repeat is skipped), apply the handler's effect and add the events it causes to the
-//!    outbox ([`apply_batch`], which the benchmark's replay of the per-order writes runs too);
+//!    outbox ([`apply_batch`] inside [`apply_committed`], which the benchmark's replay of the
+//!    per-order writes and the services' batch tests run too);
 //! 3. only after that commit, store the message's offset for the background commit.
 //!
 //! Delivery is at-least-once; the effect is exactly-once. A transient failure (database,
@@ -505,7 +506,7 @@ impl<H: Handler> ConsumerLoop<H> {
         }
     }
 
-    /// Decodes `messages` and applies them in one transaction with [`apply_batch`]. Returns
+    /// Decodes `messages` and applies them in one transaction with [`apply_committed`]. Returns
     /// each message's outcome once committed; on failure nothing is applied, and the failure
     /// says which message it was.
     async fn apply(
