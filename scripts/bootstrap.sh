@@ -60,7 +60,7 @@ ensure_postgres() {
 ensure_tansu() {
   if [ -x "$TANSU_BIN" ]; then return; fi
   local work="$ORDERFLOW_CACHE/tansu-build" cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-  say "building the tansu $TANSU_VERSION broker (10 to 20 minutes on 2 cores the first time); it is cached in $ORDERFLOW_CACHE"
+  say "building the tansu $TANSU_VERSION broker (8 to 20 minutes on 2 cores the first time); it is cached in $ORDERFLOW_CACHE"
   # Fetch the published sources through cargo itself: a throwaway manifest that depends on tansu.
   mkdir -p "$work/fetch/src"
   printf '[package]\nname = "tansu-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu = { version = "=%s", default-features = false }\n' \
