@@ -16,11 +16,21 @@
 # stopped and reset (its broker data and service databases wiped), brought up, warmed up and
 # measured with `./orderflow bench`, and left running. When the peer sustains every rate
 # given, its figure is a lower bound: offer it more.
+#
+# Each system's highest rate is then narrowed down by halving the gap between its last
+# sustained rate and its first failed one, until that gap is at most REFINE_STEP orders/s
+# (default 25; 0 keeps the rates given): with coarse rates alone the ratio can be off by a
+# whole step (2.50 against 1.60 on one machine, docs/performance.md section 34). Neither
+# system is restarted between rates: each load generator waits for every order of a run to
+# end before the next (the peer is restarted from clean only when a run left orders that
+# never completed, as a restart costs it its warm state: docs/performance.md section 35). The
+# summary names, for each system, the rate sustained and the lowest rate failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rates=${*:-100 150 200 250 300 350 400}
 seconds=${SECONDS_PER_RATE:-20}
+step=${REFINE_STEP:-25}
 peer=${PEER_DIR:-$(cd .. && pwd)/shared/peers/fastapi-seed}
 export VENV=${VENV:-/tmp/peer-venv} RUN_DIR=${RUN_DIR:-/tmp/peer-run}
 out=${OUT_DIR:-bench-results/side-by-side-$(date +%Y%m%d-%H%M%S)}
@@ -45,8 +55,9 @@ say "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 (cd "$peer" && ./down.sh --clean >/dev/null 2>&1 || true)
 (cd "$peer" && ./up.sh >"$out/peer-up.log" 2>&1) || { say "the peer did not start"; tail "$out/peer-up.log" >&2; exit 1; }
 sleep 8
-peer_best=0
-for rate in $rates; do
+# peer_at RATE: offers the peer RATE for $seconds; true when it sustained it.
+peer_at() {
+  local rate=$1 sampler
   # CPU per part over the middle half of the run.
   (sleep $((seconds / 4 + 3)); "$VENV/bin/python" "$peer/cpu_sample.py" $((seconds / 2))) >"$out/peer-cpu-$rate.txt" &
   sampler=$!
@@ -56,19 +67,41 @@ for rate in $rates; do
   wait "$sampler" || true
   sed 's/^/peer    cpu (% of a core)/' "$out/peer-cpu-$rate.txt" | grep -E 'TOTAL|postgres|tansu' >&2 || true
   # The run's own summary (the last JSON line load.py wrote), not its printed report.
-  if python3 - "$out/peer.jsonl" "$rate" <<'PY'
+  python3 - "$out/peer.jsonl" "$rate" <<'PY'
 import json, sys
 run = json.loads(open(sys.argv[1]).read().splitlines()[-1])
 rate = float(sys.argv[2])
 sustained = run["completed"] == run["orders"] and run["stockOk"] and run["achievedPerS"] >= 0.95 * rate
 sys.exit(0 if sustained else 1)
 PY
-  then
+}
+peer_restart() {
+  (cd "$peer" && ./down.sh --clean >/dev/null 2>&1 || true)
+  (cd "$peer" && ./up.sh >>"$out/peer-up.log" 2>&1) || { say "the peer did not start"; tail "$out/peer-up.log" >&2; exit 1; }
+  sleep 8
+}
+# between LOW HIGH: the rate halfway, when the gap is wider than the step; else nothing.
+between() {
+  [ "$step" -gt 0 ] && [ $(($2 - $1)) -gt "$step" ] && echo $((($1 + $2) / 2)) || true
+}
+
+peer_best=0 peer_failed=
+for rate in $rates; do
+  if peer_at "$rate"; then
     peer_best=$rate
   else
-    say "the peer did not sustain $rate/s; it is not offered more"
+    say "the peer did not sustain $rate/s; it is not offered more of the rates given"
+    peer_failed=$rate
     break
   fi
+done
+while [ -n "$peer_failed" ] && mid=$(between "$peer_best" "$peer_failed") && [ -n "$mid" ]; do
+  if ! python3 -c 'import json,sys; r = json.loads(open(sys.argv[1]).read().splitlines()[-1]); sys.exit(r["completed"] != r["orders"])' "$out/peer.jsonl"; then
+    say "the peer's last run left orders that never completed: restarting it from clean"
+    peer_restart
+  fi
+  say "the peer: narrowing down between $peer_best/s and $peer_failed/s: $mid/s"
+  if peer_at "$mid"; then peer_best=$mid; else peer_failed=$mid; fi
 done
 (cd "$peer" && ./down.sh --clean >/dev/null 2>&1 || true)
 
@@ -84,9 +117,30 @@ first=${rates%% *}
 ./orderflow bench --no-up --no-limits --rate "$first" --seconds "$seconds" \
   --max-rates "$(tr ' ' , <<<"$rates")" --step-seconds "$seconds" --out "$out/orderflow.json" \
   | tee "$out/orderflow.txt" >&2
+# sustained FILE: the last run in the bench report FILE, as "OFFERED SUSTAINED(0|1)", judged
+# as the bench judges its steps (no errors, every order right, 95 % of the rate achieved).
+sustained() {
+  python3 - "$1" <<'PY'
+import json, sys
+run = json.load(open(sys.argv[1]))["runs"][-1]
+ok = run["errors"] == 0 and run["correct"] and run["achieved_per_sec"] >= 0.95 * run["offered_per_sec"]
+print(int(run["offered_per_sec"]), int(ok))
+PY
+}
 orderflow_best=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["max_sustained_per_sec"] or 0))' "$out/orderflow.json")
+orderflow_failed=
+read -r last ok < <(sustained "$out/orderflow.json")
+[ "$ok" = 1 ] || [ "$last" -le "$orderflow_best" ] || orderflow_failed=$last
+while [ -n "$orderflow_failed" ] && mid=$(between "$orderflow_best" "$orderflow_failed") && [ -n "$mid" ]; do
+  say "orderflow: narrowing down between $orderflow_best/s and $orderflow_failed/s: $mid/s"
+  ./orderflow bench --no-up --no-limits --no-max --rate "$mid" --seconds "$seconds" \
+    --out "$out/orderflow-$mid.json" | tee -a "$out/orderflow.txt" >&2
+  read -r _ ok < <(sustained "$out/orderflow-$mid.json")
+  if [ "$ok" = 1 ]; then orderflow_best=$mid; else orderflow_failed=$mid; fi
+done
 
-echo "highest rate sustained, same machine, same run: peer ${peer_best}/s, orderflow ${orderflow_best}/s" | tee "$out/summary.txt"
+failed() { [ -n "$1" ] && echo "not $1/s" || echo "every rate given"; }
+echo "highest rate sustained, same machine, same run: peer ${peer_best}/s ($(failed "$peer_failed")), orderflow ${orderflow_best}/s ($(failed "$orderflow_failed"))" | tee "$out/summary.txt"
 if [ "$peer_best" -gt 0 ]; then
   awk -v o="$orderflow_best" -v p="$peer_best" 'BEGIN { printf "orderflow / peer = %.2f\n", o / p }' | tee -a "$out/summary.txt"
 fi

@@ -7,12 +7,14 @@ use std::collections::HashSet;
 
 use orderflow_domain::{NewOrder, Sku, Standing, check_known, check_standing};
 use orderflow_events::{self as ev, Event, Topics};
-use orderflow_order::{OrderHandler, Store, TransitionMetrics};
-use orderflow_platform::consumer::apply_committed;
-use orderflow_platform::{MessageContext, OutboxSignal};
+use orderflow_order::Store;
+use orderflow_platform::OutboxSignal;
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
+
+mod common;
+use common::apply;
 
 fn entry(sku: &str, available: i32, revision: i64) -> Event {
     Event::CatalogueItemChanged(ev::CatalogueItemChanged {
@@ -22,22 +24,6 @@ fn entry(sku: &str, available: i32, revision: i64) -> Event {
         available,
         revision,
     })
-}
-
-/// Applies `events` as one batch, as the consumer loop does; the error, if it failed.
-async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
-    let handler = OrderHandler {
-        transitions: TransitionMetrics::default(),
-    };
-    let batch: Vec<(Event, MessageContext)> = events
-        .into_iter()
-        .map(|e| (e, MessageContext::replayed("catalogue", 1)))
-        .collect();
-    let signal = OutboxSignal::default();
-    apply_committed(pool, "order", &Topics::default(), &handler, &batch, &signal)
-        .await
-        .map(drop)
-        .map_err(|failure| failure.to_string())
 }
 
 async fn database() -> (TestDatabase, PgPool) {

@@ -14,6 +14,9 @@ use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
+mod common;
+use common::apply;
+
 fn ctx() -> MessageContext {
     MessageContext::replayed("t", 1)
 }
@@ -302,20 +305,6 @@ async fn batches_leave_the_orders_one_message_at_a_time_leaves() {
             Some(expected) => assert_eq!(&now, expected, "batches of {size}"),
         }
     }
-}
-
-/// Applies `events` as one batch in one transaction and commits it, as the consumer loop's
-/// fast path does; the error, if the batch failed.
-async fn apply(pool: &PgPool, events: Vec<Event>) -> Result<(), String> {
-    let handler = OrderHandler {
-        transitions: TransitionMetrics::default(),
-    };
-    let batch: Vec<(Event, MessageContext)> = events.into_iter().map(|e| (e, ctx())).collect();
-    let signal = OutboxSignal::default();
-    apply_committed(pool, "order", &Topics::default(), &handler, &batch, &signal)
-        .await
-        .map(drop)
-        .map_err(|failure| failure.to_string())
 }
 
 /// Finding 9 of issue 11: one instance applies the payments of orders x and y, another the
