@@ -134,7 +134,8 @@ read -r last ok < <(sustained "$out/orderflow.json")
 while [ -n "$orderflow_failed" ] && mid=$(between "$orderflow_best" "$orderflow_failed") && [ -n "$mid" ]; do
   say "orderflow: narrowing down between $orderflow_best/s and $orderflow_failed/s: $mid/s"
   ./orderflow bench --no-up --no-limits --no-max --rate "$mid" --seconds "$seconds" \
-    --out "$out/orderflow-$mid.json" | tee -a "$out/orderflow.txt" >&2
+    --out "$out/orderflow-$mid.json" | tee -a "$out/orderflow.txt" >&2 \
+    || say "orderflow's bench found its run at $mid/s not correct" # judged below as not sustained
   read -r _ ok < <(sustained "$out/orderflow-$mid.json")
   if [ "$ok" = 1 ]; then orderflow_best=$mid; else orderflow_failed=$mid; fi
 done
