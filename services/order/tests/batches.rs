@@ -7,15 +7,15 @@
 
 use orderflow_domain::NewOrder;
 use orderflow_events::{self as ev, Event, Topics};
-use orderflow_order::{OrderHandler, Store, TransitionMetrics};
-use orderflow_platform::consumer::{Applied, apply_committed};
+use orderflow_order::Store;
+use orderflow_platform::consumer::Applied;
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
 mod common;
-use common::apply;
+use common::{apply, commit};
 
 fn ctx() -> MessageContext {
     MessageContext::replayed("t", 1)
@@ -138,11 +138,7 @@ async fn apply_caused(
     pool: &PgPool,
     batch: &[(Event, MessageContext)],
 ) -> Vec<(String, i64, String)> {
-    let handler = OrderHandler {
-        transitions: TransitionMetrics::default(),
-    };
-    let signal = OutboxSignal::default();
-    apply_committed(pool, "order", &Topics::default(), &handler, batch, &signal)
+    commit(pool, batch)
         .await
         .expect("the batch applies")
         .into_iter()
