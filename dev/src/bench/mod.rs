@@ -351,7 +351,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            let ok = targets::sustained(&result);
+            let ok = result.sustained;
             runs.push(result);
             if !ok {
                 break;
@@ -484,6 +484,15 @@ fn print_table(report: &Report) {
             p(&r.place_order),
             p(&r.time_to_terminal),
             r.correctness
+        );
+        println!(
+            "    {}: {:.0} % of the offered rate achieved",
+            if r.sustained {
+                "sustained"
+            } else {
+                "NOT sustained"
+            },
+            100.0 * r.achieved_per_sec / r.offered_per_sec
         );
         for e in &r.first_errors {
             println!("    error: {e}");

@@ -34,6 +34,9 @@ pub struct RunResult {
     /// Every order COMPLETED, every SKU's stock exactly what the run found minus what its
     /// completed orders took, and (when checked) every status of every order notified.
     pub correct: bool,
+    /// Whether the run sustained its offered rate, by [`super::targets::sustained`]; in the
+    /// JSON report so that scripts read the bench's verdict instead of restating its rule.
+    pub sustained: bool,
     /// The notifications of the run's orders the notifications service delivered, of those
     /// expected (one per status), and how long after the run's last completion the last was
     /// delivered; `None` when not checked.
@@ -202,23 +205,26 @@ pub async fn run(
             )
         };
     }
+    let achieved_per_sec = if last_end.is_zero() {
+        0.0
+    } else {
+        completed as f64 / last_end.as_secs_f64()
+    };
+    let correct = all_completed && stock_ok && notified_ok;
     Ok(RunResult {
         label: label.to_owned(),
         offered_per_sec: rate,
         duration_secs: duration.as_secs_f64(),
         orders: count,
-        achieved_per_sec: if last_end.is_zero() {
-            0.0
-        } else {
-            completed as f64 / last_end.as_secs_f64()
-        },
+        achieved_per_sec,
         completed,
         errors: errors.len(),
         first_errors: errors.iter().take(3).map(|e| e.to_string()).collect(),
         watches_waited: results.iter().filter(|r| r.watch_waited).count(),
         place_order: Percentiles::of(results.iter().filter_map(|r| r.place).collect()),
         time_to_terminal: Percentiles::of(results.iter().filter_map(|r| r.terminal).collect()),
-        correct: all_completed && stock_ok && notified_ok,
+        correct,
+        sustained: super::targets::sustained(rate, achieved_per_sec, errors.len(), correct),
         notifications: notified,
         correctness,
         machine_cpu_ms_per_order: (completed > 0)

@@ -29,10 +29,10 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
-/// Whether `run` sustained its offered rate: achieved ≥ 95 % of it, no error, every order
-/// and stock figure right.
-pub fn sustained(run: &RunResult) -> bool {
-    run.errors == 0 && run.correct && run.achieved_per_sec >= 0.95 * run.offered_per_sec
+/// Whether a run sustained its `offered` rate: achieved ≥ 95 % of it, no error, every order
+/// and stock figure right. Each [`RunResult`] carries this verdict as `sustained`.
+pub fn sustained(offered: f64, achieved: f64, errors: usize, correct: bool) -> bool {
+    errors == 0 && correct && achieved >= 0.95 * offered
 }
 
 /// Each target judged from `runs` (fixed-rate runs and find-the-maximum steps alike), the
@@ -43,7 +43,7 @@ pub fn judge(runs: &[RunResult], max_sustained: Option<f64>, idle: Option<&Usage
 
     let best = max_sustained.and_then(|rate| {
         runs.iter()
-            .filter(|r| r.offered_per_sec == rate && sustained(r))
+            .filter(|r| r.offered_per_sec == rate && r.sustained)
             .map(|r| (rate, r.time_to_terminal.p99_ms))
             .next()
     });
@@ -60,7 +60,7 @@ pub fn judge(runs: &[RunResult], max_sustained: Option<f64>, idle: Option<&Usage
 
     let target = format!("≤ {CPU_MS_PER_ORDER} ms of machine CPU per order at {CPU_RATE:.0}/s");
     let (measured, met) = match at(CPU_RATE) {
-        Some(run) if sustained(run) => {
+        Some(run) if run.sustained => {
             let ms = run.machine_cpu_ms_per_order.unwrap_or(f64::INFINITY);
             (format!("{ms:.2} ms"), Some(ms <= CPU_MS_PER_ORDER))
         }
@@ -83,7 +83,7 @@ pub fn judge(runs: &[RunResult], max_sustained: Option<f64>, idle: Option<&Usage
     targets.push(match at(LATENCY_RATE) {
         Some(run) => {
             let p99 = run.time_to_terminal.p99_ms;
-            let kept_up = sustained(run);
+            let kept_up = run.sustained;
             Target {
                 target,
                 measured: if kept_up {
@@ -151,6 +151,7 @@ mod tests {
                 ..Percentiles::default()
             },
             correct: true,
+            sustained: sustained(offered, achieved, 0, true),
             watches_waited: 0,
             notifications: None,
             correctness: String::new(),
