@@ -209,6 +209,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             args.kafka.fetch_wait_ms.to_string(),
         ),
         (
+            "consumer fetch.min.bytes".to_owned(),
+            args.kafka.fetch_min_bytes.to_string(),
+        ),
+        (
             "producer linger.ms".to_owned(),
             args.kafka.linger_ms.to_string(),
         ),

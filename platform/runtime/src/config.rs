@@ -62,6 +62,17 @@ pub struct KafkaArgs {
         default_value_t = 500
     )]
     pub fetch_wait_ms: u32,
+    /// Least data a fetch asks the broker to gather before it answers, unless the fetch wait
+    /// runs out first (Kafka's `fetch.min.bytes`). 1 (the default, Apache Kafka's) answers
+    /// with the first record; more lets records gather at low rates, so that a consumer's
+    /// batches are larger and its transactions fewer, at the cost of up to the fetch wait of
+    /// latency per hop (docs/performance.md, section 36).
+    #[arg(
+        long = "fetch-min-bytes",
+        env = "ORDERFLOW_FETCH_MIN_BYTES",
+        default_value_t = 1
+    )]
+    pub fetch_min_bytes: u32,
     /// Producer linger: how long to wait to batch messages.
     #[arg(long = "linger-ms", env = "ORDERFLOW_LINGER_MS", default_value_t = 2)]
     pub linger_ms: u32,
@@ -1214,6 +1225,7 @@ mod tests {
         assert_eq!(kafka.brokers, "127.0.0.1:9092");
         assert_eq!(kafka.topic_prefix, "");
         assert_eq!(kafka.fetch_wait_ms, 500);
+        assert_eq!(kafka.fetch_min_bytes, 1);
         assert_eq!(kafka.consumer_batch, DEFAULT_CONSUMER_BATCH);
         assert_eq!(kafka.debug_contexts(), None);
         assert_eq!(settings.component.bus.registry_url, "http://127.0.0.1:8081");

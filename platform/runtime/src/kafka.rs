@@ -90,6 +90,7 @@ pub fn consumer_config(kafka: &KafkaArgs, group: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
+        .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
         .set("fetch.error.backoff.ms", "100");
     if !kafka.instance_id.is_empty() {
         config.set(
@@ -120,7 +121,8 @@ pub fn plain_config(kafka: &KafkaArgs, client_id: &str) -> ClientConfig {
         .set("group.id", client_id)
         .set("client.id", client_id)
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string());
+        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
+        .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string());
     config
 }
 

@@ -53,6 +53,7 @@ fn kafka_args() -> KafkaArgs {
         topic_prefix: format!("t{}-", orderflow_testkit::unique_suffix()),
         partitions: 1,
         fetch_wait_ms: 500,
+        fetch_min_bytes: 1,
         linger_ms: 2,
         group_suffix: String::new(),
         instance_id: String::new(),

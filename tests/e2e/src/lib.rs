@@ -259,6 +259,7 @@ pub fn kafka_args(brokers: String, topic_prefix: String) -> KafkaArgs {
         topic_prefix,
         partitions: 1,
         fetch_wait_ms: 500,
+        fetch_min_bytes: 1,
         linger_ms: 2,
         group_suffix: String::new(),
         // Derived from the host and the admin port, as by default.

@@ -222,13 +222,26 @@ fn waiting_consumer_and_producer(
     group: &str,
     wait_ms: u64,
 ) -> (StreamConsumer, FutureProducer) {
-    let consumer: StreamConsumer = ClientConfig::new()
+    fetching_consumer_and_producer(topic, group, wait_ms, &[])
+}
+
+/// As [`waiting_consumer_and_producer`], the consumer with the fetch settings `fetch` too.
+fn fetching_consumer_and_producer(
+    topic: &str,
+    group: &str,
+    wait_ms: u64,
+    fetch: &[(&str, &str)],
+) -> (StreamConsumer, FutureProducer) {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", test_broker())
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", wait_ms.to_string())
-        .create()
-        .expect("consumer");
+        .set("fetch.wait.max.ms", wait_ms.to_string());
+    for (key, value) in fetch {
+        config.set(*key, *value);
+    }
+    let consumer: StreamConsumer = config.create().expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", test_broker())
@@ -316,6 +329,62 @@ async fn a_waiting_fetch_is_woken_by_the_append() {
     assert!(
         median < Duration::from_millis(15),
         "acknowledged→consumed: median {median:?}, all {latencies:?}"
+    );
+}
+
+/// A fetch that asks for `fetch.min.bytes` is answered once that many record bytes are
+/// there, not at the first record and not at the end of its wait: the appends below the
+/// threshold wake it without answering it, and the append that makes up the bytes answers
+/// it at once. The broker reads storage again only when the bytes appended since its last
+/// read could make up the rest (patch 0014); one that missed the last append would answer
+/// at its next 500 ms poll of storage, so every round must end within 150 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_waits_for_its_min_bytes_and_is_answered_when_they_are_there() {
+    // Far longer than the test: a wait that ran out mid-round would answer with too few.
+    const WAIT_MS: u64 = 30_000;
+    const RECORD_BYTES: usize = 1_000;
+    const MIN_BYTES: usize = 4 * RECORD_BYTES;
+    let (topic, group) = topic_and_group(1).await;
+    let (consumer, producer) = fetching_consumer_and_producer(
+        &topic,
+        &group,
+        WAIT_MS,
+        &[("fetch.min.bytes", &MIN_BYTES.to_string())],
+    );
+    let payload = "x".repeat(RECORD_BYTES);
+    let mut latencies = Vec::new();
+    for round in 0..4 {
+        let gap = if round == 0 {
+            Duration::from_secs(4)
+        } else {
+            uneven_gap(round)
+        };
+        tokio::time::sleep(gap).await;
+        // Three records: under the fetch's min bytes, so none is answered yet.
+        for _ in 0..3 {
+            produce(&producer, &topic, None, &payload).await;
+            tokio::time::sleep(uneven_gap(round) / 3).await;
+        }
+        if let Ok(early) = tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await {
+            panic!(
+                "round {round}: a record was consumed before {MIN_BYTES} bytes were there: {:?}",
+                early.map(|m| m.offset())
+            );
+        }
+        produce(&producer, &topic, None, &payload).await;
+        let acknowledged = Instant::now();
+        for record in 0..4 {
+            tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: record {record} not consumed in 10 s"))
+                .expect("consume");
+        }
+        latencies.push(acknowledged.elapsed());
+    }
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(150),
+        "the append that made up fetch.min.bytes → consumed: worst {worst:?}, all {latencies:?}"
     );
 }
 
