@@ -76,6 +76,8 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+say "cargo doc (the workspace's own docs, warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 # The fault-injection tests run the real binaries as processes.
 cargo build --locked -p orderflow-cli -p orderflow-dev
 export ORDERFLOW_BIN="$PWD/target/debug/orderflow"

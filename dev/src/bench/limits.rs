@@ -2,7 +2,7 @@
 //! broker's produce→consume rate and PostgreSQL's rate for the writes one order causes.
 //!
 //! Both are expressed in orders per second by dividing by what one COMPLETED order needs,
-//! counted from the services' code ([`ORDER_MESSAGES`], [`ORDER_TRANSACTIONS`] shared by the
+//! counted from the services' code (`ORDER_MESSAGES`, `ORDER_TRANSACTIONS` shared by the
 //! consumers' batches), so the report can put orderflow's achieved rate beside the tighter of
 //! the two.
 
@@ -354,7 +354,7 @@ fn bench_databases(tag: &str) -> [String; 3] {
 }
 
 /// PostgreSQL's rate for the writes one COMPLETED order causes: `concurrency` workers replay
-/// whole orders ([`ORDER_TRANSACTIONS`]) for `duration` with the services' own code (the
+/// whole orders (`ORDER_TRANSACTIONS`) for `duration` with the services' own code (the
 /// order service's store places each order; each consumer stage runs the service's handler
 /// in the consumer loop's batch transaction, [`apply_committed`]) against fresh databases
 /// migrated with the services' migrations, on the server of `admin_database_url`, with its

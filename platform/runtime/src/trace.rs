@@ -143,7 +143,7 @@ pub type GrpcTraceLayer = tower_http::trace::TraceLayer<
 >;
 
 /// tower-http's `TraceLayer` for a gRPC server: spans from [`grpc_span`], failures logged by
-/// [`log_failure`].
+/// `log_failure`.
 pub fn grpc_layer() -> GrpcTraceLayer {
     tower_http::trace::TraceLayer::new_for_grpc()
         .make_span_with(grpc_span::<tonic::body::Body> as fn(&GrpcRequest) -> Span)

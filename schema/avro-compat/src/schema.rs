@@ -84,7 +84,7 @@ impl Name {
     }
 }
 
-/// One node of a schema. Named types live in [`AvroSchema::types`] and are referred to by index,
+/// One node of a schema. Named types live in `AvroSchema::types` and are referred to by index,
 /// which is what makes recursive schemas representable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {

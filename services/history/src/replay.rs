@@ -1,6 +1,6 @@
 //! Rebuilding every timeline from the log (`orderflow replay history`). The history service
 //! is a projection: its table can be thrown away and built again from what the topics hold,
-//! with the code the live service runs ([`handler::entry`], [`dead_letters::entry`]).
+//! with the code the live service runs (`handler::entry`, [`dead_letters::entry`]).
 //!
 //! The service must be stopped (both of its groups empty). The rows from the start on are
 //! deleted and rebuilt in one transaction, so a reader sees the old timelines until the new

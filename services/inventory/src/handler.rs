@@ -51,7 +51,7 @@ fn settled_events(request: &StockRequest, settlement: Settlement) -> Vec<Event> 
 
 #[async_trait]
 impl Handler for InventoryHandler {
-    /// The paid orders among the messages settled together ([`store::settle_all`]): four
+    /// The paid orders among the messages settled together (`store::settle_all`): four
     /// statements, not four per order. The first locks every stock row they need at once, in
     /// SKU order, before anything is read or written, so two instances whose batches share
     /// SKUs do not deadlock. A message the service refuses fails them all.

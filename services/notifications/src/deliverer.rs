@@ -28,7 +28,7 @@
 //! wait to be dead-lettered) are read by a task of their own, never on the delivery path: with
 //! millions pending that read is a pass of seconds, and a round that waited for it delivered
 //! about 6 notifications a second (docs/performance.md section 21). It reads every
-//! [`LOOK_INTERVAL`], and soon after a round recorded a failed attempt or gave one up, so
+//! `LOOK_INTERVAL`, and soon after a round recorded a failed attempt or gave one up, so
 //! health turns as the sink fails and back as soon as nothing is retried; but never sooner
 //! than ten times as long as its last read took after it, so however large the backlog, the
 //! reads take at most a tenth of one database backend.

@@ -67,7 +67,7 @@ fn work_of(event: &Event) -> Result<Work, OrderError> {
 
 #[async_trait]
 impl Handler for OrderHandler {
-    /// The outcomes through [`store::apply_all`] (every order they move locked and read at
+    /// The outcomes through `store::apply_all` (every order they move locked and read at
     /// once, in order-id order, so two instances whose batches share orders do not deadlock;
     /// the history rows and new statuses written in one statement) and the catalogue entries
     /// in one statement; customer entries one by one (rare). What each message caused, in

@@ -60,8 +60,8 @@ pub struct Placed {
 /// Where a page of ListOrders starts: after the order created at this time with this id.
 pub type Cursor = (DateTime<Utc>, uuid::Uuid);
 
-/// The order database for the gRPC API. The consumer's writes are [`apply_all`],
-/// [`record_catalogues`] and [`record_customer`], inside the consumer's transaction.
+/// The order database for the gRPC API. The consumer's writes are `apply_all`,
+/// `record_catalogues` and `record_customer`, inside the consumer's transaction.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -177,7 +177,7 @@ impl Store {
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
     /// or returns the order an earlier request with the same idempotency key placed. A new
-    /// order is one statement ([`PLACE`]), so it needs no transaction of its own.
+    /// order is one statement (`PLACE`), so it needs no transaction of its own.
     #[tracing::instrument(skip_all, fields(customer_id = %order.customer_id))]
     pub async fn place(&self, order: &NewOrder, topics: &Topics) -> Result<Placed, OrderError> {
         let hash = request_hash(order);
@@ -341,8 +341,8 @@ impl Store {
 
     /// What the order service knows of `order` before placing it, in one statement: whether
     /// its idempotency key placed an order already, which of its SKUs the catalogue lists
-    /// ([`record_catalogues`]) and its customer's standing, if the directory lists the customer
-    /// ([`record_customer`]).
+    /// (`record_catalogues`) and its customer's standing, if the directory lists the customer
+    /// (`record_customer`).
     #[tracing::instrument(skip_all, fields(lines = order.items.len()))]
     pub async fn admission(&self, order: &NewOrder) -> Result<Admission, OrderError> {
         let skus: Vec<&str> = order.items.iter().map(|line| line.sku.as_str()).collect();

@@ -4,7 +4,7 @@
 //! rebalance, one line `assigned 0,1,2` (`assigned ` when it has none). It exits 3 with a
 //! line `fatal <error>` when the broker fences it.
 //!
-//! Usage: group_member BROKERS TOPIC GROUP [INSTANCE_ID]
+//! Usage: `group_member BROKERS TOPIC GROUP [INSTANCE_ID]`
 
 use std::io::Write as _;
 use std::time::Duration;
