@@ -81,7 +81,7 @@ pub fn consumer(
 
 /// The settings of [`consumer`], for a consumer that needs one more before it is created.
 pub fn consumer_config(kafka: &KafkaArgs, group: &str) -> ClientConfig {
-    let mut config = kafka.client_config();
+    let mut config = fetching_config(kafka);
     config
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -89,8 +89,6 @@ pub fn consumer_config(kafka: &KafkaArgs, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
-        .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
         .set("fetch.error.backoff.ms", "100");
     if !kafka.instance_id.is_empty() {
         config.set(
@@ -116,11 +114,19 @@ pub fn plain_consumer(
 /// The settings of [`plain_consumer`], for a reader that needs one more (say, its own
 /// `auto.offset.reset`) before creating it.
 pub fn plain_config(kafka: &KafkaArgs, client_id: &str) -> ClientConfig {
-    let mut config = kafka.client_config();
+    let mut config = fetching_config(kafka);
     config
         .set("group.id", client_id)
         .set("client.id", client_id)
-        .set("enable.auto.commit", "false")
+        .set("enable.auto.commit", "false");
+    config
+}
+
+/// What every consumer, in a group or not, starts from: the connection, and how long and
+/// for how many bytes the broker may hold a fetch (`--fetch-wait-ms`, `--fetch-min-bytes`).
+fn fetching_config(kafka: &KafkaArgs) -> ClientConfig {
+    let mut config = kafka.client_config();
+    config
         .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string());
     config
@@ -247,3 +253,35 @@ impl ClientContext for LoginWatch {
 }
 
 impl rdkafka::consumer::ConsumerContext for LoginWatch {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct KafkaCli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn both_kinds_of_consumer_fetch_as_configured() {
+        let kafka = KafkaCli::try_parse_from([
+            "test",
+            "--fetch-wait-ms",
+            "100",
+            "--fetch-min-bytes",
+            "16384",
+        ])
+        .expect("flags")
+        .kafka;
+        for (kind, config) in [
+            ("group", consumer_config(&kafka, "g")),
+            ("plain", plain_config(&kafka, "reader")),
+        ] {
+            assert_eq!(config.get("fetch.wait.max.ms"), Some("100"), "{kind}");
+            assert_eq!(config.get("fetch.min.bytes"), Some("16384"), "{kind}");
+        }
+    }
+}
