@@ -194,11 +194,12 @@ pub async fn broker_limit(
     let what = format!(
         "{messages} messages of {message_bytes} B (incompressible) to a {partitions}-partition topic, \
          random UUID keys, the services' producer (idempotent, acks=all, linger.ms={linger}) and consumer \
-         (fetch.wait.max.ms={fetch}, partitions assigned, no group join), first produce to last read; all acknowledged \
+         (fetch.wait.max.ms={fetch}, fetch.min.bytes={min_bytes}, partitions assigned, no group join), first produce to last read; all acknowledged \
          after {acked:.2} s; one order publishes {published} messages ({messages_list}), read {deliveries} times in all",
         partitions = kafka.partitions,
         linger = kafka.linger_ms,
         fetch = kafka.fetch_wait_ms,
+        min_bytes = kafka.fetch_min_bytes,
         acked = run.acknowledged.as_secs_f64(),
         published = published_per_order(),
         messages_list = describe_order_messages(),
