@@ -174,6 +174,11 @@ pub fn notifications_database_url() -> anyhow::Result<orderflow_platform::Secret
     Ok(settings::<orderflow_notifications::NotificationsArgs>("notifications")?.database_url)
 }
 
+/// The history service's database, as its settings (flags' defaults, environment) name it.
+pub fn history_database_url() -> anyhow::Result<orderflow_platform::Secret> {
+    Ok(settings::<orderflow_history::HistoryArgs>("history")?.database_url)
+}
+
 /// The Kafka settings the services use (the order service's, read as it reads them), with
 /// the local broker's TLS and the operator's login when `up` secured it.
 fn kafka_settings(home: &Path) -> anyhow::Result<KafkaArgs> {

@@ -5,6 +5,7 @@
 //! as JSON.
 
 mod cpu;
+mod hops;
 pub mod limits;
 mod runs;
 mod targets;
@@ -83,6 +84,11 @@ pub struct BenchArgs {
     /// the notifications service's database as the services' settings name it.
     #[arg(long)]
     pub no_notifications_check: bool,
+    /// Do not read where each fixed-rate run's time went hop by hop (for a system run without
+    /// the history service). Read by default from the history service's database, as the
+    /// services' settings name it.
+    #[arg(long)]
+    pub no_hops: bool,
     /// The services' retention settings, as `up` starts them (the same flags and variables):
     /// the PostgreSQL limit's relay treats acknowledged outbox rows as the services do.
     #[command(flatten)]
@@ -291,6 +297,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         50.0,
         Duration::from_secs(2),
         None,
+        None,
     )
     .await?;
     let notifications = if args.no_notifications_check {
@@ -298,6 +305,12 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     } else {
         let url = crate::local::notifications_database_url()?;
         Some(runs::Notifications::connect(url.expose()).await?)
+    };
+    let history = if args.no_hops {
+        None
+    } else {
+        let url = crate::local::history_database_url()?;
+        Some(hops::History::connect(url.expose()).await?)
     };
     eprintln!(
         "idle: the system's CPU with nothing offered, for {}s ...",
@@ -318,6 +331,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             args.rate,
             Duration::from_secs(args.seconds),
             notifications.as_ref(),
+            history.as_ref(),
         )
         .await?;
         eprintln!(
@@ -352,6 +366,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 &skus,
                 rate,
                 Duration::from_secs(args.step_seconds),
+                None,
                 None,
             )
             .await?;
@@ -532,6 +547,16 @@ fn print_table(report: &Report) {
             "    threads that switched most, per completed order: {}",
             per_order(&r.cpu.switches_by_thread, r.completed)
         );
+        if let Some(hops) = &r.hops {
+            let hops: Vec<String> = hops
+                .iter()
+                .map(|h| format!("{} {:.0}/{:.0}", h.name, h.latency.p50_ms, h.latency.p99_ms))
+                .collect();
+            println!(
+                "    hops of the completed orders, ms p50/p99: {}",
+                hops.join(", ")
+            );
+        }
     }
     let idles = [
         ("idle", &report.idle),

@@ -48,6 +48,9 @@ pub struct RunResult {
     pub machine_cpu_ms_per_order: Option<f64>,
     /// The whole machine's context switches in that window per completed order.
     pub machine_switches_per_order: Option<f64>,
+    /// Each hop of the completed orders' path, from the history service's record of their
+    /// events; `None` when not measured.
+    pub hops: Option<Vec<super::hops::Hop>>,
 }
 
 /// The bench SKUs of one run: orders are spread round-robin so one hot stock row does not
@@ -117,7 +120,8 @@ impl Notifications {
 }
 
 /// Offers `rate` orders per second for `duration`, then waits for every order to end, and
-/// for every notification of them when `notifications` is given.
+/// for every notification of them when `notifications` is given; with `history`, reads where
+/// the completed orders' time went, hop by hop.
 pub async fn run(
     label: &str,
     gateway: &Gateway,
@@ -125,6 +129,7 @@ pub async fn run(
     rate: f64,
     duration: Duration,
     notifications: Option<&Notifications>,
+    history: Option<&super::hops::History>,
 ) -> anyhow::Result<RunResult> {
     let count = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
     // Earlier runs took stock from the same SKUs; this run is checked against what it found.
@@ -165,16 +170,18 @@ pub async fn run(
     }
     let stock_ok = mismatches.is_empty();
     let all_completed = completed == count;
+    let completed_orders: Vec<uuid::Uuid> = results
+        .iter()
+        .filter(|r| r.status == Some(pb::OrderStatus::Completed))
+        .filter_map(|r| r.order_id.as_deref()?.parse().ok())
+        .collect();
+    let since = last_finished.unwrap_or_else(Instant::now);
     let notified = match notifications {
-        Some(n) => {
-            let orders: Vec<uuid::Uuid> = results
-                .iter()
-                .filter(|r| r.status == Some(pb::OrderStatus::Completed))
-                .filter_map(|r| r.order_id.as_deref()?.parse().ok())
-                .collect();
-            let since = last_finished.unwrap_or_else(Instant::now);
-            Some(n.check(&orders, since).await?)
-        }
+        Some(n) => Some(n.check(&completed_orders, since).await?),
+        None => None,
+    };
+    let hops = match history {
+        Some(h) => Some(h.hops(&completed_orders, since).await?),
         None => None,
     };
     let notified_ok = notified.as_ref().is_none_or(|n| n.delivered >= n.expected);
@@ -232,5 +239,6 @@ pub async fn run(
         machine_switches_per_order: (completed > 0)
             .then(|| (cpu.machine_switches as f64 / completed as f64).round()),
         cpu,
+        hops,
     })
 }

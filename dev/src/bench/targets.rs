@@ -158,6 +158,7 @@ mod tests {
             cpu: usage(1.0),
             machine_cpu_ms_per_order: Some(cpu_ms),
             machine_switches_per_order: None,
+            hops: None,
         }
     }
 
