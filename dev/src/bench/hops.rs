@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -133,30 +132,23 @@ pub struct History {
 
 impl History {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .with_context(|| "cannot read the history database")?;
-        Ok(History { pool })
+        Ok(History {
+            pool: super::runs::reader(url, "history").await?,
+        })
     }
 
     /// The hops of `orders` (each COMPLETED), once the history service has recorded every
     /// COMPLETED of them or [`HISTORY_DRAIN`] after `since`, whichever is first.
     pub async fn hops(&self, orders: &[Uuid], since: Instant) -> anyhow::Result<Vec<Hop>> {
-        loop {
-            let recorded: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM order_timeline
-                 WHERE order_id = ANY($1) AND event_type = 'OrderStatusChanged'",
-            )
-            .bind(orders)
-            .fetch_one(&self.pool)
-            .await?;
-            if recorded >= 3 * orders.len() as i64 || since.elapsed() >= HISTORY_DRAIN {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        super::runs::count_until(
+            &self.pool,
+            "SELECT count(*) FROM order_timeline
+             WHERE order_id = ANY($1) AND event_type = 'OrderStatusChanged'",
+            orders,
+            orders.len() as i64 * super::runs::STATUSES_TO_COMPLETED,
+            since + HISTORY_DRAIN,
+        )
+        .await?;
         let events: Vec<Recorded> = sqlx::query_as(
             "SELECT order_id, event_type, occurred_at, logged_at FROM order_timeline
              WHERE order_id = ANY($1)",

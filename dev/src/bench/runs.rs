@@ -72,7 +72,7 @@ pub struct NotificationsCheck {
 const NOTIFICATIONS_DRAIN: Duration = Duration::from_secs(120);
 
 /// Statuses a COMPLETED order goes through, one notification each: PENDING, PAID, COMPLETED.
-const STATUSES_TO_COMPLETED: i64 = 3;
+pub const STATUSES_TO_COMPLETED: i64 = 3;
 
 /// The notifications service's database, read to check that every status of every order of
 /// a run was delivered: a run is not over while its customers have not been told.
@@ -82,12 +82,9 @@ pub struct Notifications {
 
 impl Notifications {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .with_context(|| "cannot read the notifications database")?;
-        Ok(Notifications { pool })
+        Ok(Notifications {
+            pool: reader(url, "notifications").await?,
+        })
     }
 
     /// Waits until every notification of `orders` (each COMPLETED) was delivered, at most
@@ -98,25 +95,54 @@ impl Notifications {
         since: Instant,
     ) -> anyhow::Result<NotificationsCheck> {
         let expected = orders.len() as i64 * STATUSES_TO_COMPLETED;
-        loop {
-            let delivered: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM notifications
-                 WHERE order_id = ANY($1) AND state = 'delivered'",
-            )
-            .bind(orders)
-            .fetch_one(&self.pool)
-            .await?;
-            let waited = since.elapsed();
-            if delivered >= expected || waited >= NOTIFICATIONS_DRAIN {
-                return Ok(NotificationsCheck {
-                    delivered,
-                    expected,
-                    drained_after_secs: waited.as_secs_f64(),
-                });
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        let (delivered, counted_at) = count_until(
+            &self.pool,
+            "SELECT count(*) FROM notifications
+             WHERE order_id = ANY($1) AND state = 'delivered'",
+            orders,
+            expected,
+            since + NOTIFICATIONS_DRAIN,
+        )
+        .await?;
+        Ok(NotificationsCheck {
+            delivered,
+            expected,
+            drained_after_secs: counted_at.saturating_duration_since(since).as_secs_f64(),
+        })
     }
+}
+
+/// Counts with `count` (one parameter: `orders`) once a second until the count reaches
+/// `expected` or `deadline` passes; returns the last count and when it was taken. What a
+/// service records of a run's orders arrives after their last completion.
+pub async fn count_until(
+    pool: &sqlx::PgPool,
+    count: &str,
+    orders: &[uuid::Uuid],
+    expected: i64,
+    deadline: Instant,
+) -> anyhow::Result<(i64, Instant)> {
+    loop {
+        let counted: i64 = sqlx::query_scalar(count)
+            .bind(orders)
+            .fetch_one(pool)
+            .await?;
+        let now = Instant::now();
+        if counted >= expected || now >= deadline {
+            return Ok((counted, now));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One connection to a service's database (`service` names it in the error), for the bench's
+/// reads of what the services recorded.
+pub async fn reader(url: &str, service: &str) -> anyhow::Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot read the {service} database"))
 }
 
 /// Offers `rate` orders per second for `duration`, then waits for every order to end, and
