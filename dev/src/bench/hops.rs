@@ -32,17 +32,26 @@ pub struct Recorded {
     pub logged_at: Option<DateTime<Utc>>,
 }
 
-/// The hops of a COMPLETED order, in path order, named by where the time is spent; the last
-/// is the whole, from OrderCreated written to COMPLETED handed over.
-const HOPS: [&str; 8] = [
-    "order outbox (OrderCreated)",
-    "to payment",
-    "payment outbox",
-    "to inventory",
-    "inventory outbox",
-    "to order (COMPLETED)",
-    "order outbox (COMPLETED)",
-    "OrderCreated written to COMPLETED sent",
+/// When an event was written and when its message was handed over.
+type Times = (DateTime<Utc>, DateTime<Utc>);
+
+/// Where on an order's path a hop starts and ends.
+type Span = fn(&Path) -> Times;
+
+/// The hops of a COMPLETED order, in path order: each named by where the time is spent, with
+/// where on the order's path it starts and ends. The last is the whole, from OrderCreated
+/// written to COMPLETED handed over.
+const HOPS: [(&str, Span); 8] = [
+    ("order outbox (OrderCreated)", |p| p.created),
+    ("to payment", |p| (p.created.1, p.paid.0)),
+    ("payment outbox", |p| p.paid),
+    ("to inventory", |p| (p.paid.1, p.taken.0)),
+    ("inventory outbox", |p| p.taken),
+    ("to order (COMPLETED)", |p| (p.taken.1, p.completed.0)),
+    ("order outbox (COMPLETED)", |p| p.completed),
+    ("OrderCreated written to COMPLETED sent", |p| {
+        (p.created.0, p.completed.1)
+    }),
 ];
 
 /// Each hop's latency over the orders whose whole path is in `events`: OrderCreated,
@@ -55,36 +64,35 @@ pub fn hops(events: &[Recorded]) -> Vec<Hop> {
     for event in events {
         by_order.entry(event.order_id).or_default().push(event);
     }
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); HOPS.len()];
-    for events in by_order.values() {
-        let Some(path) = Path::of(events) else {
-            continue;
-        };
-        for (hop, (from, to)) in path.hops().into_iter().enumerate() {
-            samples[hop].push((to - from).to_std().unwrap_or_default());
-        }
-    }
+    let paths: Vec<Path> = by_order.values().filter_map(|e| Path::of(e)).collect();
     HOPS.iter()
-        .zip(samples)
-        .map(|(name, samples)| Hop {
+        .map(|(name, span)| Hop {
             name,
-            latency: Percentiles::of(samples),
+            latency: Percentiles::of(
+                paths
+                    .iter()
+                    .map(|path| {
+                        let (from, to) = span(path);
+                        (to - from).to_std().unwrap_or_default()
+                    })
+                    .collect(),
+            ),
         })
         .collect()
 }
 
 /// The times of one COMPLETED order's events: (written, handed over) each.
 struct Path {
-    created: (DateTime<Utc>, DateTime<Utc>),
-    paid: (DateTime<Utc>, DateTime<Utc>),
-    taken: (DateTime<Utc>, DateTime<Utc>),
-    completed: (DateTime<Utc>, DateTime<Utc>),
+    created: Times,
+    paid: Times,
+    taken: Times,
+    completed: Times,
 }
 
 impl Path {
     fn of(events: &[&Recorded]) -> Option<Path> {
         let times = |event: &Recorded| Some((event.occurred_at, event.logged_at?));
-        let only = |event_type: &str| -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let only = |event_type: &str| -> Option<Times> {
             let mut of_type = events.iter().filter(|e| e.event_type == event_type);
             let event = of_type.next()?;
             of_type.next().is_none().then_some(())?;
@@ -105,20 +113,6 @@ impl Path {
             taken: only("InventoryUpdated")?,
             completed: times(completed)?,
         })
-    }
-
-    /// (start, end) of each hop, in [`HOPS`]' order.
-    fn hops(&self) -> [(DateTime<Utc>, DateTime<Utc>); 8] {
-        [
-            (self.created.0, self.created.1),
-            (self.created.1, self.paid.0),
-            (self.paid.0, self.paid.1),
-            (self.paid.1, self.taken.0),
-            (self.taken.0, self.taken.1),
-            (self.taken.1, self.completed.0),
-            (self.completed.0, self.completed.1),
-            (self.created.0, self.completed.1),
-        ]
     }
 }
 
