@@ -137,6 +137,11 @@ struct TableLabels {
     table: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Decode-to-commit latency buckets: 1 ms doubling to about 16 s.
@@ -155,6 +160,7 @@ pub struct PipelineMetrics {
     lag: Family<PartitionLabels, Gauge>,
     produced: Family<TopicLabels, Counter>,
     outbox_backlog: Gauge,
+    relay_rounds: HistogramFamily<PhaseLabels>,
     quarantined: Family<TopicLabels, Counter>,
     quarantine_rows: Gauge,
     purged: Family<TableLabels, Counter>,
@@ -170,6 +176,7 @@ impl PipelineMetrics {
             lag: Family::default(),
             produced: Family::default(),
             outbox_backlog: Gauge::default(),
+            relay_rounds: Family::new_with_constructor(processing_histogram),
             quarantined: Family::default(),
             quarantine_rows: Gauge::default(),
             purged: Family::default(),
@@ -209,6 +216,14 @@ impl PipelineMetrics {
             "outbox_backlog",
             "Outbox rows not yet published",
             pipeline.outbox_backlog.clone(),
+        );
+        metrics.register_with_unit(
+            "outbox_relay_round",
+            "Time of each phase of an outbox relay round that published rows: read (begin, \
+             lock and encode), acknowledgement (first send to last acknowledgement), commit \
+             (delete or mark, and commit)",
+            Unit::Seconds,
+            pipeline.relay_rounds.clone(),
         );
         metrics.register(
             "outbox_quarantined",
@@ -267,8 +282,19 @@ impl PipelineMetrics {
                 .iter()
                 .map(|topic| ((*topic).to_owned(), OnceLock::new()))
                 .collect(),
+            read: self.relay_round(RelayPhase::Read),
+            acknowledgement: self.relay_round(RelayPhase::Acknowledgement),
+            commit: self.relay_round(RelayPhase::Commit),
             pipeline: self.clone(),
         }
+    }
+
+    fn relay_round(&self, phase: RelayPhase) -> Histogram {
+        self.relay_rounds
+            .get_or_create(&PhaseLabels {
+                phase: phase.as_str(),
+            })
+            .clone()
     }
 
     /// The purge counter of a service's own `table` (`orderflow_retention_purged_rows_total`).
@@ -383,7 +409,33 @@ impl ConsumerMetrics {
 pub struct RelayMetrics {
     /// Resolved on first use, then reused without allocating.
     produced: Vec<(String, OnceLock<Counter>)>,
+    /// The time of each [`RelayPhase`].
+    read: Histogram,
+    acknowledgement: Histogram,
+    commit: Histogram,
     pipeline: PipelineMetrics,
+}
+
+/// The phases of one relay round that published rows
+/// (`orderflow_outbox_relay_round_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayPhase {
+    /// Begin, lock the unpublished rows, encode them.
+    Read,
+    /// From the first send to the last acknowledgement from the broker.
+    Acknowledgement,
+    /// Delete (or mark) the acknowledged rows and commit.
+    Commit,
+}
+
+impl RelayPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            RelayPhase::Read => "read",
+            RelayPhase::Acknowledgement => "acknowledgement",
+            RelayPhase::Commit => "commit",
+        }
+    }
 }
 
 impl RelayMetrics {
@@ -401,6 +453,16 @@ impl RelayMetrics {
             Some((t, resolved)) => resolved.get_or_init(|| counter(t)).inc(),
             None => counter(topic).inc(),
         };
+    }
+
+    /// Records how long `phase` of a round took.
+    pub fn round_phase(&self, phase: RelayPhase, elapsed: Duration) {
+        let histogram = match phase {
+            RelayPhase::Read => &self.read,
+            RelayPhase::Acknowledgement => &self.acknowledgement,
+            RelayPhase::Commit => &self.commit,
+        };
+        histogram.observe(elapsed.as_secs_f64());
     }
 
     /// Sets the number of unpublished outbox rows.

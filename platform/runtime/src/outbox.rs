@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use orderflow_events::{Event, EventCodec, Topics};
@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use crate::health::Health;
 use crate::kafka::Producer;
-use crate::metrics::RelayMetrics;
+use crate::metrics::{RelayMetrics, RelayPhase};
 use crate::trace::{self, TraceParent};
 
 /// The component under which health reports rows set aside.
@@ -518,6 +518,7 @@ impl Relay {
     /// registry cannot encode now ends the batch there: the rows before it are published,
     /// then the error is returned.
     async fn publish_batch(&self) -> anyhow::Result<Batch> {
+        let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         let rows = Outbox::lock_unpublished(&mut tx, self.batch_size).await?;
         if rows.is_empty() {
@@ -546,6 +547,8 @@ impl Relay {
             }
         }
         let producer = self.producer.get();
+        let sent = Instant::now();
+        self.metrics.round_phase(RelayPhase::Read, sent - started);
         let deliveries = sending.iter().map(|(row, payload)| {
             let (span, traceparent) = publish_span(row);
             let mut headers = OwnedHeaders::new();
@@ -564,6 +567,9 @@ impl Relay {
                 .instrument(span)
         });
         let results = join_all(deliveries).await;
+        let acknowledged_at = Instant::now();
+        self.metrics
+            .round_phase(RelayPhase::Acknowledgement, acknowledged_at - sent);
         // Mark only the acknowledged prefix: anything after a failure is sent again, after
         // the rows before it, so per-order order holds (duplicates are deduplicated).
         let acknowledged: Vec<i64> = sending
@@ -574,6 +580,8 @@ impl Relay {
             .collect();
         Outbox::acknowledged(&mut tx, &acknowledged, self.published).await?;
         tx.commit().await?;
+        self.metrics
+            .round_phase(RelayPhase::Commit, acknowledged_at.elapsed());
         for (row, _) in &sending[..acknowledged.len()] {
             self.metrics.produced(&row.topic);
         }

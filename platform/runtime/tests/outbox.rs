@@ -354,13 +354,14 @@ async fn a_bad_row_is_set_aside_and_only_its_order_waits_behind_it() {
 async fn acknowledged_rows_are_deleted_or_kept_as_the_retention_says() {
     for published in [Published::Deleted, Published::Kept] {
         let (_db, pool, kafka, topics) = order_database_and_topics("outbox_ack").await;
+        let metrics = Metrics::new();
         let relay = Relay::new(
             pool.clone(),
             Producer::new(&kafka).unwrap(),
             Arc::new(EventCodec::with_resolver(FixedResolver::new())),
             topics.clone(),
             Health::new(),
-            PipelineMetrics::register(&Metrics::new()).relay(&topics.all()),
+            PipelineMetrics::register(&metrics).relay(&topics.all()),
             OutboxSignal::default(),
         )
         .acknowledged_rows(published);
@@ -402,5 +403,21 @@ async fn acknowledged_rows_are_deleted_or_kept_as_the_retention_says() {
         relay.await.unwrap();
         // Nothing more was published: each event went out once.
         assert_eq!(statuses.read(4, Duration::from_secs(2)).await.len(), 3);
+
+        // Each round that published rows timed its three phases, and took some time for them.
+        let text = metrics.render();
+        let phase = |phase: &str, series: &str| {
+            sample(
+                &text,
+                &format!("orderflow_outbox_relay_round_seconds_{series}{{phase=\"{phase}\"}}"),
+            )
+            .unwrap_or_else(|| panic!("no {series} of phase {phase}:\n{text}"))
+        };
+        let rounds = phase("read", "count");
+        assert!(rounds >= 1.0, "{text}");
+        for name in ["read", "acknowledgement", "commit"] {
+            assert_eq!(phase(name, "count"), rounds, "{name}: {text}");
+            assert!(phase(name, "sum") > 0.0, "{name}: {text}");
+        }
     }
 }
