@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use orderflow_history::store::{self, Entry};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -21,15 +22,6 @@ use crate::load::Percentiles;
 pub struct Hop {
     pub name: &'static str,
     pub latency: Percentiles,
-}
-
-/// One event of an order, as the history service recorded it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Recorded {
-    pub order_id: Uuid,
-    pub event_type: String,
-    pub occurred_at: DateTime<Utc>,
-    pub logged_at: Option<DateTime<Utc>>,
 }
 
 /// When an event was written and when its message was handed over.
@@ -59,8 +51,8 @@ const HOPS: [(&str, Span); 8] = [
 /// in the order they were written), each with its message's timestamp. Other orders are left
 /// out. A hop that the clocks' resolution (a message's timestamp is in milliseconds) makes
 /// negative counts as zero.
-pub fn hops(events: &[Recorded]) -> Vec<Hop> {
-    let mut by_order: HashMap<Uuid, Vec<&Recorded>> = HashMap::new();
+pub fn hops(events: &[Entry]) -> Vec<Hop> {
+    let mut by_order: HashMap<Uuid, Vec<&Entry>> = HashMap::new();
     for event in events {
         by_order.entry(event.order_id).or_default().push(event);
     }
@@ -90,15 +82,15 @@ struct Path {
 }
 
 impl Path {
-    fn of(events: &[&Recorded]) -> Option<Path> {
-        let times = |event: &Recorded| Some((event.occurred_at, event.logged_at?));
+    fn of(events: &[&Entry]) -> Option<Path> {
+        let times = |event: &Entry| Some((event.occurred_at, event.logged_at?));
         let only = |event_type: &str| -> Option<Times> {
             let mut of_type = events.iter().filter(|e| e.event_type == event_type);
             let event = of_type.next()?;
             of_type.next().is_none().then_some(())?;
             times(event)
         };
-        let mut statuses: Vec<&&Recorded> = events
+        let mut statuses: Vec<&&Entry> = events
             .iter()
             .filter(|e| e.event_type == "OrderStatusChanged")
             .collect();
@@ -143,14 +135,7 @@ impl History {
             since + HISTORY_DRAIN,
         )
         .await?;
-        let events: Vec<Recorded> = sqlx::query_as(
-            "SELECT order_id, event_type, occurred_at, logged_at FROM order_timeline
-             WHERE order_id = ANY($1)",
-        )
-        .bind(orders)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(hops(&events))
+        Ok(hops(&store::timelines(&self.pool, orders).await?))
     }
 }
 
@@ -162,17 +147,25 @@ mod tests {
         DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
     }
 
-    fn event(order: Uuid, event_type: &str, written: i64, logged: i64) -> Recorded {
-        Recorded {
+    fn event(order: Uuid, event_type: &str, written: i64, logged: i64) -> Entry {
+        Entry {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
             order_id: order,
             event_type: event_type.to_owned(),
+            event_id: None,
+            producer: "p".into(),
+            summary: String::new(),
             occurred_at: at(written),
             logged_at: Some(at(logged)),
+            trace_id: None,
+            redriven_from: None,
         }
     }
 
     /// One order's whole path, every hop a different length.
-    fn completed(order: Uuid, scale: i64) -> Vec<Recorded> {
+    fn completed(order: Uuid, scale: i64) -> Vec<Entry> {
         vec![
             event(order, "OrderCreated", 0, scale),
             event(order, "OrderStatusChanged", 0, scale),

@@ -63,14 +63,20 @@ pub async fn record_all(db: impl PgExecutor<'_>, entries: &[Entry]) -> Result<u6
 /// by when the broker logged it, then by its place in the log, so equal times read in one
 /// stable order.
 pub async fn timeline(pool: &PgPool, order_id: Uuid) -> Result<Vec<Entry>, sqlx::Error> {
+    timelines(pool, &[order_id]).await
+}
+
+/// Every entry of each of `orders`, in one statement: order by order, each order's entries in
+/// [`timeline`]'s order.
+pub async fn timelines(pool: &PgPool, orders: &[Uuid]) -> Result<Vec<Entry>, sqlx::Error> {
     sqlx::query_as(
         r#"SELECT topic, "partition", "offset", order_id, event_type, event_id, producer,
                   summary, occurred_at, logged_at, trace_id, redriven_from
-           FROM order_timeline WHERE order_id = $1
-           ORDER BY occurred_at, event_type <> 'OrderCreated', logged_at NULLS LAST,
+           FROM order_timeline WHERE order_id = ANY($1)
+           ORDER BY order_id, occurred_at, event_type <> 'OrderCreated', logged_at NULLS LAST,
                     topic, "partition", "offset""#,
     )
-    .bind(order_id)
+    .bind(orders)
     .fetch_all(pool)
     .await
 }
