@@ -19,6 +19,7 @@ use orderflow_order::{OrderHandler, TransitionMetrics};
 use orderflow_payment::PaymentHandler;
 use orderflow_payment::provider::{SimulatedProvider, tokens};
 use orderflow_platform::consumer::{Applied, apply_committed};
+use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{
     Handler, KafkaArgs, MessageContext, Outbox, OutboxSignal, Published, Relay, kafka, outbox,
 };
@@ -639,32 +640,49 @@ impl Services {
         }
     }
 
-    /// Places order `n`, one unit of `sku` paid with an approving token, as PlaceOrder does
-    /// with a valid request: the order service's store writes the order and its events in
-    /// one transaction and wakes the relay. Returns the events it published.
-    async fn place(&self, n: u64, sku: &str) -> anyhow::Result<Vec<Event>> {
-        let request = pb::PlaceOrderRequest {
-            customer_id: format!("bench-customer-{}", n % 1000),
-            items: vec![pb::OrderLine {
-                sku: sku.to_owned(),
-                quantity: 1,
-                unit_price: Some(pb::Money {
-                    amount_minor: 1999,
-                    currency: "EUR".to_owned(),
-                }),
-            }],
-            payment_method: tokens::VISA.to_owned(),
-            idempotency_key: Uuid::new_v4().to_string(),
-            validate_only: false,
-        };
-        let order = NewOrder::try_from(&request)?;
-        self.store.admission(&order).await?.check(&order)?;
-        let placed = self.store.place(&order, &self.topics).await?;
-        anyhow::ensure!(
-            placed.created,
-            "order {n} collided with an earlier one's idempotency key"
-        );
-        Ok(placed.events)
+    /// Places the orders `ns`, order `n` one unit of `skus[n mod skus.len()]` paid with an
+    /// approving token, as PlaceOrder does with valid requests: each is admitted (the order
+    /// service's read of its catalogue and customer copies), then the store writes them and
+    /// their events in one statement (`Store::place_all`, as the order service's placer writes
+    /// the PlaceOrders waiting together) and wakes the relay. Returns the events published.
+    async fn place(&self, ns: &[u64], skus: &[String]) -> anyhow::Result<Vec<Event>> {
+        let mut orders = Vec::with_capacity(ns.len());
+        for &n in ns {
+            let request = pb::PlaceOrderRequest {
+                customer_id: format!("bench-customer-{}", n % 1000),
+                items: vec![pb::OrderLine {
+                    sku: skus[n as usize % skus.len()].clone(),
+                    quantity: 1,
+                    unit_price: Some(pb::Money {
+                        amount_minor: 1999,
+                        currency: "EUR".to_owned(),
+                    }),
+                }],
+                payment_method: tokens::VISA.to_owned(),
+                idempotency_key: Uuid::new_v4().to_string(),
+                validate_only: false,
+            };
+            let order = NewOrder::try_from(&request)?;
+            self.store.admission(&order).await?.check(&order)?;
+            orders.push(order);
+        }
+        let placing: Vec<(&NewOrder, TraceParent)> = orders
+            .iter()
+            .map(|order| (order, TraceParent::new_root()))
+            .collect();
+        let mut events = Vec::with_capacity(2 * ns.len());
+        for (n, placed) in ns
+            .iter()
+            .zip(self.store.place_all(&placing, &self.topics).await?)
+        {
+            let placed = placed?;
+            anyhow::ensure!(
+                placed.created,
+                "order {n} collided with an earlier one's idempotency key"
+            );
+            events.extend(placed.events);
+        }
+        Ok(events)
     }
 }
 
@@ -831,8 +849,9 @@ async fn relay_batch(pool: &PgPool, published: Published) -> anyhow::Result<usiz
 }
 
 /// Replays the transactions of `ns.len()` orders that end COMPLETED, stage by stage in causal
-/// order, each with the services' own code. Each order is placed in its own transaction, as
-/// PlaceOrder does; each consumer stage reads the events published to its topic and applies
+/// order, each with the services' own code. The orders are placed `batch` at a time in one
+/// statement, as the order service's placer shares one among the PlaceOrders waiting; each
+/// consumer stage reads the events published to its topic and applies
 /// them `batch` at a time in one transaction, as the consumer loop applies up to
 /// `ORDERFLOW_CONSUMER_BATCH` messages that arrived together (`batch` 1 is one transaction
 /// per message). Order `n` takes one unit of `skus[n mod skus.len()]`. Fails unless every
@@ -851,8 +870,8 @@ async fn complete_orders(
         ..
     } = services;
     let mut placed = Vec::with_capacity(2 * ns.len());
-    for &n in ns {
-        placed.extend(services.place(n, &skus[n as usize % skus.len()]).await?);
+    for ns in ns.chunks(batch) {
+        placed.extend(services.place(ns, skus).await?);
     }
     let charged = payment
         .consume(topics, &topics.orders, &placed, batch)

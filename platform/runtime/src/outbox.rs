@@ -157,11 +157,12 @@ impl Outbox {
 
     /// The statement that adds an [`OutboxRows`] bound as `$1` to `$4`. A writer whose whole
     /// change fits in one statement puts its own writes in a `WITH` ahead of it, binds its
-    /// values from `$5` on, and may add a `WHERE` (say, that its own insert took place): its
-    /// state and its events are then written in one statement, which needs no transaction
-    /// (`Store::place` of the order service).
+    /// values from `$5` on, and may add a `WHERE` on the rows `r` (`r.event_key`, say, that
+    /// its own insert of that key took place): its state and its events are then written in
+    /// one statement, which needs no transaction (`Store::place_all` of the order service).
     pub const INSERT_ROWS: &str = "INSERT INTO outbox (topic, event_key, payload, traceparent)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[])";
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[])
+                       AS r(topic, event_key, payload, traceparent)";
 
     /// Reads up to `limit` unpublished rows in id order, locked until `tx` ends: a second
     /// relay (another instance) waits instead of reordering events. Rows held back by a

@@ -15,18 +15,21 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::OrderError;
+use crate::placer::Placer;
 use crate::store::{Cursor, OrderRecord, StatusChange, Store};
 
 /// The `OrderStore` service over the order database.
 pub struct OrderApi {
     store: Store,
-    topics: Topics,
+    placer: Placer,
 }
 
 impl OrderApi {
-    /// An API over `store` that publishes to `topics`.
+    /// An API over `store` that publishes to `topics`; new orders are written together
+    /// ([`Placer`]).
     pub fn new(store: Store, topics: Topics) -> Self {
-        OrderApi { store, topics }
+        let placer = Placer::start(store.clone(), topics);
+        OrderApi { store, placer }
     }
 }
 
@@ -85,7 +88,7 @@ impl OrderStore for OrderApi {
             }));
         }
         admission.check(&order)?;
-        let placed = self.store.place(&order, &self.topics).await?;
+        let placed = self.placer.place(order).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some((&placed.record).into()),
             created: placed.created,

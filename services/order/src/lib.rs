@@ -1,5 +1,6 @@
 //! The order service: the owner of orders. PlaceOrder stores a PENDING order and its
-//! OrderCreated event in one transaction; payment and inventory outcomes move the order
+//! OrderCreated event in one statement, shared with the PlaceOrders that arrive meanwhile
+//! ([`Placer`]); payment and inventory outcomes move the order
 //! through the pure state machine, each change recorded with its OrderStatusChanged event.
 //! PlaceOrder refuses SKUs the catalogue does not list and customers the directory lists as
 //! blocked, judged against the service's own read models of the `catalogue` and `customers`
@@ -10,6 +11,7 @@ mod error;
 mod grpc;
 mod handler;
 mod metrics;
+mod placer;
 mod store;
 
 use std::sync::LazyLock;
@@ -23,6 +25,7 @@ pub use config::OrderArgs;
 pub use error::OrderError;
 pub use handler::OrderHandler;
 pub use metrics::TransitionMetrics;
+pub use placer::Placer;
 pub use store::{Admission, OrderRecord, Placed, Store};
 
 /// The migrations of the order database: the order service's own and the platform's.

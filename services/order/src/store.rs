@@ -146,25 +146,43 @@ fn status_event(
     })
 }
 
-/// A new order in one statement: the order (`PENDING`, version 1), its first history row and
-/// its events' outbox rows ([`Outbox::INSERT_ROWS`], `$1` to `$4`), or none of them when the
-/// customer's idempotency key placed an order already. The order's values are `$5` to `$13`.
+/// New orders in one statement: each order (`PENDING`, version 1) whose customer's
+/// idempotency key placed none before, its first history row and its events' outbox rows
+/// ([`Outbox::INSERT_ROWS`], `$1` to `$4`, keyed by order id); an order whose key placed one
+/// before gets none of them. The orders' values are arrays, `$5` to `$12`, their time `$13`.
+/// Returns the ids of the orders it placed.
 static PLACE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH placed AS (
              INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, items,
                                  total_minor, currency, payment_method, status, version,
                                  created_at, updated_at)
-             VALUES ($5, $6, $7, $8, $9, $10, $11, $12, 'PENDING', 1, $13, $13)
+             SELECT n.*, 'PENDING', 1, $13, $13
+             FROM UNNEST($5::uuid[], $6::text[], $7::text[], $8::text[], $9::jsonb[],
+                         $10::int8[], $11::text[], $12::text[])
+                  AS n(order_id, customer_id, idempotency_key, request_hash, items,
+                       total_minor, currency, payment_method)
              ON CONFLICT (customer_id, idempotency_key) DO NOTHING
              RETURNING order_id),
          history AS (
              INSERT INTO order_status_history (order_id, version, status, occurred_at)
-             SELECT order_id, 1, 'PENDING', $13 FROM placed)
-         {} WHERE EXISTS (SELECT 1 FROM placed)",
+             SELECT order_id, 1, 'PENDING', $13 FROM placed),
+         events AS (
+             {} WHERE r.event_key::uuid = ANY (ARRAY(SELECT order_id FROM placed)))
+         SELECT order_id FROM placed",
         Outbox::INSERT_ROWS
     )
 });
+
+/// A new order as [`Store::place_all`] writes it: its id, its events, and the values of its
+/// row.
+struct NewRow<'a> {
+    order: &'a NewOrder,
+    order_id: OrderId,
+    hash: String,
+    items: serde_json::Value,
+    events: Vec<Event>,
+}
 
 impl Store {
     /// A store on `pool` that wakes the relay through `outbox_signal` after each commit.
@@ -176,86 +194,160 @@ impl Store {
     }
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
-    /// or returns the order an earlier request with the same idempotency key placed. A new
-    /// order is one statement (`PLACE`), so it needs no transaction of its own.
-    #[tracing::instrument(skip_all, fields(customer_id = %order.customer_id))]
+    /// or returns the order an earlier request with the same idempotency key placed: one
+    /// order through [`Store::place_all`], its trace context the current span's.
     pub async fn place(&self, order: &NewOrder, topics: &Topics) -> Result<Placed, OrderError> {
-        let hash = request_hash(order);
-        let order_id = OrderId::generate();
+        let trace = TraceParent::current_or_new();
+        let mut placed = self.place_all(&[(order, trace)], topics).await?;
+        placed.pop().expect("one result per order")
+    }
+
+    /// Stores new PENDING orders, each with its OrderCreated and first OrderStatusChanged
+    /// events (their outbox rows carry the order's trace context), in one statement (`PLACE`),
+    /// which needs no transaction of its own; one commit however many orders. Each order's
+    /// own answer, in the order given: placed, or the order an earlier request with the same
+    /// idempotency key placed, or [`OrderError::IdempotencyConflict`] when that request was a
+    /// different order. An order whose key another order of the same call uses is that
+    /// order's retry. The error of the call as a whole is the statement's.
+    #[tracing::instrument(skip_all, fields(orders = orders.len()))]
+    pub async fn place_all(
+        &self,
+        orders: &[(&NewOrder, TraceParent)],
+        topics: &Topics,
+    ) -> Result<Vec<Result<Placed, OrderError>>, OrderError> {
         let now = Utc::now();
-        let items: Vec<ev::OrderLine> = order.items.iter().map(Into::into).collect();
-        let items_json = serde_json::to_value(&items).expect("lines serialize");
-        let created = Event::OrderCreated(ev::OrderCreated {
-            event_id: ev::new_event_id(),
-            order_id: order_id.to_string(),
-            occurred_at: now.timestamp_millis(),
-            customer_id: order.customer_id.to_string(),
-            items,
-            total: order.total.into(),
-            payment_method: order.payment_method.to_string(),
+        let rows: Vec<NewRow> = orders
+            .iter()
+            .map(|(order, _)| {
+                let order_id = OrderId::generate();
+                let items: Vec<ev::OrderLine> = order.items.iter().map(Into::into).collect();
+                let events = vec![
+                    Event::OrderCreated(ev::OrderCreated {
+                        event_id: ev::new_event_id(),
+                        order_id: order_id.to_string(),
+                        occurred_at: now.timestamp_millis(),
+                        customer_id: order.customer_id.to_string(),
+                        items: items.clone(),
+                        total: order.total.into(),
+                        payment_method: order.payment_method.to_string(),
+                    }),
+                    status_event(
+                        order_id,
+                        order.customer_id.as_str(),
+                        1,
+                        OrderStatus::Pending,
+                        None,
+                        now,
+                    ),
+                ];
+                NewRow {
+                    order,
+                    order_id,
+                    hash: request_hash(order),
+                    items: serde_json::to_value(&items).expect("lines serialize"),
+                    events,
+                }
+            })
+            .collect();
+        // Inserted in key order, so two calls racing on the same keys wait for each other
+        // instead of deadlocking.
+        let mut by_key: Vec<usize> = (0..rows.len()).collect();
+        by_key.sort_by_key(|&i| {
+            let order = rows[i].order;
+            (order.customer_id.as_str(), order.idempotency_key.as_str())
         });
-        let pending = status_event(
-            order_id,
-            order.customer_id.as_str(),
-            1,
-            OrderStatus::Pending,
-            None,
-            now,
-        );
-        let events = vec![created, pending];
-        let outbox = OutboxRows::of(topics, &[(&events, &TraceParent::current_or_new())]);
-        let inserted = outbox
+        let sorted: Vec<&NewRow> = by_key.iter().map(|&i| &rows[i]).collect();
+        let caused: Vec<(&[Event], &TraceParent)> = by_key
+            .iter()
+            .map(|&i| (rows[i].events.as_slice(), &orders[i].1))
+            .collect();
+        let outbox = OutboxRows::of(topics, &caused);
+        fn text<'a>(rows: &[&'a NewRow], f: impl Fn(&'a NewRow) -> &'a str) -> Vec<&'a str> {
+            rows.iter().map(|row| f(row)).collect()
+        }
+        let placed = outbox
             .bind(sqlx::query(&PLACE))
-            .bind(order_id.as_uuid())
-            .bind(order.customer_id.as_str())
-            .bind(order.idempotency_key.as_str())
-            .bind(&hash)
-            .bind(items_json)
-            .bind(order.total.amount_minor())
-            .bind(order.total.currency().as_str())
-            .bind(order.payment_method.as_str())
+            .bind(
+                sorted
+                    .iter()
+                    .map(|row| row.order_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(text(&sorted, |row| row.order.customer_id.as_str()))
+            .bind(text(&sorted, |row| row.order.idempotency_key.as_str()))
+            .bind(text(&sorted, |row| &row.hash))
+            .bind(sorted.iter().map(|row| &row.items).collect::<Vec<_>>())
+            .bind(
+                sorted
+                    .iter()
+                    .map(|row| row.order.total.amount_minor())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sorted
+                    .iter()
+                    .map(|row| row.order.total.currency().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(text(&sorted, |row| row.order.payment_method.as_str()))
             .bind(now)
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await?
-            .rows_affected()
-            > 0;
-        if !inserted {
-            // The key placed an order before (an insert racing this one has committed by now:
-            // the conflict waited for it).
-            let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2"))
-                .bind(order.customer_id.as_str())
-                .bind(order.idempotency_key.as_str())
-                .fetch_one(&self.pool)
-                .await?;
-            let stored_hash: String = row.try_get("request_hash")?;
-            if stored_hash != hash {
-                return Err(OrderError::IdempotencyConflict(
-                    order.idempotency_key.to_string(),
-                ));
-            }
-            return Ok(Placed {
-                record: record_from_row(&row)?,
-                created: false,
-                events: Vec::new(),
+            .iter()
+            .map(|row| row.try_get("order_id"))
+            .collect::<Result<HashSet<uuid::Uuid>, _>>()?;
+        if !placed.is_empty() {
+            self.outbox_signal.committed();
+        }
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            answers.push(if placed.contains(&row.order_id.as_uuid()) {
+                tracing::info!(order_id = %row.order_id, customer_id = %row.order.customer_id, "order placed");
+                Ok(Placed {
+                    record: OrderRecord {
+                        order_id: row.order_id,
+                        customer_id: row.order.customer_id.clone(),
+                        items: row.order.items.clone(),
+                        total: row.order.total,
+                        status: OrderStatus::Pending,
+                        version: 1,
+                        status_reason: None,
+                        missing_items: Vec::new(),
+                        created_at: now,
+                        updated_at: now,
+                    },
+                    created: true,
+                    events: row.events,
+                })
+            } else {
+                self.placed_before(row.order, &row.hash).await
             });
         }
-        self.outbox_signal.committed();
-        tracing::info!(%order_id, customer_id = %order.customer_id, "order placed");
+        Ok(answers)
+    }
+
+    /// The order an earlier request with `order`'s idempotency key placed (an insert racing
+    /// this one has committed by now: the conflict waited for it), if that request was the
+    /// same order (its `hash`).
+    async fn placed_before(&self, order: &NewOrder, hash: &str) -> Result<Placed, OrderError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS}, request_hash FROM orders
+             WHERE customer_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(order.customer_id.as_str())
+        .bind(order.idempotency_key.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let stored_hash: String = row.try_get("request_hash")?;
+        if stored_hash != hash {
+            return Err(OrderError::IdempotencyConflict(
+                order.idempotency_key.to_string(),
+            ));
+        }
         Ok(Placed {
-            record: OrderRecord {
-                order_id,
-                customer_id: order.customer_id.clone(),
-                items: order.items.clone(),
-                total: order.total,
-                status: OrderStatus::Pending,
-                version: 1,
-                status_reason: None,
-                missing_items: Vec::new(),
-                created_at: now,
-                updated_at: now,
-            },
-            created: true,
-            events,
+            record: record_from_row(&row)?,
+            created: false,
+            events: Vec::new(),
         })
     }
 

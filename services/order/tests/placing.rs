@@ -1,0 +1,218 @@
+//! New orders written together, against real PostgreSQL: `Store::place_all` places several
+//! orders in one statement and answers each on its own (placed, a retry of an order placed
+//! before, a key reused for a different order), and the `Placer` that PlaceOrder goes
+//! through shares a statement among the orders that arrive while its writers are busy,
+//! without one refused order failing the others.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use orderflow_domain::NewOrder;
+use orderflow_events::Topics;
+use orderflow_order::{OrderError, Placer, Store};
+use orderflow_platform::OutboxSignal;
+use orderflow_platform::trace::TraceParent;
+use orderflow_proto::v1 as pb;
+use orderflow_testkit::TestDatabase;
+use sqlx::PgPool;
+
+async fn database() -> (TestDatabase, PgPool) {
+    TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await
+}
+
+fn order(customer: &str, key: &str, amount_minor: i64) -> NewOrder {
+    let request = pb::PlaceOrderRequest {
+        customer_id: customer.into(),
+        items: vec![pb::OrderLine {
+            sku: "sku-a".into(),
+            quantity: 1,
+            unit_price: Some(pb::Money {
+                amount_minor,
+                currency: "EUR".into(),
+            }),
+        }],
+        payment_method: "pm_card_visa".into(),
+        idempotency_key: key.into(),
+        validate_only: false,
+    };
+    NewOrder::try_from(&request).expect("valid order")
+}
+
+async fn count(pool: &PgPool, statement: &str) -> i64 {
+    sqlx::query_scalar(statement).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn orders_placed_in_one_statement_each_get_their_own_answer() {
+    let (_db, pool) = database().await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let topics = Topics::default();
+    let before = store
+        .place(&order("ana", "before", 100), &topics)
+        .await
+        .unwrap();
+    let (a, b, a_again, reused, retried) = (
+        order("ana", "a", 100),
+        order("bob", "a", 100),
+        order("ana", "a", 100),
+        order("ana", "before", 999),
+        order("ana", "before", 100),
+    );
+    let trace = TraceParent::new_root;
+    let answers = store
+        .place_all(
+            &[
+                (&a, trace()),
+                (&b, trace()),
+                (&a_again, trace()),
+                (&reused, trace()),
+                (&retried, trace()),
+            ],
+            &topics,
+        )
+        .await
+        .unwrap();
+    let [a, b, a_again, reused, retried] = <[_; 5]>::try_from(answers).unwrap();
+    let (a, b, a_again, retried) = (a.unwrap(), b.unwrap(), a_again.unwrap(), retried.unwrap());
+    // Two new orders (one key, two customers); the same request twice in one call is one
+    // order and its retry.
+    assert!(a.created && b.created);
+    assert_ne!(a.record.order_id, b.record.order_id);
+    assert!(!a_again.created);
+    assert_eq!(a_again.record.order_id, a.record.order_id);
+    // A key placed before: the same order is its retry, a different one a conflict.
+    assert!(!retried.created);
+    assert_eq!(retried.record.order_id, before.record.order_id);
+    assert!(
+        matches!(reused, Err(OrderError::IdempotencyConflict(ref key)) if key == "before"),
+        "{reused:?}"
+    );
+    // Three orders, each with its first history row and its two events, once.
+    assert_eq!(count(&pool, "SELECT count(*) FROM orders").await, 3);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM order_status_history").await,
+        3
+    );
+    let events: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_key, topic FROM outbox ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let ids: HashSet<String> = [&before, &a, &b]
+        .iter()
+        .map(|p| p.record.order_id.to_string())
+        .collect();
+    assert_eq!(events.len(), 6, "{events:?}");
+    for id in &ids {
+        let topics: Vec<&str> = events
+            .iter()
+            .filter(|(key, _)| key == id)
+            .map(|(_, topic)| topic.as_str())
+            .collect();
+        assert_eq!(topics, ["orders", "order-status"], "order {id}");
+    }
+}
+
+/// Holds `orders` locked until dropped (the transaction rolls back), so that statements
+/// placing orders wait.
+async fn lock_orders(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until a statement waits for a lock in the database.
+async fn until_waiting(pool: &PgPool) {
+    for _ in 0..200 {
+        let waiting = count(
+            pool,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no statement waited for the lock");
+}
+
+#[tokio::test]
+async fn orders_that_arrive_while_the_writers_are_busy_share_one_statement() {
+    let (_db, pool) = database().await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let placer = Placer::start(store, Topics::default());
+    let lock = lock_orders(&pool).await;
+    let calls: Vec<_> = (0..40)
+        .map(|n| {
+            let placer = placer.clone();
+            tokio::spawn(async move { placer.place(order("ana", &format!("k{n}"), 100)).await })
+        })
+        .collect();
+    // A writer waits on the lock with what it took; everything else queues meanwhile.
+    until_waiting(&pool).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(lock);
+    let mut placed = HashSet::new();
+    for call in calls {
+        let answer = call.await.unwrap().unwrap();
+        assert!(answer.created);
+        placed.insert(answer.record.order_id);
+    }
+    assert_eq!(placed.len(), 40);
+    assert_eq!(count(&pool, "SELECT count(*) FROM orders").await, 40);
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 80);
+    // The orders of one statement share its time: at most one statement for each writer
+    // that waited, and one for the rest.
+    let statements = count(&pool, "SELECT count(DISTINCT created_at) FROM orders").await;
+    assert!(statements <= 3, "{statements} statements for 40 orders");
+}
+
+#[tokio::test]
+async fn an_order_the_database_refuses_fails_alone() {
+    let (_db, pool) = database().await;
+    // A fault in the database: it refuses every order of one customer.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_mallory() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.customer_id = 'mallory' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_mallory BEFORE INSERT ON orders
+             FOR EACH ROW EXECUTE FUNCTION refuse_mallory();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let placer = Placer::start(store, Topics::default());
+    let lock = lock_orders(&pool).await;
+    let calls: Vec<_> = (0..20)
+        .map(|n| {
+            let placer = placer.clone();
+            let customer = if n == 10 { "mallory" } else { "ana" };
+            tokio::spawn(async move { placer.place(order(customer, &format!("k{n}"), 100)).await })
+        })
+        .collect();
+    until_waiting(&pool).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(lock);
+    let mut answers = HashMap::new();
+    for (n, call) in calls.into_iter().enumerate() {
+        answers.insert(n, call.await.unwrap());
+    }
+    let refused = answers.remove(&10).unwrap().unwrap_err();
+    assert!(
+        refused.to_string().contains("refused by a test trigger"),
+        "{refused}"
+    );
+    for (n, answer) in answers {
+        assert!(answer.unwrap_or_else(|e| panic!("order {n}: {e}")).created);
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM orders").await, 19);
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 38);
+}
