@@ -400,8 +400,10 @@ pub async fn postgres_limit(
             "PostgreSQL runs without full durability; the measured limit is not what a user gets"
         );
     }
-    // One PlaceOrder transaction per order; each consumer transaction serves `batch` orders.
-    let per_order = 1.0 + (ORDER_TRANSACTIONS.len() - 1) as f64 / batch as f64;
+    // Each transaction serves `batch` orders: PlaceOrder's statement places `batch` orders, as
+    // the order service's placer does with the PlaceOrders waiting together, and each
+    // consumer's transaction applies `batch` messages.
+    let per_order = ORDER_TRANSACTIONS.len() as f64 / batch as f64;
     let seconds = run.elapsed.as_secs_f64();
     let transactions = run.orders as f64 * per_order;
     let rows_per_relay = if run.relay_transactions == 0 {
@@ -422,7 +424,7 @@ pub async fn postgres_limit(
             "one transaction per consumed message".to_owned()
         } else {
             format!(
-                "PlaceOrder one transaction per order and each consumer {batch} messages per transaction"
+                "{batch} orders per PlaceOrder statement and {batch} messages per consumer transaction"
             )
         },
         relay_batch = Relay::BATCH_SIZE,
