@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orderflow_domain::NewOrder;
 use orderflow_events::Topics;
-use orderflow_order::{OrderError, Placer, Store};
+use orderflow_order::{OrderError, Placed, Placer, Store};
 use orderflow_platform::OutboxSignal;
 use orderflow_platform::trace::TraceParent;
 use orderflow_proto::v1 as pb;
@@ -141,25 +141,44 @@ async fn until_waiting(pool: &PgPool) {
     panic!("no statement waited for the lock");
 }
 
+/// Places `orders` through a [`Placer`], all sent while the table `orders` is locked; the answer
+/// of each: a writer waits on the lock with what it took, and everything else queues
+/// meanwhile.
+async fn place_while_locked(
+    pool: &PgPool,
+    orders: Vec<NewOrder>,
+) -> Vec<Result<Placed, OrderError>> {
+    let placer = Placer::start(
+        Store::new(pool.clone(), OutboxSignal::default()),
+        Topics::default(),
+    );
+    let lock = lock_orders(pool).await;
+    let calls: Vec<_> = orders
+        .into_iter()
+        .map(|order| {
+            let placer = placer.clone();
+            tokio::spawn(async move { placer.place(order).await })
+        })
+        .collect();
+    until_waiting(pool).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(lock);
+    let mut answers = Vec::with_capacity(calls.len());
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    answers
+}
+
 #[tokio::test]
 async fn orders_that_arrive_while_the_writers_are_busy_share_one_statement() {
     let (_db, pool) = database().await;
-    let store = Store::new(pool.clone(), OutboxSignal::default());
-    let placer = Placer::start(store, Topics::default());
-    let lock = lock_orders(&pool).await;
-    let calls: Vec<_> = (0..40)
-        .map(|n| {
-            let placer = placer.clone();
-            tokio::spawn(async move { placer.place(order("ana", &format!("k{n}"), 100)).await })
-        })
+    let orders = (0..40)
+        .map(|n| order("ana", &format!("k{n}"), 100))
         .collect();
-    // A writer waits on the lock with what it took; everything else queues meanwhile.
-    until_waiting(&pool).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(lock);
     let mut placed = HashSet::new();
-    for call in calls {
-        let answer = call.await.unwrap().unwrap();
+    for answer in place_while_locked(&pool, orders).await {
+        let answer = answer.unwrap();
         assert!(answer.created);
         placed.insert(answer.record.order_id);
     }
@@ -188,23 +207,17 @@ async fn an_order_the_database_refuses_fails_alone() {
     .execute(&pool)
     .await
     .unwrap();
-    let store = Store::new(pool.clone(), OutboxSignal::default());
-    let placer = Placer::start(store, Topics::default());
-    let lock = lock_orders(&pool).await;
-    let calls: Vec<_> = (0..20)
+    let orders = (0..20)
         .map(|n| {
-            let placer = placer.clone();
             let customer = if n == 10 { "mallory" } else { "ana" };
-            tokio::spawn(async move { placer.place(order(customer, &format!("k{n}"), 100)).await })
+            order(customer, &format!("k{n}"), 100)
         })
         .collect();
-    until_waiting(&pool).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(lock);
-    let mut answers = HashMap::new();
-    for (n, call) in calls.into_iter().enumerate() {
-        answers.insert(n, call.await.unwrap());
-    }
+    let mut answers: HashMap<usize, _> = place_while_locked(&pool, orders)
+        .await
+        .into_iter()
+        .enumerate()
+        .collect();
     let refused = answers.remove(&10).unwrap().unwrap_err();
     assert!(
         refused.to_string().contains("refused by a test trigger"),
