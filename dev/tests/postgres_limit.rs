@@ -15,8 +15,10 @@ async fn the_postgres_limit_replays_orders_that_complete_through_the_services_co
         let limit = postgres_limit(&url, 2, Duration::from_millis(500), batch, published)
             .await
             .expect("the replay completes its orders");
-        // PlaceOrder alone, then the six consumer transactions shared by a batch.
-        assert_eq!(limit.per_order, 1.0 + 6.0 / batch as f64);
+        // Seven transactions, each shared by a batch: PlaceOrder's statement places `batch`
+        // orders, as the order service's placer does, and each consumer transaction applies
+        // `batch` messages.
+        assert_eq!(limit.per_order, 7.0 / batch as f64);
         assert!(limit.orders_per_sec > 0.0, "{limit:?}");
         assert_eq!(limit.name, "postgres, batches of 4");
     }
