@@ -668,10 +668,8 @@ impl Services {
             self.store.admission(&order).await?.check(&order)?;
             orders.push(order);
         }
-        let placing: Vec<(&NewOrder, TraceParent)> = orders
-            .iter()
-            .map(|order| (order, TraceParent::new_root()))
-            .collect();
+        let traces: Vec<TraceParent> = orders.iter().map(|_| TraceParent::new_root()).collect();
+        let placing: Vec<(&NewOrder, &TraceParent)> = orders.iter().zip(&traces).collect();
         let mut events = Vec::with_capacity(2 * ns.len());
         for (n, placed) in ns
             .iter()

@@ -82,12 +82,12 @@ async fn write(store: Store, topics: Topics, requests: Arc<Mutex<mpsc::Receiver<
 /// more than one order, each is placed again alone, all at once, so that one order the
 /// database refuses fails only its own call and every caller gets its own answer.
 async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
-    let orders: Vec<(&NewOrder, TraceParent)> = batch
+    let orders: Vec<(&NewOrder, &TraceParent)> = batch
         .iter()
-        .map(|request| (&request.order, request.trace.clone()))
+        .map(|request| (&request.order, &request.trace))
         .collect();
     let placed = store.place_all(&orders, topics).await;
-    drop(orders);
+    drop(orders); // it borrows `batch`, which the answers take apart
     match placed {
         Ok(answers) => {
             for (request, answer) in batch.into_iter().zip(answers) {
@@ -106,7 +106,7 @@ async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
                 let (store, topics) = (store.clone(), topics.clone());
                 tokio::spawn(async move {
                     let answer = store
-                        .place_all(&[(&request.order, request.trace.clone())], &topics)
+                        .place_all(&[(&request.order, &request.trace)], &topics)
                         .await
                         .and_then(|mut answers| answers.pop().expect("one answer per order"));
                     let _ = request.answer.send(answer);

@@ -198,7 +198,7 @@ impl Store {
     /// order through [`Store::place_all`], its trace context the current span's.
     pub async fn place(&self, order: &NewOrder, topics: &Topics) -> Result<Placed, OrderError> {
         let trace = TraceParent::current_or_new();
-        let mut placed = self.place_all(&[(order, trace)], topics).await?;
+        let mut placed = self.place_all(&[(order, &trace)], topics).await?;
         placed.pop().expect("one result per order")
     }
 
@@ -212,7 +212,7 @@ impl Store {
     #[tracing::instrument(skip_all, fields(orders = orders.len()))]
     pub async fn place_all(
         &self,
-        orders: &[(&NewOrder, TraceParent)],
+        orders: &[(&NewOrder, &TraceParent)],
         topics: &Topics,
     ) -> Result<Vec<Result<Placed, OrderError>>, OrderError> {
         let now = Utc::now();
@@ -259,7 +259,7 @@ impl Store {
         let sorted: Vec<&NewRow> = by_key.iter().map(|&i| &rows[i]).collect();
         let caused: Vec<(&[Event], &TraceParent)> = by_key
             .iter()
-            .map(|&i| (rows[i].events.as_slice(), &orders[i].1))
+            .map(|&i| (rows[i].events.as_slice(), orders[i].1))
             .collect();
         let outbox = OutboxRows::of(topics, &caused);
         fn text<'a>(rows: &[&'a NewRow], f: impl Fn(&'a NewRow) -> &'a str) -> Vec<&'a str> {

@@ -58,15 +58,15 @@ async fn orders_placed_in_one_statement_each_get_their_own_answer() {
         order("ana", "before", 999),
         order("ana", "before", 100),
     );
-    let trace = TraceParent::new_root;
+    let trace = TraceParent::new_root();
     let answers = store
         .place_all(
             &[
-                (&a, trace()),
-                (&b, trace()),
-                (&a_again, trace()),
-                (&reused, trace()),
-                (&retried, trace()),
+                (&a, &trace),
+                (&b, &trace),
+                (&a_again, &trace),
+                (&reused, &trace),
+                (&retried, &trace),
             ],
             &topics,
         )
