@@ -105,10 +105,7 @@ async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
             for request in batch {
                 let (store, topics) = (store.clone(), topics.clone());
                 tokio::spawn(async move {
-                    let answer = store
-                        .place_all(&[(&request.order, &request.trace)], &topics)
-                        .await
-                        .and_then(|mut answers| answers.pop().expect("one answer per order"));
+                    let answer = store.place(&request.order, &request.trace, &topics).await;
                     let _ = request.answer.send(answer);
                 });
             }

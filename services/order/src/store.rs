@@ -195,10 +195,14 @@ impl Store {
 
     /// Stores a new PENDING order with its OrderCreated and first OrderStatusChanged events,
     /// or returns the order an earlier request with the same idempotency key placed: one
-    /// order through [`Store::place_all`], its trace context the current span's.
-    pub async fn place(&self, order: &NewOrder, topics: &Topics) -> Result<Placed, OrderError> {
-        let trace = TraceParent::current_or_new();
-        let mut placed = self.place_all(&[(order, &trace)], topics).await?;
+    /// order through [`Store::place_all`], its events carrying `trace`.
+    pub async fn place(
+        &self,
+        order: &NewOrder,
+        trace: &TraceParent,
+        topics: &Topics,
+    ) -> Result<Placed, OrderError> {
+        let mut placed = self.place_all(&[(order, trace)], topics).await?;
         placed.pop().expect("one result per order")
     }
 

@@ -9,6 +9,7 @@ use orderflow_domain::{NewOrder, Sku, Standing, check_known, check_standing};
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_order::Store;
 use orderflow_platform::OutboxSignal;
+use orderflow_platform::trace::TraceParent;
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
@@ -218,7 +219,10 @@ async fn a_retry_of_a_placed_order_is_let_through_whatever_the_read_models_say_n
         .unwrap()
         .check(&first)
         .unwrap();
-    store.place(&first, &Topics::default()).await.unwrap();
+    store
+        .place(&first, &TraceParent::new_root(), &Topics::default())
+        .await
+        .unwrap();
     // Blocked since: a new order is refused, the retry of the placed one is not.
     apply(
         &pool,

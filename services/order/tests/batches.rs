@@ -9,6 +9,7 @@ use orderflow_domain::NewOrder;
 use orderflow_events::{self as ev, Event, Topics};
 use orderflow_order::Store;
 use orderflow_platform::consumer::Applied;
+use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
@@ -124,7 +125,7 @@ async fn place(store: &Store, key: &str) -> String {
     };
     let order = NewOrder::try_from(&request).expect("valid order");
     store
-        .place(&order, &Topics::default())
+        .place(&order, &TraceParent::new_root(), &Topics::default())
         .await
         .expect("place")
         .record
@@ -330,7 +331,7 @@ async fn batches_over_the_same_orders_in_opposite_orders_do_not_deadlock() {
             };
             let order = NewOrder::try_from(&request).expect("valid order");
             store
-                .place(&order, &Topics::default())
+                .place(&order, &TraceParent::new_root(), &Topics::default())
                 .await
                 .expect("place")
                 .record
