@@ -79,15 +79,13 @@ impl OrderStore for OrderApi {
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let order = NewOrder::try_from(request.get_ref()).map_err(OrderError::from)?;
-        let admission = self.store.admission(&order).await?;
         if request.get_ref().validate_only {
-            admission.check_new(&order)?;
+            self.store.admission(&order).await?.check_new(&order)?;
             return Ok(Response::new(pb::PlaceOrderResponse {
                 order: None,
                 created: false,
             }));
         }
-        admission.check(&order)?;
         let placed = self.placer.place(order).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some((&placed.record).into()),

@@ -1,8 +1,10 @@
-//! PlaceOrder's writes, committed together. Concurrent PlaceOrders wait in one queue; a
-//! writer takes everything waiting (up to [`MOST_ORDERS`]) and places it in one statement,
-//! one commit ([`Store::place_all`]). There is no wait for company: a lone order is written
-//! at once, and orders share a statement only when they arrived while the writers were busy,
-//! which is when sharing saves most (docs/performance.md, section 39).
+//! PlaceOrder's reads and writes, shared. Concurrent PlaceOrders wait in one queue; a writer
+//! takes everything waiting (up to [`MOST_ORDERS`]), reads what the store knows of those
+//! orders in one statement ([`Store::admission_all`]), refuses the ones [`Admission::check`](crate::Admission::check)
+//! refuses and places the rest in one statement, one commit ([`Store::place_all`]). There is
+//! no wait for company: a lone order is read and written at once, and orders share the
+//! statements only when they arrived while the writers were busy, which is when sharing saves
+//! most (docs/performance.md, sections 39 and 41).
 
 use std::sync::Arc;
 
@@ -46,8 +48,9 @@ impl Placer {
         Placer { queue }
     }
 
-    /// Places `order` as [`Store::place`] does, in a statement shared with the orders
-    /// placed at the same time; its events carry the current span's trace context.
+    /// Places `order` unless what the store knows of it refuses it ([`Store::admission`] and
+    /// `Admission::check`), in statements shared with the orders placed at the same time; its
+    /// events carry the current span's trace context.
     pub async fn place(&self, order: NewOrder) -> Result<Placed, OrderError> {
         let (answer, answered) = oneshot::channel();
         let request = Request {
@@ -78,17 +81,12 @@ async fn write(store: Store, topics: Topics, requests: Arc<Mutex<mpsc::Receiver<
     }
 }
 
-/// Places `batch` in one statement and answers each caller. If the statement fails and held
-/// more than one order, each is placed again alone, all at once, so that one order the
-/// database refuses fails only its own call and every caller gets its own answer.
+/// Places `batch` with [`admit_and_place_all`] and answers each caller. If a shared statement
+/// fails and held more than one order, each order is read and placed again alone, all at
+/// once, so that one order the database refuses fails only its own call and every caller gets
+/// its own answer.
 async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
-    let orders: Vec<(&NewOrder, &TraceParent)> = batch
-        .iter()
-        .map(|request| (&request.order, &request.trace))
-        .collect();
-    let placed = store.place_all(&orders, topics).await;
-    drop(orders); // it borrows `batch`, which the answers take apart
-    match placed {
+    match admit_and_place_all(store, topics, &batch).await {
         Ok(answers) => {
             for (request, answer) in batch.into_iter().zip(answers) {
                 // A caller that went away has nobody to answer; its order stands, and a retry
@@ -105,10 +103,59 @@ async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
             for request in batch {
                 let (store, topics) = (store.clone(), topics.clone());
                 tokio::spawn(async move {
-                    let answer = store.place(&request.order, &request.trace, &topics).await;
+                    let answer = place_alone(&store, &topics, &request.order, &request.trace).await;
                     let _ = request.answer.send(answer);
                 });
             }
         }
     }
+}
+
+/// The answer to each order of `batch`, in its order: one statement reads what the store
+/// knows of them all, the pure [`Admission::check`](crate::Admission::check) refuses some, and one statement places
+/// the others. A statement that fails is the batch's error.
+async fn admit_and_place_all(
+    store: &Store,
+    topics: &Topics,
+    batch: &[Request],
+) -> Result<Vec<Result<Placed, OrderError>>, OrderError> {
+    let orders: Vec<&NewOrder> = batch.iter().map(|request| &request.order).collect();
+    let admissions = store.admission_all(&orders).await?;
+    let mut answers: Vec<Option<Result<Placed, OrderError>>> = Vec::with_capacity(batch.len());
+    let mut admitted = Vec::with_capacity(batch.len());
+    for (request, admission) in batch.iter().zip(&admissions) {
+        match admission.check(&request.order) {
+            Ok(()) => {
+                admitted.push(answers.len());
+                answers.push(None);
+            }
+            Err(refused) => answers.push(Some(Err(refused))),
+        }
+    }
+    if !admitted.is_empty() {
+        let to_place: Vec<(&NewOrder, &TraceParent)> = admitted
+            .iter()
+            .map(|&i| (&batch[i].order, &batch[i].trace))
+            .collect();
+        let placed = store.place_all(&to_place, topics).await?;
+        for (&i, answer) in admitted.iter().zip(placed) {
+            answers[i] = Some(answer);
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.expect("every order answered"))
+        .collect())
+}
+
+/// One order read and placed on its own: refused if its admission refuses it, else
+/// [`Store::place`].
+async fn place_alone(
+    store: &Store,
+    topics: &Topics,
+    order: &NewOrder,
+    trace: &TraceParent,
+) -> Result<Placed, OrderError> {
+    store.admission(order).await?.check(order)?;
+    store.place(order, trace, topics).await
 }

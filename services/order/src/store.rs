@@ -435,47 +435,72 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// What the order service knows of `order` before placing it, in one statement: whether
-    /// its idempotency key placed an order already, which of its SKUs the catalogue lists
-    /// (`record_catalogues`) and its customer's standing, if the directory lists the customer
-    /// (`record_customer`).
+    /// What the order service knows of `order` before placing it: [`Store::admission_all`]
+    /// of one order.
     #[tracing::instrument(skip_all, fields(lines = order.items.len()))]
     pub async fn admission(&self, order: &NewOrder) -> Result<Admission, OrderError> {
-        let skus: Vec<&str> = order.items.iter().map(|line| line.sku.as_str()).collect();
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM orders WHERE customer_id = $2 AND idempotency_key = $3)
-                        AS placed,
+        let mut admissions = self.admission_all(&[order]).await?;
+        Ok(admissions.pop().expect("one admission per order"))
+    }
+
+    /// What the order service knows of each of `orders` before placing it, in one statement,
+    /// in the order given: whether its idempotency key placed an order already, which of its
+    /// SKUs the catalogue lists (`record_catalogues`) and its customer's standing, if the
+    /// directory lists the customer (`record_customer`). The [`crate::Placer`] reads the
+    /// orders it places together with one such statement.
+    #[tracing::instrument(skip_all, fields(orders = orders.len()))]
+    pub async fn admission_all(&self, orders: &[&NewOrder]) -> Result<Vec<Admission>, OrderError> {
+        let skus: Vec<&str> = orders
+            .iter()
+            .flat_map(|order| order.items.iter().map(|line| line.sku.as_str()))
+            .collect();
+        let customers: Vec<&str> = orders.iter().map(|o| o.customer_id.as_str()).collect();
+        let keys: Vec<&str> = orders.iter().map(|o| o.idempotency_key.as_str()).collect();
+        // `known` is the catalogue's entries among every SKU of `orders`, the same in each row
+        // (an uncorrelated subquery, read once); each order keeps its own of them below.
+        let rows = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM orders o
+                            WHERE o.customer_id = n.customer_id
+                              AND o.idempotency_key = n.idempotency_key) AS placed,
                     ARRAY(SELECT sku FROM catalogue WHERE sku = ANY($1)) AS known,
                     c.blocked, c.reason
-             FROM (SELECT 1) one LEFT JOIN customers c ON c.customer_id = $2",
+             FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY
+                  AS n(customer_id, idempotency_key, position)
+             LEFT JOIN customers c ON c.customer_id = n.customer_id
+             ORDER BY n.position",
         )
         .bind(&skus)
-        .bind(order.customer_id.as_str())
-        .bind(order.idempotency_key.as_str())
-        .fetch_one(&self.pool)
+        .bind(&customers)
+        .bind(&keys)
+        .fetch_all(&self.pool)
         .await?;
-        let known: Vec<String> = row.try_get("known")?;
-        let standing = match row.try_get::<Option<bool>, _>("blocked")? {
-            None => None,
-            Some(false) => Some(Standing::Active),
-            // A table constraint: a blocked row has its reason.
-            Some(true) => Some(Standing::Blocked {
-                reason: row
-                    .try_get::<Option<String>, _>("reason")?
-                    .unwrap_or_default(),
-            }),
-        };
-        Ok(Admission {
-            placed: row.try_get("placed")?,
-            // Each stored SKU was validated when its entry was recorded.
-            known_skus: order
-                .items
-                .iter()
-                .filter(|line| known.iter().any(|sku| sku == line.sku.as_str()))
-                .map(|line| line.sku.clone())
-                .collect(),
-            standing,
-        })
+        assert_eq!(rows.len(), orders.len(), "one row per order");
+        let mut admissions = Vec::with_capacity(orders.len());
+        for (order, row) in orders.iter().zip(&rows) {
+            let known: Vec<String> = row.try_get("known")?;
+            let standing = match row.try_get::<Option<bool>, _>("blocked")? {
+                None => None,
+                Some(false) => Some(Standing::Active),
+                // A table constraint: a blocked row has its reason.
+                Some(true) => Some(Standing::Blocked {
+                    reason: row
+                        .try_get::<Option<String>, _>("reason")?
+                        .unwrap_or_default(),
+                }),
+            };
+            admissions.push(Admission {
+                placed: row.try_get("placed")?,
+                // Each stored SKU was validated when its entry was recorded.
+                known_skus: order
+                    .items
+                    .iter()
+                    .filter(|line| known.iter().any(|sku| sku == line.sku.as_str()))
+                    .map(|line| line.sku.clone())
+                    .collect(),
+                standing,
+            });
+        }
+        Ok(admissions)
     }
 }
 

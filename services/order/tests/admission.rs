@@ -251,3 +251,68 @@ async fn a_retry_of_a_placed_order_is_let_through_whatever_the_read_models_say_n
         format!("customer ana is blocked: {}", orderflow_domain::NO_REASON)
     );
 }
+
+#[tokio::test]
+async fn orders_read_together_each_get_their_own_admission_in_order() {
+    let (_db, pool) = database().await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let t = ev::now_millis();
+    apply(
+        &pool,
+        vec![
+            entry("a", 5, 1),
+            entry("b", 0, 1),
+            standing("bob", ev::CustomerStatus::Blocked, Some("fraud"), t),
+            standing("cy", ev::CustomerStatus::Active, None, t),
+        ],
+    )
+    .await
+    .unwrap();
+    let of = |customer: &str, key: &str, skus: &[&str]| {
+        let mut o = order(skus);
+        o.customer_id = orderflow_domain::CustomerId::parse("customer_id", customer).unwrap();
+        o.idempotency_key = orderflow_domain::IdempotencyKey::parse("k", key).unwrap();
+        o
+    };
+    let placed = of("ana", "k", &["a", "b"]);
+    store
+        .place(&placed, &TraceParent::new_root(), &Topics::default())
+        .await
+        .unwrap();
+    let orders = [
+        placed,
+        of("bob", "k", &["a"]),
+        of("cy", "k2", &["c", "a"]),
+        of("ana", "new", &["c"]),
+    ];
+    let together = store
+        .admission_all(&orders.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let known = |skus: &[&str]| -> HashSet<Sku> {
+        skus.iter().map(|s| Sku::parse("sku", s).unwrap()).collect()
+    };
+    let expected = [
+        (true, known(&["a", "b"]), None),
+        (
+            false,
+            known(&["a"]),
+            Some(Standing::Blocked {
+                reason: "fraud".into(),
+            }),
+        ),
+        (false, known(&["a"]), Some(Standing::Active)),
+        (false, known(&[]), None),
+    ];
+    assert_eq!(together.len(), orders.len());
+    for ((order, admission), (placed, known_skus, standing)) in
+        orders.iter().zip(&together).zip(expected)
+    {
+        let who = order.customer_id.as_str();
+        assert_eq!(admission.placed, placed, "{who}");
+        assert_eq!(admission.known_skus, known_skus, "{who}");
+        assert_eq!(admission.standing, standing, "{who}");
+        // The same as each read alone.
+        assert_eq!(admission, &store.admission(order).await.unwrap(), "{who}");
+    }
+}

@@ -1,8 +1,8 @@
 //! New orders written together, against real PostgreSQL: `Store::place_all` places several
 //! orders in one statement and answers each on its own (placed, a retry of an order placed
 //! before, a key reused for a different order), and the `Placer` that PlaceOrder goes
-//! through shares a statement among the orders that arrive while its writers are busy,
-//! without one refused order failing the others.
+//! through shares its statements among the orders that arrive while its writers are busy,
+//! without one refused order (by its admission or by the database) failing the others.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,7 +17,13 @@ use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
 async fn database() -> (TestDatabase, PgPool) {
-    TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await
+    let (db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
+    // The catalogue lists the SKU these orders buy, so the placer admits them.
+    sqlx::query("INSERT INTO catalogue (sku, available, revision) VALUES ('sku-a', 10, 1)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    (db, pool)
 }
 
 fn order(customer: &str, key: &str, amount_minor: i64) -> NewOrder {
@@ -222,6 +228,37 @@ async fn an_order_the_database_refuses_fails_alone() {
             let refused = answer.unwrap_err();
             assert!(
                 refused.to_string().contains("refused by a test trigger"),
+                "{refused}"
+            );
+        } else {
+            assert!(answer.unwrap_or_else(|e| panic!("order {n}: {e}")).created);
+        }
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM orders").await, 19);
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 38);
+}
+
+#[tokio::test]
+async fn an_order_its_admission_refuses_fails_alone() {
+    let (_db, pool) = database().await;
+    let orders = (0..20)
+        .map(|n| {
+            let mut order = order("ana", &format!("k{n}"), 100);
+            if n == 7 {
+                order.items[0].sku = orderflow_domain::Sku::parse("sku", "sku-unlisted").unwrap();
+            }
+            order
+        })
+        .collect();
+    for (n, answer) in place_while_locked(&pool, orders)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        if n == 7 {
+            let refused = answer.unwrap_err();
+            assert!(
+                refused.to_string().contains("unknown SKU \"sku-unlisted\""),
                 "{refused}"
             );
         } else {
