@@ -435,21 +435,39 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// What the order service knows of `order` before placing it: [`Store::admission_all`]
-    /// of one order.
+    /// What the order service knows of `order` before placing it, in one statement: whether
+    /// its idempotency key placed an order already, which of its SKUs the catalogue lists
+    /// (`record_catalogues`) and its customer's standing, if the directory lists the customer
+    /// (`record_customer`).
     #[tracing::instrument(skip_all, fields(lines = order.items.len()))]
     pub async fn admission(&self, order: &NewOrder) -> Result<Admission, OrderError> {
-        let mut admissions = self.admission_all(&[order]).await?;
-        Ok(admissions.pop().expect("one admission per order"))
+        let skus: Vec<&str> = order.items.iter().map(|line| line.sku.as_str()).collect();
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE customer_id = $2 AND idempotency_key = $3)
+                        AS placed,
+                    ARRAY(SELECT sku FROM catalogue WHERE sku = ANY($1)) AS known,
+                    c.blocked, c.reason
+             FROM (SELECT 1) one LEFT JOIN customers c ON c.customer_id = $2",
+        )
+        .bind(&skus)
+        .bind(order.customer_id.as_str())
+        .bind(order.idempotency_key.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        admission_from_row(order, &row)
     }
 
-    /// What the order service knows of each of `orders` before placing it, in one statement,
-    /// in the order given: whether its idempotency key placed an order already, which of its
-    /// SKUs the catalogue lists (`record_catalogues`) and its customer's standing, if the
-    /// directory lists the customer (`record_customer`). The [`crate::Placer`] reads the
-    /// orders it places together with one such statement.
+    /// What the order service knows of each of `orders` before placing it, as
+    /// [`Store::admission`] says it, in the order given and in one statement: the
+    /// [`crate::Placer`] reads the orders it places together so. One order alone is read with
+    /// [`Store::admission`]: PostgreSQL plans that statement once per connection, while it
+    /// plans this one, over arrays, afresh at every call (about 0.1 ms; docs/performance.md,
+    /// section 41), which only a read of two orders or more pays for.
     #[tracing::instrument(skip_all, fields(orders = orders.len()))]
     pub async fn admission_all(&self, orders: &[&NewOrder]) -> Result<Vec<Admission>, OrderError> {
+        if let [order] = orders {
+            return Ok(vec![self.admission(order).await?]);
+        }
         let skus: Vec<&str> = orders
             .iter()
             .flat_map(|order| order.items.iter().map(|line| line.sku.as_str()))
@@ -475,33 +493,43 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         assert_eq!(rows.len(), orders.len(), "one row per order");
-        let mut admissions = Vec::with_capacity(orders.len());
-        for (order, row) in orders.iter().zip(&rows) {
-            let known: Vec<String> = row.try_get("known")?;
-            let standing = match row.try_get::<Option<bool>, _>("blocked")? {
-                None => None,
-                Some(false) => Some(Standing::Active),
-                // A table constraint: a blocked row has its reason.
-                Some(true) => Some(Standing::Blocked {
-                    reason: row
-                        .try_get::<Option<String>, _>("reason")?
-                        .unwrap_or_default(),
-                }),
-            };
-            admissions.push(Admission {
-                placed: row.try_get("placed")?,
-                // Each stored SKU was validated when its entry was recorded.
-                known_skus: order
-                    .items
-                    .iter()
-                    .filter(|line| known.iter().any(|sku| sku == line.sku.as_str()))
-                    .map(|line| line.sku.clone())
-                    .collect(),
-                standing,
-            });
-        }
-        Ok(admissions)
+        orders
+            .iter()
+            .zip(&rows)
+            .map(|(order, row)| admission_from_row(order, row))
+            .collect()
     }
+}
+
+/// `order`'s [`Admission`] from a row of [`Store::admission`] or [`Store::admission_all`]:
+/// `placed`, `known` (the catalogue's entries among the SKUs asked about), `blocked` and
+/// `reason` (NULL when the directory does not list the customer).
+fn admission_from_row(
+    order: &NewOrder,
+    row: &sqlx::postgres::PgRow,
+) -> Result<Admission, OrderError> {
+    let known: Vec<String> = row.try_get("known")?;
+    let standing = match row.try_get::<Option<bool>, _>("blocked")? {
+        None => None,
+        Some(false) => Some(Standing::Active),
+        // A table constraint: a blocked row has its reason.
+        Some(true) => Some(Standing::Blocked {
+            reason: row
+                .try_get::<Option<String>, _>("reason")?
+                .unwrap_or_default(),
+        }),
+    };
+    Ok(Admission {
+        placed: row.try_get("placed")?,
+        // Each stored SKU was validated when its entry was recorded.
+        known_skus: order
+            .items
+            .iter()
+            .filter(|line| known.iter().any(|sku| sku == line.sku.as_str()))
+            .map(|line| line.sku.clone())
+            .collect(),
+        standing,
+    })
 }
 
 /// What the order service knows of a new order before placing it ([`Store::admission`]).
