@@ -247,21 +247,40 @@ const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(30);
 /// (RESOURCE_EXHAUSTED), as a well-behaved client does. The operator stocks and reads each
 /// bench SKU in its own call, one after another: a run's calls, or two runs back to back,
 /// are more than the limit's burst.
-async fn within_rate_limit<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+async fn within_rate_limit<T, F, Fut>(call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
-    let deadline = tokio::time::Instant::now() + RATE_LIMIT_PATIENCE;
+    again_while_exhausted(RATE_LIMIT_PATIENCE, call).await.0
+}
+
+/// Makes `call` again while the gateway refuses it with RESOURCE_EXHAUSTED, for at most
+/// `patience`, waiting twice as long after each refusal (20 ms first, 500 ms at most), as a
+/// well-behaved client does: the gateway sheds calls beyond its limits (calls in progress,
+/// a caller's rate and streams) at once rather than queue them. Returns the last answer and
+/// how many times the call was refused.
+async fn again_while_exhausted<T, F, Fut>(
+    patience: Duration,
+    mut call: F,
+) -> (Result<T, tonic::Status>, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let (mut refused, mut wait) = (0, Duration::from_millis(20));
     loop {
         match call().await {
             Err(status)
                 if status.code() == Code::ResourceExhausted
                     && tokio::time::Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(20)).await
+                refused += 1;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
             }
-            result => return result,
+            answer => return (answer, refused),
         }
     }
 }
@@ -453,13 +472,16 @@ pub struct Watched {
     /// Whether its watch had to wait for a stream of its connection to end (the load has
     /// more orders in flight than its connections may watch at once).
     pub watch_waited: bool,
+    /// How many times the gateway shed its PlaceOrder or WatchOrder (RESOURCE_EXHAUSTED)
+    /// before taking it; each was made again (the wait is in its latency).
+    pub shed: usize,
     pub error: Option<String>,
 }
 
 /// Places `order` when it is due and watches it until its terminal status, on a stream of
 /// `watch_slots` (waited for when all are taken; the wait counts in its latency).
 async fn place_and_watch(
-    mut orders: OrderServiceClient<BearerChannel>,
+    orders: OrderServiceClient<BearerChannel>,
     watch_slots: Arc<Semaphore>,
     due: Instant,
     order: Planned,
@@ -474,9 +496,17 @@ async fn place_and_watch(
         finished: None,
         status: None,
         watch_waited: false,
+        shed: 0,
         error: None,
     };
-    let placed = match orders.place_order(order.request).await {
+    // Made again with the same idempotency key when shed: at most one order is placed.
+    let (placed, shed) = again_while_exhausted(watch_timeout, || {
+        let (mut orders, request) = (orders.clone(), order.request.clone());
+        async move { orders.place_order(request).await }
+    })
+    .await;
+    result.shed += shed;
+    let placed = match placed {
         Ok(r) => r.into_inner().order.expect("order in response"),
         Err(status) => {
             result.error = Some(format!(
@@ -499,21 +529,28 @@ async fn place_and_watch(
                 .expect("the watch slots are never closed")
         }
     };
+    let mut watch_shed = 0;
     let watch = async {
-        let mut stream = orders
-            .watch_order(pb::WatchOrderRequest {
-                order_id: placed.order_id.clone(),
-                after_version: placed.version,
-            })
-            .await?
-            .into_inner();
+        let request = pb::WatchOrderRequest {
+            order_id: placed.order_id.clone(),
+            after_version: placed.version,
+        };
+        let (stream, shed) = again_while_exhausted(watch_timeout, || {
+            let (mut orders, request) = (orders.clone(), request.clone());
+            async move { orders.watch_order(request).await }
+        })
+        .await;
+        watch_shed = shed;
+        let mut stream = stream?.into_inner();
         let mut last = None;
         while let Some(update) = stream.next().await {
             last = Some(update?.status);
         }
         Ok::<_, tonic::Status>(last)
     };
-    match tokio::time::timeout(watch_timeout, watch).await {
+    let watched = tokio::time::timeout(watch_timeout, watch).await;
+    result.shed += watch_shed;
+    match watched {
         Ok(Ok(Some(status))) => {
             let now = Instant::now();
             result.terminal = Some(now - due);
@@ -631,6 +668,45 @@ mod tests {
         );
         let refunded = mix.order(4);
         assert_eq!(refunded.request.items[0].sku, "none");
+    }
+
+    /// A call answered by each of `answers` in turn, counting its calls.
+    fn answering(
+        answers: Vec<Result<u8, tonic::Status>>,
+    ) -> (
+        Arc<AtomicUsize>,
+        impl FnMut() -> std::future::Ready<Result<u8, tonic::Status>>,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let call = move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(answers[n.min(answers.len() - 1)].clone())
+        };
+        (calls, call)
+    }
+
+    #[tokio::test]
+    async fn a_shed_call_is_made_again_until_taken_and_other_refusals_are_not() {
+        let shed = || Err(tonic::Status::resource_exhausted("shed"));
+        let (calls, call) = answering(vec![shed(), shed(), Ok(7)]);
+        let (answer, refused) = again_while_exhausted(Duration::from_secs(5), call).await;
+        assert_eq!((answer.unwrap(), refused), (7, 2));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let (calls, call) = answering(vec![Err(tonic::Status::unavailable("down")), Ok(7)]);
+        let (answer, refused) = again_while_exhausted(Duration::from_secs(5), call).await;
+        assert_eq!(
+            (answer.unwrap_err().code(), refused),
+            (Code::Unavailable, 0)
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Past its patience, the last refusal is the answer.
+        let (_, call) = answering(vec![shed()]);
+        let (answer, refused) = again_while_exhausted(Duration::from_millis(50), call).await;
+        assert_eq!(answer.unwrap_err().code(), Code::ResourceExhausted);
+        assert!((1..=3).contains(&refused), "{refused} refusals in 50 ms");
     }
 
     #[test]

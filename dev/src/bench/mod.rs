@@ -516,6 +516,12 @@ fn print_table(report: &Report) {
         for e in &r.first_errors {
             println!("    error: {e}");
         }
+        if r.calls_shed > 0 {
+            println!(
+                "    {} calls shed by the gateway at its limits (RESOURCE_EXHAUSTED) and made again",
+                r.calls_shed
+            );
+        }
         if r.watches_waited > 0 {
             println!(
                 "    {} orders' watches waited for a stream slot (more in flight than the load's connections may watch)",

@@ -29,6 +29,9 @@ pub struct RunResult {
     /// Orders whose watch waited for a stream of its connection to end: more orders were in
     /// flight than the load's connections may watch at once (their wait is in their latency).
     pub watches_waited: usize,
+    /// PlaceOrders and WatchOrders the gateway shed (RESOURCE_EXHAUSTED) and the load made
+    /// again: the gateway was at a limit (their wait is in their latency).
+    pub calls_shed: usize,
     pub place_order: Percentiles,
     pub time_to_terminal: Percentiles,
     /// Every order COMPLETED, every SKU's stock exactly what the run found minus what its
@@ -254,6 +257,7 @@ pub async fn run(
         errors: errors.len(),
         first_errors: errors.iter().take(3).map(|e| e.to_string()).collect(),
         watches_waited: results.iter().filter(|r| r.watch_waited).count(),
+        calls_shed: results.iter().map(|r| r.shed).sum(),
         place_order: Percentiles::of(results.iter().filter_map(|r| r.place).collect()),
         time_to_terminal: Percentiles::of(results.iter().filter_map(|r| r.terminal).collect()),
         correct,

@@ -153,6 +153,7 @@ mod tests {
             correct: true,
             sustained: sustained(offered, achieved, 0, true),
             watches_waited: 0,
+            calls_shed: 0,
             notifications: None,
             correctness: String::new(),
             cpu: usage(1.0),
