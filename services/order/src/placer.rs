@@ -1,10 +1,11 @@
 //! PlaceOrder's reads and writes, shared. Concurrent PlaceOrders wait in one queue; a writer
 //! takes everything waiting (up to [`MOST_ORDERS`]), reads what the store knows of those
-//! orders in one statement ([`Store::admission_all`]), refuses the ones [`Admission::check`](crate::Admission::check)
-//! refuses and places the rest in one statement, one commit ([`Store::place_all`]). There is
-//! no wait for company: a lone order is read and written at once, and orders share the
-//! statements only when they arrived while the writers were busy, which is when sharing saves
-//! most (docs/performance.md, sections 39 and 41).
+//! orders in one statement ([`Store::admission_all`]), refuses the ones
+//! [`Admission::check`](crate::Admission::check) refuses and places the rest in one
+//! statement, one commit ([`Store::place_all`]). There is no wait for company: a lone order is
+//! read and written at once, and orders share the statements only when they arrived while the
+//! writers were busy, which is when sharing saves most (docs/performance.md, sections 39 and
+//! 41).
 
 use std::sync::Arc;
 
@@ -112,8 +113,8 @@ async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
 }
 
 /// The answer to each order of `batch`, in its order: one statement reads what the store
-/// knows of them all, the pure [`Admission::check`](crate::Admission::check) refuses some, and one statement places
-/// the others. A statement that fails is the batch's error.
+/// knows of them all, the pure [`Admission::check`](crate::Admission::check) refuses some,
+/// and one statement places the others. A statement that fails is the batch's error.
 async fn admit_and_place_all(
     store: &Store,
     topics: &Topics,
