@@ -15,21 +15,30 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::OrderError;
+use crate::metrics::BatchMetrics;
 use crate::placer::Placer;
+use crate::reader::HistoryReader;
 use crate::store::{Cursor, OrderRecord, StatusChange, Store};
 
 /// The `OrderStore` service over the order database.
 pub struct OrderApi {
     store: Store,
     placer: Placer,
+    reader: HistoryReader,
 }
 
 impl OrderApi {
     /// An API over `store` that publishes to `topics`; new orders are written together
-    /// ([`Placer`]).
-    pub fn new(store: Store, topics: Topics) -> Self {
-        let placer = Placer::start(store.clone(), topics);
-        OrderApi { store, placer }
+    /// ([`Placer`]), and histories read together ([`HistoryReader`]), each batch counted in
+    /// `batches`.
+    pub fn new(store: Store, topics: Topics, batches: BatchMetrics) -> Self {
+        let placer = Placer::start(store.clone(), topics, batches.clone());
+        let reader = HistoryReader::start(store.clone(), batches);
+        OrderApi {
+            store,
+            placer,
+            reader,
+        }
     }
 }
 
@@ -156,7 +165,7 @@ impl OrderStore for OrderApi {
             ))
             .into());
         }
-        let (record, changes) = self.store.with_history(order_id, req.after_version).await?;
+        let (record, changes) = self.reader.read(order_id, req.after_version).await?;
         Ok(Response::new(OrderHistory {
             order: Some((&record).into()),
             changes: changes.iter().map(|c| update(order_id, c)).collect(),

@@ -6,12 +6,14 @@
 //! blocked, judged against the service's own read models of the `catalogue` and `customers`
 //! topics, never by calling another service.
 
+mod batch;
 mod config;
 mod error;
 mod grpc;
 mod handler;
 mod metrics;
 mod placer;
+mod reader;
 mod store;
 
 use std::sync::LazyLock;
@@ -24,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 pub use config::OrderArgs;
 pub use error::OrderError;
 pub use handler::OrderHandler;
-pub use metrics::TransitionMetrics;
+pub use metrics::{BatchMetrics, TransitionMetrics};
 pub use placer::Placer;
-pub use store::{Admission, OrderRecord, Placed, Store};
+pub use reader::{HistoryReader, READERS};
+pub use store::{Admission, History, OrderRecord, Placed, StatusChange, Store};
 
 /// The migrations of the order database: the order service's own and the platform's.
 pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
@@ -82,6 +85,7 @@ pub async fn run(
     let api = grpc::OrderApi::new(
         store::Store::new(pool, kit.outbox_signal.clone()),
         kit.topics.clone(),
+        metrics::BatchMetrics::register(&kit.metrics),
     );
     let server = grpc::serve(api, grpc, tls, shutdown.clone());
     kit.run(consumer, admin, Some(Box::pin(server)), shutdown)

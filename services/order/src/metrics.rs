@@ -1,5 +1,5 @@
-//! The order service's own metrics: orders by status transition, and how long an order took
-//! from PlaceOrder to its end.
+//! The order service's own metrics: orders by status transition, how long an order took
+//! from PlaceOrder to its end, and how many calls its queues serve together.
 
 use orderflow_domain::OrderStatus;
 use orderflow_platform::Metrics;
@@ -79,5 +79,53 @@ impl TransitionMetrics {
                 })
                 .observe(age_secs.max(0.0));
         }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: &'static str,
+}
+
+/// `orderflow_order_batches_total{queue}` and `orderflow_order_batched_calls_total{queue}`:
+/// the batches the workers of a queue ([`crate::batch`]: `placer`, `history_reader`) took,
+/// each served by shared statements, and the calls in them. Calls divided by batches is how
+/// many calls a statement served on average.
+#[derive(Clone, Default)]
+pub struct BatchMetrics {
+    batches: Family<QueueLabels, Counter>,
+    calls: Family<QueueLabels, Counter>,
+}
+
+impl BatchMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = BatchMetrics::default();
+        metrics.register(
+            "order_batches",
+            "Batches of calls the order service's queues served with shared statements, by queue",
+            m.batches.clone(),
+        );
+        metrics.register(
+            "order_batched_calls",
+            "Calls in the batches of the order service's queues, by queue",
+            m.calls.clone(),
+        );
+        m
+    }
+
+    /// Counts one batch of `calls` calls taken from `queue`.
+    pub fn taken(&self, queue: &'static str, calls: usize) {
+        let labels = QueueLabels { queue };
+        self.batches.get_or_create(&labels).inc();
+        self.calls.get_or_create(&labels).inc_by(calls as u64);
+    }
+
+    /// The batches taken from `queue` so far, and the calls in them.
+    pub fn counts(&self, queue: &'static str) -> (u64, u64) {
+        let labels = QueueLabels { queue };
+        (
+            self.batches.get_or_create(&labels).get(),
+            self.calls.get_or_create(&labels).get(),
+        )
     }
 }

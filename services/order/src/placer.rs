@@ -1,20 +1,17 @@
-//! PlaceOrder's reads and writes, shared. Concurrent PlaceOrders wait in one queue; a writer
-//! takes everything waiting (up to [`MOST_ORDERS`]), reads what the store knows of those
-//! orders in one statement ([`Store::admission_all`]), refuses the ones
-//! [`Admission::check`](crate::Admission::check) refuses and places the rest in one
-//! statement, one commit ([`Store::place_all`]). There is no wait for company: a lone order is
-//! read and written at once, and orders share the statements only when they arrived while the
-//! writers were busy, which is when sharing saves most (docs/performance.md, sections 39 and
-//! 41).
-
-use std::sync::Arc;
+//! PlaceOrder's reads and writes, shared. Concurrent PlaceOrders wait in one queue
+//! ([`crate::batch`]); a writer takes everything waiting (up to [`MOST_ORDERS`]), reads what
+//! the store knows of those orders in one statement ([`Store::admission_all`]), refuses the
+//! ones [`Admission::check`](crate::Admission::check) refuses and places the rest in one
+//! statement, one commit ([`Store::place_all`]).
 
 use orderflow_domain::NewOrder;
 use orderflow_events::Topics;
 use orderflow_platform::trace::TraceParent;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::batch;
 use crate::error::OrderError;
+use crate::metrics::BatchMetrics;
 use crate::store::{Placed, Store};
 
 /// Most orders placed in one statement.
@@ -39,13 +36,13 @@ pub struct Placer {
 }
 
 impl Placer {
-    /// Starts the writers, placing orders in `store` with their events for `topics`.
-    pub fn start(store: Store, topics: Topics) -> Placer {
-        let (queue, requests) = mpsc::channel(MOST_ORDERS * 16);
-        let requests = Arc::new(Mutex::new(requests));
-        for _ in 0..WRITERS {
-            tokio::spawn(write(store.clone(), topics.clone(), requests.clone()));
-        }
+    /// Starts the writers, placing orders in `store` with their events for `topics`; their
+    /// batches are counted in `metrics` as the queue `placer`.
+    pub fn start(store: Store, topics: Topics, metrics: BatchMetrics) -> Placer {
+        let queue = batch::start("placer", metrics, WRITERS, MOST_ORDERS, move |batch| {
+            let (store, topics) = (store.clone(), topics.clone());
+            async move { place_together(&store, &topics, batch).await }
+        });
         Placer { queue }
     }
 
@@ -53,32 +50,13 @@ impl Placer {
     /// `Admission::check`), in statements shared with the orders placed at the same time; its
     /// events carry the current span's trace context.
     pub async fn place(&self, order: NewOrder) -> Result<Placed, OrderError> {
-        let (answer, answered) = oneshot::channel();
-        let request = Request {
+        let trace = TraceParent::current_or_new();
+        batch::call(&self.queue, "order writers", |answer| Request {
             order,
-            trace: TraceParent::current_or_new(),
+            trace,
             answer,
-        };
-        let stopped = || OrderError::Internal(anyhow::anyhow!("the order writers stopped"));
-        self.queue.send(request).await.map_err(|_| stopped())?;
-        answered.await.map_err(|_| stopped())?
-    }
-}
-
-/// One writer: takes what waits in `requests` (the writers take turns at the queue) and
-/// places it, until the queue closes.
-async fn write(store: Store, topics: Topics, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
-    let mut batch = Vec::with_capacity(MOST_ORDERS);
-    loop {
-        let taken = requests
-            .lock()
-            .await
-            .recv_many(&mut batch, MOST_ORDERS)
-            .await;
-        if taken == 0 {
-            return;
-        }
-        place_together(&store, &topics, std::mem::take(&mut batch)).await;
+        })
+        .await
     }
 }
 

@@ -71,6 +71,32 @@ pub struct Store {
 
 const ORDER_COLUMNS: &str = "order_id, customer_id, items, total_minor, currency, status, version, status_reason, missing_items, created_at, updated_at";
 
+/// The columns of a status change as [`Store::with_history`] reads them beside the order's.
+const CHANGE_COLUMNS: &str = "version AS change_version, status AS change_status, \
+     reason AS change_reason, occurred_at AS change_occurred_at";
+
+/// An order as it is now, and its status changes after some version, in version order.
+pub type History = (OrderRecord, Vec<StatusChange>);
+
+/// Adds the change in `row` (a row of [`Store::with_history`] or [`Store::with_history_all`])
+/// to `history`, if the row has one: an order without changes after the version asked for
+/// reads as one row with the change columns NULL.
+fn add_change(
+    order_id: OrderId,
+    history: &mut History,
+    row: &sqlx::postgres::PgRow,
+) -> Result<(), OrderError> {
+    if let Some(version) = row.try_get::<Option<i64>, _>("change_version")? {
+        history.1.push(StatusChange {
+            version,
+            status: stored_status(order_id, row.try_get("change_status")?)?,
+            reason: row.try_get("change_reason")?,
+            occurred_at: row.try_get("change_occurred_at")?,
+        });
+    }
+    Ok(())
+}
+
 /// Stored data that does not read back as the domain type it was written from.
 fn corrupt(order_id: OrderId, what: impl std::fmt::Display) -> OrderError {
     OrderError::Internal(anyhow::anyhow!(
@@ -373,15 +399,10 @@ impl Store {
     /// (Read one after the other, a change committed in between could be in the order row
     /// and missing from the changes, and a watcher would see the order end without it.)
     #[tracing::instrument(skip_all, fields(%order_id, after))]
-    pub async fn with_history(
-        &self,
-        order_id: OrderId,
-        after: i64,
-    ) -> Result<(OrderRecord, Vec<StatusChange>), OrderError> {
+    pub async fn with_history(&self, order_id: OrderId, after: i64) -> Result<History, OrderError> {
         let rows = sqlx::query(&format!(
             "SELECT o.*, h.* FROM (SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1) o
-             LEFT JOIN (SELECT version AS change_version, status AS change_status,
-                               reason AS change_reason, occurred_at AS change_occurred_at
+             LEFT JOIN (SELECT {CHANGE_COLUMNS}
                         FROM order_status_history WHERE order_id = $1 AND version > $2) h ON true
              ORDER BY h.change_version"
         ))
@@ -390,21 +411,62 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let first = rows.first().ok_or(OrderError::NotFound(order_id))?;
-        let record = record_from_row(first)?;
-        let mut changes = Vec::with_capacity(rows.len());
-        for r in &rows {
-            // No change after `after`: one row, with the change columns NULL.
-            let Some(version) = r.try_get::<Option<i64>, _>("change_version")? else {
-                continue;
-            };
-            changes.push(StatusChange {
-                version,
-                status: stored_status(order_id, r.try_get("change_status")?)?,
-                reason: r.try_get("change_reason")?,
-                occurred_at: r.try_get("change_occurred_at")?,
-            });
+        let mut history = (record_from_row(first)?, Vec::with_capacity(rows.len()));
+        for row in &rows {
+            add_change(order_id, &mut history, row)?;
         }
-        Ok((record, changes))
+        Ok(history)
+    }
+
+    /// Each of `asked` (an order and the version after which its changes are wanted) as
+    /// [`Store::with_history`] reads it, in the order given and in one statement, so from one
+    /// snapshot: the [`crate::HistoryReader`] reads the orders watched at the same time so.
+    /// One order alone is read with [`Store::with_history`], whose plan PostgreSQL keeps per
+    /// connection (docs/performance.md, section 41). An order that is not there, or does not
+    /// read back, is its own answer's error; a statement that fails is the whole call's.
+    #[tracing::instrument(skip_all, fields(orders = asked.len()))]
+    pub async fn with_history_all(
+        &self,
+        asked: &[(OrderId, i64)],
+    ) -> Result<Vec<Result<History, OrderError>>, OrderError> {
+        if let [(order_id, after)] = asked {
+            return Ok(vec![self.with_history(*order_id, *after).await]);
+        }
+        let ids: Vec<uuid::Uuid> = asked.iter().map(|(id, _)| id.as_uuid()).collect();
+        let afters: Vec<i64> = asked.iter().map(|(_, after)| *after).collect();
+        // One row per change of each order found (one, with the change columns NULL, if it
+        // has none after `after`); an order not found has no row.
+        let rows = sqlx::query(&format!(
+            "SELECT q.position, o.*, h.*
+             FROM UNNEST($1::uuid[], $2::int8[]) WITH ORDINALITY AS q(order_id, after, position)
+             JOIN LATERAL (SELECT {ORDER_COLUMNS} FROM orders
+                           WHERE orders.order_id = q.order_id) o ON true
+             LEFT JOIN LATERAL (SELECT {CHANGE_COLUMNS} FROM order_status_history c
+                                WHERE c.order_id = q.order_id AND c.version > q.after) h ON true
+             ORDER BY q.position, h.change_version"
+        ))
+        .bind(&ids)
+        .bind(&afters)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found: Vec<Option<Result<History, OrderError>>> =
+            asked.iter().map(|_| None).collect();
+        for row in &rows {
+            let position: i64 = row.try_get("position")?;
+            let i = usize::try_from(position - 1).expect("ordinality counts from 1");
+            let answer = found[i]
+                .get_or_insert_with(|| record_from_row(row).map(|record| (record, Vec::new())));
+            if let Ok(history) = answer
+                && let Err(e) = add_change(asked[i].0, history, row)
+            {
+                *answer = Err(e);
+            }
+        }
+        Ok(found
+            .into_iter()
+            .zip(asked)
+            .map(|(answer, (order_id, _))| answer.unwrap_or(Err(OrderError::NotFound(*order_id))))
+            .collect())
     }
 
     /// A customer's orders, newest first, starting after `cursor`, at most `limit`.

@@ -3,16 +3,20 @@
 //! together leave every order, its history and the catalogue as one message at a time does,
 //! and cause the same status changes; two instances applying batches that touch the same
 //! orders at the same time (one consuming `payments`, the other `inventory`, as partition
-//! assignments can fall) must not deadlock.
+//! assignments can fall) must not deadlock. Orders read together (`Store::with_history_all`,
+//! the `HistoryReader` that WatchOrder's reads go through) each read as alone, and reads that
+//! arrive while the readers are busy share statements.
 
-use orderflow_domain::NewOrder;
+use std::time::Duration;
+
+use orderflow_domain::{NewOrder, OrderId};
 use orderflow_events::{self as ev, Event, Topics};
-use orderflow_order::Store;
+use orderflow_order::{BatchMetrics, HistoryReader, Store};
 use orderflow_platform::consumer::Applied;
 use orderflow_platform::trace::TraceParent;
 use orderflow_platform::{MessageContext, OutboxSignal};
 use orderflow_proto::v1 as pb;
-use orderflow_testkit::TestDatabase;
+use orderflow_testkit::{TestDatabase, wait_for};
 use sqlx::PgPool;
 
 mod common;
@@ -384,4 +388,119 @@ async fn batches_over_the_same_orders_in_opposite_orders_do_not_deadlock() {
         0,
         "deadlocks detected"
     );
+}
+
+/// An answer of a history read, comparable: the order and its changes as they read, or the
+/// error's message.
+fn shown(answer: Result<orderflow_order::History, orderflow_order::OrderError>) -> String {
+    match answer {
+        Ok(history) => format!("{history:?}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn orders_read_together_each_read_as_alone() {
+    let (_db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let completed = place(&store, "k1").await;
+    let failed = place(&store, "k2").await;
+    let pending = place(&store, "k3").await;
+    apply(
+        &pool,
+        vec![paid(&completed), confirmed(&completed), declined(&failed)],
+    )
+    .await
+    .unwrap();
+    let id = |s: &str| OrderId::parse("order_id", s).unwrap();
+    let missing = OrderId::from(uuid::Uuid::now_v7());
+    // The same order more than once, after different versions; one not there; one with no
+    // change after the version asked for.
+    let asked = [
+        (id(&completed), 0),
+        (missing, 0),
+        (id(&failed), 0),
+        (id(&completed), 2),
+        (id(&pending), 0),
+        (id(&completed), 9),
+        (id(&failed), 1),
+    ];
+    let together = store.with_history_all(&asked).await.unwrap();
+    assert_eq!(together.len(), asked.len());
+    let mut changes = Vec::new();
+    for ((order_id, after), answer) in asked.iter().zip(together) {
+        if let Ok((record, history)) = &answer {
+            assert_eq!(record.order_id, *order_id);
+            changes.push(history.iter().map(|c| c.version).collect::<Vec<_>>());
+        }
+        let alone = store.with_history(*order_id, *after).await;
+        assert_eq!(shown(answer), shown(alone), "{order_id} after {after}");
+    }
+    // What the answers hold, not only that they agree: PENDING, PAID, COMPLETED; PENDING,
+    // FAILED; PENDING.
+    let expected: Vec<Vec<i64>> =
+        vec![vec![1, 2, 3], vec![1, 2], vec![3], vec![1], vec![], vec![2]];
+    assert_eq!(changes, expected);
+}
+
+#[tokio::test]
+async fn reads_that_arrive_while_the_readers_are_busy_share_statements() {
+    let (db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
+    let store = Store::new(pool.clone(), OutboxSignal::default());
+    let mut placed = Vec::new();
+    for n in 0..30 {
+        placed.push(place(&store, &format!("k{n}")).await);
+    }
+    let batches = BatchMetrics::default();
+    let reader = HistoryReader::start(store, batches.clone());
+    // The test's own connections: one holds the history locked, one watches who waits.
+    let own = db.pool().await;
+    let mut lock = own.begin().await.unwrap();
+    sqlx::query("LOCK TABLE order_status_history IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let reads: Vec<_> = placed
+        .iter()
+        .map(|order_id| {
+            let (reader, order_id) = (
+                reader.clone(),
+                OrderId::parse("order_id", order_id).unwrap(),
+            );
+            tokio::spawn(async move { reader.read(order_id, 0).await })
+        })
+        .collect();
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&own)
+        .await
+        .unwrap()
+    };
+    wait_for(
+        "a read waiting for the lock",
+        Duration::from_secs(10),
+        || async { (waiting().await > 0).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 30 reads in flight, and a pool of 10 connections: read each on its own, 10 would wait.
+    let statements = waiting().await;
+    assert!(
+        statements <= orderflow_order::READERS as i64,
+        "{statements} statements waiting for 30 reads"
+    );
+    lock.rollback().await.unwrap();
+    for (read, order_id) in reads.into_iter().zip(&placed) {
+        let (record, changes) = read.await.unwrap().unwrap();
+        assert_eq!(record.order_id.to_string(), *order_id);
+        assert_eq!(changes.len(), 1, "{order_id}: PENDING");
+    }
+    // At most one batch for each reader that waited on the lock, and one for the rest: read
+    // one at a time, it would be thirty.
+    let (taken, calls) = batches.counts("history_reader");
+    assert_eq!(calls, 30);
+    assert!(taken <= 3, "{taken} batches for 30 reads");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orderflow_domain::NewOrder;
 use orderflow_events::Topics;
-use orderflow_order::{OrderError, Placed, Placer, Store};
+use orderflow_order::{BatchMetrics, OrderError, Placed, Placer, Store};
 use orderflow_platform::OutboxSignal;
 use orderflow_platform::trace::TraceParent;
 use orderflow_proto::v1 as pb;
@@ -157,6 +157,7 @@ async fn place_while_locked(
     let placer = Placer::start(
         Store::new(pool.clone(), OutboxSignal::default()),
         Topics::default(),
+        BatchMetrics::default(),
     );
     let lock = lock_orders(pool).await;
     let calls: Vec<_> = orders
