@@ -7,9 +7,8 @@
 use orderflow_domain::NewOrder;
 use orderflow_events::Topics;
 use orderflow_platform::trace::TraceParent;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::batch;
+use crate::batch::{self, Call, Queue};
 use crate::error::OrderError;
 use crate::metrics::BatchMetrics;
 use crate::store::{Placed, Store};
@@ -21,18 +20,16 @@ pub const MOST_ORDERS: usize = 64;
 /// written at once by the other; a third would mostly split the batches.
 pub const WRITERS: usize = 2;
 
-/// An order waiting to be placed, with the trace context of the call that placed it and
-/// where its answer goes.
-struct Request {
+/// An order waiting to be placed, with the trace context of the call that placed it.
+struct ToPlace {
     order: NewOrder,
     trace: TraceParent,
-    answer: oneshot::Sender<Result<Placed, OrderError>>,
 }
 
 /// The queue to the writers of new orders. The writers stop once every clone is dropped.
 #[derive(Clone)]
 pub struct Placer {
-    queue: mpsc::Sender<Request>,
+    queue: Queue<ToPlace, Placed>,
 }
 
 impl Placer {
@@ -41,7 +38,7 @@ impl Placer {
     pub fn start(store: Store, topics: Topics, metrics: BatchMetrics) -> Placer {
         let queue = batch::start("placer", metrics, WRITERS, MOST_ORDERS, move |batch| {
             let (store, topics) = (store.clone(), topics.clone());
-            async move { place_together(&store, &topics, batch).await }
+            async move { place_together(store, topics, batch).await }
         });
         Placer { queue }
     }
@@ -51,43 +48,20 @@ impl Placer {
     /// events carry the current span's trace context.
     pub async fn place(&self, order: NewOrder) -> Result<Placed, OrderError> {
         let trace = TraceParent::current_or_new();
-        batch::call(&self.queue, "order writers", |answer| Request {
-            order,
-            trace,
-            answer,
-        })
-        .await
+        batch::call(&self.queue, "order writers", ToPlace { order, trace }).await
     }
 }
 
-/// Places `batch` with [`admit_and_place_all`] and answers each caller. If a shared statement
-/// fails and held more than one order, each order is read and placed again alone, all at
-/// once, so that one order the database refuses fails only its own call and every caller gets
-/// its own answer.
-async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
-    match admit_and_place_all(store, topics, &batch).await {
-        Ok(answers) => {
-            for (request, answer) in batch.into_iter().zip(answers) {
-                // A caller that went away has nobody to answer; its order stands, and a retry
-                // with its idempotency key gets it.
-                let _ = request.answer.send(answer);
-            }
-        }
-        Err(e) if batch.len() == 1 => {
-            let request = batch.into_iter().next().expect("one request");
-            let _ = request.answer.send(Err(e));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, orders = batch.len(), "placing orders together failed; placing each alone");
-            for request in batch {
-                let (store, topics) = (store.clone(), topics.clone());
-                tokio::spawn(async move {
-                    let answer = place_alone(&store, &topics, &request.order, &request.trace).await;
-                    let _ = request.answer.send(answer);
-                });
-            }
-        }
-    }
+/// Places `batch` with [`admit_and_place_all`] and answers each caller; if a shared statement
+/// fails, each order is read and placed again alone ([`batch::answer`]), so that one order
+/// the database refuses fails only its own call. A caller that went away has nobody to
+/// answer; its order stands, and a retry with its idempotency key gets it.
+async fn place_together(store: Store, topics: Topics, batch: Vec<Call<ToPlace, Placed>>) {
+    let together = admit_and_place_all(&store, &topics, &batch).await;
+    batch::answer(batch, together, |ToPlace { order, trace }| {
+        let (store, topics) = (store.clone(), topics.clone());
+        async move { place_alone(&store, &topics, &order, &trace).await }
+    });
 }
 
 /// The answer to each order of `batch`, in its order: one statement reads what the store
@@ -96,14 +70,14 @@ async fn place_together(store: &Store, topics: &Topics, batch: Vec<Request>) {
 async fn admit_and_place_all(
     store: &Store,
     topics: &Topics,
-    batch: &[Request],
+    batch: &[Call<ToPlace, Placed>],
 ) -> Result<Vec<Result<Placed, OrderError>>, OrderError> {
-    let orders: Vec<&NewOrder> = batch.iter().map(|request| &request.order).collect();
+    let orders: Vec<&NewOrder> = batch.iter().map(|call| &call.asked.order).collect();
     let admissions = store.admission_all(&orders).await?;
     let mut answers: Vec<Option<Result<Placed, OrderError>>> = Vec::with_capacity(batch.len());
     let mut admitted = Vec::with_capacity(batch.len());
-    for (request, admission) in batch.iter().zip(&admissions) {
-        match admission.check(&request.order) {
+    for (call, admission) in batch.iter().zip(&admissions) {
+        match admission.check(&call.asked.order) {
             Ok(()) => {
                 admitted.push(answers.len());
                 answers.push(None);
@@ -114,7 +88,7 @@ async fn admit_and_place_all(
     if !admitted.is_empty() {
         let to_place: Vec<(&NewOrder, &TraceParent)> = admitted
             .iter()
-            .map(|&i| (&batch[i].order, &batch[i].trace))
+            .map(|&i| (&batch[i].asked.order, &batch[i].asked.trace))
             .collect();
         let placed = store.place_all(&to_place, topics).await?;
         for (&i, answer) in admitted.iter().zip(placed) {

@@ -4,9 +4,8 @@
 //! ([`Store::with_history_all`]).
 
 use orderflow_domain::OrderId;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::batch;
+use crate::batch::{self, Call, Queue};
 use crate::error::OrderError;
 use crate::metrics::BatchMetrics;
 use crate::store::{History, Store};
@@ -17,19 +16,17 @@ pub const MOST_READS: usize = 64;
 /// Statements in flight at once, as the placer's writers and for the same reason.
 pub const READERS: usize = 2;
 
-/// A read waiting: the order, the version after which its changes are wanted, and where the
-/// answer goes.
-struct Request {
+/// A read waiting: the order, and the version after which its changes are wanted.
+struct ToRead {
     order_id: OrderId,
     after: i64,
-    answer: oneshot::Sender<Result<History, OrderError>>,
 }
 
 /// The queue to the readers of orders and their histories. The readers stop once every clone
 /// is dropped.
 #[derive(Clone)]
 pub struct HistoryReader {
-    queue: mpsc::Sender<Request>,
+    queue: Queue<ToRead, History>,
 }
 
 impl HistoryReader {
@@ -43,7 +40,7 @@ impl HistoryReader {
             MOST_READS,
             move |batch| {
                 let store = store.clone();
-                async move { read_together(&store, batch).await }
+                async move { read_together(store, batch).await }
             },
         );
         HistoryReader { queue }
@@ -52,39 +49,21 @@ impl HistoryReader {
     /// The order and its changes after version `after`, as [`Store::with_history`] reads them,
     /// in a statement shared with the reads asked for at the same time.
     pub async fn read(&self, order_id: OrderId, after: i64) -> Result<History, OrderError> {
-        batch::call(&self.queue, "order history readers", |answer| Request {
-            order_id,
-            after,
-            answer,
-        })
-        .await
+        let asked = ToRead { order_id, after };
+        batch::call(&self.queue, "order history readers", asked).await
     }
 }
 
-/// Reads `batch` with [`Store::with_history_all`] and answers each caller. If the shared
-/// statement fails and held more than one read, each is read again alone, all at once, so that
-/// every caller gets its own answer.
-async fn read_together(store: &Store, batch: Vec<Request>) {
-    let asked: Vec<(OrderId, i64)> = batch.iter().map(|r| (r.order_id, r.after)).collect();
-    match store.with_history_all(&asked).await {
-        Ok(answers) => {
-            for (request, answer) in batch.into_iter().zip(answers) {
-                let _ = request.answer.send(answer);
-            }
-        }
-        Err(e) if batch.len() == 1 => {
-            let request = batch.into_iter().next().expect("one request");
-            let _ = request.answer.send(Err(e));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, orders = batch.len(), "reading histories together failed; reading each alone");
-            for request in batch {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let answer = store.with_history(request.order_id, request.after).await;
-                    let _ = request.answer.send(answer);
-                });
-            }
-        }
-    }
+/// Reads `batch` with [`Store::with_history_all`] and answers each caller; if the shared
+/// statement fails, each is read again alone ([`batch::answer`]).
+async fn read_together(store: Store, batch: Vec<Call<ToRead, History>>) {
+    let asked: Vec<(OrderId, i64)> = batch
+        .iter()
+        .map(|call| (call.asked.order_id, call.asked.after))
+        .collect();
+    let together = store.with_history_all(&asked).await;
+    batch::answer(batch, together, |ToRead { order_id, after }| {
+        let store = store.clone();
+        async move { store.with_history(order_id, after).await }
+    });
 }
