@@ -88,9 +88,9 @@ struct QueueLabels {
 }
 
 /// `orderflow_order_batches_total{queue}` and `orderflow_order_batched_calls_total{queue}`:
-/// the batches the workers of a queue ([`crate::batch`]: `placer`, `history_reader`) took,
-/// each served by shared statements, and the calls in them. Calls divided by batches is how
-/// many calls a statement served on average.
+/// the batches the workers of a queue (`placer`: the [`crate::Placer`], `history_reader`: the
+/// [`crate::HistoryReader`]) took, each served by shared statements, and the calls in them.
+/// Calls divided by batches is how many calls a statement served on average.
 #[derive(Clone, Default)]
 pub struct BatchMetrics {
     batches: Family<QueueLabels, Counter>,
