@@ -13,6 +13,13 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use crate::error::OrderError;
 use crate::metrics::BatchMetrics;
 
+/// Statements in flight at once for each queue. Two, so a call arriving while one statement
+/// commits is served at once by the other worker; a third would mostly split the batches.
+pub const WORKERS: usize = 2;
+
+/// Most calls served by one batch.
+pub const MOST: usize = 64;
+
 /// A call waiting in a queue: what it asks, and where its answer goes.
 pub struct Call<Q, A> {
     pub asked: Q,
@@ -22,30 +29,24 @@ pub struct Call<Q, A> {
 /// The sending end of a queue of calls asking `Q` and answered `A`.
 pub type Queue<Q, A> = mpsc::Sender<Call<Q, A>>;
 
-/// Starts `workers` workers that take turns at the returned queue, each taking up to `most`
-/// waiting calls at a time and handing them to `serve`, until every clone of the queue is
-/// dropped. Each batch is counted in `metrics` under `name`.
-pub fn start<Q, A, S, F>(
-    name: &'static str,
-    metrics: BatchMetrics,
-    workers: usize,
-    most: usize,
-    serve: S,
-) -> Queue<Q, A>
+/// Starts [`WORKERS`] workers that take turns at the returned queue, each taking up to
+/// [`MOST`] waiting calls at a time and handing them to `serve`, until every clone of the
+/// queue is dropped. Each batch is counted in `metrics` under `name`.
+pub fn start<Q, A, S, F>(name: &'static str, metrics: BatchMetrics, serve: S) -> Queue<Q, A>
 where
     Q: Send + 'static,
     A: Send + 'static,
     S: Fn(Vec<Call<Q, A>>) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + Send,
 {
-    let (queue, calls) = mpsc::channel(most * 16);
+    let (queue, calls) = mpsc::channel(MOST * 16);
     let calls = Arc::new(Mutex::new(calls));
-    for _ in 0..workers {
+    for _ in 0..WORKERS {
         let (calls, serve, metrics) = (calls.clone(), serve.clone(), metrics.clone());
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(most);
+            let mut batch = Vec::with_capacity(MOST);
             loop {
-                let taken = calls.lock().await.recv_many(&mut batch, most).await;
+                let taken = calls.lock().await.recv_many(&mut batch, MOST).await;
                 if taken == 0 {
                     return;
                 }

@@ -23,12 +23,13 @@ use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use batch::WORKERS as BATCH_WORKERS;
 pub use config::OrderArgs;
 pub use error::OrderError;
 pub use handler::OrderHandler;
 pub use metrics::{BatchMetrics, TransitionMetrics};
 pub use placer::Placer;
-pub use reader::{HistoryReader, READERS};
+pub use reader::HistoryReader;
 pub use store::{Admission, History, OrderRecord, Placed, StatusChange, Store};
 
 /// The migrations of the order database: the order service's own and the platform's.

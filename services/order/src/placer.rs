@@ -1,5 +1,5 @@
 //! PlaceOrder's reads and writes, shared. Concurrent PlaceOrders wait in one queue
-//! ([`crate::batch`]); a writer takes everything waiting (up to [`MOST_ORDERS`]), reads what
+//! ([`crate::batch`]); a writer takes everything waiting (up to [`batch::MOST`]), reads what
 //! the store knows of those orders in one statement ([`Store::admission_all`]), refuses the
 //! ones [`Admission::check`](crate::Admission::check) refuses and places the rest in one
 //! statement, one commit ([`Store::place_all`]).
@@ -12,13 +12,6 @@ use crate::batch::{self, Call, Queue};
 use crate::error::OrderError;
 use crate::metrics::BatchMetrics;
 use crate::store::{Placed, Store};
-
-/// Most orders placed in one statement.
-pub const MOST_ORDERS: usize = 64;
-
-/// Statements in flight at once. Two, so an order arriving while one statement commits is
-/// written at once by the other; a third would mostly split the batches.
-pub const WRITERS: usize = 2;
 
 /// An order waiting to be placed, with the trace context of the call that placed it.
 struct ToPlace {
@@ -36,7 +29,7 @@ impl Placer {
     /// Starts the writers, placing orders in `store` with their events for `topics`; their
     /// batches are counted in `metrics` as the queue `placer`.
     pub fn start(store: Store, topics: Topics, metrics: BatchMetrics) -> Placer {
-        let queue = batch::start("placer", metrics, WRITERS, MOST_ORDERS, move |batch| {
+        let queue = batch::start("placer", metrics, move |batch| {
             let (store, topics) = (store.clone(), topics.clone());
             async move { place_together(store, topics, batch).await }
         });

@@ -1,6 +1,6 @@
 //! GetOrderHistory's reads, shared: every WatchOrder begins with one, so they come as fast as
 //! orders are placed. Concurrent reads wait in one queue ([`crate::batch`]); a reader takes
-//! everything waiting (up to [`MOST_READS`]) and reads it in one statement
+//! everything waiting (up to [`batch::MOST`]) and reads it in one statement
 //! ([`Store::with_history_all`]).
 
 use orderflow_domain::OrderId;
@@ -9,12 +9,6 @@ use crate::batch::{self, Call, Queue};
 use crate::error::OrderError;
 use crate::metrics::BatchMetrics;
 use crate::store::{History, Store};
-
-/// Most orders read in one statement.
-pub const MOST_READS: usize = 64;
-
-/// Statements in flight at once, as the placer's writers and for the same reason.
-pub const READERS: usize = 2;
 
 /// A read waiting: the order, and the version after which its changes are wanted.
 struct ToRead {
@@ -33,16 +27,10 @@ impl HistoryReader {
     /// Starts the readers of `store`; their batches are counted in `metrics` as the queue
     /// `history_reader`.
     pub fn start(store: Store, metrics: BatchMetrics) -> HistoryReader {
-        let queue = batch::start(
-            "history_reader",
-            metrics,
-            READERS,
-            MOST_READS,
-            move |batch| {
-                let store = store.clone();
-                async move { read_together(store, batch).await }
-            },
-        );
+        let queue = batch::start("history_reader", metrics, move |batch| {
+            let store = store.clone();
+            async move { read_together(store, batch).await }
+        });
         HistoryReader { queue }
     }
 

@@ -489,7 +489,7 @@ async fn reads_that_arrive_while_the_readers_are_busy_share_statements() {
     // 30 reads in flight, and a pool of 10 connections: read each on its own, 10 would wait.
     let statements = waiting().await;
     assert!(
-        statements <= orderflow_order::READERS as i64,
+        statements <= orderflow_order::BATCH_WORKERS as i64,
         "{statements} statements waiting for 30 reads"
     );
     lock.rollback().await.unwrap();
