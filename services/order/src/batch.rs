@@ -4,11 +4,20 @@
 //! arrived while the workers were busy, which is when sharing saves most (docs/performance.md,
 //! sections 39, 41 and 42). The [`crate::Placer`] and the [`crate::HistoryReader`] are such
 //! queues.
+//!
+//! A batch is served in its own span, `batch` (with the queue's name and how many calls it
+//! serves), so its statements' spans are not lost to the callers' traces although a worker,
+//! not the caller, runs them: the span is a child of the first call's span (a lone call, the
+//! usual case below saturation, keeps its statements in its own trace, as before calls were
+//! shared) and follows from each other call's span (a link, in OpenTelemetry's terms, from the
+//! shared statements to every call they served). A call served again alone is served in its
+//! caller's span.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::{Instrument, Span};
 
 use crate::error::OrderError;
 use crate::metrics::BatchMetrics;
@@ -20,10 +29,11 @@ pub const WORKERS: usize = 2;
 /// Most calls served by one batch.
 pub const MOST: usize = 64;
 
-/// A call waiting in a queue: what it asks, and where its answer goes.
+/// A call waiting in a queue: what it asks, where its answer goes, and the caller's span.
 pub struct Call<Q, A> {
     pub asked: Q,
     answer: oneshot::Sender<Result<A, OrderError>>,
+    caller: Span,
 }
 
 /// The sending end of a queue of calls asking `Q` and answered `A`.
@@ -31,7 +41,8 @@ pub type Queue<Q, A> = mpsc::Sender<Call<Q, A>>;
 
 /// Starts [`WORKERS`] workers that take turns at the returned queue, each taking up to
 /// [`MOST`] waiting calls at a time and handing them to `serve`, until every clone of the
-/// queue is dropped. Each batch is counted in `metrics` under `name`.
+/// queue is dropped. Each batch is counted in `metrics` under `name`, and served in a span
+/// linked to its calls' spans (`batch_span`).
 pub fn start<Q, A, S, F>(name: &'static str, metrics: BatchMetrics, serve: S) -> Queue<Q, A>
 where
     Q: Send + 'static,
@@ -51,20 +62,36 @@ where
                     return;
                 }
                 metrics.taken(name, taken);
-                serve(std::mem::take(&mut batch)).await;
+                let span = batch_span(name, &batch);
+                serve(std::mem::take(&mut batch)).instrument(span).await;
             }
         });
     }
     queue
 }
 
+/// The span a batch is served in: `batch`, naming the queue and how many calls it serves, the
+/// child of the first call's span and following from every other's.
+fn batch_span<Q, A>(queue: &'static str, batch: &[Call<Q, A>]) -> Span {
+    let first = batch.first().and_then(|call| call.caller.id());
+    let span = tracing::info_span!(parent: first, "batch", queue, calls = batch.len());
+    for call in batch.iter().skip(1) {
+        span.follows_from(&call.caller);
+    }
+    span
+}
+
 /// Queues a call asking `asked` and waits for its answer; `workers` names the workers in the
-/// error if they have stopped.
+/// error if they have stopped. The call is linked to the current span (see the module's doc).
 pub async fn call<Q, A>(queue: &Queue<Q, A>, workers: &str, asked: Q) -> Result<A, OrderError> {
     let (answer, answered) = oneshot::channel();
     let stopped = || OrderError::Internal(anyhow::anyhow!("the {workers} stopped"));
     queue
-        .send(Call { asked, answer })
+        .send(Call {
+            asked,
+            answer,
+            caller: Span::current(),
+        })
         .await
         .map_err(|_| stopped())?;
     answered.await.map_err(|_| stopped())?
@@ -72,9 +99,10 @@ pub async fn call<Q, A>(queue: &Queue<Q, A>, workers: &str, asked: Q) -> Result<
 
 /// Answers each call of `batch` with its answer in `together` (the batch served in shared
 /// statements, an answer per call in the batch's order). If that failed and the batch held
-/// more than one call, each call is served again alone by `alone`, all at once, so that a
-/// call the database refuses fails only itself and every caller gets its own answer. A
-/// caller that went away has nobody to answer; what its call did stands.
+/// more than one call, each call is served again alone by `alone`, all at once and each in
+/// its caller's span, so that a call the database refuses fails only itself and every caller
+/// gets its own answer. A caller that went away has nobody to answer; what its call did
+/// stands.
 pub fn answer<Q, A, L, F>(
     batch: Vec<Call<Q, A>>,
     together: Result<Vec<Result<A, OrderError>>, OrderError>,
@@ -96,11 +124,19 @@ pub fn answer<Q, A, L, F>(
         }
         Err(e) => {
             tracing::warn!(error = %e, calls = batch.len(), "serving calls together failed; serving each alone");
-            for Call { asked, answer } in batch {
+            for Call {
+                asked,
+                answer,
+                caller,
+            } in batch
+            {
                 let served = alone(asked);
-                tokio::spawn(async move {
-                    let _ = answer.send(served.await);
-                });
+                tokio::spawn(
+                    async move {
+                        let _ = answer.send(served.await);
+                    }
+                    .instrument(caller),
+                );
             }
         }
     }

@@ -1,8 +1,8 @@
 //! Tracing across services: every process of a system exports its spans over OTLP to a small
 //! OTLP/gRPC receiver in this test (as it would to Jaeger or a collector). One order's spans
-//! form one trace, a single tree rooted at the gateway's PlaceOrder: the order service's call,
-//! each relay's publication of each event, and each consumer's handling of it, in every
-//! service that takes part.
+//! form one trace, a single tree rooted at the gateway's PlaceOrder: the order service's call
+//! and its placer's write, each relay's publication of each event, and each consumer's
+//! handling of it, in every service that takes part.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -245,6 +245,34 @@ async fn one_order_is_one_trace_across_every_service() {
     assert_eq!(
         parent(placed).map(|p| p.span_id.as_str()),
         Some(root.span_id.as_str())
+    );
+
+    // The order service's placer wrote the order in a worker's `batch` span, under that call
+    // (a lone order's batch is its own), so the write's statement is in the order's trace.
+    let under = |span: &Collected, ancestor: &Collected| {
+        let mut at = parent(span);
+        while let Some(p) = at {
+            if p.span_id == ancestor.span_id {
+                return true;
+            }
+            at = parent(p);
+        }
+        false
+    };
+    let batch = spans
+        .iter()
+        .find(|s| {
+            s.service == "orderflow-order"
+                && s.name == "batch"
+                && s.attributes.get("queue").map(String::as_str) == Some("placer")
+        })
+        .unwrap_or_else(|| panic!("no placer batch span in the order's trace: {spans:#?}"));
+    assert!(under(batch, placed), "{batch:?} not under {placed:?}");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "place_all" && parent(s).map(|p| &p.span_id) == Some(&batch.span_id)),
+        "no place_all span under {batch:?}: {spans:#?}"
     );
 
     // Every message handled is the child of its publication, in the service that wrote it.
