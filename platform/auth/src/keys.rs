@@ -59,7 +59,7 @@ impl KeySet {
                     _ = tokio::time::sleep(interval) => {}
                 }
                 match read(&set.source).await {
-                    Ok(keys) => *set.keys.write().expect("key set lock") = Arc::new(keys),
+                    Ok(keys) => set.replace(keys),
                     Err(e) => tracing::warn!(
                         source = %set.source,
                         error = format!("{e:#}"),
@@ -68,6 +68,11 @@ impl KeySet {
                 }
             }
         });
+    }
+
+    /// Makes `keys` the current set.
+    pub(crate) fn replace(&self, keys: Vec<Key>) {
+        *self.keys.write().expect("key set lock") = Arc::new(keys);
     }
 
     pub(crate) fn current(&self) -> Arc<Vec<Key>> {

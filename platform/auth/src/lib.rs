@@ -2,7 +2,8 @@
 //! operator trusts, published as a JWKS (a file, or the `jwks_uri` of an OIDC provider). The
 //! [`Verifier`] checks the signature, the issuer, the audience and the expiry (with a small
 //! clock skew) and yields a [`Caller`]: the customer is the token's subject, never a request
-//! field. For local runs, [`SigningKey`] is the development key `./orderflow up` makes and
+//! field. A token verified once is remembered until it expires (`verified`), so a client
+//! that sends the same token with every call has its signature checked once. For local runs, [`SigningKey`] is the development key `./orderflow up` makes and
 //! `orderflow token` signs with; it is an ordinary ES256 key published in an ordinary JWKS,
 //! so the gateway verifies its tokens exactly as it verifies a real provider's.
 //!
@@ -13,6 +14,7 @@ mod bearer;
 mod issuer;
 mod keys;
 mod signing;
+mod verified;
 mod verify;
 
 pub use args::{AuthArgs, DEV_AUDIENCE, DEV_ISSUER, OPERATOR_ROLE};

@@ -9,7 +9,8 @@ use orderflow_domain::CustomerId;
 use serde::Deserialize;
 
 use crate::args::AuthArgs;
-use crate::keys::KeySet;
+use crate::keys::{Key, KeySet};
+use crate::verified::VerifiedTokens;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +51,15 @@ pub enum AuthError {
     BadSubject(String),
 }
 
-/// Checks bearer tokens against the trusted keys, issuer, audience and clock.
+/// Checks bearer tokens against the trusted keys, issuer, audience and clock, and remembers
+/// the tokens that verified until they expire (see `verified`).
 pub struct Verifier {
     keys: Arc<KeySet>,
     issuer: String,
     audience: String,
     leeway_secs: u64,
     operator_role: String,
+    verified: VerifiedTokens,
 }
 
 /// The claims read from a verified token (the standard ones are checked by jsonwebtoken).
@@ -65,6 +68,8 @@ struct Granted {
     /// Required; checked here, as the other claims' absence is by jsonwebtoken.
     #[serde(default)]
     sub: Option<String>,
+    /// Required, and checked by jsonwebtoken; kept to remember the token until then.
+    exp: u64,
     #[serde(default)]
     roles: Vec<String>,
     /// OAuth 2.0 scopes, space-separated.
@@ -94,22 +99,41 @@ impl Verifier {
             audience: args.audience.clone(),
             leeway_secs: args.leeway_secs,
             operator_role: args.operator_role.clone(),
+            verified: VerifiedTokens::default(),
         }
     }
 
     /// The caller an `authorization` header value proves, or why it proves none.
     pub fn verify(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+        self.verify_at(authorization, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Verifier::verify`] at `now` (seconds since the epoch): a token verified before is
+    /// answered from what it proved then, unless it has expired at `now` or the keys were
+    /// re-read since; any other is checked in full (by jsonwebtoken, on the system clock).
+    fn verify_at(&self, authorization: Option<&str>, now: u64) -> Result<Caller, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
         let token = match header.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(AuthError::NotBearer),
         };
+        let keys = self.keys.current();
+        if let Some(known) = self.verified.get(token, &keys, now, self.leeway_secs) {
+            return known;
+        }
+        let (caller, expires) = self.check(token, &keys)?;
+        self.verified
+            .put(token, &keys, &caller, expires, now, self.leeway_secs);
+        Ok(caller)
+    }
+
+    /// Checks `token` in full against `keys`: the caller it proves and when it expires.
+    fn check(&self, token: &str, keys: &[Key]) -> Result<(Caller, u64), AuthError> {
         let jwt_header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         if !ACCEPTED.contains(&jwt_header.alg) {
             return Err(AuthError::AlgorithmNotAccepted(jwt_header.alg));
         }
-        let keys = self.keys.current();
         let key = match &jwt_header.kid {
             Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid.as_str())),
             // Without a kid, only an unambiguous set names the key.
@@ -147,7 +171,7 @@ impl Verifier {
                 .scope
                 .split_ascii_whitespace()
                 .any(|s| s == self.operator_role);
-        Ok(Caller { customer, operator })
+        Ok((Caller { customer, operator }, granted.exp))
     }
 }
 
@@ -290,6 +314,74 @@ mod tests {
             f.verifier.verify(Some(&bearer(&token))),
             Err(AuthError::MissingClaim("sub".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_until_it_expires() {
+        let f = fixture().await;
+        let claims = alice();
+        let token = bearer(&f.signing.sign(&claims));
+        let expires = claims.exp as u64;
+        let leeway = f.verifier.leeway_secs;
+        assert_eq!(
+            f.verifier.verify(Some(&token)).unwrap().customer.as_str(),
+            "alice"
+        );
+        assert_eq!(f.verifier.verified.len(), 1);
+        // Answered from what it proved, at any time up to its expiry and the leeway...
+        assert!(f.verifier.verify_at(Some(&token), expires + leeway).is_ok());
+        // ...and refused after it: a full check on the system clock would still accept it
+        // (it expires in five minutes), so this refusal is the remembered token's.
+        assert_eq!(
+            f.verifier.verify_at(Some(&token), expires + leeway + 1),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            f.verifier.verified.len(),
+            0,
+            "an expired token is forgotten"
+        );
+        assert!(f.verifier.verify(Some(&token)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_token_that_differs_from_a_verified_one_in_any_byte_is_checked_in_full() {
+        let f = fixture().await;
+        let token = f.signing.sign(&alice());
+        assert!(f.verifier.verify(Some(&bearer(&token))).is_ok());
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let mut altered: Vec<char> = signature.chars().collect();
+        altered[0] = if altered[0] == 'A' { 'B' } else { 'A' };
+        let altered = format!("{signed}.{}", altered.into_iter().collect::<String>());
+        assert_eq!(
+            f.verifier.verify(Some(&bearer(&altered))),
+            Err(AuthError::BadSignature)
+        );
+        // The same claims signed again (a new signature) verify, as a new token.
+        assert!(
+            f.verifier
+                .verify(Some(&bearer(&f.signing.sign(&alice()))))
+                .is_ok()
+        );
+        assert!(f.verifier.verify(Some(&bearer(&token))).is_ok());
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked_again_when_the_keys_are_re_read() {
+        let f = fixture().await;
+        let token = bearer(&f.signing.sign(&alice()));
+        assert!(f.verifier.verify(Some(&token)).is_ok());
+        // The provider withdraws the key (a rotation): the remembered token no longer holds.
+        let other = SigningKey::generate();
+        let keys = |key: &SigningKey| crate::keys::parse(&key.jwks().to_string()).unwrap();
+        f.verifier.keys.replace(keys(&other));
+        assert_eq!(
+            f.verifier.verify(Some(&token)),
+            Err(AuthError::UnknownKey(Some(f.signing.kid().into())))
+        );
+        // Published again, the key verifies it again.
+        f.verifier.keys.replace(keys(&f.signing));
+        assert!(f.verifier.verify(Some(&token)).is_ok());
     }
 
     /// The PEM of a key, as written to disk.
