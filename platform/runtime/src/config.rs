@@ -270,8 +270,10 @@ impl KafkaSecurityArgs {
     }
 }
 
-/// The consumer batch size: the benchmark's best on this machine (docs/performance.md).
-pub const DEFAULT_CONSUMER_BATCH: usize = 64;
+/// The consumer batch size. Only what has arrived is batched, so it matters only when
+/// messages wait: at saturation 256 let the order service's consumer keep up where 64 left
+/// it seconds behind (docs/performance.md, sections 4 and 44).
+pub const DEFAULT_CONSUMER_BATCH: usize = 256;
 
 impl KafkaArgs {
     pub fn topics(&self) -> Topics {

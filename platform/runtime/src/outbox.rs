@@ -371,8 +371,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Most rows the relay publishes in one transaction.
-    pub const BATCH_SIZE: i64 = 500;
+    /// Most rows the relay publishes in one transaction. A round's cost is mostly the
+    /// broker's acknowledgement, which grows far less than its rows: with rounds of at most
+    /// 500, the order relay fell behind at saturation and its outbox held 3–4 s of events;
+    /// with 2,000 it kept up (docs/performance.md, section 44). Below saturation a round
+    /// takes what is there, a few rows.
+    pub const BATCH_SIZE: i64 = 2000;
 
     pub fn new(
         pool: PgPool,
