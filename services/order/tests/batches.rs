@@ -21,6 +21,8 @@ use sqlx::PgPool;
 
 mod common;
 use common::{apply, commit};
+mod orders;
+use orders::place;
 
 fn ctx() -> MessageContext {
     MessageContext::replayed("t", 1)
@@ -111,30 +113,9 @@ fn catalogue(sku: &str, available: i32, revision: i64) -> Event {
     })
 }
 
-/// Places an order of one unit of `sku-a` for ana, keyed `key`; its id.
-async fn place(store: &Store, key: &str) -> String {
-    let request = pb::PlaceOrderRequest {
-        customer_id: "ana".into(),
-        items: vec![pb::OrderLine {
-            sku: "sku-a".into(),
-            quantity: 1,
-            unit_price: Some(pb::Money {
-                amount_minor: 100,
-                currency: "EUR".into(),
-            }),
-        }],
-        payment_method: "pm_card_visa".into(),
-        idempotency_key: key.into(),
-        validate_only: false,
-    };
-    let order = NewOrder::try_from(&request).expect("valid order");
-    store
-        .place(&order, &TraceParent::new_root(), &Topics::default())
-        .await
-        .expect("place")
-        .record
-        .order_id
-        .to_string()
+/// Places ana's order keyed `key`; its id.
+async fn place_id(store: &Store, key: &str) -> String {
+    place(store, key).await.record.order_id.to_string()
 }
 
 /// Applies `batch` in one transaction and commits it; the (order, version, status) of each
@@ -250,7 +231,7 @@ async fn batches_leave_the_orders_one_message_at_a_time_leaves() {
         let store = Store::new(pool.clone(), OutboxSignal::default());
         let mut placed = Vec::new();
         for n in 0..8 {
-            placed.push(place(&store, &format!("order-{n}")).await);
+            placed.push(place_id(&store, &format!("order-{n}")).await);
         }
         let batch: Vec<(Event, MessageContext)> =
             outcomes(&placed).into_iter().map(|e| (e, ctx())).collect();
@@ -403,9 +384,9 @@ fn shown(answer: Result<orderflow_order::History, orderflow_order::OrderError>) 
 async fn orders_read_together_each_read_as_alone() {
     let (_db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
     let store = Store::new(pool.clone(), OutboxSignal::default());
-    let completed = place(&store, "k1").await;
-    let failed = place(&store, "k2").await;
-    let pending = place(&store, "k3").await;
+    let completed = place_id(&store, "k1").await;
+    let failed = place_id(&store, "k2").await;
+    let pending = place_id(&store, "k3").await;
     apply(
         &pool,
         vec![paid(&completed), confirmed(&completed), declined(&failed)],
@@ -449,7 +430,7 @@ async fn reads_that_arrive_while_the_readers_are_busy_share_statements() {
     let store = Store::new(pool.clone(), OutboxSignal::default());
     let mut placed = Vec::new();
     for n in 0..30 {
-        placed.push(place(&store, &format!("k{n}")).await);
+        placed.push(place_id(&store, &format!("k{n}")).await);
     }
     let batches = BatchMetrics::default();
     let reader = HistoryReader::start(store, batches.clone());

@@ -12,9 +12,11 @@ use orderflow_events::Topics;
 use orderflow_order::{BatchMetrics, OrderError, Placed, Placer, Store};
 use orderflow_platform::OutboxSignal;
 use orderflow_platform::trace::TraceParent;
-use orderflow_proto::v1 as pb;
 use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
+
+mod orders;
+use orders::{order, place};
 
 async fn database() -> (TestDatabase, PgPool) {
     let (db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
@@ -24,24 +26,6 @@ async fn database() -> (TestDatabase, PgPool) {
         .await
         .unwrap();
     (db, pool)
-}
-
-fn order(customer: &str, key: &str, amount_minor: i64) -> NewOrder {
-    let request = pb::PlaceOrderRequest {
-        customer_id: customer.into(),
-        items: vec![pb::OrderLine {
-            sku: "sku-a".into(),
-            quantity: 1,
-            unit_price: Some(pb::Money {
-                amount_minor,
-                currency: "EUR".into(),
-            }),
-        }],
-        payment_method: "pm_card_visa".into(),
-        idempotency_key: key.into(),
-        validate_only: false,
-    };
-    NewOrder::try_from(&request).expect("valid order")
 }
 
 async fn count(pool: &PgPool, statement: &str) -> i64 {
@@ -54,10 +38,7 @@ async fn orders_placed_in_one_statement_each_get_their_own_answer() {
     let store = Store::new(pool.clone(), OutboxSignal::default());
     let topics = Topics::default();
     let trace = TraceParent::new_root();
-    let before = store
-        .place(&order("ana", "before", 100), &trace, &topics)
-        .await
-        .unwrap();
+    let before = place(&store, "before").await;
     let (a, b, a_again, reused, retried) = (
         order("ana", "a", 100),
         order("bob", "a", 100),

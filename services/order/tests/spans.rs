@@ -12,18 +12,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orderflow_domain::{NewOrder, OrderId};
 use orderflow_events::Topics;
 use orderflow_order::{BatchMetrics, HistoryReader, Placer, Store};
 use orderflow_platform::OutboxSignal;
-use orderflow_platform::trace::TraceParent;
-use orderflow_proto::v1 as pb;
 use orderflow_testkit::{TestDatabase, wait_for};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Instrument, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+
+mod orders;
+use orders::{order, place};
 
 /// A span as it was opened: its name, its fields, and its parent (an index into
 /// [`Recorded::spans`]).
@@ -112,39 +112,6 @@ fn record() -> (Recorder, tracing::subscriber::DefaultGuard) {
     (recorder, tracing::subscriber::set_default(subscriber))
 }
 
-/// An order of one unit of `sku-a` for `customer`, keyed `key`.
-fn order(customer: &str, key: &str) -> NewOrder {
-    let request = pb::PlaceOrderRequest {
-        customer_id: customer.into(),
-        items: vec![pb::OrderLine {
-            sku: "sku-a".into(),
-            quantity: 1,
-            unit_price: Some(pb::Money {
-                amount_minor: 100,
-                currency: "EUR".into(),
-            }),
-        }],
-        payment_method: "pm_card_visa".into(),
-        idempotency_key: key.into(),
-        validate_only: false,
-    };
-    NewOrder::try_from(&request).expect("valid order")
-}
-
-/// Places ana's order keyed `key` directly in the store; its id.
-async fn place(store: &Store, key: &str) -> OrderId {
-    store
-        .place(
-            &order("ana", key),
-            &TraceParent::new_root(),
-            &Topics::default(),
-        )
-        .await
-        .expect("place")
-        .record
-        .order_id
-}
-
 /// Makes `calls`, each in a span `caller` numbered by its place, while `table` is locked, so
 /// that they queue for the workers together; their answers, in order.
 async fn while_locked<T, F>(db: &TestDatabase, table: &str, calls: Vec<F>) -> Vec<T>
@@ -191,7 +158,7 @@ where
 async fn a_lone_calls_statements_are_in_its_own_trace() {
     let (_db, pool) = TestDatabase::migrated("order", &orderflow_order::MIGRATOR).await;
     let store = Store::new(pool, OutboxSignal::default());
-    let order_id = place(&store, "k").await;
+    let order_id = place(&store, "k").await.record.order_id;
     let (recorder, _guard) = record();
     let reader = HistoryReader::start(store, BatchMetrics::default());
 
@@ -226,7 +193,7 @@ async fn every_call_served_together_is_linked_to_the_batch_that_served_it() {
     let store = Store::new(pool, OutboxSignal::default());
     let mut placed = Vec::new();
     for n in 0..30 {
-        placed.push(place(&store, &format!("k{n}")).await);
+        placed.push(place(&store, &format!("k{n}")).await.record.order_id);
     }
     let (recorder, _guard) = record();
     let reader = HistoryReader::start(store, BatchMetrics::default());
@@ -291,13 +258,7 @@ async fn a_call_served_again_alone_is_served_in_its_own_span() {
     // the shared statement of the batch that holds hers fails.
     sqlx::raw_sql(
         "INSERT INTO catalogue (sku, available, revision) VALUES ('sku-a', 10, 1);
-         CREATE FUNCTION refuse_mallory() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.customer_id = 'mallory' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_mallory BEFORE INSERT ON orders
-             FOR EACH ROW EXECUTE FUNCTION refuse_mallory();",
+         ALTER TABLE orders ADD CONSTRAINT no_mallory CHECK (customer_id <> 'mallory');",
     )
     .execute(&pool)
     .await
@@ -311,7 +272,7 @@ async fn a_call_served_again_alone_is_served_in_its_own_span() {
     let calls = (0..20)
         .map(|n| {
             let (placer, customer) = (placer.clone(), if n == 10 { "mallory" } else { "ana" });
-            let order = order(customer, &format!("k{n}"));
+            let order = order(customer, &format!("k{n}"), 100);
             async move { placer.place(order).await }
         })
         .collect();
