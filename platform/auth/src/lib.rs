@@ -3,9 +3,10 @@
 //! [`Verifier`] checks the signature, the issuer, the audience and the expiry (with a small
 //! clock skew) and yields a [`Caller`]: the customer is the token's subject, never a request
 //! field. A token verified once is remembered until it expires (`verified`), so a client
-//! that sends the same token with every call has its signature checked once. For local runs, [`SigningKey`] is the development key `./orderflow up` makes and
-//! `orderflow token` signs with; it is an ordinary ES256 key published in an ordinary JWKS,
-//! so the gateway verifies its tokens exactly as it verifies a real provider's.
+//! that sends the same token with every call has its signature checked once. For local runs,
+//! [`SigningKey`] is the development key `./orderflow up` makes and `orderflow token` signs
+//! with; it is an ordinary ES256 key published in an ordinary JWKS, so the gateway verifies
+//! its tokens exactly as it verifies a real provider's.
 //!
 //! No cryptography is written here: signatures are jsonwebtoken's, on ring.
 
