@@ -256,10 +256,11 @@ where
 }
 
 /// Makes `call` again while the gateway refuses it with RESOURCE_EXHAUSTED, for at most
-/// `patience`, waiting twice as long after each refusal (20 ms first, 500 ms at most), as a
-/// well-behaved client does: the gateway sheds calls beyond its limits (calls in progress,
-/// a caller's rate and streams) at once rather than queue them. Returns the last answer and
-/// how many times the call was refused.
+/// `patience`, as a well-behaved client does: the gateway sheds calls beyond its limits
+/// (calls in progress, a caller's rate and streams) at once rather than queue them. Each
+/// wait is about twice the last (10–20 ms first, 250–500 ms at most) and half of it random
+/// ([`orderflow_retry::backoff`]), so calls shed together do not all come back together.
+/// Returns the last answer and how many times the call was refused.
 async fn again_while_exhausted<T, F, Fut>(
     patience: Duration,
     mut call: F,
@@ -269,20 +270,29 @@ where
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let deadline = tokio::time::Instant::now() + patience;
-    let (mut refused, mut wait) = (0, Duration::from_millis(20));
+    let mut refused = 0;
     loop {
         match call().await {
             Err(status)
                 if status.code() == Code::ResourceExhausted
                     && tokio::time::Instant::now() < deadline =>
             {
+                tokio::time::sleep(shed_wait(refused)).await;
                 refused += 1;
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(500));
             }
             answer => return (answer, refused),
         }
     }
+}
+
+/// How long a call shed `refused` times before waits until it is made again: about twice the
+/// last wait, half of it random.
+fn shed_wait(refused: usize) -> Duration {
+    orderflow_retry::backoff(
+        u32::try_from(refused).unwrap_or(u32::MAX),
+        Duration::from_millis(20),
+        Duration::from_millis(500),
+    )
 }
 
 /// True for an order status (as a message carries it) that never changes again.
@@ -707,6 +717,24 @@ mod tests {
         let (answer, refused) = again_while_exhausted(Duration::from_millis(50), call).await;
         assert_eq!(answer.unwrap_err().code(), Code::ResourceExhausted);
         assert!((1..=3).contains(&refused), "{refused} refusals in 50 ms");
+    }
+
+    #[test]
+    fn calls_shed_together_come_back_at_different_times() {
+        let ms = Duration::from_millis;
+        let first: std::collections::HashSet<Duration> = (0..200).map(|_| shed_wait(0)).collect();
+        assert!(first.len() > 1, "every first wait was {first:?}");
+        assert!(
+            first.iter().all(|wait| (ms(10)..=ms(20)).contains(wait)),
+            "{first:?}"
+        );
+        // The waits grow to their cap and stay there, still spread.
+        let late: std::collections::HashSet<Duration> = (0..200).map(|_| shed_wait(40)).collect();
+        assert!(late.len() > 1, "every late wait was {late:?}");
+        assert!(
+            late.iter().all(|wait| (ms(250)..=ms(500)).contains(wait)),
+            "{late:?}"
+        );
     }
 
     #[test]
