@@ -661,6 +661,20 @@ fn components(instances: u8, home: &Path) -> anyhow::Result<Vec<Component>> {
     Ok(components)
 }
 
+/// The `/metrics` endpoint of each service and the gateway of the local system in `home`
+/// (every instance `up` started there), by component name, for the benchmark's reads.
+pub fn metrics_endpoints(home: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(components(started_instances(home), home)?
+        .into_iter()
+        .filter_map(|c| match c.probe {
+            Probe::Http(url) => {
+                Some((c.name, url.strip_suffix("/health")?.to_owned() + "/metrics"))
+            }
+            Probe::Tcp(_) => None,
+        })
+        .collect())
+}
+
 /// Where the notifications of a local system go (the file sink's file).
 pub fn notifications_file(home: &Path) -> PathBuf {
     home.join("notifications.jsonl")

@@ -4,6 +4,7 @@
 //! with the CPU each component used in every run. Prints a table and writes the same figures
 //! as JSON.
 
+mod batching;
 mod cpu;
 mod hops;
 pub mod limits;
@@ -17,6 +18,8 @@ use std::time::Duration;
 use clap::Args;
 use orderflow_platform::{KafkaArgs, Published, RetentionArgs};
 use serde::Serialize;
+
+use runs::Readers;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -296,8 +299,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         &skus,
         50.0,
         Duration::from_secs(2),
-        None,
-        None,
+        Readers::default(),
     )
     .await?;
     let notifications = if args.no_notifications_check {
@@ -312,6 +314,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         let url = crate::local::history_database_url()?;
         Some(hops::History::connect(url.expose()).await?)
     };
+    let batching = batching::Scraper::new(crate::local::metrics_endpoints(&home)?);
     eprintln!(
         "idle: the system's CPU with nothing offered, for {}s ...",
         IDLE_WINDOW.as_secs()
@@ -330,8 +333,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             &skus,
             args.rate,
             Duration::from_secs(args.seconds),
-            notifications.as_ref(),
-            history.as_ref(),
+            Readers {
+                notifications: notifications.as_ref(),
+                history: history.as_ref(),
+                batching: Some(&batching),
+            },
         )
         .await?;
         eprintln!(
@@ -366,8 +372,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 &skus,
                 rate,
                 Duration::from_secs(args.step_seconds),
-                None,
-                None,
+                Readers {
+                    batching: Some(&batching),
+                    ..Readers::default()
+                },
             )
             .await?;
             let ok = result.sustained;
@@ -438,6 +446,18 @@ fn per_order(counts: &[(String, u64)], orders: usize) -> String {
     counts
         .iter()
         .map(|(name, n)| format!("{name} {:.0}", *n as f64 / orders))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "order 1,204 (3.1), payment 980 (1.0)": each component's batches and their mean size.
+fn batches(batches: &[batching::Batches]) -> String {
+    if batches.is_empty() {
+        return "none read".to_owned();
+    }
+    batches
+        .iter()
+        .map(|b| format!("{} {} ({:.1})", b.component, b.batches, b.mean))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -561,6 +581,16 @@ fn print_table(report: &Report) {
             println!(
                 "    hops of the completed orders, ms p50/p99: {}",
                 hops.join(", ")
+            );
+        }
+        if let Some(batching) = &r.batching {
+            println!(
+                "    consumer transactions (messages in each, on average): {}",
+                batches(&batching.consumer)
+            );
+            println!(
+                "    outbox relay rounds (rows in each, on average): {}",
+                batches(&batching.relay)
             );
         }
     }

@@ -54,6 +54,9 @@ pub struct RunResult {
     /// Each hop of the completed orders' path, from the history service's record of their
     /// events; `None` when not measured.
     pub hops: Option<Vec<super::hops::Hop>>,
+    /// The consumer batches and relay rounds of each component while the run offered load
+    /// and its orders ended; `None` when not read.
+    pub batching: Option<super::batching::Batching>,
 }
 
 /// The bench SKUs of one run: orders are spread round-robin so one hot stock row does not
@@ -148,17 +151,26 @@ pub async fn reader(url: &str, service: &str) -> anyhow::Result<sqlx::PgPool> {
         .with_context(|| format!("cannot read the {service} database"))
 }
 
+/// What a run reads besides the gateway, each only when given.
+#[derive(Clone, Copy, Default)]
+pub struct Readers<'a> {
+    /// Waits for every notification of the run's orders.
+    pub notifications: Option<&'a Notifications>,
+    /// Reads where the completed orders' time went, hop by hop.
+    pub history: Option<&'a super::hops::History>,
+    /// Reads the services' consumer batches and relay rounds over the run.
+    pub batching: Option<&'a super::batching::Scraper>,
+}
+
 /// Offers `rate` orders per second for `duration`, then waits for every order to end, and
-/// for every notification of them when `notifications` is given; with `history`, reads where
-/// the completed orders' time went, hop by hop.
+/// reads what `readers` give.
 pub async fn run(
     label: &str,
     gateway: &Gateway,
     skus: &[String],
     rate: f64,
     duration: Duration,
-    notifications: Option<&Notifications>,
-    history: Option<&super::hops::History>,
+    readers: Readers<'_>,
 ) -> anyhow::Result<RunResult> {
     let count = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
     // Earlier runs took stock from the same SKUs; this run is checked against what it found.
@@ -167,9 +179,17 @@ pub async fn run(
         skus: skus.to_vec(),
     };
     let start = Instant::now() + Duration::from_millis(50);
+    let batches_before = match readers.batching {
+        Some(scraper) => Some(scraper.take().await),
+        None => None,
+    };
     let cpu_before = super::cpu::Snapshot::take();
     let results = open_loop(gateway, &mix, rate, count, start).await?;
     let cpu = cpu_before.usage_until(&super::cpu::Snapshot::take());
+    let batching = match (readers.batching, &batches_before) {
+        (Some(scraper), Some(before)) => Some(before.until(&scraper.take().await)),
+        _ => None,
+    };
     let completed = results
         .iter()
         .filter(|r| r.status == Some(pb::OrderStatus::Completed))
@@ -205,11 +225,11 @@ pub async fn run(
         .filter_map(|r| r.order_id.as_deref()?.parse().ok())
         .collect();
     let since = last_finished.unwrap_or_else(Instant::now);
-    let notified = match notifications {
+    let notified = match readers.notifications {
         Some(n) => Some(n.check(&completed_orders, since).await?),
         None => None,
     };
-    let hops = match history {
+    let hops = match readers.history {
         Some(h) => Some(h.hops(&completed_orders, since).await?),
         None => None,
     };
@@ -270,5 +290,6 @@ pub async fn run(
             .then(|| (cpu.machine_switches as f64 / completed as f64).round()),
         cpu,
         hops,
+        batching,
     })
 }

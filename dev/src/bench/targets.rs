@@ -160,6 +160,7 @@ mod tests {
             machine_cpu_ms_per_order: Some(cpu_ms),
             machine_switches_per_order: None,
             hops: None,
+            batching: None,
         }
     }
 

@@ -331,6 +331,7 @@ impl<H: Handler> ConsumerLoop<H> {
                             None => break,
                         }
                     }
+                    self.metrics.batch_taken(batch.len());
                     let done = self.process_batch(&batch, &shutdown).await;
                     // Stored only once the messages' effects are committed (or dead-lettered).
                     for message in &batch[..done] {

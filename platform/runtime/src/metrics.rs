@@ -149,18 +149,26 @@ fn processing_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+/// Messages-per-batch buckets: 1 doubling to 2,048, past the largest batch a consumer takes
+/// (`--consumer-batch`, 256 by default) and the largest relay round (2,000 rows).
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 12))
+}
+
 /// The metrics of the event pipeline every service runs: consumer loops, outbox relay and
 /// retention purge. Registered once per process; clones share the families.
 #[derive(Clone)]
 pub struct PipelineMetrics {
     consumed: Family<ConsumedLabels, Counter>,
     processing: HistogramFamily<ConsumerLabels>,
+    batches: HistogramFamily<ConsumerLabels>,
     retries: Family<ConsumerLabels, Counter>,
     dead_letters: Family<DeadLetterLabels, Counter>,
     lag: Family<PartitionLabels, Gauge>,
     produced: Family<TopicLabels, Counter>,
     outbox_backlog: Gauge,
     relay_rounds: HistogramFamily<PhaseLabels>,
+    relay_rows: Histogram,
     quarantined: Family<TopicLabels, Counter>,
     quarantine_rows: Gauge,
     purged: Family<TableLabels, Counter>,
@@ -171,12 +179,14 @@ impl PipelineMetrics {
         let pipeline = PipelineMetrics {
             consumed: Family::default(),
             processing: Family::new_with_constructor(processing_histogram),
+            batches: Family::new_with_constructor(size_histogram),
             retries: Family::default(),
             dead_letters: Family::default(),
             lag: Family::default(),
             produced: Family::default(),
             outbox_backlog: Gauge::default(),
             relay_rounds: Family::new_with_constructor(processing_histogram),
+            relay_rows: size_histogram(),
             quarantined: Family::default(),
             quarantine_rows: Gauge::default(),
             purged: Family::default(),
@@ -191,6 +201,12 @@ impl PipelineMetrics {
             "Time from decoding an event to committing its effect, by consumer",
             Unit::Seconds,
             pipeline.processing.clone(),
+        );
+        metrics.register(
+            "consumer_batch_messages",
+            "Messages in each batch a consumer took from its client, by consumer: what arrived \
+             together, up to --consumer-batch",
+            pipeline.batches.clone(),
         );
         metrics.register(
             "consumer_retries",
@@ -224,6 +240,11 @@ impl PipelineMetrics {
              (delete or mark, and commit)",
             Unit::Seconds,
             pipeline.relay_rounds.clone(),
+        );
+        metrics.register(
+            "outbox_relay_round_rows",
+            "Rows each outbox relay round read: what was waiting, up to the relay's batch",
+            pipeline.relay_rows.clone(),
         );
         metrics.register(
             "outbox_quarantined",
@@ -269,6 +290,7 @@ impl PipelineMetrics {
                 })
                 .collect(),
             processing: self.processing.get_or_create(&labels).clone(),
+            batches: self.batches.get_or_create(&labels).clone(),
             retries: self.retries.get_or_create(&labels).clone(),
             pipeline: self.clone(),
         }
@@ -285,6 +307,7 @@ impl PipelineMetrics {
             read: self.relay_round(RelayPhase::Read),
             acknowledgement: self.relay_round(RelayPhase::Acknowledgement),
             commit: self.relay_round(RelayPhase::Commit),
+            rows: self.relay_rows.clone(),
             pipeline: self.clone(),
         }
     }
@@ -325,6 +348,7 @@ pub struct ConsumerMetrics {
     consumer: String,
     topics: Arc<[TopicCounters]>,
     processing: Histogram,
+    batches: Histogram,
     retries: Counter,
     pipeline: PipelineMetrics,
 }
@@ -354,6 +378,11 @@ impl ConsumerMetrics {
     /// Records how long an event took from decode to commit.
     pub fn processed_in(&self, elapsed: Duration) {
         self.processing.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how many messages a batch taken from the client held.
+    pub fn batch_taken(&self, messages: usize) {
+        self.batches.observe(messages as f64);
     }
 
     /// Counts one transient failure that will be retried.
@@ -413,6 +442,8 @@ pub struct RelayMetrics {
     read: Histogram,
     acknowledgement: Histogram,
     commit: Histogram,
+    /// The rows each round read.
+    rows: Histogram,
     pipeline: PipelineMetrics,
 }
 
@@ -463,6 +494,11 @@ impl RelayMetrics {
             RelayPhase::Commit => &self.commit,
         };
         histogram.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how many rows a round read.
+    pub fn round_read(&self, rows: usize) {
+        self.rows.observe(rows as f64);
     }
 
     /// Sets the number of unpublished outbox rows.
@@ -524,10 +560,14 @@ mod tests {
         consumer.dead_lettered("inventory", "invalid_content");
         consumer.retry();
         consumer.processed_in(Duration::from_millis(3));
+        consumer.batch_taken(1);
+        consumer.batch_taken(3);
+        consumer.batch_taken(256);
         let relay = pipeline.relay(&["orders", "payments"]);
         relay.produced("orders");
         relay.produced("order-status");
         relay.set_backlog(7);
+        relay.round_read(2_000);
         relay.quarantined("orders");
         relay.set_quarantine_rows(1);
         pipeline.purge().purged_outbox(5);
@@ -545,6 +585,16 @@ mod tests {
             r#"orderflow_event_processing_seconds_count{consumer="order"} 1"#,
             r#"orderflow_event_processing_seconds_bucket{le="0.004",consumer="order"} 1"#,
             r#"orderflow_event_processing_seconds_bucket{le="0.002",consumer="order"} 0"#,
+            r#"orderflow_consumer_batch_messages_count{consumer="order"} 3"#,
+            r#"orderflow_consumer_batch_messages_sum{consumer="order"} 260.0"#,
+            r#"orderflow_consumer_batch_messages_bucket{le="1.0",consumer="order"} 1"#,
+            r#"orderflow_consumer_batch_messages_bucket{le="2.0",consumer="order"} 1"#,
+            r#"orderflow_consumer_batch_messages_bucket{le="4.0",consumer="order"} 2"#,
+            r#"orderflow_consumer_batch_messages_bucket{le="128.0",consumer="order"} 2"#,
+            r#"orderflow_consumer_batch_messages_bucket{le="256.0",consumer="order"} 3"#,
+            r#"orderflow_outbox_relay_round_rows_count 1"#,
+            r#"orderflow_outbox_relay_round_rows_bucket{le="1024.0"} 0"#,
+            r#"orderflow_outbox_relay_round_rows_bucket{le="2048.0"} 1"#,
             r#"orderflow_events_produced_total{topic="orders"} 1"#,
             r#"orderflow_events_produced_total{topic="order-status"} 1"#,
             r#"orderflow_outbox_backlog 7"#,

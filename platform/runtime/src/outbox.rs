@@ -529,6 +529,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(Batch::default());
         }
+        self.metrics.round_read(rows.len());
         let mut held: HashSet<&str> = HashSet::new();
         let mut quarantined = Vec::new();
         let mut sending: Vec<(&OutboxRow, Vec<u8>)> = Vec::with_capacity(rows.len());
