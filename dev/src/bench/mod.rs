@@ -450,7 +450,7 @@ fn per_order(counts: &[(String, u64)], orders: usize) -> String {
         .join(", ")
 }
 
-/// "order 1,204 (3.1), payment 980 (1.0)": each component's batches and their mean size.
+/// "order 1204 (3.1), payment 980 (1.0)": each component's batches and their mean size.
 fn batches(batches: &[batching::Batches]) -> String {
     if batches.is_empty() {
         return "none read".to_owned();
