@@ -116,7 +116,7 @@ impl Snapshot {
                     })
                 })
                 .collect();
-            batches.sort_by(|a, b| b.batches.cmp(&a.batches));
+            batches.sort_by_key(|b| std::cmp::Reverse(b.batches));
             batches
         };
         Batching {
