@@ -7,4 +7,5 @@ pub mod bench;
 pub mod demo;
 pub mod load;
 pub mod local;
+pub mod scrape;
 pub mod tansu;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::scrape::series_sum;
+
 /// The `/metrics` endpoints of the system's processes, by component name.
 pub struct Scraper {
     endpoints: Vec<(String, String)>,
@@ -15,7 +17,7 @@ pub struct Scraper {
 }
 
 /// Batches and what they carried, so far, per component: `(sum, count)` of each histogram.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Snapshot {
     consumer: BTreeMap<String, (f64, f64)>,
     relay: BTreeMap<String, (f64, f64)>,
@@ -79,22 +81,10 @@ impl Scraper {
 impl Snapshot {
     /// Adds one component's metrics text, summed over its series (one consumer per process).
     fn add(&mut self, component: &str, text: &str) {
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            for (metric, into) in [(CONSUMER, &mut self.consumer), (RELAY, &mut self.relay)] {
-                let Some(rest) = line.strip_prefix(metric) else {
-                    continue;
-                };
-                let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
-                else {
-                    continue;
-                };
-                let entry = into.entry(component.to_owned()).or_default();
-                if rest.starts_with("_sum") {
-                    entry.0 += value;
-                } else if rest.starts_with("_count") {
-                    entry.1 += value;
-                }
-            }
+        for (metric, into) in [(CONSUMER, &mut self.consumer), (RELAY, &mut self.relay)] {
+            let entry = into.entry(component.to_owned()).or_default();
+            entry.0 += series_sum(text, &format!("{metric}_sum"));
+            entry.1 += series_sum(text, &format!("{metric}_count"));
         }
     }
 

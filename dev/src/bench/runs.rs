@@ -180,16 +180,16 @@ pub async fn run(
     };
     // Read before the first order's due time is set, so the reads do not make it late.
     let batches_before = match readers.batching {
-        Some(scraper) => Some(scraper.take().await),
+        Some(scraper) => Some((scraper, scraper.take().await)),
         None => None,
     };
     let start = Instant::now() + Duration::from_millis(50);
     let cpu_before = super::cpu::Snapshot::take();
     let results = open_loop(gateway, &mix, rate, count, start).await?;
     let cpu = cpu_before.usage_until(&super::cpu::Snapshot::take());
-    let batching = match (readers.batching, &batches_before) {
-        (Some(scraper), Some(before)) => Some(before.until(&scraper.take().await)),
-        _ => None,
+    let batching = match &batches_before {
+        Some((scraper, before)) => Some(before.until(&scraper.take().await)),
+        None => None,
     };
     let completed = results
         .iter()

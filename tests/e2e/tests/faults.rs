@@ -494,12 +494,7 @@ async fn metric_sum(admin_url: &str, name: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    Some(
-        text.lines()
-            .filter(|line| line.starts_with(&format!("{name}{{")))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+    Some(orderflow_dev::scrape::series_sum(&text, name))
 }
 
 /// Messages the services dead-lettered so far.
