@@ -77,6 +77,19 @@ pub async fn run(
         "WatchOrder streams opened",
         streams_opened.clone(),
     );
+    if let Some(verifier) = &authenticate.verifier {
+        let checks = verifier.checks();
+        metrics.register(
+            "gateway_tokens_remembered",
+            "Bearer tokens answered from a token verified before",
+            checks.remembered.clone(),
+        );
+        metrics.register(
+            "gateway_tokens_checked_in_full",
+            "Bearer tokens whose signature and claims were checked",
+            checks.in_full.clone(),
+        );
+    }
     let hub = hub::Hub::new(watchers);
     let codec = Arc::new(args.bus.codec()?);
     orderflow_platform::kafka::check_credentials(&args.bus.kafka).await?;

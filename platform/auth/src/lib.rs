@@ -28,4 +28,4 @@ pub const DEV_SIGNING_KEY_FILE: &str = "auth/dev-signing-key.pem";
 pub const DEV_JWKS_FILE: &str = "auth/jwks.json";
 pub use keys::{KeySet, KeySource};
 pub use signing::{Claims, SigningKey};
-pub use verify::{AuthError, Caller, Verifier};
+pub use verify::{AuthError, Caller, TokenChecks, Verifier};

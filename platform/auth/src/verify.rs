@@ -6,6 +6,7 @@ use std::sync::Arc;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use orderflow_domain::CustomerId;
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 
 use crate::args::AuthArgs;
@@ -60,6 +61,18 @@ pub struct Verifier {
     leeway_secs: u64,
     operator_role: String,
     verified: VerifiedTokens,
+    checks: TokenChecks,
+}
+
+/// How the tokens a [`Verifier`] was shown were answered, for the caller's metrics: the
+/// share answered from memory is what the remembered tokens save. Headers without a bearer
+/// token are in neither count.
+#[derive(Clone, Debug, Default)]
+pub struct TokenChecks {
+    /// Answered from a token verified before (accepted, or refused as expired).
+    pub remembered: Counter,
+    /// Checked in full: signature and claims (accepted or refused).
+    pub in_full: Counter,
 }
 
 /// The claims read from a verified token (the standard ones are checked by jsonwebtoken).
@@ -100,7 +113,14 @@ impl Verifier {
             leeway_secs: args.leeway_secs,
             operator_role: args.operator_role.clone(),
             verified: VerifiedTokens::default(),
+            checks: TokenChecks::default(),
         }
+    }
+
+    /// How the tokens were answered so far; the counters are shared with the verifier, so a
+    /// clone registered as a metric counts on.
+    pub fn checks(&self) -> &TokenChecks {
+        &self.checks
     }
 
     /// The caller an `authorization` header value proves, or why it proves none.
@@ -119,8 +139,10 @@ impl Verifier {
         };
         let keys = self.keys.current();
         if let Some(known) = self.verified.get(token, &keys, now, self.leeway_secs) {
+            self.checks.remembered.inc();
             return known;
         }
+        self.checks.in_full.inc();
         let (caller, expires) = self.check(token, &keys)?;
         self.verified
             .put(token, &keys, &caller, expires, now, self.leeway_secs);
@@ -342,6 +364,10 @@ mod tests {
             "an expired token is forgotten"
         );
         assert!(f.verifier.verify(Some(&token)).is_ok());
+        // Checked in full the first time and again once forgotten; answered from memory in
+        // between, the refusal as expired included.
+        assert_eq!(f.verifier.checks().in_full.get(), 2);
+        assert_eq!(f.verifier.checks().remembered.get(), 2);
     }
 
     #[tokio::test]
@@ -364,6 +390,31 @@ mod tests {
                 .is_ok()
         );
         assert!(f.verifier.verify(Some(&bearer(&token))).is_ok());
+        // The original, the altered one and the new signature were each checked in full;
+        // only the original's second use was answered from memory.
+        assert_eq!(f.verifier.checks().in_full.get(), 3);
+        assert_eq!(f.verifier.checks().remembered.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_header_without_a_bearer_token_is_counted_as_neither() {
+        let f = fixture().await;
+        assert_eq!(f.verifier.verify(None), Err(AuthError::Missing));
+        assert_eq!(
+            f.verifier.verify(Some("Basic YWxpY2U6c2VjcmV0")),
+            Err(AuthError::NotBearer)
+        );
+        let registered = f.verifier.checks().clone();
+        assert!(
+            f.verifier
+                .verify(Some(&bearer(&f.signing.sign(&alice()))))
+                .is_ok()
+        );
+        // A clone (as registered with the metrics) counts what the verifier counts.
+        assert_eq!(
+            (registered.in_full.get(), registered.remembered.get()),
+            (1, 0)
+        );
     }
 
     #[tokio::test]

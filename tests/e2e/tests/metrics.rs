@@ -1,6 +1,6 @@
 //! Each component's `/metrics` tells what happened: events consumed per topic and outcome,
 //! events produced, retries, dead letters, transitions, the outbox drained, no lag when idle,
-//! and the gateway's watchers.
+//! and the gateway's watchers and bearer tokens.
 
 use std::time::Duration;
 
@@ -86,6 +86,22 @@ async fn place_and_finish(system: &System, request: pb::PlaceOrderRequest) -> &'
     seen.last().map_or(status_name(placed.status), |(_, s)| s)
 }
 
+/// The gateway's bearer tokens so far: (checked in full, answered from memory).
+async fn token_checks(system: &System) -> (f64, f64) {
+    let url = format!("{}/metrics", system.admin_url(Component::Gateway));
+    let text = reqwest::get(&url)
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let read = |name| sample(&text, name, &[]).unwrap_or_else(|| panic!("{url}: no {name}"));
+    (
+        read("orderflow_gateway_tokens_checked_in_full_total"),
+        read("orderflow_gateway_tokens_remembered_total"),
+    )
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
 }
@@ -102,6 +118,7 @@ async fn metrics_reflect_the_flow() {
         topics.catalogue.as_str(),
     );
     orderflow_e2e::scenario::set_stock(&system, "widget", 5).await;
+    let tokens_before = token_checks(&system).await;
 
     // One after the other, so every count below is exact.
     for (quantity, method, end) in [
@@ -114,6 +131,19 @@ async fn metrics_reflect_the_flow() {
         let request = order_request("mia", "widget", quantity, method);
         assert_eq!(place_and_finish(&system, request).await, end, "{method}");
     }
+    // Every call above carried mia's one token (the test issuer signs one per customer),
+    // new to the gateway: checked in full with the first PlaceOrder, and answered from
+    // memory for the three others and the four WatchOrders.
+    let tokens_after = token_checks(&system).await;
+    assert_eq!(
+        tokens_after.0 - tokens_before.0,
+        1.0,
+        "tokens checked in full"
+    );
+    assert!(
+        tokens_after.1 - tokens_before.1 >= 7.0,
+        "tokens answered from memory: {tokens_before:?} then {tokens_after:?}"
+    );
 
     let consumed = |consumer, topic, outcome, n| {
         (
