@@ -12,9 +12,8 @@ TANSU_BIN="$ORDERFLOW_CACHE/tansu-$TANSU_VERSION-$TANSU_PATCH_HASH/bin/tansu"
 
 say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-# apt-get, waiting up to ten minutes for another apt or dpkg run to let go of its lock.
-apt_get() { as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+# shellcheck source=scripts/apt.sh
+. "$(dirname "$0")/apt.sh"
 
 # Build dependencies of librdkafka (bundled, built with cmake) and of the proto compiler.
 APT_PACKAGES=(cmake build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev
@@ -27,8 +26,7 @@ install_apt_packages() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing apt packages: ${missing[*]}"
-    apt_get update -qq
-    apt_get install -y -qq "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
   fi
 }
 
@@ -37,8 +35,7 @@ ensure_postgres() {
   if pg_isready -q -h "$host" -p "$port" 2>/dev/null; then return; fi
   if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     say "installing PostgreSQL from Debian's packages"
-    apt_get update -qq
-    apt_get install -y -qq postgresql >/dev/null
+    apt_install postgresql
   fi
   local version
   version=$(ls /etc/postgresql | sort -V | tail -1)

@@ -13,17 +13,8 @@ TANSU_BIN="${ORDERFLOW_TANSU_BIN:-$(scripts/bootstrap.sh)}"
 export ORDERFLOW_TANSU_BIN="$TANSU_BIN"
 say() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
 
-# Installs Debian packages as root, or through sudo where this is not root. It waits up to ten
-# minutes for another apt or dpkg run to let go of its lock, reads the package lists again if
-# the first try fails, and lets apt's own error through if the second fails too.
-apt_install() {
-  local root=()
-  [ "$(id -u)" = 0 ] || root=(sudo)
-  local apt=("${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600)
-  say "installing $* from Debian's packages"
-  "${apt[@]}" install "$@" >/dev/null 2>&1 \
-    || { "${apt[@]}" update >/dev/null && "${apt[@]}" install "$@" >/dev/null; }
-}
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
 
 # --- tools -------------------------------------------------------------------------------
 if ! command -v cargo-nextest >/dev/null 2>&1; then
@@ -50,6 +41,7 @@ export ORDERFLOW_GRPCURL
 # The Node.js registry client (tests/node), installed with `npm ci` from its lock file into a
 # folder named by the lock's hash, so a changed lock installs afresh and an unchanged one not.
 if ! command -v npm >/dev/null 2>&1; then
+  say "installing nodejs npm from Debian's packages"
   apt_install nodejs npm
 fi
 NODE_LOCK=tests/node/package-lock.json
@@ -71,6 +63,7 @@ trap cleanup EXIT
 # --- checks and tests ----------------------------------------------------------------------
 say "compose file (validated offline; no Docker engine runs here)"
 if ! command -v docker-compose >/dev/null 2>&1; then
+  say "installing docker-compose from Debian's packages"
   apt_install docker-compose
 fi
 # The gateway's identity-provider settings are required; any values validate the file.
@@ -79,6 +72,7 @@ ORDERFLOW_JWKS_URL=https://idp.example/.well-known/jwks.json ORDERFLOW_JWT_ISSUE
 say "alert rules (promtool check and unit tests)"
 if ! command -v promtool >/dev/null 2>&1; then
   # Debian's prometheus package ships promtool; its service is not started here.
+  say "installing prometheus from Debian's packages"
   apt_install prometheus
 fi
 promtool check rules compose/prometheus/alerts.yml
