@@ -25,7 +25,6 @@ install_apt_packages() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
-    say "installing apt packages: ${missing[*]}"
     apt_install "${missing[@]}"
   fi
 }
@@ -34,7 +33,6 @@ ensure_postgres() {
   local host="${PGHOST_ADDR:-127.0.0.1}" port="${PGPORT:-5432}"
   if pg_isready -q -h "$host" -p "$port" 2>/dev/null; then return; fi
   if ! command -v pg_ctlcluster >/dev/null 2>&1; then
-    say "installing PostgreSQL from Debian's packages"
     apt_install postgresql
   fi
   local version

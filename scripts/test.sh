@@ -41,7 +41,6 @@ export ORDERFLOW_GRPCURL
 # The Node.js registry client (tests/node), installed with `npm ci` from its lock file into a
 # folder named by the lock's hash, so a changed lock installs afresh and an unchanged one not.
 if ! command -v npm >/dev/null 2>&1; then
-  say "installing nodejs npm from Debian's packages"
   apt_install nodejs npm
 fi
 NODE_LOCK=tests/node/package-lock.json
@@ -63,7 +62,6 @@ trap cleanup EXIT
 # --- checks and tests ----------------------------------------------------------------------
 say "compose file (validated offline; no Docker engine runs here)"
 if ! command -v docker-compose >/dev/null 2>&1; then
-  say "installing docker-compose from Debian's packages"
   apt_install docker-compose
 fi
 # The gateway's identity-provider settings are required; any values validate the file.
@@ -72,7 +70,6 @@ ORDERFLOW_JWKS_URL=https://idp.example/.well-known/jwks.json ORDERFLOW_JWT_ISSUE
 say "alert rules (promtool check and unit tests)"
 if ! command -v promtool >/dev/null 2>&1; then
   # Debian's prometheus package ships promtool; its service is not started here.
-  say "installing prometheus from Debian's packages"
   apt_install prometheus
 fi
 promtool check rules compose/prometheus/alerts.yml

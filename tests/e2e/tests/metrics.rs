@@ -88,17 +88,15 @@ async fn place_and_finish(system: &System, request: pb::PlaceOrderRequest) -> &'
 
 /// The gateway's bearer tokens so far: (checked in full, answered from memory).
 async fn token_checks(system: &System) -> (f64, f64) {
-    let url = format!("{}/metrics", system.admin_url(Component::Gateway));
-    let text = reqwest::get(&url)
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let read = |name| sample(&text, name, &[]).unwrap_or_else(|| panic!("{url}: no {name}"));
+    let admin = system.admin_url(Component::Gateway);
+    let read = async |name: &str| {
+        orderflow_e2e::load::metric(&admin, name)
+            .await
+            .unwrap_or_else(|| panic!("{admin}/metrics: no {name}"))
+    };
     (
-        read("orderflow_gateway_tokens_checked_in_full_total"),
-        read("orderflow_gateway_tokens_remembered_total"),
+        read("orderflow_gateway_tokens_checked_in_full_total").await,
+        read("orderflow_gateway_tokens_remembered_total").await,
     )
 }
 
