@@ -5,6 +5,10 @@
 //! be answered from the order's own entries, not from a pass over the whole backlog per
 //! candidate, or delivery slows as the backlog grows until it stops (docs/performance.md
 //! section 19). The figures for the gauge and health are one pass with no per-row lookup.
+//!
+//! Statistics and kept plans can also be out of date the other way: gathered while most rows
+//! were pending, or made while the table was small. The figures and the record of a round's
+//! deliveries must still cost what they touch, not a pass over the table (section 48).
 
 use orderflow_notifications::store::{CLAIM, NEXT_DUE};
 use orderflow_testkit::TestDatabase;
@@ -22,7 +26,13 @@ async fn backlog() -> (TestDatabase, sqlx::PgPool) {
         .execute(&pool)
         .await
         .expect("autovacuum off for the table");
-    // Statuses of one order are due in version order; orders one millisecond apart.
+    add_pending(&pool, ORDERS).await;
+    (db, pool)
+}
+
+/// Adds `orders` orders with three statuses pending each: statuses of one order due in
+/// version order, orders one millisecond apart.
+async fn add_pending(pool: &sqlx::PgPool, orders: i64) {
     sqlx::query(
         "INSERT INTO notifications (order_id, status, notification_id, customer_id, version,
                                     event, body, origin_topic, origin_partition,
@@ -33,11 +43,10 @@ async fn backlog() -> (TestDatabase, sqlx::PgPool) {
          FROM (SELECT gen_random_uuid() AS id, n FROM generate_series(1, $1) AS n) AS o,
               (VALUES ('PENDING', 1), ('PAID', 2), ('COMPLETED', 3)) AS s(status, version)",
     )
-    .bind(ORDERS)
-    .execute(&pool)
+    .bind(orders)
+    .execute(pool)
     .await
     .expect("the backlog");
-    (db, pool)
 }
 
 /// The plan of `sql` (`EXPLAIN (FORMAT JSON …)`, with `options`), its top node.
@@ -239,6 +248,144 @@ async fn the_backlog_figures_count_pending_retrying_and_undeliverable_notificati
     assert_eq!(backlog.pending, 3 * ORDERS - 2);
     assert_eq!((backlog.retrying, backlog.undeliverable), (4, 2));
     assert_eq!(backlog.last_error.as_deref(), Some("latest"));
+}
+
+/// Every node of the plan under `node`, by type.
+fn node_types(node: &Value, found: &mut Vec<String>) {
+    found.push(node["Node Type"].as_str().unwrap_or("?").to_owned());
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        node_types(child, found);
+    }
+}
+
+/// Shared buffers a plan's top node read or found in memory (its children's included).
+fn buffers(node: &Value) -> i64 {
+    node["Shared Hit Blocks"].as_i64().unwrap_or(0)
+        + node["Shared Read Blocks"].as_i64().unwrap_or(0)
+}
+
+/// After a burst: the table was analysed while everything was pending, then all but three
+/// were delivered and the table vacuumed (which the service does, and which leaves the
+/// statistics as they were). Planned by those statistics the figures are a pass over every
+/// row; read as the service reads them, they cost what is still pending.
+#[tokio::test]
+async fn the_backlog_figures_cost_what_is_pending_when_the_statistics_say_everything_is() {
+    use orderflow_notifications::store::{BACKLOG, BACKLOG_PLAN};
+    let (_db, pool) = backlog().await;
+    update(
+        &pool,
+        "analysed while all pending",
+        "ANALYZE notifications",
+        None,
+    )
+    .await;
+    update(
+        &pool,
+        "all but three delivered",
+        "UPDATE notifications SET state = 'delivered', delivered_at = now()
+         WHERE status <> 'PENDING'
+            OR order_id NOT IN (SELECT order_id FROM notifications
+                                 WHERE status = 'PENDING' ORDER BY order_id LIMIT 3)",
+        None,
+    )
+    .await;
+    update(&pool, "vacuumed", "VACUUM notifications", None).await;
+
+    let by_statistics = plan(&pool, "ANALYZE, BUFFERS", BACKLOG).await;
+    let mut types = Vec::new();
+    node_types(&by_statistics, &mut types);
+    assert!(
+        types.iter().any(|t| t.contains("Seq Scan")),
+        "the statistics alone should plan a pass over the table, so this test shows the hazard: {types:?}"
+    );
+
+    let mut tx = pool.begin().await.expect("a transaction");
+    sqlx::query(BACKLOG_PLAN)
+        .execute(&mut *tx)
+        .await
+        .expect("the backlog's plan settings");
+    let explained: Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {BACKLOG}"
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .expect("the backlog read explained");
+    tx.rollback().await.expect("rolled back");
+    let as_read = explained[0]["Plan"].clone();
+    let mut types = Vec::new();
+    node_types(&as_read, &mut types);
+    assert!(
+        !types
+            .iter()
+            .any(|t| t.contains("Seq Scan") || t == "Gather"),
+        "the backlog read must go through the due index, with no workers: {types:?}"
+    );
+    assert!(
+        buffers(&as_read) * 20 < buffers(&by_statistics),
+        "the backlog read touched {} buffers, a pass over the table {}",
+        buffers(&as_read),
+        buffers(&by_statistics)
+    );
+
+    let backlog = orderflow_notifications::store::backlog(&pool)
+        .await
+        .expect("the backlog read");
+    assert_eq!(backlog.pending, 3);
+    assert_eq!((backlog.retrying, backlog.undeliverable), (0, 0));
+}
+
+/// One delivery round on `conn` as the deliverer makes it: claims up to `limit` and records
+/// them delivered. Returns how many passes over the table recording them made.
+async fn deliver_round(conn: &mut sqlx::PgConnection, limit: i64) -> i64 {
+    use orderflow_notifications::store::{claim, delivered};
+    use sqlx::Connection;
+    let mut tx = conn.begin().await.expect("a transaction");
+    let due = claim(&mut tx, limit).await.expect("a claim");
+    assert!(!due.is_empty(), "something to deliver");
+    let passes = "SELECT coalesce(sum(seq_scan), 0)::int8 FROM pg_stat_xact_user_tables
+                  WHERE relname = 'notifications'";
+    let before: i64 = sqlx::query_scalar(passes)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("passes");
+    delivered(&mut *tx, &due.iter().collect::<Vec<_>>())
+        .await
+        .expect("deliveries recorded");
+    let after: i64 = sqlx::query_scalar(passes)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("passes");
+    tx.commit().await.expect("committed");
+    after - before
+}
+
+/// The deliverer's connection recorded its first rounds while the table was small, then the
+/// table grew without a vacuum (the first minute of a freshly started system under load).
+/// A plan kept from those first rounds passed over the whole table in every later round; the
+/// deliveries must be looked up by their keys (docs/performance.md section 48).
+#[tokio::test]
+async fn recording_deliveries_looks_up_their_keys_after_the_table_grew() {
+    use sqlx::Connection;
+    let (db, pool) =
+        TestDatabase::migrated("notifications", &orderflow_notifications::MIGRATOR).await;
+    sqlx::query("ALTER TABLE notifications SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .expect("autovacuum off for the table");
+    add_pending(&pool, 40).await;
+    let mut conn = sqlx::PgConnection::connect(db.url())
+        .await
+        .expect("the deliverer's connection");
+    // More rounds than PostgreSQL plans a prepared statement afresh before it may keep a plan.
+    for _ in 0..8 {
+        deliver_round(&mut conn, 4).await;
+    }
+    add_pending(&pool, ORDERS).await;
+    assert_eq!(
+        deliver_round(&mut conn, 32).await,
+        0,
+        "recording a round's deliveries passed over the whole table"
+    );
 }
 
 /// Claims every claimable notification, in rounds of 1,000, and fails each with a retry in an
