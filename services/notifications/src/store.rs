@@ -224,7 +224,7 @@ pub async fn next_due(
 /// not prepared once: PostgreSQL soon keeps one plan for a prepared statement on its
 /// connection, made without the keys. Made while the table was small, that plan was a pass
 /// over the whole table, kept while the table grew until the next vacuum: on a freshly
-/// started system at 800 orders/s, 120 to 210 passes in a 30 s run (docs/performance.md
+/// started system at 800 orders/s, 77 to 212 passes in a 30 s run (docs/performance.md
 /// section 48). Planned for its keys, it looks each one up by the primary key.
 pub async fn delivered(db: impl PgExecutor<'_>, delivered: &[&Due]) -> Result<(), sqlx::Error> {
     if delivered.is_empty() {
