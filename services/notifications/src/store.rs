@@ -316,13 +316,15 @@ pub struct Backlog {
 /// How [`BACKLOG`] is planned, set for its transaction only: through `notifications_due`,
 /// never by a pass over the whole table, and without parallel workers.
 ///
-/// The planner chooses by the table's statistics, and the share of rows still pending swings
-/// from none to most of the table within seconds. Statistics gathered during a burst say most
-/// rows are pending long after they were delivered, and by them the figures are a pass over
-/// every notification kept for the retention period, delivered or not, in parallel workers
-/// once the table is large: at the end of a 30 s run at 800 orders/s one read took 130 ms,
-/// and 1 ms through the index (docs/performance.md section 48). Through the index a read
-/// costs what is pending.
+/// The planner chooses by what it knows of the table when it plans, and that is soon out of
+/// date: the statement's plan is kept for the connection until the table is next vacuumed
+/// (the first one was made while the table was empty), and the share of rows still pending
+/// swings from none to most of the table within seconds, so statistics gathered during a
+/// burst say most are pending long after they were delivered. Planned by either, the figures
+/// were a pass over every notification kept for the retention period, delivered or not, in
+/// parallel workers once the table is large: at the end of a 30 s run at 800 orders/s one
+/// read took 130 ms, and 1 ms through the index (docs/performance.md section 48). Through the
+/// index a read costs what is pending.
 pub const BACKLOG_PLAN: &str = "SELECT set_config('enable_seqscan', 'off', true),
         set_config('max_parallel_workers_per_gather', '0', true)";
 

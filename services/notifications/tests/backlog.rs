@@ -17,16 +17,21 @@ use serde_json::Value;
 /// Orders in the backlog, each with three statuses pending.
 const ORDERS: i64 = 10_000;
 
-/// A notifications database whose table holds `ORDERS` × 3 pending notifications and has
-/// never been analysed (autovacuum is kept off for it, whatever the server's setting).
+/// [`with_pending`] `ORDERS` orders: the large backlog most tests here read.
 async fn backlog() -> (TestDatabase, sqlx::PgPool) {
+    with_pending(ORDERS).await
+}
+
+/// A notifications database whose table holds `orders` × 3 pending notifications and has
+/// never been analysed (autovacuum is kept off for it, whatever the server's setting).
+async fn with_pending(orders: i64) -> (TestDatabase, sqlx::PgPool) {
     let (db, pool) =
         TestDatabase::migrated("notifications", &orderflow_notifications::MIGRATOR).await;
     sqlx::query("ALTER TABLE notifications SET (autovacuum_enabled = false)")
         .execute(&pool)
         .await
         .expect("autovacuum off for the table");
-    add_pending(&pool, ORDERS).await;
+    add_pending(&pool, orders).await;
     (db, pool)
 }
 
@@ -366,13 +371,7 @@ async fn deliver_round(conn: &mut sqlx::PgConnection, limit: i64) -> i64 {
 #[tokio::test]
 async fn recording_deliveries_looks_up_their_keys_after_the_table_grew() {
     use sqlx::Connection;
-    let (db, pool) =
-        TestDatabase::migrated("notifications", &orderflow_notifications::MIGRATOR).await;
-    sqlx::query("ALTER TABLE notifications SET (autovacuum_enabled = false)")
-        .execute(&pool)
-        .await
-        .expect("autovacuum off for the table");
-    add_pending(&pool, 40).await;
+    let (db, pool) = with_pending(40).await;
     let mut conn = sqlx::PgConnection::connect(db.url())
         .await
         .expect("the deliverer's connection");
