@@ -54,10 +54,10 @@ async fn add_pending(pool: &sqlx::PgPool, orders: i64) {
     .expect("the backlog");
 }
 
-/// The plan of `sql` (`EXPLAIN (FORMAT JSON …)`, with `options`), its top node.
-async fn plan(pool: &sqlx::PgPool, options: &str, sql: &str) -> Value {
+/// The plan of `sql` (`EXPLAIN (FORMAT JSON …)`, with `options`) on `db`, its top node.
+async fn plan(db: impl sqlx::PgExecutor<'_>, options: &str, sql: &str) -> Value {
     let explained: Value = sqlx::query_scalar(&format!("EXPLAIN ({options}, FORMAT JSON) {sql}"))
-        .fetch_one(pool)
+        .fetch_one(db)
         .await
         .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
     explained[0]["Plan"].clone()
@@ -255,12 +255,13 @@ async fn the_backlog_figures_count_pending_retrying_and_undeliverable_notificati
     assert_eq!(backlog.last_error.as_deref(), Some("latest"));
 }
 
-/// Every node of the plan under `node`, by type.
-fn node_types(node: &Value, found: &mut Vec<String>) {
-    found.push(node["Node Type"].as_str().unwrap_or("?").to_owned());
+/// The type of every node of the plan under `node`, itself first.
+fn node_types(node: &Value) -> Vec<String> {
+    let mut found = vec![node["Node Type"].as_str().unwrap_or("?").to_owned()];
     for child in node["Plans"].as_array().into_iter().flatten() {
-        node_types(child, found);
+        found.extend(node_types(child));
     }
+    found
 }
 
 /// Shared buffers a plan's top node read or found in memory (its children's included).
@@ -297,8 +298,7 @@ async fn the_backlog_figures_cost_what_is_pending_when_the_statistics_say_everyt
     update(&pool, "vacuumed", "VACUUM notifications", None).await;
 
     let by_statistics = plan(&pool, "ANALYZE, BUFFERS", BACKLOG).await;
-    let mut types = Vec::new();
-    node_types(&by_statistics, &mut types);
+    let types = node_types(&by_statistics);
     assert!(
         types.iter().any(|t| t.contains("Seq Scan")),
         "the statistics alone should plan a pass over the table, so this test shows the hazard: {types:?}"
@@ -309,16 +309,9 @@ async fn the_backlog_figures_cost_what_is_pending_when_the_statistics_say_everyt
         .execute(&mut *tx)
         .await
         .expect("the backlog's plan settings");
-    let explained: Value = sqlx::query_scalar(&format!(
-        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {BACKLOG}"
-    ))
-    .fetch_one(&mut *tx)
-    .await
-    .expect("the backlog read explained");
+    let as_read = plan(&mut *tx, "ANALYZE, BUFFERS", BACKLOG).await;
     tx.rollback().await.expect("rolled back");
-    let as_read = explained[0]["Plan"].clone();
-    let mut types = Vec::new();
-    node_types(&as_read, &mut types);
+    let types = node_types(&as_read);
     assert!(
         !types
             .iter()
