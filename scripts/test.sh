@@ -74,6 +74,9 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 promtool check rules compose/prometheus/alerts.yml
 (cd compose/prometheus && promtool test rules alerts.test.yml)
+say "the measuring scripts parse (they need a quiet machine to run, so CI does not run them)"
+for s in scripts/*.sh; do bash -n "$s"; done
+python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' scripts/*.py
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
