@@ -57,8 +57,16 @@ PAYLOAD = (
     '"attempt":1,"note":"a typical event of the order flow, about four hundred bytes long"}'
 )
 
-SCHEMA = f"""
-DROP TABLE IF EXISTS orders, outbox, outbox_quarantine;
+# The platform's own migrations (the outbox, its quarantine, the dedup records), as every
+# event-driven service's database has them, so the experiment cannot drift from them.
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "migrations",
+                          "platform")
+
+# A service's state row: the order service's `orders`, narrowed.
+SCHEMA = """
+DROP TABLE IF EXISTS orders, outbox_quarantine, outbox, processed_events;
+DROP PUBLICATION IF EXISTS orderflow_outbox_experiment;
+CREATE PUBLICATION orderflow_outbox_experiment;
 CREATE TABLE orders (
     order_id    UUID PRIMARY KEY,
     customer_id TEXT NOT NULL,
@@ -68,29 +76,16 @@ CREATE TABLE orders (
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX orders_by_customer ON orders (customer_id, created_at);
--- As migrations/platform (0001 and the quarantine's migration).
-CREATE TABLE outbox (
-    id           BIGSERIAL PRIMARY KEY,
-    topic        TEXT        NOT NULL,
-    event_key    TEXT        NOT NULL,
-    payload      JSONB       NOT NULL,
-    traceparent  TEXT,
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    published_at TIMESTAMPTZ
-);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
-CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
-CREATE TABLE outbox_quarantine (
-    outbox_id      BIGINT PRIMARY KEY REFERENCES outbox (id) ON DELETE CASCADE,
-    event_key      TEXT NOT NULL,
-    topic          TEXT NOT NULL,
-    reason         TEXT NOT NULL,
-    quarantined_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE INDEX outbox_quarantine_key ON outbox_quarantine (event_key, outbox_id);
-DROP PUBLICATION IF EXISTS orderflow_outbox_experiment;
-CREATE PUBLICATION orderflow_outbox_experiment;
 """
+
+
+def schema():
+    """Fresh tables: the state rows, then the platform's migrations in order."""
+    psql(SCHEMA)
+    for name in sorted(os.listdir(MIGRATIONS)):
+        with open(os.path.join(MIGRATIONS, name)) as f:
+            psql(f.read())
+
 
 VARIANTS = ["state row only", "outbox table", "logical message"]
 
@@ -219,7 +214,7 @@ def start_slot(db):
 
 
 def run(variant, rate, events, seconds, vacuum, relay_rounds, other_dbs, workdir):
-    psql(SCHEMA)
+    schema()
     psql("CHECKPOINT", db="postgres")
     relay = None
     vacuums = None
