@@ -12,7 +12,7 @@ changes its state:
 
 This measures PostgreSQL's side of each, at fixed rates, on one scratch database: the writers
 are pgbench clients running a service-shaped transaction (`--events` state rows, each with one
-event of about 400 bytes), the relay keeps up at its own pace (the outbox's: `--relay-rounds`
+event of 469 bytes of JSON), the relay keeps up at its own pace (the outbox's: `--relay-rounds`
 rounds a second of the shipped relay's statements), and the CPU of every process involved is
 read from /proc over the middle of each run. A third way writes the state rows alone, so each
 way's own cost is the difference. It does not run the services: the broker's side (publishing
@@ -54,7 +54,7 @@ PAYLOAD = (
     '"items":[{"sku":"widget-0007","quantity":3,"unit_price":"19.99"}],'
     '"total":"59.97","currency":"EUR","occurred_at":"2026-12-06T21:30:00.123456Z",'
     '"schema_version":3,"trace":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",'
-    '"attempt":1,"note":"a typical event of the order flow, about four hundred bytes long"}'
+    '"attempt":1,"note":"a typical event of the order flow; this JSON text has 469 bytes."}'
 )
 
 # The platform's own migrations (the outbox, its quarantine, the dedup records), as every
