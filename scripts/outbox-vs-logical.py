@@ -120,14 +120,23 @@ def transaction(variant, events):
 # One relay round as the shipped relay's statements make it: Outbox::lock_unpublished (one walk
 # of `outbox_unpublished` from its head, each row locked and its payload sent, here summed
 # instead, as pgbench keeps no rows), then Outbox::acknowledged (Published::Deleted), a delete
-# of the round's id range. No broker: the relay's publishing is the same for both ways.
-RELAY_ROUND = """BEGIN;
-WITH locked AS (
+# of the round's id range (the shipped statement also requires each id to be one the round
+# read, `id = ANY($1)`, so that a row committed into the range after the read stays; here the
+# range alone, at about the same cost). No broker: the relay's publishing is the same for both ways.
+# `--relay-lock advisory` takes one transaction-level advisory lock instead of the row locks
+# (a lever not in the services: another relay would wait on it as it waits on the first row).
+def relay_round(lock):
+    row_locks, advisory = {
+        "rows": (" FOR UPDATE", ""),
+        "advisory": ("", "SELECT pg_advisory_xact_lock(4242);\n"),
+    }[lock]
+    return f"""BEGIN;
+{advisory}WITH locked AS (
   SELECT id, topic, event_key, payload, traceparent FROM outbox o
    WHERE published_at IS NULL
      AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q
                      WHERE q.event_key = o.event_key AND q.outbox_id <= o.id)
-   ORDER BY id LIMIT 2000 FOR UPDATE)
+   ORDER BY id LIMIT 2000{row_locks})
 SELECT coalesce(min(id), 0) AS lo, coalesce(max(id), -1) AS hi,
        sum(length(payload::text) + length(topic) + length(event_key)) AS bytes
   FROM locked \\gset
@@ -213,7 +222,8 @@ def start_slot(db):
     )
 
 
-def run(variant, rate, events, seconds, vacuum, relay_rounds, other_dbs, workdir):
+def run(variant, rate, args, other_dbs, workdir):
+    events, seconds, vacuum = args.events, args.seconds, args.vacuum
     schema()
     psql("CHECKPOINT", db="postgres")
     relay = None
@@ -231,11 +241,12 @@ def run(variant, rate, events, seconds, vacuum, relay_rounds, other_dbs, workdir
     if variant == "outbox table":
         script = os.path.join(workdir, "relay.sql")
         with open(script, "w") as f:
-            f.write(RELAY_ROUND)
+            f.write(relay_round(args.relay_lock))
         # The shipped relay runs a round when a commit wakes it, or every 500 ms; under load
         # its rounds come 5 to 25 times a second (docs/performance.md).
         relay = subprocess.Popen(
-            ["pgbench", *PG, "-n", "-c", "1", "-R", str(relay_rounds), "-T", str(seconds + 5), "-f", script,
+            ["pgbench", *PG, "-n", "-c", "1", "-R", str(args.relay_rounds), "-T", str(seconds + 5),
+             "-f", script,
              DB],
             env={**os.environ, "PGAPPNAME": "orderflow-relay"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -301,6 +312,8 @@ def main():
         "--other-slots", type=int, default=0,
         help="slots of other databases on the same server, read beside the experiment's own "
         "(with a database per service, each relay's slot reads the whole server's WAL)")
+    parser.add_argument("--relay-lock", choices=["rows", "advisory"], default="rows",
+                        help="the outbox relay's lock: its rows (as shipped) or one advisory lock")
     parser.add_argument("--relay-rounds", type=float, default=20, help="outbox relay rounds a second")
     parser.add_argument(
         "--vacuum", type=float, default=0,
@@ -325,7 +338,7 @@ def main():
           f"synchronous_commit {psql('SHOW synchronous_commit', db='postgres')}; "
           f"{args.events} event(s) per transaction; "
           f"{args.other_slots} other databases' slots; "
-          f"outbox relay rounds {args.relay_rounds:g}/s, vacuumed "
+          f"outbox relay rounds {args.relay_rounds:g}/s locking {args.relay_lock}, vacuumed "
           f"{f'every {args.vacuum:g} s' if args.vacuum else 'never'}; "
           f"{args.seconds} s a run, CPU over its middle {args.seconds - 10} s")
     groups = ["writer backends", "relay backend", "other slots", "vacuum backend",
@@ -338,8 +351,7 @@ def main():
         for rate in [int(r) for r in args.rates.split(",")]:
             for _ in range(args.repeat):
                 for variant in args.variants.split(","):
-                    r = run(variant, rate, args.events, args.seconds, args.vacuum, args.relay_rounds,
-                              other_dbs, workdir)
+                    r = run(variant, rate, args, other_dbs, workdir)
                     pg = sum(v for k, v in r["cores"].items() if not k.endswith("client"))
                     print(f"| {rate} | {variant} | {r['tps']:.1f} | {r['lat']} | "
                           + " | ".join(f"{r['cores'].get(g, 0.0):.3f}" for g in groups)
