@@ -122,7 +122,8 @@ def transaction(variant, events):
 # instead, as pgbench keeps no rows), then Outbox::acknowledged (Published::Deleted), a delete
 # of the round's id range (the shipped statement also requires each id to be one the round
 # read, `id = ANY($1)`, so that a row committed into the range after the read stays; here the
-# range alone, at about the same cost). No broker: the relay's publishing is the same for both ways.
+# range alone, at about the same cost). No broker: the relay's publishing is the same for both
+# ways.
 # `--relay-lock advisory` takes one transaction-level advisory lock instead of the row locks
 # (a lever not in the services: another relay would wait on it as it waits on the first row).
 def relay_round(lock):
