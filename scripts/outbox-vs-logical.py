@@ -219,7 +219,7 @@ def start_slot(db):
         ["pg_recvlogical", *PG, "-d", db, "--slot", db, "--start", "-f", "/dev/null",
          "-o", "proto_version=1", "-o", "publication_names=orderflow_outbox_experiment",
          "-o", "messages=true", "-s", "1", "-F", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
 
@@ -246,9 +246,8 @@ def run(variant, rate, args, other_dbs, workdir):
         # The shipped relay runs a round when a commit wakes it, or every 500 ms; under load
         # its rounds come 5 to 25 times a second (docs/performance.md).
         relay = subprocess.Popen(
-            ["pgbench", *PG, "-n", "-c", "1", "-R", str(args.relay_rounds), "-T", str(seconds + 5),
-             "-f", script,
-             DB],
+            ["pgbench", *PG, "-n", "-c", "1", "-R", str(args.relay_rounds),
+             "-T", str(seconds + 5), "-f", script, DB],
             env={**os.environ, "PGAPPNAME": "orderflow-relay"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
