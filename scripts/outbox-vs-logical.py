@@ -223,46 +223,42 @@ def start_slot(db):
     )
 
 
+def pgbench(workdir, name, sql, clients, rate, seconds, app=None):
+    """pgbench running `sql` (written to `name` in `workdir`) on the experiment's database at
+    `rate` transactions a second for `seconds`, as `app` (its backends are found by it); its
+    output is kept only for the writers (no `app`), whose figures are read from it."""
+    script = os.path.join(workdir, name)
+    with open(script, "w") as f:
+        f.write(sql)
+    kept = app is None
+    return subprocess.Popen(
+        ["pgbench", *PG, "-n", "-c", str(clients), "-j", str(min(clients, 2)), "-R", str(rate),
+         "-T", str(seconds), "-f", script, DB],
+        env={**os.environ, "PGAPPNAME": app or "pgbench"},
+        stdout=subprocess.PIPE if kept else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if kept else subprocess.DEVNULL, text=True,
+    )
+
+
 def run(variant, rate, args, other_dbs, workdir):
-    events, seconds, vacuum = args.events, args.seconds, args.vacuum
+    seconds = args.seconds
     schema()
     psql("CHECKPOINT", db="postgres")
     relay = None
     vacuums = None
-    if variant == "outbox table" and vacuum:
-        script = os.path.join(workdir, "vacuum.sql")
-        with open(script, "w") as f:
-            f.write("VACUUM outbox;\n")
-        vacuums = subprocess.Popen(
-            ["pgbench", *PG, "-n", "-c", "1", "-R", str(1 / vacuum), "-T", str(seconds + 5),
-             "-f", script, DB],
-            env={**os.environ, "PGAPPNAME": "orderflow-vacuum"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+    if variant == "outbox table" and args.vacuum:
+        vacuums = pgbench(workdir, "vacuum.sql", "VACUUM outbox;\n", 1, 1 / args.vacuum,
+                          seconds + 5, app="orderflow-vacuum")
     if variant == "outbox table":
-        script = os.path.join(workdir, "relay.sql")
-        with open(script, "w") as f:
-            f.write(relay_round(args.relay_lock))
         # The shipped relay runs a round when a commit wakes it, or every 500 ms; under load
         # its rounds come 5 to 25 times a second (docs/performance.md).
-        relay = subprocess.Popen(
-            ["pgbench", *PG, "-n", "-c", "1", "-R", str(args.relay_rounds),
-             "-T", str(seconds + 5), "-f", script, DB],
-            env={**os.environ, "PGAPPNAME": "orderflow-relay"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        relay = pgbench(workdir, "relay.sql", relay_round(args.relay_lock), 1,
+                        args.relay_rounds, seconds + 5, app="orderflow-relay")
     elif variant == "logical message":
         relay = start_slot(DB)
         others = [start_slot(db) for db in other_dbs]
-    script = os.path.join(workdir, "writer.sql")
-    with open(script, "w") as f:
-        f.write(transaction(variant, events))
     wal0 = wal_bytes()
-    writer = subprocess.Popen(
-        ["pgbench", *PG, "-n", "-c", "8", "-j", "2", "-R", str(rate), "-T", str(seconds),
-         "-f", script, DB],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    writer = pgbench(workdir, "writer.sql", transaction(variant, args.events), 8, rate, seconds)
     # Sample the middle of the run: after the clients connected, before they leave.
     time.sleep(5)
     groups = processes(writer.pid, relay.pid if relay else None)
